@@ -1,0 +1,1 @@
+"""Reports, plots and Parquet trace / event-log analysis."""
