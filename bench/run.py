@@ -1,0 +1,128 @@
+"""Benchmarks: simulator speed as ratios against a bare-SimPy floor run in the same process.
+
+Machines are noisy, so every figure is the median of `--repeats` runs, and the headline is a
+ratio against the floor measured in the same process: a bare SimPy pipeline of two FIFO
+Resources with the same request count. It prints JSON and appends one line per run to
+bench/results.jsonl together with machine info.
+
+    python bench/run.py                 # every case
+    python bench/run.py --case two_stage --requests 20000 --repeats 1   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import simpy  # noqa: E402
+
+from sim import run  # noqa: E402
+from sim.workload import Workload  # noqa: E402
+from traces.synthetic import write_synthetic  # noqa: E402
+from traces.version import git_commit  # noqa: E402
+
+
+def bare_simpy_two_fifo(n_requests: int, seed: int = 0) -> float:
+    """The floor: Poisson arrivals through two FIFO simpy.Resources, exponential service (ρ 0.7)."""
+    rng = np.random.default_rng(seed)
+    gaps = rng.exponential(1.0, n_requests).tolist()
+    s1 = rng.exponential(0.7, n_requests).tolist()
+    s2 = rng.exponential(0.5, n_requests).tolist()
+    env = simpy.Environment()
+    first, second = simpy.Resource(env, 1), simpy.Resource(env, 1)
+    done = []
+
+    def request(i):
+        with first.request() as r:
+            yield r
+            yield env.timeout(s1[i])
+        with second.request() as r:
+            yield r
+            yield env.timeout(s2[i])
+        done.append(env.now)
+
+    def source():
+        for i in range(n_requests):
+            yield env.timeout(gaps[i])
+            env.process(request(i))
+
+    env.process(source())
+    t0 = time.perf_counter()
+    env.run()
+    wall = time.perf_counter() - t0
+    assert len(done) == n_requests
+    return n_requests / wall
+
+
+def two_stage_scenario(trace: Path, n_requests: int, clients: int = 100) -> dict:
+    """The fixed two-stage pipeline: entropy gate, FIFO uplink, FIFO GPU at ρ ≈ 0.7."""
+    return {
+        "name": "bench-two-stage", "seed": 1, "trace": str(trace),
+        "stop": {"requests": n_requests},
+        "clients": {"count": clients, "arrival": {"kind": "poisson", "rate_per_s": 2.5 / clients},
+                    "link_classes": [{"share": 0.7, "uplink_mbps": 10}, {"share": 0.3, "uplink_mbps": 2}]},
+        "network": {"uplink": {"capacity_mbps": 20, "propagation_ms": 20},
+                    "downlink": {"capacity_mbps": 100, "propagation_ms": 20}},
+        "server": {"scheduler": {"kind": "fifo"}},
+        "policy": {"kind": "entropy_threshold", "metric": "min_entropy", "threshold": 0.6, "tokens": 5},
+    }
+
+
+def sim_rate(scenario: dict, workload: Workload, out: Path | None) -> float:
+    t0 = time.perf_counter()
+    run(scenario, out, workload=workload)
+    return scenario["stop"]["requests"] / (time.perf_counter() - t0)
+
+
+def case_two_stage(trace: Path, workload: Workload, n: int, repeats: int, tmp: Path) -> dict:
+    sims, floors = [], []
+    for k in range(repeats):
+        floors.append(bare_simpy_two_fifo(n, seed=k))
+        sims.append(sim_rate(two_stage_scenario(trace, n), workload, tmp / f"two_stage_{k}"))
+    sim, floor = statistics.median(sims), statistics.median(floors)
+    return {"case": "two_stage", "requests": n, "clients": 100, "sim_req_per_s": round(sim),
+            "floor_req_per_s": round(floor), "ratio": round(sim / floor, 3),
+            "ratio_per_repeat": [round(a / b, 3) for a, b in zip(sims, floors)], "target_ratio": 0.3}
+
+
+CASES = {"two_stage": case_two_stage}
+
+
+def machine_info() -> dict:
+    return {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.uname().machine, "simpy": simpy.__version__}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--case", choices=sorted(CASES), action="append", help="run only these cases")
+    ap.add_argument("--requests", type=int, default=100_000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--results", type=Path, default=ROOT / "bench" / "results.jsonl")
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        trace = write_synthetic(tmp / "bench.parquet", 2000, seed=0)
+        workload = Workload.load(trace)
+        results = [CASES[c](trace, workload, args.requests, args.repeats, tmp) for c in (args.case or CASES)]
+    record = {"time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": git_commit(),
+              "machine": machine_info(), "results": results}
+    print(json.dumps(record, indent=2))
+    with open(args.results, "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Scenario YAML files users run and copy (shipped as package data)."""

@@ -1,0 +1,161 @@
+"""The SimPy engine: it builds clients, links, server and policy from a scenario and runs requests.
+
+A request's protocol lives in its policy (`Policy.life`). The engine gives that protocol its
+building blocks: edge profile, `send_up`, `send_down`, `infer`, `drop`, `finish`. It also creates
+requests as the arrival process asks. Every request ends with one terminal record in the event log.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import simpy
+
+from sim.arrivals import arrival_processes
+from sim.latency import Job
+from sim.network import build_link
+from sim.policies import policies
+from sim.profiles import EDGES, MODELS
+from sim.rng import Batched, Streams
+from sim.scenario import Scenario
+from sim.server import build_server
+from sim.workload import Workload
+
+#: Tokens of the generic prompt ("Write a general description of the image.") in the attention pass.
+GENERIC_PROMPT_TOKENS = 12
+
+NAN = math.nan
+
+
+class Request:
+    """One request's path through the system; NaN marks a step it skipped."""
+
+    __slots__ = ("request_id", "client_id", "sample", "arrival_s", "edge_done_s", "up1_end_s",
+                 "s1_start_s", "s1_end_s", "crop_req_end_s", "up2_end_s", "s2_start_s", "s2_end_s",
+                 "done_s", "uplink_bytes", "downlink_bytes", "stages", "score", "flops", "status")
+
+    def __init__(self, request_id: int, client_id: int, sample: int, now: float):
+        self.request_id = request_id
+        self.client_id = client_id
+        self.sample = sample
+        self.arrival_s = now
+        self.edge_done_s = self.up1_end_s = self.s1_start_s = self.s1_end_s = NAN
+        self.crop_req_end_s = self.up2_end_s = self.s2_start_s = self.s2_end_s = self.done_s = NAN
+        self.uplink_bytes = self.downlink_bytes = self.stages = 0
+        self.score = NAN
+        self.flops = 0.0
+        self.status = "ok"
+
+
+class Simulation:
+    """One scenario's world: environment, components, and the request factory."""
+
+    def __init__(self, scenario: Scenario, workload: Workload, on_terminal: Callable[[Request], None]):
+        self.scenario = sc = scenario
+        self.workload = workload
+        self.env = env = simpy.Environment()
+        self.streams = Streams(sc.seed)
+        self.model = MODELS[sc.server.model]
+        self.edge = EDGES[sc.clients.edge.device]
+        self.uplink = build_link(env, sc.network.uplink)
+        self.downlink = build_link(env, sc.network.downlink)
+        self.server = build_server(env, sc.server, self.streams["service"])
+        self.policy = policies.build(sc.policy, workload, self.streams["policy"])
+        self.deadline_s = sc.slo.deadline_s
+        self._on_terminal = on_terminal
+        self.access_bps = self._assign_link_classes()
+        self._jobs = self._build_jobs()
+        n_v = self.model.visual_tokens
+        self.stage_flops = {1: self.model.flops(n_v), 0: self.model.flops(n_v), 2: self.model.flops(2 * n_v)}
+        rng = self.streams["samples"]
+        self._draw_sample = Batched(lambda n: rng.integers(0, workload.n, n))
+        self.max_requests = sc.stop.requests
+        self.arrivals_end_s = sc.stop.time_s if sc.stop.time_s is not None else math.inf
+        self.arrived = 0
+        self.terminal = 0
+        arrival_processes.build(sc.clients.arrival, self, sc.clients.count)
+
+    def _assign_link_classes(self) -> list[float]:
+        """Each client's access rate: classes get exact shares of the clients, in a seeded shuffle."""
+        sc = self.scenario.clients
+        shares = [c.share for c in sc.link_classes]
+        counts = [int(s * sc.count) for s in shares]
+        by_remainder = sorted(range(len(shares)), key=lambda k: (-(shares[k] * sc.count - counts[k]), k))
+        for k in by_remainder[: sc.count - sum(counts)]:
+            counts[k] += 1
+        rates = [c.uplink_mbps * 1e6 for c, n in zip(sc.link_classes, counts) for _ in range(n)]
+        order = self.streams["clients"].permutation(sc.count)
+        return [rates[i] for i in order]
+
+    def _build_jobs(self) -> dict[int, list[Job]]:
+        """The GPU jobs of each sample for stage 1, the attention pass (0) and stage 2."""
+        w, n_v = self.workload, self.model.visual_tokens
+        prompt = w.table.column("prompt_tokens").to_numpy().tolist()
+        t1, t2 = w.s1_tokens.tolist(), w.s2_tokens.tolist()
+        return {
+            1: [Job(1, 1, n_v, p, t) for p, t in zip(prompt, t1)],
+            0: [Job(0, 1, n_v, GENERIC_PROMPT_TOKENS, 0) for _ in prompt],
+            2: [Job(2, 2, 2 * n_v, p, t) for p, t in zip(prompt, t2)],
+        }
+
+    # ------------------------------------------------------------ request factory
+
+    def spawn(self, client_id: int) -> bool:
+        """Start a request from `client_id` now; False once the stopping rule ends arrivals."""
+        env = self.env
+        if self.arrived == self.max_requests or env.now >= self.arrivals_end_s:
+            return False
+        req = Request(self.arrived, client_id, self._draw_sample(), env.now)
+        self.arrived += 1
+        env.process(self.policy.life(self, req))
+        return True
+
+    # ------------------------------------------------------------ building blocks for policies
+
+    def send_up(self, req: Request, payload_bytes: int):
+        """Process: carry a message from the request's client to the server."""
+        link = self.uplink
+        nbytes = payload_bytes + link.overhead_bytes
+        req.uplink_bytes += nbytes
+        return link.transfer(nbytes, self.access_bps[req.client_id])
+
+    def send_down(self, req: Request, payload_bytes: int):
+        """Process: carry a message from the server to the request's client."""
+        link = self.downlink
+        nbytes = payload_bytes + link.overhead_bytes
+        req.downlink_bytes += nbytes
+        return link.transfer(nbytes)
+
+    def infer(self, req: Request, stage: int, admit: bool = False):
+        """Process: run one GPU pass for the request (stage 1, 2, or 0 = the attention pass).
+
+        Returns (start_s, end_s), or None if admission control (`admit`) dropped the request.
+        Follow-up passes of an admitted request are never dropped.
+        """
+        span = yield from self.server.submit(self._jobs[stage][req.sample], admit)
+        if span is not None:
+            req.flops += self.stage_flops[stage]
+            if stage:
+                req.stages = stage
+        return span
+
+    def drop(self, req: Request) -> None:
+        req.status = "dropped"
+        req.score = NAN
+        self._terminate(req)
+
+    def finish(self, req: Request) -> None:
+        self._terminate(req)
+
+    def _terminate(self, req: Request) -> None:
+        req.done_s = self.env.now
+        self.terminal += 1
+        self._on_terminal(req)
+
+    # ------------------------------------------------------------ running
+
+    def run(self) -> float:
+        """Run until arrivals stop and every request has ended; returns the final time."""
+        self.env.run()
+        return self.env.now

@@ -1,0 +1,85 @@
+"""The seed paper's gates: global_only (η → ∞), always_crop (η = 0) and entropy_threshold.
+
+entropy_threshold averages a per-token uncertainty over the first k answer tokens and crops
+when the value is at or above η (min_entropy, shannon), or at or below η for margin, where a
+small p1 − p2 means uncertain.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from sim.policies.base import ImagePolicyConfig, TwoStagePolicy, policies
+from sim.workload import Workload
+
+METRIC_COLUMNS = {"min_entropy": "s1_min_entropy", "shannon": "s1_shannon", "margin": "s1_margin"}
+
+
+class GlobalOnly(ImagePolicyConfig):
+    kind: Literal["global_only"]
+
+
+class AlwaysCrop(ImagePolicyConfig):
+    kind: Literal["always_crop"]
+
+
+class EntropyThreshold(ImagePolicyConfig):
+    kind: Literal["entropy_threshold"]
+    metric: Literal["min_entropy", "shannon", "margin"] = "min_entropy"
+    threshold: float = Field(description="η: bits for the entropies, p1−p2 in [0, 1] for margin")
+    tokens: int | Literal["all"] = Field(5, description="aggregate over the first k answer tokens, or all")
+
+    @field_validator("threshold")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if math.isnan(v):
+            raise ValueError("must be a number, not NaN")
+        return v
+
+    @field_validator("tokens")
+    @classmethod
+    def _positive(cls, v):
+        if v != "all" and v < 1:
+            raise ValueError("must be a positive integer or 'all'")
+        return v
+
+
+class GlobalOnlyPolicy(TwoStagePolicy):
+    name = "global_only"
+
+    def wants_crop(self, sample, sim) -> bool:
+        return False
+
+
+class AlwaysCropPolicy(TwoStagePolicy):
+    name = "always_crop"
+
+    def wants_crop(self, sample, sim) -> bool:
+        return True
+
+
+class EntropyThresholdPolicy(TwoStagePolicy):
+    name = "entropy_threshold"
+
+    def __init__(self, cfg: EntropyThreshold, workload: Workload, rng: np.random.Generator):
+        super().__init__(cfg, workload, rng)
+        self.values = uncertainty(workload, cfg.metric, cfg.tokens)
+        crop = self.values <= cfg.threshold if cfg.metric == "margin" else self.values >= cfg.threshold
+        self.crop = crop.tolist()
+
+    def wants_crop(self, sample, sim) -> bool:
+        return self.crop[sample]
+
+
+def uncertainty(workload: Workload, metric: str, tokens: int | str) -> np.ndarray:
+    """Per-sample mean of `metric` over the first k stage-1 tokens (all when tokens == 'all')."""
+    return workload.first_k_mean(METRIC_COLUMNS[metric], None if tokens == "all" else int(tokens))
+
+
+policies.register(GlobalOnly)(GlobalOnlyPolicy)
+policies.register(AlwaysCrop)(AlwaysCropPolicy)
+policies.register(EntropyThreshold)(EntropyThresholdPolicy)

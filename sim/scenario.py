@@ -1,0 +1,269 @@
+"""Scenario YAML v1 (DESIGN.md §3) as strict pydantic models, and a loader with one-line errors.
+
+Unknown keys are errors, and every error names its YAML path (`policy.threshold`) and the allowed
+values. YAML is read with safe_load only. Blocks with variants are `kind`-tagged unions built from
+the registries, so a new policy, arrival process, latency model or scheduler needs no change here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any, Optional, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
+
+from sim.arrivals import arrival_processes
+from sim.errors import ConfigError
+from sim.latency import ParametricLatency, latency_models
+from sim.network import LinkConfig
+from sim.policies import policies
+from sim.profiles import EDGES, MODELS
+from sim.server import FifoScheduler, ServerBase, schedulers
+
+SCENARIO_VERSION = 1
+MAX_YAML_BYTES = 1_000_000
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StopConfig(Strict):
+    """Run until this many requests have arrived, or until time_s; in-flight requests then drain."""
+
+    requests: Optional[PositiveInt] = None
+    time_s: Optional[PositiveFloat] = None
+    warmup_s: float = Field(0.0, ge=0, description="arrivals before this are excluded from steady-state stats")
+
+    @model_validator(mode="after")
+    def _one_limit(self):
+        if (self.requests is None) == (self.time_s is None):
+            raise ValueError("give exactly one of 'requests' or 'time_s'")
+        if self.time_s is not None and self.warmup_s >= self.time_s:
+            raise ValueError("warmup_s must be shorter than time_s")
+        return self
+
+
+class EdgeConfig(Strict):
+    device: str = "imx95"
+
+
+class LinkClass(Strict):
+    share: float = Field(gt=0, le=1)
+    uplink_mbps: PositiveFloat
+
+
+class ClientsConfig(Strict):
+    count: PositiveInt = 100
+    arrival: arrival_processes.config_union()  # type: ignore[valid-type]
+    edge: EdgeConfig = EdgeConfig()
+    link_classes: list[LinkClass] = Field(default_factory=lambda: [LinkClass(share=1.0, uplink_mbps=10.0)],
+                                          min_length=1)
+
+    @model_validator(mode="after")
+    def _shares(self):
+        total = sum(c.share for c in self.link_classes)
+        if not math.isclose(total, 1.0, abs_tol=1e-6):
+            raise ValueError(f"link_classes shares must sum to 1, got {total:g}")
+        return self
+
+
+class NetworkConfig(Strict):
+    uplink: LinkConfig = LinkConfig(capacity_mbps=20.0, propagation_ms=20.0)
+    downlink: LinkConfig = LinkConfig(capacity_mbps=100.0, propagation_ms=20.0)
+
+
+class ServerConfig(ServerBase):
+    scheduler: schedulers.config_union() = FifoScheduler()  # type: ignore[valid-type]
+    latency: latency_models.config_union() = ParametricLatency()  # type: ignore[valid-type]
+
+
+class SloConfig(Strict):
+    deadline_s: PositiveFloat = 2.0
+
+
+class Scenario(Strict):
+    """One simulation: workload, network, server, policy and stopping rule."""
+
+    name: str = Field("scenario", min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    seed: int = Field(0, ge=0)
+    trace: str
+    stop: StopConfig
+    clients: ClientsConfig
+    network: NetworkConfig = NetworkConfig()
+    server: ServerConfig = ServerConfig()
+    policy: policies.config_union()  # type: ignore[valid-type]
+    slo: SloConfig = SloConfig()
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def hash(self) -> str:
+        """SHA-256 of the scenario with defaults filled in: equal hashes mean equal runs."""
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
+
+
+def _check_profiles(sc: Scenario) -> None:
+    if sc.server.model not in MODELS:
+        raise ConfigError("server.model", f"unknown model {sc.server.model!r}; allowed: {', '.join(MODELS)}")
+    if sc.clients.edge.device not in EDGES:
+        raise ConfigError("clients.edge.device",
+                          f"unknown edge device {sc.clients.edge.device!r}; allowed: {', '.join(EDGES)}")
+
+
+def parse_scenario(data: Any, *, source: str = "scenario") -> Scenario:
+    """Validate a scenario dict; raise ConfigError naming the first bad field."""
+    if not isinstance(data, dict):
+        raise ConfigError("", f"{source}: a scenario must be a YAML mapping, got {type(data).__name__}")
+    try:
+        sc = Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise _config_error(exc, data) from None
+    _check_profiles(sc)
+    return sc
+
+
+def load_scenario(path: str | Path) -> tuple[Scenario, Path]:
+    """Read and validate a scenario YAML file; returns (scenario, the file's directory)."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError("", f"scenario file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError("", f"cannot read scenario file {path}: {exc.strerror}") from None
+    if len(raw) > MAX_YAML_BYTES:
+        raise ConfigError("", f"{path}: scenario file is larger than {MAX_YAML_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError("", f"{path}: not UTF-8 text (byte {exc.start})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError("", f"{path}: {problem}{where}") from None
+    return parse_scenario(data, source=str(path)), path.resolve().parent
+
+
+# ---------------------------------------------------------------- error messages
+
+
+def _config_error(exc: ValidationError, data: dict) -> ConfigError:
+    errors = exc.errors(include_url=False)
+    # A typo shows as an unknown key plus a missing one; the unknown key says more.
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    loc = tuple(err["loc"])
+    path, model_loc = _yaml_path(loc, data)
+    kind = err["type"]
+    more = len(errors) - 1
+    suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(model_loc, data)
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        msg = "unknown key" + (f" (did you mean '{close[0]}'?)" if close else "")
+        msg += f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+    elif kind == "missing":
+        msg = "required field is missing"
+    elif kind == "union_tag_invalid":
+        ctx = err.get("ctx", {})
+        msg = f"unknown kind {ctx.get('tag')!r}; allowed: {ctx.get('expected_tags', '').replace(chr(39), '')}"
+    elif kind == "union_tag_not_found":
+        msg = f"needs a 'kind'; allowed: {', '.join(_union_kinds(model_loc))}"
+    else:
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        if "input" in err and kind not in ("model_type", "dict_type"):
+            msg += f" (got {_short(err['input'])})"
+    return ConfigError(path, msg + suffix)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _yaml_path(loc: tuple, data: Any) -> tuple[str, tuple]:
+    """Drop union-tag components pydantic inserts into `loc`, keeping only keys the YAML has."""
+    parts, model_loc, cur = [], [], data
+    for item in loc:
+        if isinstance(cur, dict) and item in cur:
+            parts.append(str(item))
+            model_loc.append(item)
+            cur = cur[item]
+        elif isinstance(cur, list) and isinstance(item, int):
+            parts[-1:] = [f"{parts[-1]}[{item}]"] if parts else [f"[{item}]"]
+            model_loc.append(item)
+            cur = cur[item] if item < len(cur) else None
+        elif isinstance(cur, dict) and isinstance(item, str) and "kind" in cur and item == cur.get("kind"):
+            continue  # the union tag
+        else:
+            parts.append(str(item))
+            model_loc.append(item)
+            cur = None
+    return ".".join(parts), tuple(model_loc)
+
+
+def _model_at(model_loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model class whose fields the YAML mapping at model_loc (a tuple of keys) holds."""
+    cls: Any = Scenario
+    for key in model_loc:
+        cls = _unwrap(cls)
+        if isinstance(key, int):
+            cls = get_args(cls)[0] if get_args(cls) else None
+            continue
+        if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or key not in cls.model_fields:
+            return None
+        cls = cls.model_fields[key].annotation
+    return cls
+
+
+def _unwrap(tp: Any) -> Any:
+    while get_origin(tp) is not None and "Annotated" in str(get_origin(tp)):
+        tp = get_args(tp)[0]
+    if get_origin(tp) is Union:
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return _unwrap(args[0])
+    return tp
+
+
+def _union_members(tp: Any) -> list[type[BaseModel]]:
+    tp = _unwrap(tp)
+    if get_origin(tp) is Union:
+        return [_unwrap(a) for a in get_args(tp) if a is not type(None)]
+    return [tp] if isinstance(tp, type) else []
+
+
+def _union_kinds(model_loc: tuple) -> list[str]:
+    kinds = []
+    for m in _union_members(_model_at(model_loc)):
+        f = getattr(m, "model_fields", {}).get("kind")
+        if f is not None:
+            kinds.extend(a for a in get_args(f.annotation) if isinstance(a, str))
+    return kinds
+
+
+def _allowed_keys(model_loc: tuple, data: Any) -> list[str]:
+    """Field names allowed beside an unknown key (the key is model_loc[-1])."""
+    members = [m for m in _union_members(_model_at(model_loc[:-1])) if issubclass(m, BaseModel)]
+    mapping = data
+    for key in model_loc[:-1]:
+        mapping = mapping[key] if isinstance(mapping, (dict, list)) else None
+    if len(members) > 1 and isinstance(mapping, dict):  # a kind-tagged union: the member the YAML names
+        named = [m for m in members if mapping.get("kind") in get_args(m.model_fields["kind"].annotation)]
+        members = named or members
+    return sorted({k for m in members for k in m.model_fields}) if len(members) > 1 else (
+        list(members[0].model_fields) if members else [])
+
