@@ -1,4 +1,8 @@
-"""The `edgevlm` command line. Bad input prints one line naming the field and exits with code 2."""
+"""The `edgevlm` command line. Bad input prints one line naming the field and exits with code 2.
+
+Sub-commands beyond `run` and `trace validate|synthetic` live in their own modules and are listed
+in COMMAND_MODULES / TRACE_COMMAND_MODULES.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,13 @@ from sim.errors import UserError
 from traces import TraceError
 
 EXIT_USAGE = 2
+
+#: Modules that add top-level sub-commands: each has `register(subparsers)` and keeps heavy imports
+#: inside its handlers, so `edgevlm --help` stays fast. A module that fails to import is skipped.
+COMMAND_MODULES: tuple[str, ...] = ()
+#: Modules that add `edgevlm trace ...` sub-commands the same way. models.cli is optional: the
+#: simulator itself never needs torch.
+TRACE_COMMAND_MODULES: tuple[str, ...] = ("models.cli",)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -115,7 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--samples", type=int, default=2000)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_cmd_trace_synthetic)
-    _register_optional(tsub, "models.cli")
+    for module in TRACE_COMMAND_MODULES:
+        _register_optional(tsub, module)
+    for module in COMMAND_MODULES:
+        _register_optional(sub, module)
     return ap
 
 
