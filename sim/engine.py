@@ -140,6 +140,39 @@ class Simulation:
                 req.stages = stage
         return span
 
+    def infer_job(self, req: Request, job: Job, flops: float, admit: bool = False):
+        """Process: run an arbitrary GPU `job` (HD tokens, a progressive level) for the request.
+
+        Like `infer`, but the caller gives the Job and its FLOPs and sets `req.stages` itself.
+        Returns (start_s, end_s), or None if admission control (`admit`) dropped the request.
+        """
+        span = yield from self.server.submit(job, admit)
+        if span is not None:
+            req.flops += flops
+        return span
+
+    # ------------------------------------------------------------ observed state, for load-aware policies
+
+    def uplink_backlog_s(self) -> float:
+        """Seconds of uplink work queued ahead of a new transfer, at full capacity, whatever the link.
+
+        Uses the link's own `backlog_s()` (FIFO: time until the link frees) or, for links that only
+        report `backlog_bytes()` (e.g. processor sharing), bytes left to send / capacity; else 0.
+        """
+        link = self.uplink
+        backlog = getattr(link, "backlog_s", None)
+        if backlog is not None:
+            return backlog()
+        left = getattr(link, "backlog_bytes", None)
+        if left is not None:
+            return left() * 8.0 / (self.scenario.network.uplink.capacity_mbps * 1e6)
+        return 0.0
+
+    def gpu_queue_length(self) -> int:
+        """GPU jobs admitted but not yet started (0 for a server that does not report it)."""
+        queue_length = getattr(self.server, "queue_length", None)
+        return queue_length() if queue_length is not None else 0
+
     def drop(self, req: Request) -> None:
         req.status = "dropped"
         req.score = NAN

@@ -135,7 +135,7 @@ def _simulate(sc: Scenario, workload: Workload, out: Path | None, progress: bool
 
 def baseline_bytes(sc: Scenario, workload: Workload, sample_ids: np.ndarray) -> np.ndarray | None:
     """Per-row uplink bytes of global-only at the policy's JPEG quality (comm-cost denominator)."""
-    quality = getattr(sc.policy, "jpeg_quality", None)
+    quality = getattr(sc.policy, "jpeg_quality", None) or getattr(sc.policy, "reference_jpeg_quality", None)
     if quality is None or quality not in workload.qualities:
         return None
     q = workload.qualities.index(quality)
@@ -157,12 +157,15 @@ def build_summary(sc: Scenario, workload: Workload, sim: Simulation, events: pa.
         "scenario": sc.name,
         "scenario_hash": sc.hash(),
         "policy": sc.policy.kind,
+        # An analysis bound (the oracle reads correctness), not a deployable policy.
+        "policy_is_bound": bool(sim.policy.is_bound),
         "seed": sc.seed,
         "complete": True,
         "sim_time_s": end_s,
         "trace": {"path": str(workload.path), "source_kind": workload.provenance.get("source_kind"),
                   "model_id": workload.provenance.get("model_id"), "samples": workload.n},
         **body,
+        **({"policy_stats": sim.policy.stats()} if hasattr(sim.policy, "stats") else {}),
         "environment": run_environment(),
     }
 

@@ -35,6 +35,8 @@ class Policy:
     """A built policy: `life(sim, req)` is the request's SimPy process."""
 
     name = "policy"
+    #: True for analysis bounds (the oracle) that no deployable gate can implement; summaries flag it.
+    is_bound = False
 
     def __init__(self, cfg: PolicyConfig, workload: Workload, rng: np.random.Generator):
         self.cfg = cfg
@@ -43,6 +45,21 @@ class Policy:
 
     def life(self, sim: "Simulation", req: "Request"):
         raise NotImplementedError
+
+
+def scores_at_quality(workload: Workload, column: str, q: int) -> np.ndarray:
+    """A score column at JPEG quality index q.
+
+    Trace format v1 stores one score per stage (taken at the trace's reference quality), so the
+    score does not change with `jpeg_quality`. A table that carries `<column>_by_quality`
+    (list<float>, one per `jpeg_qualities` entry) is read at index q instead; the v1 reader rejects
+    unknown columns, so this applies to in-memory workloads and a future format version only.
+    """
+    per_q = column + "_by_quality"
+    if per_q in workload.table.column_names:
+        return np.array(workload.table.column(per_q).to_pylist(), dtype=np.float64)[:, q]
+    return np.asarray(getattr(workload, column) if hasattr(workload, column) else workload.optional(column),
+                      dtype=np.float64)
 
 
 class TwoStagePolicy(Policy):
@@ -56,11 +73,15 @@ class TwoStagePolicy(Policy):
         self.up2_bytes = workload.local_bytes[:, q].tolist()
         self.answer1_bytes = (workload.s1_tokens * TEXT_BYTES_PER_TOKEN).tolist()
         self.answer2_bytes = (workload.s2_tokens * TEXT_BYTES_PER_TOKEN).tolist()
-        self.score1 = workload.s1_score.tolist()
-        self.score2 = workload.s2_score.tolist()
+        self.score1 = scores_at_quality(workload, "s1_score", q).tolist()
+        self.score2 = scores_at_quality(workload, "s2_score", q).tolist()
 
     def wants_crop(self, sample: int, sim: "Simulation") -> bool:
         raise NotImplementedError
+
+    def decide(self, req: "Request", sim: "Simulation") -> bool:
+        """The crop decision after stage 1; policies that need the request itself override this."""
+        return self.wants_crop(req.sample, sim)
 
     def life(self, sim: "Simulation", req: "Request"):
         env, i = sim.env, req.sample
@@ -74,7 +95,7 @@ class TwoStagePolicy(Policy):
         req.s1_start_s, req.s1_end_s = span
         req.score = self.score1[i]
         answer_bytes = self.answer1_bytes[i]
-        if self.wants_crop(i, sim):
+        if self.decide(req, sim):
             yield from sim.infer(req, 0)
             yield from sim.send_down(req, BBOX_REQUEST_BYTES)
             req.crop_req_end_s = env.now
