@@ -39,8 +39,8 @@ class AdaptiveThreshold(EntropyThreshold):
     threshold: float = Field(0.3, description="η when unloaded (bits; p1−p2 for margin)")
     gain: float = Field(1.0, ge=0, description="η added per unit of pressure above the dead zone")
     threshold_max: Optional[float] = Field(None, description="cap on η (default: none, so heavy load stops crops)")
-    dead_zone: float = Field(0.25, ge=0, description="pressure below this leaves η at `threshold`")
-    gpu_queue_ref: PositiveFloat = Field(4.0, description="GPU jobs waiting that count as pressure 1")
+    dead_zone: float = Field(0.0, ge=0, description="pressure below this leaves η at `threshold`")
+    gpu_queue_ref: PositiveFloat = Field(1.0, description="GPU jobs waiting that count as pressure 1")
     uplink_backlog_ref_s: PositiveFloat = Field(0.5, description="uplink backlog (s) that counts as pressure 1")
     latency_target: float = Field(0.5, ge=0, lt=1, description="recent latency above this fraction of the "
                                                                  "deadline adds pressure")

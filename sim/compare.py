@@ -1,0 +1,291 @@
+"""`edgevlm compare FILE`: run named policy variants on one workload with common random numbers.
+
+Compare file format v1 (YAML, validated strictly like a scenario):
+
+    name: compare_policies
+    base: quickstart.yaml            # a scenario: a path (relative to this file) or an inline mapping
+    set: {stop: {requests: 5000}}    # optional: deep-merged into the base for every variant
+    variants:                        # one run per variant (and per load scale)
+      - name: eta_0.6                # unique; [A-Za-z0-9_.-]
+        policy: {kind: entropy_threshold, threshold: 0.6}
+        set: {slo: {deadline_s: 3}}  # optional: deep-merged into this variant only
+    load:                            # optional load axis: arrival-rate multipliers
+      scale: [0.5, 1.0, 2.0]
+
+Every variant keeps the base's seed, so the arrivals, clients and samples are identical across
+variants (each purpose has its own random stream, sim/rng.py): differences are the policy's.
+`run_compare(...)` returns one row per (variant, load scale) of summary metrics; the CLI writes
+it to DIR/results.parquet, keeps each run directory under DIR/runs/, and prints a table.
+Bounds (the oracle) are flagged in `policy_is_bound` and marked in the printed table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, model_validator
+
+from sim.errors import ConfigError, UserError
+
+COMPARE_VERSION = 1
+NAME_PATTERN = r"^[A-Za-z0-9_.\-]+$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Variant(_Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    policy: dict[str, Any]
+    set: dict[str, Any] = Field(default_factory=dict, description="deep-merged into this variant's scenario")
+
+
+class LoadAxis(_Strict):
+    scale: list[PositiveFloat] = Field(min_length=1, description="multipliers of the arrival rate")
+
+
+class CompareSpec(_Strict):
+    name: str = Field("compare", pattern=NAME_PATTERN)
+    base: str | dict[str, Any]
+    set: dict[str, Any] = Field(default_factory=dict, description="deep-merged into the base for every variant")
+    variants: list[Variant] = Field(min_length=1)
+    load: Optional[LoadAxis] = None
+
+    @model_validator(mode="after")
+    def _unique(self):
+        seen = set()
+        for v in self.variants:
+            if v.name in seen:
+                raise ValueError(f"variant name {v.name!r} is used twice")
+            seen.add(v.name)
+        return self
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """A copy of `base` with `over` merged in: mappings merge key by key, anything else replaces."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def load_compare(spec: str | os.PathLike | dict) -> tuple[CompareSpec, Path | None]:
+    """Validate a compare file (path) or mapping; returns (spec, the file's directory or None)."""
+    base_dir = None
+    if not isinstance(spec, dict):
+        path = Path(spec)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError("", f"compare file not found: {path}") from None
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise ConfigError("", f"{path}: cannot read compare file: {exc}") from None
+        base_dir = path.resolve().parent
+        spec = data
+    if not isinstance(spec, dict):
+        raise ConfigError("", "a compare file must be a YAML mapping")
+    try:
+        return CompareSpec.model_validate(spec), base_dir
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key; allowed keys: " + ", ".join(CompareSpec.model_fields if len(err["loc"]) == 1
+                                                           else Variant.model_fields)
+        raise ConfigError(where, msg) from None
+
+
+def _base_scenario(spec: CompareSpec, base_dir: Path | None) -> tuple[dict, Path | None]:
+    """The base scenario as a dict, its trace path made absolute so variants resolve it alike."""
+    from sim.runner import resolve_trace
+
+    if isinstance(spec.base, dict):
+        data, scen_dir = copy.deepcopy(spec.base), base_dir
+    else:
+        p = Path(spec.base)
+        if not p.is_absolute() and base_dir is not None:
+            p = base_dir / p
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError("base", f"scenario file not found: {p}") from None
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise ConfigError("base", f"{p}: cannot read scenario: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError("base", f"{p}: a scenario must be a YAML mapping")
+        scen_dir = p.resolve().parent
+    if "trace" in data:
+        data["trace"] = str(resolve_trace(str(data["trace"]), scen_dir).resolve())
+    return data, scen_dir
+
+
+def _scale_load(data: dict, scale: float, where: str) -> dict:
+    arrival = data.get("clients", {}).get("arrival", {})
+    for key in ("rate_per_s", "fps"):
+        if key in arrival:
+            out = copy.deepcopy(data)
+            out["clients"]["arrival"][key] = arrival[key] * scale
+            return out
+    raise ConfigError(where, f"load.scale needs an arrival with rate_per_s or fps; got kind {arrival.get('kind')!r}")
+
+
+def expand(spec: CompareSpec, base_dir: Path | None, overrides: dict | None = None):
+    """The (variant name, load scale, validated Scenario) triples a compare runs, in order."""
+    from sim.scenario import parse_scenario
+
+    base, _ = _base_scenario(spec, base_dir)
+    base = deep_merge(base, spec.set)
+    scales = spec.load.scale if spec.load else [1.0]
+    runs = []
+    for i, v in enumerate(spec.variants):
+        data = deep_merge(base, v.set)
+        data["policy"] = copy.deepcopy(v.policy)
+        data = deep_merge(data, overrides or {})
+        for s in scales:
+            d = _scale_load(data, s, "load.scale") if s != 1.0 else data
+            d = dict(d, name=f"{spec.name}.{v.name}" + (f"@{s:g}" if spec.load else ""))
+            try:
+                sc = parse_scenario(d)
+            except ConfigError as exc:
+                raise ConfigError(f"variants[{i}] ({v.name})", str(exc)) from None
+            runs.append((v.name, s, sc))
+    return runs
+
+
+ROW_METRICS = {
+    "throughput_per_s": ("throughput_per_s",),
+    "goodput_per_s": ("goodput_per_s",),
+    "score_goodput_per_s": ("score_goodput_per_s",),
+    "accuracy": ("accuracy", "value"),
+    "accuracy_ci_half": ("accuracy", "half_width"),
+    "latency_mean_s": ("latency_s", "mean", "value"),
+    "latency_p50_s": ("latency_s", "p50", "value"),
+    "latency_p95_s": ("latency_s", "p95", "value"),
+    "latency_p99_s": ("latency_s", "p99", "value"),
+    "deadline_met_rate": ("deadline_met_rate",),
+    "drop_rate": ("drop_rate",),
+    "uplink_bytes_per_request": ("bytes_per_request", "uplink"),
+    "additional_comm_cost": ("additional_comm_cost",),
+    "retransmission_rate": ("retransmission_rate",),
+    "flops_per_request": ("flops_per_request",),
+    "gpu_utilisation": ("utilisation", "gpu"),
+    "uplink_utilisation": ("utilisation", "uplink"),
+}
+
+
+def _get(d: dict, path: tuple):
+    for k in path:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def run_compare(spec: str | os.PathLike | dict, out_dir: str | os.PathLike | None = None, *,
+                overrides: dict | None = None, progress: bool = False, base_dir: Path | None = None) -> pd.DataFrame:
+    """Run every variant (× load scale) of a compare spec; one row of summary metrics per run.
+
+    `overrides` is deep-merged into every variant last (e.g. {"stop": {"requests": 500}} for a
+    short horizon). With `out_dir`, each run directory is written under out_dir/runs/<variant>.
+    """
+    from sim.profiles import MODELS
+    from sim.runner import run
+    from sim.workload import Workload
+
+    parsed, file_dir = load_compare(spec)
+    runs = expand(parsed, base_dir or file_dir, overrides)
+    workloads: dict[str, Workload] = {}
+    rows = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(runs), unit="run", desc=parsed.name, dynamic_ncols=True)
+    try:
+        for name, scale, sc in runs:
+            if sc.trace not in workloads:
+                workloads[sc.trace] = Workload.load(sc.trace)
+            run_dir = None
+            if out_dir is not None:
+                run_dir = Path(out_dir) / "runs" / (name + (f"@{scale:g}" if parsed.load else ""))
+            s = run(sc, run_dir, workload=workloads[sc.trace]).summary
+            model = MODELS[sc.server.model]
+            row = {"variant": name, "policy": s["policy"], "policy_is_bound": s.get("policy_is_bound", False),
+                   "load_scale": scale, "seed": sc.seed, "requests_measured": s["counts"]["measured"],
+                   **{k: _get(s, p) for k, p in ROW_METRICS.items()}}
+            f = row["flops_per_request"]
+            row["relative_computation"] = None if f is None else f / model.flops(model.visual_tokens)
+            row["source_kind"] = s["trace"]["source_kind"]
+            row["run_dir"] = None if run_dir is None else str(run_dir)
+            rows.append(row)
+            if bar is not None:
+                bar.update()
+    finally:
+        if bar is not None:
+            bar.close()
+    return pd.DataFrame(rows)
+
+
+TABLE_COLUMNS = {"variant": "variant", "load_scale": "load", "accuracy": "acc", "goodput_per_s": "goodput/s",
+                 "score_goodput_per_s": "score-gp/s", "latency_mean_s": "lat mean", "latency_p95_s": "lat p95",
+                 "additional_comm_cost": "add comm", "retransmission_rate": "retx",
+                 "relative_computation": "rel comp", "gpu_utilisation": "gpu util"}
+
+
+def format_table(df: pd.DataFrame) -> str:
+    """The compare results as a text table; bounds are marked '(bound)'."""
+    t = df.copy()
+    t["variant"] = [v + (" (bound)" if b else "") for v, b in zip(t["variant"], t["policy_is_bound"])]
+    if t["load_scale"].nunique() == 1:
+        t = t.drop(columns="load_scale")
+    t = t[[c for c in TABLE_COLUMNS if c in t.columns]].rename(columns=TABLE_COLUMNS)
+    return t.to_string(index=False, float_format=lambda x: f"{x:.3f}", na_rep="-")
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from sim.runner import write_json
+    from traces import atomic_write
+
+    overrides: dict[str, Any] = {}
+    if args.requests is not None:
+        if args.requests <= 0:
+            raise UserError("--requests: must be a positive integer")
+        overrides["stop"] = {"requests": args.requests, "time_s": None}
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    spec, _ = load_compare(args.file)
+    out = Path(args.out) if args.out else Path("runs") / spec.name
+    out.mkdir(parents=True, exist_ok=True)
+    df = run_compare(args.file, out, overrides=overrides, progress=not args.no_progress and not args.quiet)
+    atomic_write(out / "results.parquet", lambda tmp: df.to_parquet(tmp, index=False))
+    write_json(out / "compare.json", {"name": spec.name, "format_version": COMPARE_VERSION,
+                                      "file": str(args.file), "overrides": overrides, "runs": len(df)})
+    if not args.quiet:
+        if (df["source_kind"] == "synthetic").any():
+            print("note: SYNTHETIC trace (invented numbers, for tests only)")
+        print(format_table(df))
+        print(f"wrote {out / 'results.parquet'}")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "compare", help="run named policy variants on one workload (common random numbers)",
+        description="Run every variant of a compare file (a base scenario plus named policy variants, optional "
+                    "load axis) with the same seed, write DIR/results.parquet (one row per variant) and print a "
+                    "table. See sim/compare.py for the file format.")
+    p.add_argument("file", help="compare YAML file, e.g. scenarios/compare_policies.yaml")
+    p.add_argument("--out", help="output directory (default: runs/<compare name>)")
+    p.add_argument("--requests", type=int, help="override every variant's stop rule with this many requests")
+    p.add_argument("--seed", type=int, help="override the seed (still common to all variants)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    p.set_defaults(func=_cmd_compare)
