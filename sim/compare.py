@@ -4,7 +4,7 @@ Compare file format v1 (YAML, validated strictly like a scenario):
 
     name: compare_policies
     base: quickstart.yaml            # a scenario: a path (relative to this file) or an inline mapping
-    set: {stop: {requests: 5000}}    # optional: deep-merged into the base for every variant
+    set: {stop: {requests: 5000}}    # optional: deep-merged into the base for every variant (null deletes a key)
     variants:                        # one run per variant (and per load scale)
       - name: eta_0.6                # unique; [A-Za-z0-9_.-]
         policy: {kind: entropy_threshold, threshold: 0.6}
@@ -69,10 +69,16 @@ class CompareSpec(_Strict):
 
 
 def deep_merge(base: dict, over: dict) -> dict:
-    """A copy of `base` with `over` merged in: mappings merge key by key, anything else replaces."""
+    """A copy of `base` with `over` merged in: mappings merge key by key, a null removes the key
+    (e.g. `stop: {time_s: 600, requests: null}`), anything else replaces."""
     out = copy.deepcopy(base)
     for k, v in over.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+        if v is None:
+            out.pop(k, None)
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
     return out
 
 
@@ -94,7 +100,8 @@ def load_compare(spec: str | os.PathLike | dict) -> tuple[CompareSpec, Path | No
     try:
         return CompareSpec.model_validate(spec), base_dir
     except ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
+        errors = exc.errors(include_url=False)
+        err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         where = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
@@ -151,7 +158,7 @@ def expand(spec: CompareSpec, base_dir: Path | None, overrides: dict | None = No
         data = deep_merge(data, overrides or {})
         for s in scales:
             d = _scale_load(data, s, "load.scale") if s != 1.0 else data
-            d = dict(d, name=f"{spec.name}.{v.name}" + (f"@{s:g}" if spec.load else ""))
+            d = dict(d, name=f"{spec.name}.{v.name}" + (f"-load{s:g}" if spec.load else ""))
             try:
                 sc = parse_scenario(d)
             except ConfigError as exc:
@@ -215,11 +222,11 @@ def run_compare(spec: str | os.PathLike | dict, out_dir: str | os.PathLike | Non
                 workloads[sc.trace] = Workload.load(sc.trace)
             run_dir = None
             if out_dir is not None:
-                run_dir = Path(out_dir) / "runs" / (name + (f"@{scale:g}" if parsed.load else ""))
+                run_dir = Path(out_dir) / "runs" / (name + (f"-load{scale:g}" if parsed.load else ""))
             s = run(sc, run_dir, workload=workloads[sc.trace]).summary
             model = MODELS[sc.server.model]
             row = {"variant": name, "policy": s["policy"], "policy_is_bound": s.get("policy_is_bound", False),
-                   "load_scale": scale, "seed": sc.seed, "requests_measured": s["counts"]["measured"],
+                   "load_scale": scale, "seed": sc.seed, "requests_arrived": s["counts"]["arrived"], "requests_measured": s["counts"]["measured"],
                    **{k: _get(s, p) for k, p in ROW_METRICS.items()}}
             f = row["flops_per_request"]
             row["relative_computation"] = None if f is None else f / model.flops(model.visual_tokens)
