@@ -32,7 +32,6 @@ sample of those), plus the same for random and the oracle bound.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 from typing import Any

@@ -80,6 +80,7 @@ def summarize(events: pa.Table, *, warmup_s: float, baseline_up1_bytes: np.ndarr
             "downlink": float(ev["downlink_bytes"][measured].mean()) if n_meas else None,
         },
         "additional_comm_cost": None,
+        # stages >= 2: a stage-2 pass, or a progressive level beyond the first (stages = levels used).
         "retransmission_rate": float((ev["stages"][ok] >= 2).mean()) if ok.any() else None,
         "flops_per_request": float(ev["flops"][ok].mean()) if ok.any() else None,
     }
