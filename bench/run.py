@@ -6,7 +6,7 @@ Resources with the same request count. It prints JSON and appends one line per r
 bench/results.jsonl together with machine info.
 
     python bench/run.py                 # every case
-    python bench/run.py --case two_stage --requests 20000 --repeats 1   # a quick look
+    python bench/run.py --case two_stage --scale 0.1 --repeats 1   # a quick look
 """
 
 from __future__ import annotations
@@ -85,18 +85,91 @@ def sim_rate(scenario: dict, workload: Workload, out: Path | None) -> float:
     return scenario["stop"]["requests"] / (time.perf_counter() - t0)
 
 
-def case_two_stage(trace: Path, workload: Workload, n: int, repeats: int, tmp: Path) -> dict:
+class Ctx:
+    """What every case gets: the trace, its loaded workload, a temp dir, repeats and a size scale."""
+
+    def __init__(self, trace: Path, workload: Workload, tmp: Path, repeats: int, scale: float):
+        self.trace, self.workload, self.tmp, self.repeats, self.scale = trace, workload, tmp, repeats, scale
+
+    def n(self, requests: int) -> int:
+        return max(1000, int(requests * self.scale))
+
+
+def case_two_stage(ctx: Ctx) -> dict:
+    """Case 1: the two-stage pipeline, 100 clients, against the bare-SimPy two-FIFO floor."""
+    n = ctx.n(200_000)
     sims, floors = [], []
-    for k in range(repeats):
+    for k in range(ctx.repeats):
         floors.append(bare_simpy_two_fifo(n, seed=k))
-        sims.append(sim_rate(two_stage_scenario(trace, n), workload, tmp / f"two_stage_{k}"))
+        sims.append(sim_rate(two_stage_scenario(ctx.trace, n), ctx.workload, ctx.tmp / f"two_stage_{k}"))
     sim, floor = statistics.median(sims), statistics.median(floors)
     return {"case": "two_stage", "requests": n, "clients": 100, "sim_req_per_s": round(sim),
             "floor_req_per_s": round(floor), "ratio": round(sim / floor, 3),
-            "ratio_per_repeat": [round(a / b, 3) for a, b in zip(sims, floors)], "target_ratio": 0.3}
+            "ratio_per_repeat": [round(a / b, 3) for a, b in zip(sims, floors)], "target_ratio": 0.5}
 
 
-CASES = {"two_stage": case_two_stage}
+def case_client_scaling(ctx: Ctx) -> dict:
+    """Case 2: 10 -> 10k clients at a fixed total rate; the cost per request must stay flat."""
+    n = ctx.n(50_000)
+    cost_us = {}
+    for clients in (10, 100, 1_000, 10_000):
+        rates = [sim_rate(two_stage_scenario(ctx.trace, n, clients), ctx.workload, None) for _ in range(ctx.repeats)]
+        cost_us[clients] = round(1e6 / statistics.median(rates), 2)
+    return {"case": "client_scaling", "requests": n, "us_per_request": cost_us,
+            "ratio_10k_vs_100": round(cost_us[10_000] / cost_us[100], 3), "target_ratio_max": 1.3}
+
+
+def case_overload(ctx: Ctx) -> dict:
+    """Case 3: simulation speed at rho 1.2 (admission limit 50 waiting) against rho 0.7."""
+    n = ctx.n(100_000)
+    speeds = {}
+    for rho in (0.7, 1.2):
+        sc = two_stage_scenario(ctx.trace, n)
+        sc["policy"] = {"kind": "global_only"}
+        sc["server"] = {"scheduler": {"kind": "fifo"}, "max_queue": 50,
+                        "latency": {"kind": "exponential", "mean_s": 0.1}}
+        sc["clients"]["arrival"]["rate_per_s"] = rho / 0.1 / sc["clients"]["count"]
+        speeds[rho] = statistics.median(sim_rate(sc, ctx.workload, None) for _ in range(ctx.repeats))
+    return {"case": "overload", "requests": n, "req_per_s_rho_0.7": round(speeds[0.7]),
+            "req_per_s_rho_1.2": round(speeds[1.2]), "ratio": round(speeds[1.2] / speeds[0.7], 3),
+            "target_ratio": 0.8}
+
+
+def case_million(ctx: Ctx) -> dict:
+    """Case 4: one run of 1M requests, writing its event log; wall time and peak RSS of a fresh process."""
+    import subprocess
+
+    n = ctx.n(1_000_000)
+    code = (f"import sys,time,resource,json; sys.path.insert(0,{str(ROOT)!r}); sys.path.insert(0,{str(ROOT / 'bench')!r})\n"
+            "from run import two_stage_scenario\nfrom sim import run\n"
+            f"t=time.perf_counter(); run(two_stage_scenario({str(ctx.trace)!r}, {n}), {str(ctx.tmp / 'million')!r})\n"
+            "print(json.dumps({'wall_s': time.perf_counter()-t, "
+            "'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    res = json.loads(out.strip().splitlines()[-1])
+    return {"case": "million", "requests": n, "wall_s": round(res["wall_s"], 1),
+            "peak_rss_mb": round(res["peak_rss_mb"]), "target_wall_s": 60, "target_rss_mb": 1024}
+
+
+def case_sweep(ctx: Ctx) -> dict:
+    """Case 5: sweep throughput, runs per minute on a process pool of 2 workers."""
+    import yaml
+
+    from sim.sweep import run_sweep
+
+    base = two_stage_scenario(ctx.trace, ctx.n(20_000))
+    spec = {"base": base, "grid": {"policy.threshold": [0.3, 0.6, 0.9, 1.2]}, "seeds": [1, 2]}
+    path = ctx.tmp / "sweep.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    t0 = time.perf_counter()
+    df = run_sweep(path, ctx.tmp / "sweep_out", workers=2)
+    wall = time.perf_counter() - t0
+    return {"case": "sweep", "runs": len(df), "requests_per_run": base["stop"]["requests"], "workers": 2,
+            "wall_s": round(wall, 1), "runs_per_min": round(60 * len(df) / wall, 1)}
+
+
+CASES = {"two_stage": case_two_stage, "client_scaling": case_client_scaling, "overload": case_overload,
+         "million": case_million, "sweep": case_sweep}
 
 
 def machine_info() -> dict:
@@ -107,7 +180,7 @@ def machine_info() -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--case", choices=sorted(CASES), action="append", help="run only these cases")
-    ap.add_argument("--requests", type=int, default=100_000)
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply every case's request count (e.g. 0.1)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--results", type=Path, default=ROOT / "bench" / "results.jsonl")
     args = ap.parse_args(argv)
@@ -115,7 +188,11 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(d)
         trace = write_synthetic(tmp / "bench.parquet", 2000, seed=0)
         workload = Workload.load(trace)
-        results = [CASES[c](trace, workload, args.requests, args.repeats, tmp) for c in (args.case or CASES)]
+        ctx = Ctx(trace, workload, tmp, args.repeats, args.scale)
+        results = []
+        for name in args.case or CASES:
+            print(f"bench: {name} ...", file=sys.stderr, flush=True)
+            results.append(CASES[name](ctx))
     record = {"time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": git_commit(),
               "machine": machine_info(), "results": results}
     print(json.dumps(record, indent=2))

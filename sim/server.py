@@ -35,13 +35,13 @@ class FifoServer:
         self.service_s = service_s
         self.max_queue = max_queue
         self._free = [0.0] * replicas
-        self._starts: deque[float] = deque()  # start times of admitted jobs not yet started
+        self._starts: deque[float] = deque()  # start times of waiting jobs (kept only with max_queue)
         self.busy_s = 0.0
         self.jobs = 0
         self.dropped = 0
 
     def queue_length(self) -> int:
-        """Jobs admitted but not yet in service."""
+        """Jobs admitted but not yet in service (tracked when `max_queue` is set, else 0)."""
         now, starts = self.env.now, self._starts
         while starts and starts[0] <= now:
             starts.popleft()
@@ -64,7 +64,7 @@ class FifoServer:
         dur = self.service_s(job)
         end = start + dur
         heapq.heappush(free, end)
-        if start > now:
+        if start > now and self.max_queue is not None:
             self._starts.append(start)
         self.busy_s += dur
         self.jobs += 1
