@@ -74,6 +74,7 @@ class Simulation:
         self.arrivals_end_s = sc.stop.time_s if sc.stop.time_s is not None else math.inf
         self.arrived = 0
         self.terminal = 0
+        self.gpu_in_system = 0  # GPU passes submitted and not yet finished (any server), for gpu_queue_length
         arrival_processes.build(sc.clients.arrival, self, sc.clients.count)
 
     def _assign_link_classes(self) -> list[float]:
@@ -133,7 +134,9 @@ class Simulation:
         Returns (start_s, end_s), or None if admission control (`admit`) dropped the request.
         Follow-up passes of an admitted request are never dropped.
         """
+        self.gpu_in_system += 1
         span = yield from self.server.submit(self._jobs[stage][req.sample], admit)
+        self.gpu_in_system -= 1
         if span is not None:
             req.flops += self.stage_flops[stage]
             if stage:
@@ -146,7 +149,9 @@ class Simulation:
         Like `infer`, but the caller gives the Job and its FLOPs and sets `req.stages` itself.
         Returns (start_s, end_s), or None if admission control (`admit`) dropped the request.
         """
+        self.gpu_in_system += 1
         span = yield from self.server.submit(job, admit)
+        self.gpu_in_system -= 1
         if span is not None:
             req.flops += flops
         return span
@@ -169,9 +174,14 @@ class Simulation:
         return 0.0
 
     def gpu_queue_length(self) -> int:
-        """GPU jobs admitted but not yet started (0 for a server that does not report it)."""
-        queue_length = getattr(self.server, "queue_length", None)
-        return queue_length() if queue_length is not None else 0
+        """GPU passes waiting: passes submitted and not finished, less one in service per replica.
+
+        Counted by the engine around `server.submit`, so it works whatever the server (the FIFO
+        server only tracks its own queue under admission control). For a batching server it counts
+        the jobs beyond one per replica, an upper bound on those not yet in a batch.
+        """
+        waiting = self.gpu_in_system - self.scenario.server.replicas
+        return waiting if waiting > 0 else 0
 
     def drop(self, req: Request) -> None:
         req.status = "dropped"

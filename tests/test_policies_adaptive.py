@@ -97,8 +97,28 @@ def test_load_state_readers_work_whatever_the_link(scenario_dict):
     assert sim.uplink_backlog_s() == pytest.approx(2_500_000 * 8 / 20e6)
     sim.uplink = object()
     assert sim.uplink_backlog_s() == 0.0
-    sim.server = object()
-    assert sim.gpu_queue_length() == 0
+    sim.gpu_in_system = 5  # one replica: one in service, four waiting
+    assert sim.gpu_queue_length() == 4
+
+
+def test_gpu_queue_length_counts_waiting_passes_during_a_run(scenario_dict):
+    """Sampled at every crop decision, the engine's count equals the FIFO server's own queue."""
+    from sim.workload import Workload as W
+
+    sc = parse_scenario(scenario_dict(server={"replicas": 1, "model": "llava-1.5-7b", "max_queue": 10**6},
+                                      policy={"kind": "entropy_threshold", "threshold": 0.3}))
+    sim = Simulation(sc, W.load(sc.trace), lambda r: None)
+    seen = []
+    decide = sim.policy.decide
+
+    def spy(req, s):
+        seen.append((s.gpu_queue_length(), s.server.queue_length()))
+        return decide(req, s)
+
+    sim.policy.decide = spy
+    sim.run()
+    assert max(a for a, _ in seen) >= 2
+    assert all(a == b for a, b in seen)
 
 
 def test_summary_reports_the_controller(scenario_dict):
