@@ -224,7 +224,7 @@ def run_compare(spec: str | os.PathLike | dict, out_dir: str | os.PathLike | Non
             if out_dir is not None:
                 run_dir = Path(out_dir) / "runs" / (name + (f"-load{scale:g}" if parsed.load else ""))
             s = run(sc, run_dir, workload=workloads[sc.trace]).summary
-            model = MODELS[sc.server.model]
+            model = MODELS[sc.server.model] if isinstance(sc.server.model, str) else sc.server.model
             row = {"variant": name, "policy": s["policy"], "policy_is_bound": s.get("policy_is_bound", False),
                    "load_scale": scale, "seed": sc.seed, "requests_arrived": s["counts"]["arrived"], "requests_measured": s["counts"]["measured"],
                    **{k: _get(s, p) for k, p in ROW_METRICS.items()}}
