@@ -69,6 +69,8 @@ def test_threshold_list_must_match_the_trace_levels(scenario_dict):
         run_prog(scenario_dict, thresholds=[0.1, 0.2])
     with pytest.raises(ConfigError, match=r"policy\.max_levels: the trace has 3 levels"):
         run_prog(scenario_dict, thresholds=0.1, max_levels=4)
+    with pytest.raises(ConfigError, match=r"policy\.reference_jpeg_quality: 60 is not in"):
+        run_prog(scenario_dict, thresholds=0.1, reference_jpeg_quality=60)
 
 
 def test_trace_without_levels_is_a_clear_error(tmp_path, scenario_dict):

@@ -78,6 +78,7 @@ class ProgressivePolicy(Policy):
 
     def __init__(self, cfg: Progressive, workload: Workload, rng: np.random.Generator):
         super().__init__(cfg, workload, rng)
+        workload.quality_index(cfg.reference_jpeg_quality, "policy.reference_jpeg_quality")
         cum, score, ent = prog_levels(workload)
         n_levels = cum.shape[1]
         thr = cfg.thresholds if isinstance(cfg.thresholds, list) else [cfg.thresholds] * n_levels
