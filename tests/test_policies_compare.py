@@ -20,7 +20,8 @@ SHORT = {"stop": {"requests": 300, "warmup_s": 0}}
 
 
 def scenario_files():
-    return sorted(p for p in SCENARIOS.glob("*.yaml") if "variants" not in yaml.safe_load(p.read_text()))
+    """Scenario files; compare files (`variants`) and sweep files (`base` + axes) are not scenarios."""
+    return sorted(p for p in SCENARIOS.glob("*.yaml") if "base" not in yaml.safe_load(p.read_text()))
 
 
 def compare_files():
