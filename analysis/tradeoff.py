@@ -5,9 +5,10 @@ Definitions (one request per trace row, `jpeg_quality` q, policy crops the set C
   accuracy                mean over rows of s2_score if cropped else s1_score
   additional comm cost    sum_{i in C} local_bytes[i,q] / sum_i (global_bytes[i,q] + question bytes)
                           (uplink payload, as summary.json's additional_comm_cost with zero overhead)
-  relative computation    (n·F(N) + |C|·(F(N) + F(2N))) / (n·F(N)),  F(t) = (24 t d² + 4 t² d) L
-                          (eq. 17: stage 1 on N visual tokens, the attention pass, stage 2 on 2N; the
-                          simulator's FLOPs accounting, so 1 = global-only and 1 + (F(N)+F(2N))/F(N) = always-crop)
+  relative computation    1 + r·(F(N) + F(2N)) / F(N), r = |C|/n, with F(t) = (24 t d² + 4 t² d) L (eq. 17):
+                          stage 1 is F(N) on N visual tokens (eq. 18), a crop adds the attention pass F(N)
+                          and stage 2 F(2N) (eq. 19), relative to global-only (eq. 20); the simulator's
+                          FLOPs accounting, so 1 = global-only and 1 + (F(N)+F(2N))/F(N) = always-crop
 
 Curves (tidy table, one row per point, `group` = a question type or "all"):
   threshold      every metric (min_entropy, shannon, margin) x tokens k (1, 5, all): eta swept over

@@ -63,7 +63,8 @@ def format_summary(s: dict) -> str:
     trace = s["trace"]
     label = " (SYNTHETIC, tests only)" if trace.get("source_kind") == "synthetic" else ""
     rows = [
-        ("scenario", f"{s['scenario']}  policy={s['policy']}  seed={s['seed']}"),
+        ("scenario", f"{s['scenario']}  policy={s['policy']}"
+                     + (" (a BOUND, not a policy)" if s.get("policy_is_bound") else "") + f"  seed={s['seed']}"),
         ("trace", f"{Path(trace['path']).name}  [{trace.get('source_kind')}]{label}"),
         ("requests", f"{s['counts']['arrived']} arrived, {s['counts']['ok']} ok, "
                      f"{s['counts']['dropped']} dropped; {s['counts']['measured']} after warm-up"),
