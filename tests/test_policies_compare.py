@@ -50,12 +50,12 @@ def test_compare_policies_runs_every_policy_on_one_workload(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "oracle (bound)" in printed and "SYNTHETIC" in printed
     df = pd.read_parquet(out / "results.parquet")
-    assert list(df["variant"]) == [v.name for v in spec.variants]
-    assert df.set_index("variant").loc["oracle", "policy_is_bound"]
+    assert list(df["variant"]) == [v.name for v in spec.variants for _ in spec.load.scale]
+    assert df[df["variant"] == "oracle"]["policy_is_bound"].all()
     assert not df.drop(df.index[df["variant"] == "oracle"])["policy_is_bound"].any()
     assert (df["requests_arrived"] == 300).all() and (df["requests_measured"] > 0).all()
-    for name in df["variant"]:
-        assert (out / "runs" / name / "summary.json").is_file()
+    for name, scale in zip(df["variant"], df["load_scale"]):
+        assert (out / "runs" / f"{name}-load{scale:g}" / "summary.json").is_file()
 
 
 def test_variants_share_arrivals_and_samples(tmp_path):
@@ -74,7 +74,9 @@ def test_variants_share_arrivals_and_samples(tmp_path):
 def test_every_compare_file_runs_short(tmp_path):
     for path in compare_files():
         df = run_compare(path, overrides=SHORT)
-        assert len(df) == len(load_compare(path)[0].variants) and df["accuracy"].notna().all(), path.name
+        spec = load_compare(path)[0]
+        assert len(df) == len(spec.variants) * (len(spec.load.scale) if spec.load else 1), path.name
+        assert df["accuracy"].notna().all(), path.name
 
 
 def test_load_axis_scales_the_arrival_rate():
