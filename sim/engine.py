@@ -75,6 +75,10 @@ class Simulation:
         self.arrived = 0
         self.terminal = 0
         self.gpu_in_system = 0  # GPU passes submitted and not yet finished (any server), for gpu_queue_length
+        # Links that report no backlog (backlog_s / backlog_bytes) get their uplink bytes counted here.
+        self._count_uplink = (getattr(self.uplink, "backlog_s", None) is None
+                              and getattr(self.uplink, "backlog_bytes", None) is None)
+        self.uplink_bytes_in_flight = 0
         arrival_processes.build(sc.clients.arrival, self, sc.clients.count)
 
     def _assign_link_classes(self) -> list[float]:
@@ -119,7 +123,15 @@ class Simulation:
         link = self.uplink
         nbytes = payload_bytes + link.overhead_bytes
         req.uplink_bytes += nbytes
+        if self._count_uplink:
+            return self._counted_up(link.transfer(nbytes, self.access_bps[req.client_id]), nbytes)
         return link.transfer(nbytes, self.access_bps[req.client_id])
+
+    def _counted_up(self, transfer, nbytes: int):
+        """Process: a transfer whose bytes count as in flight until delivered (links without a backlog)."""
+        self.uplink_bytes_in_flight += nbytes
+        yield from transfer
+        self.uplink_bytes_in_flight -= nbytes
 
     def send_down(self, req: Request, payload_bytes: int):
         """Process: carry a message from the server to the request's client."""
@@ -161,17 +173,18 @@ class Simulation:
     def uplink_backlog_s(self) -> float:
         """Seconds of uplink work queued ahead of a new transfer, at full capacity, whatever the link.
 
-        Uses the link's own `backlog_s()` (FIFO: time until the link frees) or, for links that only
-        report `backlog_bytes()` (e.g. processor sharing), bytes left to send / capacity; else 0.
+        Uses the link's own `backlog_s()` (FIFO: time until the link frees), else its
+        `backlog_bytes()` / capacity, else the uplink bytes the engine counts in flight (sent and
+        not yet delivered, e.g. on a processor-sharing link) / capacity: an upper bound, since it
+        includes bytes already sent and propagating.
         """
         link = self.uplink
         backlog = getattr(link, "backlog_s", None)
         if backlog is not None:
             return backlog()
         left = getattr(link, "backlog_bytes", None)
-        if left is not None:
-            return left() * 8.0 / (self.scenario.network.uplink.capacity_mbps * 1e6)
-        return 0.0
+        nbytes = left() if left is not None else self.uplink_bytes_in_flight
+        return nbytes * 8.0 / getattr(link, "capacity_bps", self.scenario.network.uplink.capacity_mbps * 1e6)
 
     def gpu_queue_length(self) -> int:
         """GPU passes waiting: passes submitted and not finished, less one in service per replica.

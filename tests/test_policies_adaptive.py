@@ -96,7 +96,8 @@ def test_load_state_readers_work_whatever_the_link(scenario_dict):
     sim.uplink = PsLike()
     assert sim.uplink_backlog_s() == pytest.approx(2_500_000 * 8 / 20e6)
     sim.uplink = object()
-    assert sim.uplink_backlog_s() == 0.0
+    sim.uplink_bytes_in_flight = 500_000
+    assert sim.uplink_backlog_s() == pytest.approx(500_000 * 8 / 20e6)
     sim.gpu_in_system = 5  # one replica: one in service, four waiting
     assert sim.gpu_queue_length() == 4
 
@@ -133,3 +134,31 @@ def test_same_seed_gives_identical_adaptive_runs(scenario_dict):
     a, b = run(sc), run(sc)
     assert a.events.equals(b.events)
     assert a.summary["policy_stats"] == b.summary["policy_stats"] and a.summary["policy_stats"]["guard_skips"] >= 0
+
+
+def test_uplink_bytes_are_counted_in_flight_on_a_link_without_backlog(scenario_dict, monkeypatch):
+    """A link with no backlog method (as a PS link may be): the engine counts bytes sent, not delivered."""
+    import sim.engine as engine
+    from sim.network import FifoLink, build_link
+
+    class NoBacklog(FifoLink):
+        backlog_s = None  # hides the FIFO's own reading
+
+    def build(env, cfg, *a, **kw):
+        link = build_link(env, cfg, *a, **kw)
+        return NoBacklog(env, cfg) if type(link) is FifoLink else link
+
+    pol = {"kind": "entropy_threshold", "threshold": 0.5}
+    plain = run(scenario_dict(policy=pol)).events
+    monkeypatch.setattr(engine, "build_link", build)
+    sc = parse_scenario(scenario_dict(policy=pol))
+    sim = Simulation(sc, Workload.load(sc.trace), lambda r: None)
+    assert sim._count_uplink and not hasattr(sim.downlink, "backlog_bytes")
+    seen = []
+    decide = sim.policy.decide
+    sim.policy.decide = lambda req, s: seen.append(s.uplink_backlog_s()) or decide(req, s)
+    sim.run()
+    assert sim.uplink_bytes_in_flight == 0 and max(seen) > 0
+    # counting changes nothing in the run itself
+    counted = run(scenario_dict(policy=pol)).events
+    assert counted.equals(plain)
