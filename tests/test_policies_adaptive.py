@@ -142,23 +142,25 @@ def test_uplink_bytes_are_counted_in_flight_on_a_link_without_backlog(scenario_d
     from sim.network import FifoLink, build_link
 
     class NoBacklog(FifoLink):
-        backlog_s = None  # hides the FIFO's own reading
+        backlog_s = backlog_bytes = None  # hides the FIFO's own readings
 
     def build(env, cfg, *a, **kw):
         link = build_link(env, cfg, *a, **kw)
         return NoBacklog(env, cfg) if type(link) is FifoLink else link
 
     pol = {"kind": "entropy_threshold", "threshold": 0.5}
-    plain = run(scenario_dict(policy=pol)).events
+    net = {"uplink": {"capacity_mbps": 20, "discipline": "fifo", "propagation_ms": 20},
+           "downlink": {"capacity_mbps": 100, "discipline": "fifo", "propagation_ms": 20}}
+    plain = run(scenario_dict(policy=pol, network=net)).events
     monkeypatch.setattr(engine, "build_link", build)
-    sc = parse_scenario(scenario_dict(policy=pol))
+    sc = parse_scenario(scenario_dict(policy=pol, network=net))
     sim = Simulation(sc, Workload.load(sc.trace), lambda r: None)
-    assert sim._count_uplink and not hasattr(sim.downlink, "backlog_bytes")
+    assert sim._count_uplink
     seen = []
     decide = sim.policy.decide
     sim.policy.decide = lambda req, s: seen.append(s.uplink_backlog_s()) or decide(req, s)
     sim.run()
     assert sim.uplink_bytes_in_flight == 0 and max(seen) > 0
     # counting changes nothing in the run itself
-    counted = run(scenario_dict(policy=pol)).events
+    counted = run(scenario_dict(policy=pol, network=net)).events
     assert counted.equals(plain)

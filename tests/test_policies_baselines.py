@@ -66,7 +66,8 @@ def test_full_cloud_sends_the_original_once_and_scores_hd(scenario_dict, synthet
     ev = res.events
     rows = trace_rows(synthetic_trace, ev)
     q = read_trace(synthetic_trace)[1]["jpeg_qualities"].index(50)
-    want = np.array([b[q] for b in rows["original_jpeg_bytes"]]) + rows["prompt_tokens"].to_numpy() * 4
+    overhead = res.scenario.network.uplink.overhead_bytes
+    want = np.array([b[q] for b in rows["original_jpeg_bytes"]]) + rows["prompt_tokens"].to_numpy() * 4 + overhead
     np.testing.assert_array_equal(ev["uplink_bytes"], want)
     np.testing.assert_allclose(ev["score"], rows["hd_score"], rtol=1e-6)
     assert (ev["stages"] == 1).all() and ev["crop_req_end_s"].isna().all() and ev["s2_start_s"].isna().all()

@@ -26,7 +26,8 @@ def test_zero_thresholds_take_every_level_and_pay_the_cumulative_bytes(scenario_
     rows = rows_of(synthetic_trace, ev)
     assert (ev["stages"] == 3).all()
     cum = np.array([b[-1] for b in rows["prog_bytes"]])
-    np.testing.assert_array_equal(ev["uplink_bytes"], cum + rows["prompt_tokens"].to_numpy() * 4)
+    overhead = res.scenario.network.uplink.overhead_bytes  # per message: level 1 and two increments
+    np.testing.assert_array_equal(ev["uplink_bytes"], cum + rows["prompt_tokens"].to_numpy() * 4 + 3 * overhead)
     np.testing.assert_allclose(ev["score"], [s[-1] for s in rows["prog_score"]], rtol=1e-6)
     # One GPU pass per level.
     from sim.profiles import MODELS
@@ -47,7 +48,7 @@ def test_thresholds_above_every_value_send_level_one_only(scenario_dict, synthet
     rows = rows_of(synthetic_trace, ev)
     assert (ev["stages"] == 1).all()
     np.testing.assert_array_equal(ev["uplink_bytes"], np.array([b[0] for b in rows["prog_bytes"]])
-                                  + rows["prompt_tokens"].to_numpy() * 4)
+                                  + rows["prompt_tokens"].to_numpy() * 4 + res.scenario.network.uplink.overhead_bytes)
     np.testing.assert_allclose(ev["score"], [s[0] for s in rows["prog_score"]], rtol=1e-6)
     assert ev["crop_req_end_s"].isna().all() and ev["s2_start_s"].isna().all()
     assert res.summary["retransmission_rate"] == 0.0
