@@ -14,8 +14,9 @@ The r with the highest contrast wins (ties: the smaller r). The box is the windo
 image where it is larger. If the smallest window already covers the whole image, the box is the
 whole image.
 
-Ties between equally scored windows go to the window closest to the grid centre, so a uniform map
-gives a centred box.
+Ties between equally scored windows go to the tied window nearest the centroid of all tied
+windows: a blob wider than the window gets a window centred on it (not one at its edge, which would
+inflate the contrast), and a uniform map gives a centred box.
 """
 
 from __future__ import annotations
@@ -50,11 +51,11 @@ def _window_sums(att: np.ndarray, kh: int, kw: int) -> np.ndarray:
 
 
 def _best_window(sums: np.ndarray) -> tuple[int, int]:
-    """Index of the max window sum; near-ties go to the window nearest the centre of the valid range."""
+    """Index of the max window sum; near-ties go to the tied window nearest the centroid of the ties."""
     best = sums.max()
     tol = 1e-9 * max(abs(best), 1e-300)
     cand = np.argwhere(sums >= best - tol)
-    centre = (np.array(sums.shape, dtype=np.float64) - 1) / 2
+    centre = cand.mean(axis=0)
     d2 = ((cand - centre) ** 2).sum(axis=1)
     i, j = cand[int(np.argmin(d2))]
     return int(i), int(j)
