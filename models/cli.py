@@ -77,6 +77,8 @@ def add_extract_arguments(p: argparse.ArgumentParser) -> None:
                    'description of the image.")')
     p.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"),
                    help="weights dtype (default auto: checkpoint dtype on GPU, float32 on CPU)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice; 1 is often "
+                   "fastest for small models on a shared machine)")
     p.add_argument("--checkpoint-every", type=int, default=25, help="rewrite the output every N samples (default 25)")
     p.add_argument("--notes", default="", help="free text stored in provenance")
     p.add_argument("--overwrite", action="store_true", help="replace --out instead of resuming it")
@@ -128,6 +130,10 @@ def run_extract(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_flush_denormal(True)
+        if args.threads is not None:
+            if args.threads < 1:
+                raise ExtractError(f"--threads must be a positive integer, got {args.threads}")
+            torch.set_num_threads(args.threads)
         backend = load_backend(args.model, backend=args.backend, device=args.device,
                                overrides={k: v for k, v in overrides.items() if v is not None})
         summary = extract(backend, samples, args.out, opts, manifest=args.dataset)

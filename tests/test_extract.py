@@ -197,7 +197,8 @@ def test_cli_extract_and_errors(llava_dir, data, tmp_path, capsys):
 
     out = tmp_path / "cli.parquet"
     rc = main(["extract", "--model", str(llava_dir), "--dataset", str(data), "--out", str(out),
-               "--limit", "1", "--source-kind", "tiny-local", "--no-progress", "--box-pad-px", "3"])
+               "--limit", "1", "--source-kind", "tiny-local", "--no-progress", "--box-pad-px", "3",
+               "--threads", "1"])
     assert rc == 0
     table, prov = read_trace(out)
     assert table.num_rows == 1 and prov["source_kind"] == "tiny-local" and prov["box_pad_px"] == 3
