@@ -64,6 +64,10 @@ class HFBackend(VLMBackend):
         self.device = device
         self._clock = _Clock(device)
         self._check_config()
+        layer = settings.attention_layer
+        if layer is not None and not 0 <= layer < self.n_layers:
+            raise BackendError(f"attention_layer {layer} is out of range; this model has decoder layers "
+                               f"0..{self.n_layers - 1}")
 
     # ----- loading -------------------------------------------------------------------------------
     @classmethod
@@ -137,8 +141,8 @@ class HFBackend(VLMBackend):
         layer = self.settings.attention_layer
         if layer is None:
             # Per-model default: LLaVA-1.5-7B uses layer 14 of 32 (ViCrop); other depths keep the ratio.
-            layer = int(round(14 / 32 * self.n_layers))
-        return min(max(layer, 0), self.n_layers - 1)
+            layer = min(int(round(14 / 32 * self.n_layers)), self.n_layers - 1)
+        return layer
 
     # ----- prompts -----------------------------------------------------------------------------
     def build_prompt(self, n_tokens: Sequence[int], question: str) -> str:

@@ -146,6 +146,8 @@ def test_visual_grid_follows_the_config_and_settings_file(tmp_path):
     # command-line overrides beat the file
     b2 = load_backend(str(ck), overrides={"attention_layer": 2})
     assert b2.attention_layer == 2
+    with pytest.raises(BackendError, match="attention_layer 3 is out of range.*0..2"):
+        load_backend(str(ck), overrides={"attention_layer": 3})
     (ck / "edgevlm.json").write_text(json.dumps({"attention_layr": 3}))
     with pytest.raises(BackendError, match="unknown key 'attention_layr'"):
         load_backend(str(ck))
@@ -212,6 +214,10 @@ def test_cli_extract_and_errors(llava_dir, data, tmp_path, capsys):
     rc = main(["extract", "--model", str(llava_dir), "--dataset", str(data), "--out", str(out),
                "--jpeg-qualities", "50,10"])
     assert rc == 2 and "--jpeg-qualities" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        rc = main(["extract", "--model", str(llava_dir), "--dataset", str(data), "--out", str(out),
+                   "--device", "cuda"])
+        assert rc == 2 and "CUDA is not available" in capsys.readouterr().err
 
 
 def test_cli_register_into_trace_subparsers_and_help_is_light():
