@@ -12,6 +12,8 @@ Settings (BackendSettings) start from the per-model defaults of the implementati
 `edgevlm.json` file in a local checkpoint directory overrides them, and CLI flags override both.
 Keys of edgevlm.json (all optional; unknown keys are an error):
   model_id          str   id written to trace provenance (default: the path given to --model)
+  source_kind       str   provenance source_kind when --source-kind is not given: "real" (default),
+                          "tiny-local" (set this in a locally trained tiny model) or "synthetic"
   prompt_template   str   prompt with "{images}" and "{question}" (LLaVA default:
                           "USER: {images}\\n{question} ASSISTANT:"); for two images {images} becomes
                           the image placeholder twice, joined by image_joiner
@@ -42,6 +44,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+SOURCE_KINDS = ("real", "tiny-local", "synthetic")   # as traces.schema.SOURCE_KINDS
 GENERIC_PROMPT = "Write a general description of the image."
 SETTINGS_FILE = "edgevlm.json"
 
@@ -63,6 +66,7 @@ class BackendSettings:
     attention_eps: float = 1e-8
     dtype: str = "auto"
     model_id: str | None = None
+    source_kind: str | None = None
 
     def merged(self, overrides: dict[str, Any], where: str) -> "BackendSettings":
         """A copy with `overrides` applied; each key and value type is checked."""
@@ -90,6 +94,10 @@ def _check_setting(key: str, value: Any, where: str) -> Any:
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
             raise BackendError(f"{where}: 'attention_eps' must be a positive number, got {value!r}")
         return float(value)
+    if key == "source_kind":
+        if value not in SOURCE_KINDS:
+            raise BackendError(f"{where}: 'source_kind' must be one of {', '.join(SOURCE_KINDS)}, got {value!r}")
+        return value
     if key == "dtype":
         if value not in _DTYPES:
             raise BackendError(f"{where}: 'dtype' must be one of {', '.join(_DTYPES)}, got {value!r}")

@@ -55,8 +55,8 @@ def add_extract_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, help="use only the first N samples of the manifest")
     p.add_argument("--dataset-id", help="dataset name for provenance (default: the manifest's file stem)")
     p.add_argument("--model-id", help="model name for provenance (default: edgevlm.json model_id or --model)")
-    p.add_argument("--source-kind", default="real", choices=("real", "tiny-local", "synthetic"),
-                   help="provenance source_kind (default: real)")
+    p.add_argument("--source-kind", choices=("real", "tiny-local", "synthetic"),
+                   help="provenance source_kind (default: edgevlm.json source_kind, else real)")
     p.add_argument("--jpeg-qualities", type=_qualities, default=[10, 25, 50, 75, 95],
                    help="comma-separated JPEG qualities (default: 10,25,50,75,95)")
     p.add_argument("--scoring", default="auto", choices=("auto", "vqa", "exact"),
@@ -121,7 +121,7 @@ def run_extract(args: argparse.Namespace) -> int:
             "generic_prompt": args.generic_prompt, "dtype": args.dtype, "model_id": args.model_id,
         }
         opts = ExtractOptions(
-            dataset_id=args.dataset_id or Path(args.dataset).stem, source_kind=args.source_kind,
+            dataset_id=args.dataset_id or Path(args.dataset).stem, source_kind=args.source_kind or "real",
             jpeg_qualities=args.jpeg_qualities, box_ratios=args.box_ratios, scoring=args.scoring,
             limit=args.limit, checkpoint_every=args.checkpoint_every, overwrite=args.overwrite,
             progress=not args.no_progress, notes=args.notes)
@@ -136,6 +136,8 @@ def run_extract(args: argparse.Namespace) -> int:
             torch.set_num_threads(args.threads)
         backend = load_backend(args.model, backend=args.backend, device=args.device,
                                overrides={k: v for k, v in overrides.items() if v is not None})
+        if args.source_kind is None:
+            opts.source_kind = backend.settings.source_kind or "real"
         summary = extract(backend, samples, args.out, opts, manifest=args.dataset)
     except (ManifestError, BackendError, ExtractError, TraceError) as exc:
         print(f"edgevlm: error: {exc}", file=sys.stderr)

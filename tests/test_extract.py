@@ -205,6 +205,15 @@ def test_cli_extract_and_errors(llava_dir, data, tmp_path, capsys):
     table, prov = read_trace(out)
     assert table.num_rows == 1 and prov["source_kind"] == "tiny-local" and prov["box_pad_px"] == 3
     assert prov["dataset_id"] == "vqa"
+    # a checkpoint can declare its own source_kind; the command line still wins
+    settings = json.loads((llava_dir / "edgevlm.json").read_text())
+    (llava_dir / "edgevlm.json").write_text(json.dumps({**settings, "source_kind": "tiny-local"}))
+    try:
+        assert main(["extract", "--model", str(llava_dir), "--dataset", str(data), "--out", str(tmp_path / "k.parquet"),
+                     "--limit", "1", "--no-progress"]) == 0
+        assert read_trace(tmp_path / "k.parquet")[1]["source_kind"] == "tiny-local"
+    finally:
+        (llava_dir / "edgevlm.json").write_text(json.dumps(settings))
     capsys.readouterr()
     rc = main(["extract", "--model", str(llava_dir), "--dataset", str(tmp_path / "none.jsonl"), "--out", str(out)])
     err = capsys.readouterr().err
