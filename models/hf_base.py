@@ -209,7 +209,11 @@ class HFBackend(VLMBackend):
         first, last = self._vision_modules()
         h1 = first.register_forward_pre_hook(vision_start)
         h2 = last.register_forward_hook(vision_end)
+        # Pure greedy on the raw logits: transformers fills every unset field from the checkpoint's
+        # generation_config (e.g. Qwen2.5-VL ships repetition_penalty 1.05), so neutral values are explicit.
         cfg = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max_new, min_new_tokens=0,
+                               temperature=1.0, top_p=1.0, repetition_penalty=1.0, no_repeat_ngram_size=0,
+                               encoder_repetition_penalty=1.0, suppress_tokens=[], begin_suppress_tokens=[],
                                eos_token_id=eos or None, pad_token_id=pad, output_logits=True,
                                return_dict_in_generate=True, use_cache=True)
         try:

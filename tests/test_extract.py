@@ -119,6 +119,21 @@ def test_greedy_tokens_are_argmax_of_returned_logits(backends, kind):
     assert two.prompt_tokens > enc.prompt_tokens           # image separators/markers are text tokens
 
 
+def test_checkpoint_generation_defaults_do_not_bend_greedy(backends):
+    # Real checkpoints ship sampling/penalty defaults; extraction must stay argmax of the raw logits.
+    b = backends["qwen"]
+    gc = b.model.generation_config
+    saved = (gc.repetition_penalty, gc.no_repeat_ngram_size, gc.do_sample, gc.temperature)
+    gc.repetition_penalty, gc.no_repeat_ngram_size, gc.do_sample, gc.temperature = 50.0, 1, True, 0.01
+    try:
+        img = Image.fromarray(np.random.default_rng(3).integers(0, 255, (224, 224, 3), dtype=np.uint8))
+        gen = b.generate(b.encode([img], "Which?"), max_new_tokens=12)
+    finally:
+        gc.repetition_penalty, gc.no_repeat_ngram_size, gc.do_sample, gc.temperature = saved
+    assert list(gen.logits.argmax(axis=1)) == gen.tokens
+    assert len(set(gen.tokens)) < len(gen.tokens)   # repeats occur, so no penalty/ngram block was applied
+
+
 def test_immediate_eos_keeps_one_empty_answer_token(backends):
     b = backends["llava"]
     img = Image.new("RGB", (64, 64), (10, 200, 30))
