@@ -8,6 +8,12 @@ A backend wraps one vision-language model and offers:
   visual_grid()                       -> (rows, cols) of visual tokens per image
 Images given to a backend are already resized to vision_input_px x vision_input_px (extract does that).
 
+A local checkpoint directory holds what from_pretrained needs: config.json (model_type "llava" or
+"qwen2_5_vl") with the weights (model.safetensors), a tokenizer saved with save_pretrained (any
+PreTrainedTokenizerFast, character-level is fine, as long as the image token, e.g. "<image>", is one
+special token) and an image processor config (preprocessor_config.json, or processor_config.json as
+written by LlavaProcessor.save_pretrained). Visual token counts and grids come from config.json.
+
 Settings (BackendSettings) start from the per-model defaults of the implementation; an optional
 `edgevlm.json` file in a local checkpoint directory overrides them, and CLI flags override both.
 Keys of edgevlm.json (all optional; unknown keys are an error):
