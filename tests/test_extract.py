@@ -22,6 +22,7 @@ from tests.models_fixtures import build_tiny_llava, build_tiny_qwen, make_images
 from traces.io import read_trace  # noqa: E402
 
 QUALITIES = [10, 25, 50, 75, 95]
+pytestmark = pytest.mark.models
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -169,6 +170,14 @@ def test_visual_grid_follows_the_config_and_settings_file(tmp_path):
     (ck / "edgevlm.json").write_text(json.dumps({"vision_input_px": 64}))
     with pytest.raises(BackendError, match="vision_input_px 64 must equal"):
         load_backend(str(ck))
+
+
+def test_unsupported_checkpoint_is_a_clear_error(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(BackendError, match="model_type 'bert' is not supported; supported: llava, qwen2_5_vl"):
+        load_backend(str(tmp_path))
+    with pytest.raises(BackendError, match="--backend 'blip'"):
+        load_backend(str(tmp_path), backend="blip")
 
 
 def test_default_attention_layer_is_14_of_32_scaled(backends):
