@@ -2,8 +2,8 @@
 
 Layout: one image = (image_size / patch_size)^2 visual tokens, i.e. 576 for the 336-px ViT-L/14 of
 LLaVA-1.5, 64 for a 64-px, patch-8 tiny model; all derived from the checkpoint's vision_config. With
-vision_feature_select_strategy "full" the CLS token is kept as an extra first token and left out of
-the attention grid. The image goes in as a vision_input_px square (== the vision tower's image_size);
+vision_feature_select_strategy "full" a CLIP CLS token is kept as an extra first token and left out
+of the attention grid; towers without CLS (SigLIP) must use "full". The image goes in as a vision_input_px square (== the vision tower's image_size);
 LLaVA-1.5's own pad-to-square is not applied, the resize ignores the aspect ratio, so that attention
 cells map linearly onto original pixels.
 """
@@ -35,6 +35,9 @@ class LlavaBackend(HFBackend):
         layer = self.model.config.vision_feature_layer
         if not isinstance(layer, int):
             raise BackendError("vision_feature_layer lists several layers; only one layer is supported")
+        if self._drops_first() and not self._has_cls():
+            raise BackendError("vision_feature_select_strategy 'default' drops the first token, but this vision "
+                               "tower has no CLS token, so a patch would be lost; use 'full' in config.json")
 
     @property
     def vision_input_px(self) -> int:
@@ -45,10 +48,17 @@ class LlavaBackend(HFBackend):
         g = vc.image_size // vc.patch_size
         return (g, g)
 
+    def _has_cls(self) -> bool:
+        """Whether the vision tower prepends a CLS token (CLIP does, SigLIP does not)."""
+        return any(name.endswith("class_embedding") for name, _ in self.model.model.vision_tower.named_parameters())
+
     def _tokens_per_image(self) -> int:
         rows, cols = self.visual_grid()
-        extra = 1 if self.model.config.vision_feature_select_strategy == "full" else 0
-        return rows * cols + extra
+        # "default" drops the first output token (CLS for CLIP); "full" keeps every output token.
+        return rows * cols + (1 if self._has_cls() else 0) - (1 if self._drops_first() else 0)
+
+    def _drops_first(self) -> bool:
+        return self.model.config.vision_feature_select_strategy == "default"
 
     def _image_inputs(self, images: Sequence[Any]) -> tuple[dict[str, torch.Tensor], list[int]]:
         px = self.vision_input_px

@@ -180,6 +180,18 @@ def test_unsupported_checkpoint_is_a_clear_error(tmp_path):
         load_backend(str(tmp_path), backend="blip")
 
 
+def test_full_feature_strategy_keeps_cls_out_of_the_grid(tmp_path):
+    ck = build_tiny_llava(tmp_path / "full", image_px=32, patch=8, layers=2)
+    cfg = json.loads((ck / "config.json").read_text())
+    cfg["vision_feature_select_strategy"] = "full"
+    (ck / "config.json").write_text(json.dumps(cfg))
+    b = load_backend(str(ck))
+    enc = b.encode([Image.new("RGB", (32, 32))], "q")
+    assert len(enc.image_positions[0]) == 17                  # 16 patches + CLS go into the prompt
+    b.generate(enc, max_new_tokens=1)                         # the model accepts that count
+    assert b.attention_to_image(Image.new("RGB", (32, 32)), "q").relative.shape == (4, 4)
+
+
 def test_default_attention_layer_is_14_of_32_scaled(backends):
     assert backends["llava"].attention_layer == round(14 / 32 * 4) == 2
 
