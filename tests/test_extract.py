@@ -192,6 +192,31 @@ def test_full_feature_strategy_keeps_cls_out_of_the_grid(tmp_path):
     assert b.attention_to_image(Image.new("RGB", (32, 32)), "q").relative.shape == (4, 4)
 
 
+def test_siglip_tower_without_cls(tmp_path):
+    from transformers import LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, SiglipImageProcessor, SiglipVisionConfig
+
+    from tests.models_fixtures import char_tokenizer
+
+    tok, vocab = char_tokenizer(["<s>", "</s>", "<pad>", "<image>"], eos="</s>", pad="<pad>", bos="<s>")
+    vc = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                            image_size=32, patch_size=8)
+    tc = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                     num_attention_heads=4, num_key_value_heads=2)
+    for strategy in ("full", "default"):
+        ck = tmp_path / strategy
+        cfg = LlavaConfig(vision_config=vc, text_config=tc, image_token_index=vocab["<image>"],
+                          vision_feature_select_strategy=strategy, vision_feature_layer=-1)
+        LlavaForConditionalGeneration(cfg).save_pretrained(ck)
+        tok.save_pretrained(ck)
+        SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(ck)
+    b = load_backend(str(tmp_path / "full"))
+    enc = b.encode([Image.new("RGB", (32, 32))], "q")
+    assert len(enc.image_positions[0]) == 16 and b.visual_grid() == (4, 4)
+    assert len(b.generate(enc, max_new_tokens=2).tokens) >= 1
+    with pytest.raises(BackendError, match="no CLS token"):
+        load_backend(str(tmp_path / "default"))
+
+
 def test_default_attention_layer_is_14_of_32_scaled(backends):
     assert backends["llava"].attention_layer == round(14 / 32 * 4) == 2
 
