@@ -105,6 +105,24 @@ def test_attention_map_has_grid_shape(backends, kind):
 
 
 @pytest.mark.parametrize("kind", ["llava", "qwen"])
+def test_visual_tokens_are_in_raster_order_of_the_grid(backends, kind):
+    # A bright block in one grid cell must land in that cell's token (row-major), or boxes would be misplaced.
+    b = backends[kind]
+    rows, cols = b.visual_grid()
+    px = b.vision_input_px
+    r, c = 1, cols - 2
+    arr = np.zeros((px, px, 3), dtype=np.uint8)
+    arr[r * px // rows:(r + 1) * px // rows, c * px // cols:(c + 1) * px // cols] = 255
+    pixel_inputs, _ = b._image_inputs([Image.fromarray(arr)])
+    pv = pixel_inputs["pixel_values"]
+    if kind == "qwen":          # (patches, C*T*p*p), merge x merge consecutive patches form one token
+        per_token = pv.reshape(rows * cols, -1).mean(dim=1)
+    else:                       # (1, C, H, W): the CLIP conv patches in row-major order
+        per_token = pv[0].mean(dim=0).reshape(rows, px // rows, cols, px // cols).mean(dim=(1, 3)).flatten()
+    assert int(per_token.argmax()) == r * cols + c
+
+
+@pytest.mark.parametrize("kind", ["llava", "qwen"])
 def test_greedy_tokens_are_argmax_of_returned_logits(backends, kind):
     b = backends[kind]
     px = b.vision_input_px
