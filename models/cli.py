@@ -142,8 +142,10 @@ def run_extract(args: argparse.Namespace) -> int:
     except (ManifestError, BackendError, ExtractError, TraceError) as exc:
         print(f"edgevlm: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"wrote {summary['out']}: {summary['total_rows']} rows ({summary['new_rows']} new, "
-          f"{summary['skipped_existing']} already there)")
+    rate = summary["samples_per_s"]
+    print(f"wrote {summary['out']}: {summary['total_rows']} rows ({summary['new_rows']} new"
+          + (f" at {rate:.2f} samples/s" if rate else "") + f", {summary['skipped_existing']} already there); "
+          f"mean score stage 1 {summary['mean_s1_score']:.3f}, stage 2 {summary['mean_s2_score']:.3f}")
     return 0
 
 

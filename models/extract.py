@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -231,6 +232,7 @@ def extract(backend: VLMBackend, samples: Sequence[Sample], out: str | os.PathLi
         if not s.image_path.is_file():
             raise ExtractError(f"manifest line {s.line}: field 'image': file {s.image_path} not found")
     new = 0
+    t0 = time.perf_counter()
     bar = tqdm(total=len(todo), desc="extract", unit="sample", disable=not opts.progress, dynamic_ncols=True)
     try:
         for s in todo:
@@ -247,4 +249,8 @@ def extract(backend: VLMBackend, samples: Sequence[Sample], out: str | os.PathLi
         raise ExtractError("no samples were extracted (empty selection)")
     if not new and not out.exists():
         _write(rows, out, prov)
-    return {"out": str(out), "new_rows": new, "skipped_existing": skipped, "total_rows": len(rows)}
+    elapsed = time.perf_counter() - t0
+    return {"out": str(out), "new_rows": new, "skipped_existing": skipped, "total_rows": len(rows),
+            "elapsed_s": elapsed, "samples_per_s": new / elapsed if new and elapsed > 0 else None,
+            "mean_s1_score": float(np.mean([r["s1_score"] for r in rows])),
+            "mean_s2_score": float(np.mean([r["s2_score"] for r in rows]))}
