@@ -33,7 +33,9 @@ Keys of edgevlm.json (all optional; unknown keys are an error):
   vision_input_px   int   square side the images are resized to (LLaVA: must equal the vision
                           tower's image_size; Qwen2.5-VL default 224, a multiple of patch*merge)
   max_new_tokens    int   greedy decode limit (default 16)
-  box_pad_px        int   pixels added on every side of the crop box (default 0)
+  box_pad_px        int   pixels added on every side of the crop box (default 0, as ViCrop)
+  box_pad_frac      float fraction of the window side added on every side, on top of box_pad_px
+                          (default 0.0); pads "in proportion to the window"
   attention_eps     float guard in relative attention: question / (generic + eps) (default 1e-8)
   dtype             str   "float32" | "float16" | "bfloat16" | "auto" (default "auto": the
                           checkpoint's dtype on GPU, float32 on CPU)
@@ -69,6 +71,7 @@ class BackendSettings:
     vision_input_px: int | None = None        # None: derived from the model config
     max_new_tokens: int = 16
     box_pad_px: int = 0
+    box_pad_frac: float = 0.0
     attention_eps: float = 1e-8
     dtype: str = "auto"
     model_id: str | None = None
@@ -96,6 +99,10 @@ def _check_setting(key: str, value: Any, where: str) -> Any:
         if not isinstance(value, int) or isinstance(value, bool) or value < _INT_KEYS[key]:
             raise BackendError(f"{where}: '{key}' must be an integer >= {_INT_KEYS[key]}, got {value!r}")
         return value
+    if key == "box_pad_frac":
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 2:
+            raise BackendError(f"{where}: 'box_pad_frac' must be a number in [0, 2], got {value!r}")
+        return float(value)
     if key == "attention_eps":
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
             raise BackendError(f"{where}: 'attention_eps' must be a positive number, got {value!r}")

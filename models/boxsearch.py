@@ -10,7 +10,7 @@ Windows slide one cell at a time and are scored by the sum of attention inside t
 r is (best window sum - mean of the sums of its one-cell-shifted neighbours (up, down, left, right,
 those that fit in the grid)) / window area in cells; a window that fills the grid has contrast 0.
 The r with the highest contrast wins (ties: the smaller r). The box is the window side (plus
-`pad_px` on every side) centred on the winning window, shifted inside the image and cut to the
+`pad_px + pad_frac * side` on every side) centred on the winning window, shifted inside the image and cut to the
 image where it is larger. If the smallest window already covers the whole image, the box is the
 whole image.
 
@@ -76,7 +76,7 @@ def _place(centre: float, side: float, limit: int) -> tuple[int, int]:
 
 
 def search_box(rel_att, image_w: int, image_h: int, vision_input_px: int, *,
-               ratios=DEFAULT_RATIOS, pad_px: int = 0) -> Box:
+               ratios=DEFAULT_RATIOS, pad_px: int = 0, pad_frac: float = 0.0) -> Box:
     """Find the crop box (original pixels) for a relative-attention map of shape (gh, gw)."""
     att = np.asarray(rel_att, dtype=np.float64)
     if att.ndim != 2 or att.size == 0:
@@ -85,8 +85,8 @@ def search_box(rel_att, image_w: int, image_h: int, vision_input_px: int, *,
         raise ValueError("attention map has NaN or infinite values")
     if image_w <= 0 or image_h <= 0 or vision_input_px <= 0:
         raise ValueError("image_w, image_h and vision_input_px must be positive")
-    if pad_px < 0:
-        raise ValueError(f"pad_px must be >= 0, got {pad_px}")
+    if pad_px < 0 or pad_frac < 0:
+        raise ValueError(f"pad_px and pad_frac must be >= 0, got {pad_px}, {pad_frac}")
     ratios = sorted(float(r) for r in ratios)
     if not ratios or ratios[0] <= 0:
         raise ValueError("ratios must be a non-empty list of positive numbers")
@@ -110,21 +110,24 @@ def search_box(rel_att, image_w: int, image_h: int, vision_input_px: int, *,
     contrast, r, i, j, kh, kw = best
     cx = (j + kw / 2) * cell_w
     cy = (i + kh / 2) * cell_h
-    side = r * vision_input_px + 2 * pad_px
+    side = r * vision_input_px
+    side += 2 * (pad_px + pad_frac * side)
     x0, x1 = _place(cx, side, int(image_w))
     y0, y1 = _place(cy, side, int(image_h))
     return Box(x0, y0, x1, y1, ratio=r, contrast=float(contrast))
 
 
 def box_around(box: tuple[float, float, float, float], image_w: int, image_h: int, min_side_px: int,
-               pad_px: int = 0) -> Box:
+               pad_px: int = 0, pad_frac: float = 0.0) -> Box:
     """A box centred on `box` with each side at least `min_side_px` (plus pad), inside the image.
 
     Used for the oracle crop: the ground-truth box, grown to the smallest search window.
     """
     x0, y0, x1, y1 = (float(v) for v in box)
-    w = max(x1 - x0, float(min_side_px)) + 2 * pad_px
-    h = max(y1 - y0, float(min_side_px)) + 2 * pad_px
+    w = max(x1 - x0, float(min_side_px))
+    h = max(y1 - y0, float(min_side_px))
+    w += 2 * (pad_px + pad_frac * w)
+    h += 2 * (pad_px + pad_frac * h)
     ax0, ax1 = _place((x0 + x1) / 2, w, int(image_w))
     ay0, ay1 = _place((y0 + y1) / 2, h, int(image_h))
     return Box(ax0, ay0, ax1, ay1)

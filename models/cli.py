@@ -64,6 +64,8 @@ def add_extract_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attention-layer", type=int, help="decoder layer for relative attention "
                    "(default: 14 of 32 for LLaVA-1.5-7B, same depth ratio otherwise)")
     p.add_argument("--box-pad-px", type=int, help="pixels added on every side of the crop box (default 0)")
+    p.add_argument("--box-pad-frac", type=float, help="fraction of the window side added on every side of "
+                   "the crop box, on top of --box-pad-px (default 0)")
     p.add_argument("--box-ratios", type=_ratios, default=[1.0, 1.2, 1.4, 1.6, 1.8, 2.0],
                    help="window sides as multiples of the vision input (default: 1.0,1.2,...,2.0)")
     p.add_argument("--max-new-tokens", type=int, help="greedy decode limit per answer (default 16)")
@@ -116,6 +118,7 @@ def run_extract(args: argparse.Namespace) -> int:
         samples = read_manifest(args.dataset)
         overrides = {
             "attention_layer": args.attention_layer, "box_pad_px": args.box_pad_px,
+            "box_pad_frac": args.box_pad_frac,
             "max_new_tokens": args.max_new_tokens, "vision_input_px": args.vision_input_px,
             "prompt_template": _unescape(args.prompt_template), "question_suffix": _unescape(args.question_suffix),
             "generic_prompt": args.generic_prompt, "dtype": args.dtype, "model_id": args.model_id,

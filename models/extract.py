@@ -43,7 +43,7 @@ from traces.version import generator_string, git_commit
 RESAMPLE = Image.Resampling.BICUBIC
 #: Provenance keys that must match for a resumed run to append to an existing trace.
 RESUME_KEYS = ("model_id", "dataset_id", "source_kind", "jpeg_qualities", "vision_input_px",
-               "visual_tokens_per_image", "attention_layer", "box_pad_px", "box_ratios", "prompt_template",
+               "visual_tokens_per_image", "attention_layer", "box_pad_px", "box_pad_frac", "box_ratios", "prompt_template",
                "question_suffix", "generic_prompt", "max_new_tokens", "scoring", "backend")
 COLUMNS = ("sample_id", "question_type", "image_w", "image_h", "global_jpeg_bytes", "original_jpeg_bytes",
            "local_jpeg_bytes", "prompt_tokens", "s1_answer", "s1_score", "s1_min_entropy", "s1_shannon",
@@ -110,6 +110,7 @@ def process_sample(backend: VLMBackend, sample: Sample, opts: ExtractOptions) ->
     w, h = original.size
     px = backend.vision_input_px
     pad = backend.settings.box_pad_px
+    pad_frac = backend.settings.box_pad_frac
     global_img = original.resize((px, px), RESAMPLE)
 
     enc1 = backend.encode([global_img], sample.question)
@@ -117,7 +118,7 @@ def process_sample(backend: VLMBackend, sample: Sample, opts: ExtractOptions) ->
     min_ent, shannon, margin = token_uncertainty(gen1.logits)
 
     maps = backend.attention_to_image(global_img, sample.question)
-    box = search_box(maps.relative, w, h, px, ratios=opts.box_ratios, pad_px=pad)
+    box = search_box(maps.relative, w, h, px, ratios=opts.box_ratios, pad_px=pad, pad_frac=pad_frac)
     local_img = original.crop(box.as_tuple()).resize((px, px), RESAMPLE)
 
     gen2 = backend.generate(backend.encode([global_img, local_img], sample.question))
@@ -143,7 +144,7 @@ def process_sample(backend: VLMBackend, sample: Sample, opts: ExtractOptions) ->
         if x1 > w or y1 > h:
             raise ExtractError(f"manifest line {sample.line}: field 'gt_box' {list(sample.gt_box)} lies outside "
                                f"the {w}x{h} image")
-        obox = box_around(sample.gt_box, w, h, px, pad_px=pad)
+        obox = box_around(sample.gt_box, w, h, px, pad_px=pad, pad_frac=pad_frac)
         oracle_img = original.crop(obox.as_tuple()).resize((px, px), RESAMPLE)
         gen3 = backend.generate(backend.encode([global_img, oracle_img], sample.question))
         row.update({"s2_oracle_score": score_answer(gen3.text, sample.answers, opts.scoring),
@@ -178,6 +179,7 @@ def provenance(backend: VLMBackend, opts: ExtractOptions, manifest: Path) -> dic
         "jpeg_settings": JPEG_SETTINGS,
         "box_ratios": [float(r) for r in opts.box_ratios],
         "box_pad_px": int(backend.settings.box_pad_px),
+        "box_pad_frac": float(backend.settings.box_pad_frac),
         "scoring": opts.scoring,
         "manifest": str(manifest),
         "hardware": hardware_string(backend),

@@ -52,6 +52,8 @@ def test_box_side_is_a_searched_ratio_and_pad_grows_it():
     assert box.x1 - box.x0 == pytest.approx(box.ratio * 336, abs=1)
     padded = search_box(att, 2000, 2000, 336, pad_px=20)
     assert padded.x1 - padded.x0 == pytest.approx(box.ratio * 336 + 40, abs=1)
+    frac = search_box(att, 2000, 2000, 336, pad_px=20, pad_frac=0.25)
+    assert frac.x1 - frac.x0 == pytest.approx(box.ratio * 336 * 1.5 + 40, abs=1)
 
 
 def test_small_image_returns_whole_image():
@@ -76,10 +78,10 @@ def test_bad_maps_raise():
 
 @settings(max_examples=150, deadline=None)
 @given(st.integers(4, 30), st.integers(4, 30), st.integers(20, 3000), st.integers(20, 3000),
-       st.integers(8, 600), st.integers(0, 80), st.integers(0, 2**31 - 1))
-def test_boxes_never_leave_the_image(gh, gw, w, h, px, pad, seed):
+       st.integers(8, 600), st.integers(0, 80), st.floats(0, 1), st.integers(0, 2**31 - 1))
+def test_boxes_never_leave_the_image(gh, gw, w, h, px, pad, frac, seed):
     att = np.random.default_rng(seed).random((gh, gw)) ** 4
-    box = search_box(att, w, h, px, pad_px=pad)
+    box = search_box(att, w, h, px, pad_px=pad, pad_frac=frac)
     assert 0 <= box.x0 < box.x1 <= w and 0 <= box.y0 < box.y1 <= h
 
 

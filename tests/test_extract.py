@@ -279,10 +279,11 @@ def test_cli_extract_and_errors(llava_dir, data, tmp_path, capsys):
     out = tmp_path / "cli.parquet"
     rc = main(["extract", "--model", str(llava_dir), "--dataset", str(data), "--out", str(out),
                "--limit", "1", "--source-kind", "tiny-local", "--no-progress", "--box-pad-px", "3",
-               "--threads", "1"])
+               "--threads", "1", "--box-pad-frac", "0.25"])
     assert rc == 0
     table, prov = read_trace(out)
     assert table.num_rows == 1 and prov["source_kind"] == "tiny-local" and prov["box_pad_px"] == 3
+    assert prov["box_pad_frac"] == 0.25
     assert prov["dataset_id"] == "vqa"
     # a checkpoint can declare its own source_kind; the command line still wins
     settings = json.loads((llava_dir / "edgevlm.json").read_text())
