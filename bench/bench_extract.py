@@ -24,6 +24,7 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=12)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--max-new-tokens", type=int, default=16)
+    ap.add_argument("--hidden", type=int, default=32, help="LLaVA width (128 with 4+4 layers ~ the issue-12 tiny model)")
     args = ap.parse_args()
 
     import torch
@@ -40,7 +41,8 @@ def main() -> int:
         d = Path(tmp)
         man = write_manifest(d / "data" / "m.jsonl", make_images(d / "data", args.samples))
         samples = read_manifest(man)
-        for kind, build in (("llava", build_tiny_llava), ("qwen2_5_vl", build_tiny_qwen)):
+        builds = (("llava", lambda p, **kw: build_tiny_llava(p, hidden=args.hidden, **kw)), ("qwen2_5_vl", build_tiny_qwen))
+        for kind, build in builds:
             b = load_backend(str(build(d / kind, settings={"max_new_tokens": args.max_new_tokens})))
             b.generate(b.encode([Image.new("RGB", (b.vision_input_px,) * 2)], "warm up"))
             t0 = time.perf_counter()

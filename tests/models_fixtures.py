@@ -32,14 +32,14 @@ def char_tokenizer(specials: list[str], eos: str, pad: str, bos: str | None = No
 
 
 def build_tiny_llava(path: Path, *, image_px: int = 64, patch: int = 8, layers: int = 4, seed: int = 0,
-                     settings: dict | None = None) -> Path:
+                     settings: dict | None = None, hidden: int = 32) -> Path:
     import torch
     from transformers import CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
     tokenizer, vocab = char_tokenizer(["<s>", "</s>", "<pad>", "<image>"], eos="</s>", pad="<pad>", bos="<s>")
-    vc = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                          image_size=image_px, patch_size=patch, projection_dim=32)
-    tc = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+    vc = CLIPVisionConfig(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2 if hidden == 32 else layers,
+                          num_attention_heads=2, image_size=image_px, patch_size=patch, projection_dim=hidden)
+    tc = LlamaConfig(vocab_size=len(vocab), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
                      bos_token_id=vocab["<s>"], eos_token_id=vocab["</s>"], pad_token_id=vocab["<pad>"])
     cfg = LlavaConfig(vision_config=vc, text_config=tc, image_token_index=vocab["<image>"],
