@@ -146,6 +146,7 @@ class Encoded:
     image_positions: list[np.ndarray]          # per image: sequence positions of its visual tokens
     prompt_tokens: int                         # text tokens (all tokens minus visual tokens)
     n_images: int
+    t_vision_s: float = 0.0                    # vision encoder time spent by this encode (0 if cached)
 
 
 @dataclass

@@ -238,7 +238,12 @@ def extract(backend: VLMBackend, samples: Sequence[Sample], out: str | os.PathLi
     bar = tqdm(total=len(todo), desc="extract", unit="sample", disable=not opts.progress, dynamic_ncols=True)
     try:
         for s in todo:
-            rows.append(process_sample(backend, s, opts))
+            try:
+                rows.append(process_sample(backend, s, opts))
+            finally:
+                clear = getattr(backend, "clear_cache", None)
+                if clear is not None:
+                    clear()
             new += 1
             bar.update(1)
             if new % opts.checkpoint_every == 0:

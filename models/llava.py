@@ -76,5 +76,9 @@ class LlavaBackend(HFBackend):
         rows, cols = self.visual_grid()
         return positions[-rows * cols:]
 
-    def _vision_modules(self):
-        return self.model.model.vision_tower, self.model.model.multi_modal_projector
+    def _encode_pixels(self, pixel_inputs):
+        cfg = self.model.config
+        out = self.model.model.get_image_features(
+            pixel_values=pixel_inputs["pixel_values"], vision_feature_layer=cfg.vision_feature_layer,
+            vision_feature_select_strategy=cfg.vision_feature_select_strategy, return_dict=True)
+        return list(out.pooler_output)

@@ -63,5 +63,10 @@ class QwenVLBackend(HFBackend):
     def _extra_inputs(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"mm_token_type_ids": (input_ids == self.image_token_id).to(torch.int32)}
 
-    def _vision_modules(self):
-        return self.model.model.visual, self.model.model.visual
+    def _encode_pixels(self, pixel_inputs):
+        out = self.model.model.get_image_features(pixel_inputs["pixel_values"], pixel_inputs["image_grid_thw"],
+                                                  return_dict=True)
+        return list(out.pooler_output)
+
+    def _per_image_inputs(self, pixel_inputs, k):
+        return {"image_grid_thw": pixel_inputs["image_grid_thw"][k:k + 1]}

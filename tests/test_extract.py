@@ -123,6 +123,31 @@ def test_visual_tokens_are_in_raster_order_of_the_grid(backends, kind):
 
 
 @pytest.mark.parametrize("kind", ["llava", "qwen"])
+def test_cached_features_match_the_pixel_path(backends, kind):
+    # encode() hands precomputed visual features to the model; the plain pixel path must agree.
+    from transformers import GenerationConfig
+
+    b = backends[kind]
+    px = b.vision_input_px
+    rng = np.random.default_rng(4)
+    imgs = [Image.fromarray(rng.integers(0, 255, (px, px, 3), dtype=np.uint8)) for _ in range(2)]
+    enc = b.encode(imgs, "Where?")
+    assert enc.t_vision_s > 0 and b.encode(imgs, "Again?").t_vision_s == 0.0   # second time: cached
+    pixel_inputs, _ = b._image_inputs(imgs)
+    plain = {k: v for k, v in enc.inputs.items() if k != "mm_encoder_outputs"}
+    plain.update(pixel_inputs)
+    with torch.inference_mode():
+        want = b.model(**plain, use_cache=False).logits
+        got = b.model(**b._fresh(enc), use_cache=False).logits
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+        cfg = GenerationConfig(do_sample=False, max_new_tokens=5, eos_token_id=None, pad_token_id=0)
+        ref = b.model.generate(**plain, generation_config=cfg)[0, plain["input_ids"].shape[1]:].tolist()
+    b.clear_cache()
+    gen = b.generate(enc, max_new_tokens=5)
+    assert gen.tokens == ref[:len(gen.tokens)] and (gen.stopped_on_eos or len(gen.tokens) == 5)
+
+
+@pytest.mark.parametrize("kind", ["llava", "qwen"])
 def test_greedy_tokens_are_argmax_of_returned_logits(backends, kind):
     b = backends[kind]
     px = b.vision_input_px
