@@ -42,6 +42,10 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+class _LayerReached(Exception):
+    """Raised by the attention hook to stop a forward pass once the wanted layer has run."""
+
+
 class _Clock:
     """Wall-clock stamps that wait for queued device work first, so GPU timings are real."""
 
@@ -291,11 +295,14 @@ class HFBackend(VLMBackend):
 
         def hook(module, args, output):
             captured["w"] = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+            raise _LayerReached  # the layers above `layer` and the LM head are not needed
 
         handle = self._decoder_layers()[layer].self_attn.register_forward_hook(hook)
         self.model.set_attn_implementation({"text_config": "eager"})
         try:
             self.model(**self._fresh(encoded), use_cache=False, logits_to_keep=1)
+        except _LayerReached:
+            pass
         finally:
             handle.remove()
             self.model.set_attn_implementation({"text_config": previous})

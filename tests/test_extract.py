@@ -123,6 +123,27 @@ def test_visual_tokens_are_in_raster_order_of_the_grid(backends, kind):
 
 
 @pytest.mark.parametrize("kind", ["llava", "qwen"])
+def test_attention_map_matches_hf_output_attentions(backends, kind):
+    # Independent reference: HF's own output_attentions under eager, full forward, pixel inputs.
+    b = backends[kind]
+    px = b.vision_input_px
+    img = Image.fromarray(np.random.default_rng(5).integers(0, 255, (px, px, 3), dtype=np.uint8))
+    maps = b.attention_to_image(img, "Which corner is bright?")
+    enc = b.encode([img], "Which corner is bright?")
+    plain = {k: v for k, v in enc.inputs.items() if k != "mm_encoder_outputs"}
+    plain.update(b._image_inputs([img])[0])
+    b.model.set_attn_implementation({"text_config": "eager"})
+    try:
+        with torch.inference_mode():
+            att = b.model(**plain, use_cache=False, output_attentions=True).attentions[maps.layer]
+    finally:
+        b.model.set_attn_implementation({"text_config": "sdpa"})
+    pos = enc.image_positions[0][-b.visual_tokens_per_image:]
+    want = att[0, :, -1, pos].float().mean(0).reshape(b.visual_grid()).numpy()
+    np.testing.assert_allclose(maps.question, want, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("kind", ["llava", "qwen"])
 def test_cached_features_match_the_pixel_path(backends, kind):
     # encode() hands precomputed visual features to the model; the plain pixel path must agree.
     from transformers import GenerationConfig
