@@ -108,6 +108,9 @@ def process_sample(backend: VLMBackend, sample: Sample, opts: ExtractOptions) ->
     """One trace row for one manifest sample."""
     original = load_image(sample)
     w, h = original.size
+    if sample.gt_box is not None and (sample.gt_box[2] > w or sample.gt_box[3] > h):
+        raise ExtractError(f"manifest line {sample.line}: field 'gt_box' {list(sample.gt_box)} lies outside "
+                           f"the {w}x{h} image")
     px = backend.vision_input_px
     pad = backend.settings.box_pad_px
     pad_frac = backend.settings.box_pad_frac
@@ -141,9 +144,6 @@ def process_sample(backend: VLMBackend, sample: Sample, opts: ExtractOptions) ->
     }
     if sample.gt_box is not None:
         x0, y0, x1, y1 = sample.gt_box
-        if x1 > w or y1 > h:
-            raise ExtractError(f"manifest line {sample.line}: field 'gt_box' {list(sample.gt_box)} lies outside "
-                               f"the {w}x{h} image")
         obox = box_around(sample.gt_box, w, h, px, pad_px=pad, pad_frac=pad_frac)
         oracle_img = original.crop(obox.as_tuple()).resize((px, px), RESAMPLE)
         gen3 = backend.generate(backend.encode([global_img, oracle_img], sample.question))

@@ -317,6 +317,11 @@ def test_failure_midway_keeps_finished_rows_and_no_temp_files(backends, data, tm
         extract(b, read_manifest(man), out, ExtractOptions(dataset_id="m", progress=False))
     assert read_trace(out)[0].num_rows == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.png", "m.jsonl", "o.parquet"]
+    rec["gt_box"] = [0, 0, 5000, 10]
+    rec["sample_id"] = "far"
+    man.write_text(json.dumps(rec) + "\n")
+    with pytest.raises(ExtractError, match="line 1: field 'gt_box'.*lies outside"):
+        extract(b, read_manifest(man), tmp_path / "o2.parquet", ExtractOptions(dataset_id="m", progress=False))
 
 
 def test_cli_extract_and_errors(llava_dir, data, tmp_path, capsys):
