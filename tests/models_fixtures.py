@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 CHARS = list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,?!:;'\"\n-_()")
 
@@ -127,3 +128,40 @@ def write_manifest(path: Path, images: list[Path], *, gt_box_first: bool = True)
         lines.append(json.dumps(rec))
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+# ----- pytest fixtures shared by test_backends.py and test_extract.py (import them by name) -----
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny matmuls on a shared 2-core box are far faster without OpenMP spinning."""
+    import torch
+
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """A 3-sample manifest over generated images (the first sample has a gt_box)."""
+    d = tmp_path_factory.mktemp("data")
+    return write_manifest(d / "vqa.jsonl", make_images(d, 3))
+
+
+@pytest.fixture(scope="module")
+def llava_dir(tmp_path_factory):
+    return build_tiny_llava(tmp_path_factory.mktemp("llava") / "ckpt", settings={"max_new_tokens": 6})
+
+
+@pytest.fixture(scope="module")
+def qwen_dir(tmp_path_factory):
+    return build_tiny_qwen(tmp_path_factory.mktemp("qwen") / "ckpt", settings={"max_new_tokens": 6})
+
+
+@pytest.fixture(scope="module")
+def backends(llava_dir, qwen_dir):
+    from models.backend import load_backend
+
+    return {"llava": load_backend(str(llava_dir)), "qwen": load_backend(str(qwen_dir))}

@@ -15,33 +15,9 @@ from PIL import Image  # noqa: E402
 
 from models.backend import BackendError, load_backend  # noqa: E402
 from models.uncertainty import token_uncertainty  # noqa: E402
-from tests.models_fixtures import build_tiny_llava, build_tiny_qwen  # noqa: E402
+from tests.models_fixtures import backends, build_tiny_llava, llava_dir, one_thread, qwen_dir  # noqa: E402,F401
 
 pytestmark = pytest.mark.models
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Tiny matmuls on a shared 2-core box are far faster without OpenMP spinning.
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
-@pytest.fixture(scope="module")
-def llava_dir(tmp_path_factory):
-    return build_tiny_llava(tmp_path_factory.mktemp("llava") / "ckpt", settings={"max_new_tokens": 6})
-
-
-@pytest.fixture(scope="module")
-def qwen_dir(tmp_path_factory):
-    return build_tiny_qwen(tmp_path_factory.mktemp("qwen") / "ckpt", settings={"max_new_tokens": 6})
-
-
-@pytest.fixture(scope="module")
-def backends(llava_dir, qwen_dir):
-    return {"llava": load_backend(str(llava_dir)), "qwen": load_backend(str(qwen_dir))}
 
 
 @pytest.mark.parametrize("kind", ["llava", "qwen"])

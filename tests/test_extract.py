@@ -11,45 +11,13 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from models.backend import load_backend  # noqa: E402
 from models.extract import ExtractError, ExtractOptions, extract  # noqa: E402
 from models.manifest import read_manifest  # noqa: E402
-from tests.models_fixtures import build_tiny_llava, build_tiny_qwen, make_images, write_manifest  # noqa: E402
+from tests.models_fixtures import backends, data, llava_dir, one_thread, qwen_dir  # noqa: E402,F401
 from traces.io import read_trace  # noqa: E402
 
 QUALITIES = [10, 25, 50, 75, 95]
 pytestmark = pytest.mark.models
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Tiny matmuls on a shared 2-core box are far faster without OpenMP spinning.
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    d = tmp_path_factory.mktemp("data")
-    imgs = make_images(d, 3)
-    return write_manifest(d / "vqa.jsonl", imgs)
-
-
-@pytest.fixture(scope="module")
-def llava_dir(tmp_path_factory):
-    return build_tiny_llava(tmp_path_factory.mktemp("llava") / "ckpt", settings={"max_new_tokens": 6})
-
-
-@pytest.fixture(scope="module")
-def qwen_dir(tmp_path_factory):
-    return build_tiny_qwen(tmp_path_factory.mktemp("qwen") / "ckpt", settings={"max_new_tokens": 6})
-
-
-@pytest.fixture(scope="module")
-def backends(llava_dir, qwen_dir):
-    return {"llava": load_backend(str(llava_dir)), "qwen": load_backend(str(qwen_dir))}
 
 
 @pytest.mark.parametrize("kind, grid", [("llava", (8, 8)), ("qwen", (8, 8))])
