@@ -170,9 +170,10 @@ class HFBackend(VLMBackend):
     def image_features(self, images: Sequence[Any]) -> tuple[list[torch.Tensor], list[dict], float]:
         """Per-image projected features and extra inputs, computing only uncached images; + vision seconds."""
         images = list(images)
+        found = {id(img): self._feature_cache[id(img)] for img in images if id(img) in self._feature_cache}
         todo = []
         for img in images:
-            if id(img) not in self._feature_cache and all(img is not t for t in todo):
+            if id(img) not in found and all(img is not t for t in todo):
                 todo.append(img)
         t_vision = 0.0
         if todo:
@@ -188,8 +189,8 @@ class HFBackend(VLMBackend):
                     raise RuntimeError(f"vision encoder gave {feats[k].shape[0]} tokens, expected {n_tokens[k]}")
                 while len(self._feature_cache) >= self.FEATURE_CACHE_SIZE:
                     self._feature_cache.pop(next(iter(self._feature_cache)))
-                self._feature_cache[id(img)] = (img, feats[k], self._per_image_inputs(pixel_inputs, k))
-        entries = [self._feature_cache[id(img)] for img in images]
+                found[id(img)] = self._feature_cache[id(img)] = (img, feats[k], self._per_image_inputs(pixel_inputs, k))
+        entries = [found[id(img)] for img in images]
         return [e[1] for e in entries], [e[2] for e in entries], t_vision
 
     def encode(self, images: Sequence[Any], question: str, *, add_suffix: bool = True) -> Encoded:

@@ -84,6 +84,10 @@ def test_cached_features_match_the_pixel_path(backends, kind):
     imgs = [Image.fromarray(rng.integers(0, 255, (px, px, 3), dtype=np.uint8)) for _ in range(2)]
     enc = b.encode(imgs, "Where?")
     assert enc.t_vision_s > 0 and b.encode(imgs, "Again?").t_vision_s == 0.0   # second time: cached
+    many = [Image.fromarray(rng.integers(0, 255, (px, px, 3), dtype=np.uint8)) for _ in range(b.FEATURE_CACHE_SIZE)]
+    for img in many:                                 # fill the cache so the next call must evict
+        b.encode([img], "q")
+    assert b.encode([many[0], imgs[0]], "Both?").n_images == 2
     pixel_inputs, _ = b._image_inputs(imgs)
     plain = {k: v for k, v in enc.inputs.items() if k != "mm_encoder_outputs"}
     plain.update(pixel_inputs)
