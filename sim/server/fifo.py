@@ -55,8 +55,15 @@ class FifoServer:
 
         Only new work (`admit=True`) is subject to `max_queue`; follow-up passes always enter.
         """
-        env = self.env
-        now = env.now
+        span = self.book(job, admit)
+        if span is None:
+            return None
+        yield self.env.timeout(span[1] - self.env.now)
+        return span
+
+    def book(self, job: Job, admit: bool = False) -> tuple[float, float] | None:
+        """Place `job` in the schedule now (Lindley's recursion) without waiting: (start_s, end_s) or None."""
+        now = self.env.now
         if admit and self.max_queue is not None and self.queue_length() >= self.max_queue:
             self.dropped += 1
             return None
@@ -83,7 +90,6 @@ class FifoServer:
             self.wait_s += start - now
         self.busy_s += dur
         self.jobs += 1
-        yield env.timeout(end - now)
         return start, end
 
     def stats(self, horizon_s: float) -> dict:
