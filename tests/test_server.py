@@ -222,3 +222,14 @@ def test_batching_with_a_whole_job_latency_model_is_a_clear_error(scenario_dict,
 
     with pytest.raises(ConfigError, match=r"server\.latency: kind 'exponential' times whole jobs .*roofline"):
         run(scenario_dict(server={"scheduler": sched, "latency": {"kind": "exponential", "mean_s": 0.1}}))
+
+
+@pytest.mark.parametrize("sched", [{"kind": "static", "max_batch": 4, "max_wait_s": 0.02},
+                                   {"kind": "continuous", "max_batch": 8}])
+def test_batching_runs_are_deterministic(scenario_dict, tmp_path, sched):
+    sc = scenario_dict(server={"replicas": 2, "routing": "round_robin", "scheduler": sched},
+                       clients={"count": 20, "arrival": {"kind": "poisson", "rate_per_s": 0.4}},
+                       stop={"requests": 1500})
+    run(sc, tmp_path / "a")
+    run(sc, tmp_path / "b")
+    assert (tmp_path / "a" / "events.parquet").read_bytes() == (tmp_path / "b" / "events.parquet").read_bytes()
