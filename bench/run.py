@@ -6,7 +6,7 @@ Resources with the same request count. It prints JSON and appends one line per r
 bench/results.jsonl together with machine info.
 
     python bench/run.py                 # every case
-    python bench/run.py --case two_stage --requests 20000 --repeats 1   # a quick look
+    python bench/run.py --case two_stage --scale 0.1 --repeats 1   # a quick look
 """
 
 from __future__ import annotations
@@ -85,15 +85,87 @@ def sim_rate(scenario: dict, workload: Workload, out: Path | None) -> float:
     return scenario["stop"]["requests"] / (time.perf_counter() - t0)
 
 
-def case_two_stage(trace: Path, workload: Workload, n: int, repeats: int, tmp: Path) -> dict:
+class Ctx:
+    """What every case gets: the trace, its loaded workload, a temp dir, repeats and a size scale."""
+
+    def __init__(self, trace: Path, workload: Workload, tmp: Path, repeats: int, scale: float):
+        self.trace, self.workload, self.tmp, self.repeats, self.scale = trace, workload, tmp, repeats, scale
+
+    def n(self, requests: int) -> int:
+        return max(1000, int(requests * self.scale))
+
+
+def case_two_stage(ctx: Ctx) -> dict:
+    """Case 1: the two-stage pipeline, 100 clients, against the bare-SimPy two-FIFO floor."""
+    n = ctx.n(200_000)
     sims, floors = [], []
-    for k in range(repeats):
+    for k in range(ctx.repeats):
         floors.append(bare_simpy_two_fifo(n, seed=k))
-        sims.append(sim_rate(two_stage_scenario(trace, n), workload, tmp / f"two_stage_{k}"))
+        sims.append(sim_rate(two_stage_scenario(ctx.trace, n), ctx.workload, ctx.tmp / f"two_stage_{k}"))
     sim, floor = statistics.median(sims), statistics.median(floors)
     return {"case": "two_stage", "requests": n, "clients": 100, "sim_req_per_s": round(sim),
             "floor_req_per_s": round(floor), "ratio": round(sim / floor, 3),
-            "ratio_per_repeat": [round(a / b, 3) for a, b in zip(sims, floors)], "target_ratio": 0.3}
+            "ratio_per_repeat": [round(a / b, 3) for a, b in zip(sims, floors)], "target_ratio": 0.5}
+
+
+def case_client_scaling(ctx: Ctx) -> dict:
+    """Case 2: 10 -> 10k clients at a fixed total rate; the cost per request must stay flat."""
+    n = ctx.n(50_000)
+    cost_us = {}
+    for clients in (10, 100, 1_000, 10_000):
+        rates = [sim_rate(two_stage_scenario(ctx.trace, n, clients), ctx.workload, None) for _ in range(ctx.repeats)]
+        cost_us[clients] = round(1e6 / statistics.median(rates), 2)
+    return {"case": "client_scaling", "requests": n, "us_per_request": cost_us,
+            "ratio_10k_vs_100": round(cost_us[10_000] / cost_us[100], 3), "target_ratio_max": 1.3}
+
+
+def case_overload(ctx: Ctx) -> dict:
+    """Case 3: simulation speed at rho 1.2 (admission limit 50 waiting) against rho 0.7."""
+    n = ctx.n(100_000)
+    speeds = {}
+    for rho in (0.7, 1.2):
+        sc = two_stage_scenario(ctx.trace, n)
+        sc["policy"] = {"kind": "global_only"}
+        sc["server"] = {"scheduler": {"kind": "fifo"}, "max_queue": 50,
+                        "latency": {"kind": "exponential", "mean_s": 0.1}}
+        sc["clients"]["arrival"]["rate_per_s"] = rho / 0.1 / sc["clients"]["count"]
+        speeds[rho] = statistics.median(sim_rate(sc, ctx.workload, None) for _ in range(ctx.repeats))
+    return {"case": "overload", "requests": n, "req_per_s_rho_0.7": round(speeds[0.7]),
+            "req_per_s_rho_1.2": round(speeds[1.2]), "ratio": round(speeds[1.2] / speeds[0.7], 3),
+            "target_ratio": 0.8}
+
+
+def case_million(ctx: Ctx) -> dict:
+    """Case 4: one run of 1M requests, writing its event log; wall time and peak RSS of a fresh process."""
+    import subprocess
+
+    n = ctx.n(1_000_000)
+    code = (f"import sys,time,resource,json; sys.path.insert(0,{str(ROOT)!r}); sys.path.insert(0,{str(ROOT / 'bench')!r})\n"
+            "from run import two_stage_scenario\nfrom sim import run\n"
+            f"t=time.perf_counter(); run(two_stage_scenario({str(ctx.trace)!r}, {n}), {str(ctx.tmp / 'million')!r})\n"
+            "print(json.dumps({'wall_s': time.perf_counter()-t, "
+            "'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    res = json.loads(out.strip().splitlines()[-1])
+    return {"case": "million", "requests": n, "wall_s": round(res["wall_s"], 1),
+            "peak_rss_mb": round(res["peak_rss_mb"]), "target_wall_s": 60, "target_rss_mb": 1024}
+
+
+def case_sweep(ctx: Ctx) -> dict:
+    """Case 5: sweep throughput, runs per minute on a process pool of 2 workers."""
+    import yaml
+
+    from sim.sweep import run_sweep
+
+    base = two_stage_scenario(ctx.trace, ctx.n(20_000))
+    spec = {"base": base, "grid": {"policy.threshold": [0.3, 0.6, 0.9, 1.2]}, "seeds": [1, 2]}
+    path = ctx.tmp / "sweep.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    t0 = time.perf_counter()
+    df = run_sweep(path, ctx.tmp / "sweep_out", workers=2)
+    wall = time.perf_counter() - t0
+    return {"case": "sweep", "runs": len(df), "requests_per_run": base["stop"]["requests"], "workers": 2,
+            "wall_s": round(wall, 1), "runs_per_min": round(60 * len(df) / wall, 1)}
 
 
 OVERLOAD_CLIENTS = 10_000
@@ -105,7 +177,8 @@ def continuous_scenario(trace: Path, rate_per_s: float, time_s: float, seed: int
     return {
         "name": "bench-continuous", "seed": seed, "trace": str(trace),
         "stop": {"time_s": time_s},
-        "clients": {"count": OVERLOAD_CLIENTS, "arrival": {"kind": "poisson", "rate_per_s": rate_per_s / OVERLOAD_CLIENTS},
+        "clients": {"count": OVERLOAD_CLIENTS,
+                    "arrival": {"kind": "poisson", "rate_per_s": rate_per_s / OVERLOAD_CLIENTS},
                     "link_classes": [{"share": 0.7, "uplink_mbps": 10}, {"share": 0.3, "uplink_mbps": 2}]},
         "network": {"uplink": {"capacity_mbps": 50, "propagation_ms": 20},
                     "downlink": {"capacity_mbps": 100, "propagation_ms": 20}},
@@ -114,44 +187,42 @@ def continuous_scenario(trace: Path, rate_per_s: float, time_s: float, seed: int
     }
 
 
-def case_continuous_overload(trace: Path, workload: Workload, n: int, repeats: int, tmp: Path) -> dict:
-    """Simulation speed with continuous batching at ρ = 0.7 and in overload (ρ = 1.2, bounded by time).
+def case_continuous_overload(ctx: Ctx) -> dict:
+    """Case 6: continuous batching at 10k clients, speed at ρ = 1.2 (admission limit) against ρ = 0.7.
 
     ρ is the offered load over the server's capacity, measured first: the completion rate of a run
-    offered 3× more than it can serve. Each timed run lasts n/λ simulated seconds, so about n requests
-    arrive. Speed is arrivals simulated per wall-clock second; the headline is overload / nominal.
+    offered about 4× what it can serve. Each timed run lasts n/λ simulated seconds, so about n requests
+    arrive. Speed is arrivals simulated per wall-clock second, event log written.
     """
-    calib = run(continuous_scenario(trace, 30.0, 2000.0), workload=workload).summary
-    capacity = calib["throughput_per_s"]
+    n = ctx.n(100_000)
+    capacity = run(continuous_scenario(ctx.trace, 30.0, 2000.0), workload=ctx.workload).summary["throughput_per_s"]
     figures = {}
     for rho in (0.7, 1.2):
         lam = rho * capacity
         speeds, drops, batches, utils = [], [], [], []
-        for k in range(repeats):
-            sc = continuous_scenario(trace, lam, n / lam, seed=1 + k)
+        for k in range(ctx.repeats):
             t0 = time.perf_counter()
-            res = run(sc, tmp / f"continuous_{rho}_{k}", workload=workload)
+            res = run(continuous_scenario(ctx.trace, lam, n / lam, seed=1 + k), ctx.tmp / f"continuous_{rho}_{k}",
+                      workload=ctx.workload)
             wall = time.perf_counter() - t0
             speeds.append(res.summary["counts"]["arrived"] / wall)
             drops.append(res.summary["drop_rate"])
             batches.append(res.summary["gpu"]["mean_batch"])
             utils.append(res.summary["gpu"]["utilisation"])
-        figures[rho] = {"sim_req_per_s": round(statistics.median(speeds)),
-                        "speeds": [round(v) for v in speeds],
+        figures[rho] = {"sim_req_per_s": round(statistics.median(speeds)), "speeds": [round(v) for v in speeds],
                         "drop_rate": round(statistics.median(drops), 4),
                         "gpu_utilisation": round(statistics.median(utils), 4),
                         "mean_batch": round(statistics.median(batches), 2)}
-    floor = statistics.median(bare_simpy_two_fifo(n, seed=k) for k in range(repeats))
     ratios = [o / u for o, u in zip(figures[1.2]["speeds"], figures[0.7]["speeds"])]
     return {"case": "continuous_overload", "requests": n, "clients": OVERLOAD_CLIENTS,
             "capacity_req_per_s": round(capacity, 3), "max_queue": OVERLOAD_MAX_QUEUE,
-            "rho_0.7": figures[0.7], "rho_1.2": figures[1.2], "floor_req_per_s": round(floor),
-            "ratio_vs_floor_rho_0.7": round(figures[0.7]["sim_req_per_s"] / floor, 3),
-            "overload_speed_ratio": round(figures[1.2]["sim_req_per_s"] / figures[0.7]["sim_req_per_s"], 3),
-            "overload_speed_ratio_per_repeat": [round(r, 3) for r in ratios], "target_overload_ratio": 0.8}
+            "rho_0.7": figures[0.7], "rho_1.2": figures[1.2],
+            "ratio": round(figures[1.2]["sim_req_per_s"] / figures[0.7]["sim_req_per_s"], 3),
+            "ratio_per_repeat": [round(r, 3) for r in ratios], "target_ratio": 0.8}
 
 
-CASES = {"two_stage": case_two_stage, "continuous_overload": case_continuous_overload}
+CASES = {"two_stage": case_two_stage, "client_scaling": case_client_scaling, "overload": case_overload,
+         "million": case_million, "sweep": case_sweep, "continuous_overload": case_continuous_overload}
 
 
 def machine_info() -> dict:
@@ -162,7 +233,7 @@ def machine_info() -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--case", choices=sorted(CASES), action="append", help="run only these cases")
-    ap.add_argument("--requests", type=int, default=100_000)
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply every case's request count (e.g. 0.1)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--results", type=Path, default=ROOT / "bench" / "results.jsonl")
     args = ap.parse_args(argv)
@@ -170,7 +241,11 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(d)
         trace = write_synthetic(tmp / "bench.parquet", 2000, seed=0)
         workload = Workload.load(trace)
-        results = [CASES[c](trace, workload, args.requests, args.repeats, tmp) for c in (args.case or CASES)]
+        ctx = Ctx(trace, workload, tmp, args.repeats, args.scale)
+        results = []
+        for name in args.case or CASES:
+            print(f"bench: {name} ...", file=sys.stderr, flush=True)
+            results.append(CASES[name](ctx))
     record = {"time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": git_commit(),
               "machine": machine_info(), "results": results}
     print(json.dumps(record, indent=2))

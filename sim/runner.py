@@ -23,7 +23,7 @@ from sim.engine import Simulation
 from sim.errors import ConfigError
 from sim.recorder import EventLog
 from sim.scenario import Scenario, load_scenario, parse_scenario
-from sim.summary import read_summary_columns, summarize
+from sim.summary import dictionary_codes, read_summary_columns, summarize
 from sim.workload import Workload
 from traces import TraceError, atomic_write
 from traces.version import git_commit, package_version
@@ -133,15 +133,15 @@ def _simulate(sc: Scenario, workload: Workload, out: Path | None, progress: bool
     return Result(sc, summary, out, table)
 
 
-def baseline_bytes(sc: Scenario, workload: Workload, sample_ids: np.ndarray) -> np.ndarray | None:
+def baseline_bytes(sc: Scenario, workload: Workload, sample_ids: pa.ChunkedArray) -> np.ndarray | None:
     """Per-row uplink bytes of global-only at the policy's JPEG quality (comm-cost denominator)."""
     quality = getattr(sc.policy, "jpeg_quality", None)
     if quality is None or quality not in workload.qualities:
         return None
     q = workload.qualities.index(quality)
     per_sample = workload.global_bytes[:, q] + workload.question_bytes + sc.network.uplink.overhead_bytes
-    index = pd.Index(workload.sample_id).get_indexer(sample_ids)
-    return per_sample[index]
+    codes, ids = dictionary_codes(sample_ids)
+    return per_sample[pd.Index(workload.sample_id).get_indexer(ids)][codes]
 
 
 def build_summary(sc: Scenario, workload: Workload, sim: Simulation, events: pa.Table, end_s: float) -> dict:
@@ -152,8 +152,8 @@ def build_summary(sc: Scenario, workload: Workload, sim: Simulation, events: pa.
     }
     if sim.edge_devices.jobs:
         components["edge"] = sim.edge_devices.stats(end_s)
-    sample_ids = events.column("sample_id").to_numpy(zero_copy_only=False)
-    body = summarize(events, warmup_s=sc.stop.warmup_s, baseline_up1_bytes=baseline_bytes(sc, workload, sample_ids),
+    body = summarize(events, warmup_s=sc.stop.warmup_s,
+                     baseline_up1_bytes=baseline_bytes(sc, workload, events.column("sample_id")),
                      components=components)
     return {
         "scenario": sc.name,

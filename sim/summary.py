@@ -44,8 +44,9 @@ def summarize(events: pa.Table, *, warmup_s: float, baseline_up1_bytes: np.ndarr
     denominator of the additional communication cost), or None if not applicable.
     """
     order = np.argsort(events.column("request_id").to_numpy(), kind="stable")
-    ev = {c: events.column(c).to_numpy(zero_copy_only=False)[order] for c in SUMMARY_COLUMNS if c != "sample_id"}
-    status = ev["status"].astype(str)
+    ev = {c: events.column(c).to_numpy(zero_copy_only=False)[order] for c in SUMMARY_COLUMNS
+          if c not in ("sample_id", "status")}
+    status = dictionary_values(events.column("status"))[order]
     arrival = ev["arrival_s"]
     measured = arrival >= warmup_s
     ok = (status == "ok") & measured
@@ -88,8 +89,22 @@ def summarize(events: pa.Table, *, warmup_s: float, baseline_up1_bytes: np.ndarr
 
 
 def read_summary_columns(path) -> pa.Table:
-    """Only the columns the summary needs, so large event logs are not loaded whole."""
+    """Only the columns the summary needs, strings dictionary-encoded, so large logs stay small in memory."""
     import pyarrow.parquet as pq
 
-    return pq.read_table(path, columns=list(SUMMARY_COLUMNS))
+    return pq.read_table(path, columns=list(SUMMARY_COLUMNS), read_dictionary=["sample_id", "status"])
+
+
+def dictionary_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, unique values) of a string column, without one Python object per row."""
+    arr = column.combine_chunks()
+    if not pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_encode()
+    return arr.indices.to_numpy(zero_copy_only=False), np.asarray(arr.dictionary.to_pylist(), dtype=object)
+
+
+def dictionary_values(column: pa.ChunkedArray) -> np.ndarray:
+    """A string column as a numpy array of str, built from its dictionary (cheap for few distinct values)."""
+    codes, values = dictionary_codes(column)
+    return values.astype(str)[codes]
 

@@ -42,7 +42,7 @@ class FifoServer:
         self.dropped = 0
 
     def queue_length(self) -> int:
-        """Jobs admitted but not yet in service."""
+        """Jobs admitted but not yet in service (tracked when `max_queue` is set, else 0)."""
         now, n = self.env.now, 0
         for starts in self._starts:
             while starts and starts[0] <= now:
@@ -86,7 +86,8 @@ class FifoServer:
         else:
             free[k] = end
         if start > now:
-            starts.append(start)
+            if self.max_queue is not None:  # kept only where admission control reads them (bounded memory)
+                starts.append(start)
             self.wait_s += start - now
         self.busy_s += dur
         self.jobs += 1

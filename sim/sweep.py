@@ -1,0 +1,322 @@
+"""Parameter sweeps: a base scenario crossed with axes over YAML paths, run on a process pool or Dask.
+
+A sweep file:
+
+    base: quickstart.yaml          # a scenario file (relative to this file) or an inline mapping
+    grid:                          # the cartesian product of these axes
+      policy.threshold: [0.2, 0.4, 0.8]
+      clients.count: [100, 1000]
+    zip:                           # these advance together (equal lengths), crossed with the grid
+      clients.arrival.rate_per_s: [0.01, 0.02]
+      slo.deadline_s: [1.0, 2.0]
+    seeds: [1, 2, 3]               # replications; or `replications: 3` (base seed, +1, +2)
+
+Every run writes its own directory, runs/<scenario hash>/. A run whose summary.json is already
+there and complete is skipped, so an interrupted sweep resumes where it stopped. A run that fails
+is recorded with its error and does not stop the others. results.parquet has one row per run:
+the axes as columns, the seed, the status, and the summary metrics with CI half-widths.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+
+from sim.errors import ConfigError, UserError
+from sim.scenario import load_scenario, parse_scenario
+from traces import atomic_write
+
+_PATH_PART = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)((?:\[\d+\])*)")
+
+
+class SweepSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    base: str | dict
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    zip: dict[str, list[Any]] = Field(default_factory=dict)
+    seeds: list[int] | None = None
+    replications: PositiveInt | None = None
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.seeds is not None and self.replications is not None:
+            raise ValueError("give 'seeds' or 'replications', not both")
+        for name, values in {**self.grid, **self.zip}.items():
+            parse_path(name)
+            if not values:
+                raise ValueError(f"axis {name!r} has no values")
+        lengths = {len(v) for v in self.zip.values()}
+        if len(lengths) > 1:
+            raise ValueError(f"zip axes must have equal lengths, got {sorted(lengths)}")
+        if set(self.grid) & set(self.zip):
+            raise ValueError(f"axis {sorted(set(self.grid) & set(self.zip))[0]!r} is in both grid and zip")
+        return self
+
+
+def parse_path(path: str) -> list[str | int]:
+    """`clients.link_classes[0].uplink_mbps` -> ['clients', 'link_classes', 0, 'uplink_mbps']."""
+    keys: list[str | int] = []
+    for part in path.split("."):
+        m = _PATH_PART.fullmatch(part)
+        if not m:
+            raise ValueError(f"axis {path!r} is not a YAML path like 'policy.threshold' or 'a.b[0].c'")
+        keys.append(m.group(1))
+        keys.extend(int(i) for i in re.findall(r"\[(\d+)\]", m.group(2)))
+    return keys
+
+
+def set_path(data: dict, path: str, value: Any) -> None:
+    """Set a nested value by YAML path, creating mappings that are absent."""
+    keys = parse_path(path)
+    cur: Any = data
+    for key, nxt in zip(keys, keys[1:]):
+        if isinstance(key, int):
+            if not isinstance(cur, list) or key >= len(cur):
+                raise ConfigError(path, f"index [{key}] is out of range")
+            cur = cur[key]
+            continue
+        if not isinstance(cur, dict):
+            raise ConfigError(path, f"'{key}' is not inside a mapping")
+        if key not in cur or cur[key] is None:
+            cur[key] = [] if isinstance(nxt, int) else {}
+        cur = cur[key]
+    last = keys[-1]
+    if isinstance(last, int):
+        if not isinstance(cur, list) or last >= len(cur):
+            raise ConfigError(path, f"index [{last}] is out of range")
+    elif not isinstance(cur, dict):
+        raise ConfigError(path, f"'{last}' is not inside a mapping")
+    cur[last] = value
+
+
+def load_sweep(path: str | Path) -> tuple[SweepSpec, dict, Path]:
+    """Read a sweep file; returns (spec, base scenario dict with an absolute trace path, its dir)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"sweep file not found: {path}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not valid UTF-8 YAML ({str(exc).splitlines()[0]})") from None
+    try:
+        spec = SweepSpec.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        loc = ".".join(str(x) for x in err["loc"]) or "sweep"
+        raise ConfigError(loc, err["msg"].removeprefix("Value error, ")) from None
+    base_dir = path.resolve().parent
+    if isinstance(spec.base, str):
+        scenario, scenario_dir = load_scenario(base_dir / spec.base)
+        base = scenario.model_dump(mode="json", exclude_none=True)
+    else:
+        base, scenario_dir = dict(spec.base), base_dir
+    from sim.runner import resolve_trace
+
+    base["trace"] = str(resolve_trace(str(base.get("trace", "")), scenario_dir).resolve())
+    return spec, base, base_dir
+
+
+def expand(spec: SweepSpec, base: dict) -> list[tuple[dict[str, Any], dict]]:
+    """Every run of the sweep as (axis values, scenario dict), in a fixed order."""
+    grid_names = list(spec.grid)
+    zip_names = list(spec.zip)
+    zipped = list(zip(*spec.zip.values())) if zip_names else [()]
+    if spec.seeds is not None:
+        seeds: list[int | None] = list(spec.seeds)
+    elif spec.replications is not None:
+        seeds = [int(base.get("seed", 0)) + k for k in range(spec.replications)]
+    else:
+        seeds = [None]
+    runs = []
+    for grid_values in itertools.product(*spec.grid.values()):
+        for zip_values in zipped:
+            for seed in seeds:
+                axes = dict(zip(grid_names, grid_values)) | dict(zip(zip_names, zip_values))
+                sc = json.loads(json.dumps(base))
+                for name, value in axes.items():
+                    set_path(sc, name, value)
+                if seed is not None:
+                    sc["seed"] = seed
+                axes["seed"] = sc.get("seed", 0)
+                runs.append((axes, sc))
+    return runs
+
+
+# ---------------------------------------------------------------- one run, picklable for any executor
+
+
+def run_one(scenario: dict, run_dir: str) -> dict[str, Any]:
+    """Run one scenario into run_dir (or reuse a complete earlier result); returns flat metrics."""
+    from sim.runner import run
+
+    summary_path = Path(run_dir) / "summary.json"
+    if summary_path.is_file():
+        try:
+            summary = json.loads(summary_path.read_text())
+            if summary.get("complete"):
+                return {"status": "ok", "error": None, "resumed": True, **flatten_summary(summary)}
+        except ValueError:
+            pass
+    try:
+        result = run(scenario, run_dir)
+    except UserError as exc:
+        return {"status": "failed", "error": str(exc), "resumed": False}
+    except Exception as exc:  # noqa: BLE001  (a failed run is recorded, the sweep goes on)
+        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "resumed": False}
+    return {"status": "ok", "error": None, "resumed": False, **flatten_summary(result.summary)}
+
+
+def flatten_summary(s: dict) -> dict[str, Any]:
+    """The summary's headline metrics as flat columns, with 95% CI half-widths (`_hw`)."""
+    row: dict[str, Any] = {
+        "arrived": s["counts"]["arrived"], "ok": s["counts"]["ok"], "dropped": s["counts"]["dropped"],
+        "throughput_per_s": s["throughput_per_s"], "goodput_per_s": s["goodput_per_s"],
+    }
+    for key, stat in s["latency_s"].items():
+        row[f"latency_{key}_s"] = stat["value"]
+        row[f"latency_{key}_hw"] = stat["half_width"]
+    row["accuracy"] = s["accuracy"]["value"]
+    row["accuracy_hw"] = s["accuracy"]["half_width"]
+    row.update({
+        "deadline_met_rate": s["deadline_met_rate"], "drop_rate": s["drop_rate"],
+        "uplink_bytes_per_request": s["bytes_per_request"]["uplink"],
+        "downlink_bytes_per_request": s["bytes_per_request"]["downlink"],
+        "additional_comm_cost": s["additional_comm_cost"], "retransmission_rate": s["retransmission_rate"],
+        "flops_per_request": s["flops_per_request"],
+    })
+    row.update({f"{k}_utilisation": v for k, v in s["utilisation"].items()})
+    return row
+
+
+# ---------------------------------------------------------------- the sweep
+
+
+def run_sweep(path: str | Path, out_dir: str | Path, *, workers: int | None = None, dask: str | None = None,
+              client: Any = None, progress: bool = False) -> pd.DataFrame:
+    """Run every run of a sweep file; writes out_dir/results.parquet and returns it as a DataFrame.
+
+    Runs go to a process pool of `workers` (default: CPU count), to the Dask scheduler at `dask`
+    ("local" starts a LocalCluster), or to an existing dask.distributed `client`.
+    """
+    spec, base, _ = load_sweep(path)
+    out = Path(out_dir)
+    runs = expand(spec, base)
+    rows: list[dict[str, Any]] = []
+    jobs: list[tuple[int, dict, str]] = []
+    for i, (axes, sc) in enumerate(runs):
+        row = {"run": i, **axes}
+        try:
+            scenario = parse_scenario(sc)
+        except ConfigError as exc:
+            rows.append(row | {"run_id": None, "status": "invalid", "error": str(exc), "resumed": False})
+            continue
+        run_id = scenario.hash()[:16]
+        rows.append(row | {"run_id": run_id})
+        jobs.append((i, sc, str(out / "runs" / run_id)))
+    if not jobs:
+        raise UserError(f"every run of the sweep is invalid; first: {rows[0]['error']}")
+    results = _execute(jobs, workers=workers, dask=dask, client=client, progress=progress)
+    for i, res in results.items():
+        rows[i].update(res)
+    df = pd.DataFrame(rows).sort_values("run", kind="stable").reset_index(drop=True)
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    atomic_write(out / "results.parquet", lambda tmp: pq.write_table(table, tmp))
+    return df
+
+
+def _execute(jobs: list[tuple[int, dict, str]], *, workers, dask, client, progress) -> dict[int, dict]:
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(jobs), unit="run", desc="sweep", dynamic_ncols=True)
+    results: dict[int, dict] = {}
+    try:
+        if client is not None or dask is not None:
+            for i, res in _dask_map(jobs, dask, client):
+                results[i] = res
+                bar and bar.update(1)
+        else:
+            n = workers or os.cpu_count() or 1
+            if n == 1:
+                for i, sc, run_dir in jobs:
+                    results[i] = run_one(sc, run_dir)
+                    bar and bar.update(1)
+            else:
+                import multiprocessing as mp
+
+                with ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn")) as pool:
+                    futures = {pool.submit(run_one, sc, run_dir): i for i, sc, run_dir in jobs}
+                    for fut in as_completed(futures):
+                        results[futures[fut]] = fut.result()
+                        bar and bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return results
+
+
+def _dask_map(jobs, address: str | None, client) -> Iterable[tuple[int, dict]]:
+    try:
+        from distributed import Client, LocalCluster, as_completed as dask_completed
+    except ImportError:
+        raise UserError("--dask needs dask.distributed: pip install 'edgevlm-sim[dask]'") from None
+    own = None
+    if client is None:
+        if address == "local":
+            own = LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None)
+            client = Client(own)
+        else:
+            try:
+                client = Client(address, timeout="10s")
+            except OSError as exc:
+                raise UserError(f"--dask: cannot reach the Dask scheduler at {address} ({exc})") from None
+    try:
+        futures = {client.submit(run_one, sc, run_dir, pure=False): i for i, sc, run_dir in jobs}
+        for fut in dask_completed(futures):
+            yield futures[fut], fut.result()
+    finally:
+        if own is not None:
+            client.close()
+            own.close()
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "sweep", help="run a base scenario over axes of YAML paths (grid/zip, seeds) on a pool or Dask",
+        description=__doc__, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
+    p.add_argument("sweep", help="sweep YAML file")
+    p.add_argument("--out", required=True, help="output directory (results.parquet, runs/<hash>/)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--workers", type=int, help="process-pool size (default: number of CPUs)")
+    g.add_argument("--dask", metavar="ADDRESS", help="Dask scheduler address, or 'local' for a LocalCluster")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=_cmd_sweep)
+
+
+def _cmd_sweep(args) -> int:
+    if args.workers is not None and args.workers < 1:
+        raise UserError("--workers: must be a positive integer")
+    df = run_sweep(args.sweep, args.out, workers=args.workers, dask=args.dask, progress=not args.no_progress)
+    ok = int((df["status"] == "ok").sum())
+    failed = df[df["status"] != "ok"]
+    print(f"{len(df)} runs: {ok} ok, {len(failed)} failed or invalid; "
+          f"{int(df.get('resumed', pd.Series(dtype=bool)).fillna(False).sum())} resumed")
+    for _, r in failed.head(5).iterrows():
+        print(f"  run {r['run']}: {r['error']}")
+    print(f"wrote {Path(args.out) / 'results.parquet'}")
+    return 0 if ok else 1
