@@ -100,13 +100,15 @@ class BatchServer:
         return span
 
     def stats(self, horizon_s: float) -> dict:
-        h = horizon_s if horizon_s > 0 else float("nan")
+        h = horizon_s
         return {
-            "utilisation": self.busy_s / (h * len(self.reps)) if horizon_s > 0 else 0.0,
+            "utilisation": self.busy_s / (h * len(self.reps)) if h > 0 else 0.0,
             "jobs": self.jobs,
             "dropped": self.dropped,
+            # static: jobs per batch; continuous: sequences per iteration (prefills and decodes)
             "mean_batch": self.batched_seqs / self.batches if self.batches else 0.0,
-            "mean_queue_length": self.wait_s / h if horizon_s > 0 else 0.0,
+            # Little's law: the integral of the waiting count is the sum of the waits (all jobs ended by h)
+            "mean_queue_length": self.wait_s / h if h > 0 else 0.0,
             "batches" if isinstance(self.cfg, StaticScheduler) else "iterations": self.batches,
         }
 
