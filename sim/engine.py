@@ -13,10 +13,10 @@ from typing import Callable
 import simpy
 
 from sim.arrivals import arrival_processes
+from sim.edge import EdgeDevices
 from sim.latency import Job
 from sim.network import build_link
 from sim.policies import policies
-from sim.profiles import EDGES, MODELS
 from sim.rng import Batched, Streams
 from sim.scenario import Scenario
 from sim.server import build_server
@@ -56,11 +56,12 @@ class Simulation:
         self.workload = workload
         self.env = env = simpy.Environment()
         self.streams = Streams(sc.seed)
-        self.model = MODELS[sc.server.model]
-        self.edge = EDGES[sc.clients.edge.device]
+        self.model = sc.server.model  # a ModelProfile
+        self.edge = sc.clients.edge.device  # an EdgeProfile: prep_s, crop_s, hardware
         self.uplink = build_link(env, sc.network.uplink)
         self.downlink = build_link(env, sc.network.downlink)
         self.server = build_server(env, sc.server, self.streams["service"])
+        self.edge_devices = EdgeDevices(env, sc.clients.edge, sc.clients.count, self.streams["edge"])
         self.policy = policies.build(sc.policy, workload, self.streams["policy"])
         self.deadline_s = sc.slo.deadline_s
         self._on_terminal = on_terminal
@@ -195,6 +196,9 @@ class Simulation:
         """
         waiting = self.gpu_in_system - self.scenario.server.replicas
         return waiting if waiting > 0 else 0
+    def infer_edge(self, req: Request, job: Job):
+        """Process: run a VLM pass on the request's own edge device; returns (start_s, end_s)."""
+        return self.edge_devices.run(req.client_id, job)
 
     def drop(self, req: Request) -> None:
         req.status = "dropped"

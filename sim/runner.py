@@ -150,6 +150,8 @@ def build_summary(sc: Scenario, workload: Workload, sim: Simulation, events: pa.
         "uplink": sim.uplink.stats(end_s),
         "downlink": sim.downlink.stats(end_s),
     }
+    if sim.edge_devices.jobs:
+        components["edge"] = sim.edge_devices.stats(end_s)
     body = summarize(events, warmup_s=sc.stop.warmup_s,
                      baseline_up1_bytes=baseline_bytes(sc, workload, events.column("sample_id")),
                      components=components)

@@ -19,10 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, V
 
 from sim.arrivals import arrival_processes
 from sim.errors import ConfigError
-from sim.latency import ParametricLatency, latency_models
+from sim.edge import EdgeConfig
+from sim.latency import RooflineLatency, latency_models
 from sim.network import LinkConfig
 from sim.policies import policies
-from sim.profiles import EDGES, MODELS
 from sim.server import FifoScheduler, ServerBase, schedulers
 
 SCENARIO_VERSION = 1
@@ -47,10 +47,6 @@ class StopConfig(Strict):
         if self.time_s is not None and self.warmup_s >= self.time_s:
             raise ValueError("warmup_s must be shorter than time_s")
         return self
-
-
-class EdgeConfig(Strict):
-    device: str = "imx95"
 
 
 class LinkClass(Strict):
@@ -80,7 +76,7 @@ class NetworkConfig(Strict):
 
 class ServerConfig(ServerBase):
     scheduler: schedulers.config_union() = FifoScheduler()  # type: ignore[valid-type]
-    latency: latency_models.config_union() = ParametricLatency()  # type: ignore[valid-type]
+    latency: latency_models.config_union() = RooflineLatency()  # type: ignore[valid-type]
 
 
 class SloConfig(Strict):
@@ -111,14 +107,6 @@ class Scenario(Strict):
         return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
 
 
-def _check_profiles(sc: Scenario) -> None:
-    if sc.server.model not in MODELS:
-        raise ConfigError("server.model", f"unknown model {sc.server.model!r}; allowed: {', '.join(MODELS)}")
-    if sc.clients.edge.device not in EDGES:
-        raise ConfigError("clients.edge.device",
-                          f"unknown edge device {sc.clients.edge.device!r}; allowed: {', '.join(EDGES)}")
-
-
 def parse_scenario(data: Any, *, source: str = "scenario") -> Scenario:
     """Validate a scenario dict; raise ConfigError naming the first bad field."""
     if not isinstance(data, dict):
@@ -127,7 +115,6 @@ def parse_scenario(data: Any, *, source: str = "scenario") -> Scenario:
         sc = Scenario.model_validate(data)
     except ValidationError as exc:
         raise _config_error(exc, data) from None
-    _check_profiles(sc)
     return sc
 
 

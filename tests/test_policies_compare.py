@@ -36,15 +36,14 @@ def test_every_scenario_file_loads(path):
 
 def test_there_is_a_scenario_per_policy():
     kinds = {load_scenario(p)[0].policy.kind for p in scenario_files()}
-    # full_edge comes with the server issue; every other registered policy ships a scenario
-    assert set(policies.kinds()) - {"full_edge"} <= kinds
+    assert set(policies.kinds()) <= kinds
 
 
 def test_compare_policies_runs_every_policy_on_one_workload(tmp_path, capsys):
     path = SCENARIOS / "compare_policies.yaml"
     spec, _ = load_compare(path)
     kinds = {v.policy["kind"] for v in spec.variants}
-    assert set(policies.kinds()) - {"full_edge"} <= kinds
+    assert set(policies.kinds()) <= kinds
     out = tmp_path / "cmp"
     assert main(["compare", str(path), "--out", str(out), "--requests", "300", "--no-progress"]) == 0
     printed = capsys.readouterr().out

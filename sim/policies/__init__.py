@@ -6,6 +6,7 @@ and is imported here.
 
 from sim.policies import two_stage  # noqa: F401  (registers global_only, always_crop, entropy_threshold)
 from sim.policies import adaptive, full_cloud, oracle, progressive, random_retransmit  # noqa: F401
+from sim.policies import full_edge  # noqa: F401  (registers full_edge)
 from sim.policies.base import ImagePolicyConfig, Policy, PolicyConfig, TwoStagePolicy, policies
 
 __all__ = ["ImagePolicyConfig", "Policy", "PolicyConfig", "TwoStagePolicy", "policies"]

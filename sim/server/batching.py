@@ -1,0 +1,229 @@
+"""Batching schedulers: `static` (request-level batches) and `continuous` (iteration-level, vLLM-like).
+
+Each replica is one short SimPy process that loops over batches or iterations; a job costs one
+SimPy event for its completion, plus one per batch or iteration that it shares with the others.
+
+`continuous` follows vLLM's scheduler with these simplifications:
+- An iteration is one forward pass: the whole prompt of every newly admitted sequence (no chunked
+  prefill) together with one decode token of every running sequence; `iteration_s` of the latency
+  model times it. The prefill emits a sequence's first token; it leaves after its last one.
+- Admission is FCFS while fewer than `max_batch` sequences run, within an optional prefill token
+  budget per iteration (`max_batched_tokens`), and while the KV cache holds the prompt plus every
+  answer token of all running sequences. vLLM allocates KV blocks as tokens appear and preempts
+  (recomputes) when they run out; reserving the final length up front never preempts, at the price
+  of admitting somewhat fewer sequences when memory binds. A job larger than the whole cache still
+  runs when it is alone.
+- Answer lengths come from the trace, so no sampling, stop strings or beam search.
+- Replicas do not share a queue: routing picks one on submission, per GPU pass (a follow-up pass of
+  the same request may go to another replica).
+`static` waits until `max_batch` jobs are queued or the oldest has waited `max_wait_s`, then runs
+them as one batch (`batch_s`: joint prefill, lock-step decode to the longest answer, padding kept);
+every job of the batch ends when the batch does.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Literal
+
+import simpy
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+
+from sim.latency import Job
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StaticScheduler(_Strict):
+    kind: Literal["static"]
+    max_batch: PositiveInt = 8
+    max_wait_s: float = Field(0.05, ge=0, description="longest the first job of a batch waits for more")
+
+
+class ContinuousScheduler(_Strict):
+    kind: Literal["continuous"]
+    max_batch: PositiveInt = Field(32, description="most sequences in flight per replica (vLLM max_num_seqs)")
+    max_batched_tokens: PositiveInt | None = Field(
+        None, description="most prompt tokens prefilled in one iteration (vLLM max_num_batched_tokens); "
+                          "one prompt is always admitted")
+    kv_cache_limit: bool = Field(True, description="admit only what fits in the KV cache beside the weights")
+
+
+class BatchServer:
+    """Replicas with their own queues; a job goes to one by `routing`, then waits for its batch."""
+
+    def __init__(self, env: simpy.Environment, replicas: int, latency, max_queue: int | None, routing: str,
+                 cfg, replica_cls):
+        self.env = env
+        self.latency = latency
+        self.cfg = cfg
+        self.max_queue = max_queue
+        self.round_robin = routing == "round_robin"
+        self.reps = [replica_cls(self) for _ in range(replicas)]
+        self._next = 0
+        self.waiting = 0
+        self.busy_s = 0.0
+        self.wait_s = 0.0
+        self.jobs = 0
+        self.dropped = 0
+        self.batches = 0
+        self.batched_seqs = 0
+
+    def queue_length(self) -> int:
+        """Jobs submitted but not yet in a batch, over all replicas."""
+        return self.waiting
+
+    def _route(self):
+        reps = self.reps
+        if len(reps) == 1:
+            return reps[0]
+        if self.round_robin:
+            k = self._next
+            self._next = (k + 1) % len(reps)
+            return reps[k]
+        return min(reps, key=lambda r: len(r.waiting) + r.n_running)
+
+    def submit(self, job: Job, admit: bool = False):
+        """Process: run `job` in some batch; returns (start_s, end_s), or None if admission drops it."""
+        if admit and self.max_queue is not None and self.waiting >= self.max_queue:
+            self.dropped += 1
+            return None
+        done = self.env.event()
+        rep = self._route()
+        rep.waiting.append((job, done, self.env.now))
+        self.waiting += 1
+        self.jobs += 1
+        rep.kick()
+        span = yield done
+        return span
+
+    def stats(self, horizon_s: float) -> dict:
+        h = horizon_s
+        return {
+            "utilisation": self.busy_s / (h * len(self.reps)) if h > 0 else 0.0,
+            "jobs": self.jobs,
+            "dropped": self.dropped,
+            # static: jobs per batch; continuous: sequences per iteration (prefills and decodes)
+            "mean_batch": self.batched_seqs / self.batches if self.batches else 0.0,
+            # Little's law: the integral of the waiting count is the sum of the waits (all jobs ended by h)
+            "mean_queue_length": self.wait_s / h if h > 0 else 0.0,
+            "batches" if isinstance(self.cfg, StaticScheduler) else "iterations": self.batches,
+        }
+
+
+class StaticReplica:
+    def __init__(self, server: BatchServer):
+        self.server = server
+        self.waiting: deque = deque()
+        self.n_running = 0
+        self._wake = None
+        self._full = None
+        server.env.process(self.loop())
+
+    def kick(self) -> None:
+        if self._wake is not None:
+            ev, self._wake = self._wake, None
+            ev.succeed()
+        elif self._full is not None and len(self.waiting) >= self.server.cfg.max_batch:
+            ev, self._full = self._full, None
+            ev.succeed()
+
+    def loop(self):
+        srv = self.server
+        env, waiting = srv.env, self.waiting
+        max_batch, max_wait = srv.cfg.max_batch, srv.cfg.max_wait_s
+        batch_s = srv.latency.batch_s
+        while True:
+            if not waiting:
+                self._wake = env.event()
+                yield self._wake
+            if len(waiting) < max_batch:
+                wait = waiting[0][2] + max_wait - env.now
+                if wait > 0:
+                    self._full = env.event()
+                    yield self._full | env.timeout(wait)
+                    self._full = None
+            k = min(len(waiting), max_batch)
+            batch = [waiting.popleft() for _ in range(k)]
+            start = env.now
+            srv.waiting -= k
+            srv.wait_s += sum(start - t for _, _, t in batch)
+            dur = batch_s([j for j, _, _ in batch])
+            self.n_running = k
+            srv.busy_s += dur
+            srv.batches += 1
+            srv.batched_seqs += k
+            yield env.timeout(dur)
+            self.n_running = 0
+            span = (start, env.now)
+            for _, done, _ in batch:
+                done.succeed(span)
+
+
+class ContinuousReplica:
+    def __init__(self, server: BatchServer):
+        self.server = server
+        self.waiting: deque = deque()
+        self.n_running = 0  # sequences that have been prefilled and not yet finished
+        self._wake = None
+        server.env.process(self.loop())
+
+    def kick(self) -> None:
+        if self._wake is not None:
+            ev, self._wake = self._wake, None
+            ev.succeed()
+
+    def loop(self):
+        srv = self.server
+        env, waiting, cfg = srv.env, self.waiting, srv.cfg
+        iteration_s = srv.latency.iteration_s
+        max_batch = cfg.max_batch
+        token_budget = cfg.max_batched_tokens or float("inf")
+        kv_cap = srv.latency.kv_capacity_tokens if cfg.kv_cache_limit else float("inf")
+        ctx = 0.0  # context tokens held by running sequences
+        reserved = 0.0  # KV tokens reserved for running sequences' final lengths
+        finish: dict[int, list] = {}  # iteration -> sequences whose last token it emits
+        it = 0
+        while True:
+            if not waiting and not self.n_running:
+                self._wake = env.event()
+                yield self._wake
+            n_dec = self.n_running
+            new = []
+            tokens = 0
+            while waiting and n_dec + len(new) < max_batch:
+                job = waiting[0][0]
+                n = job.visual_tokens + job.prompt_tokens
+                final = n + (job.out_tokens - 1 if job.out_tokens > 1 else 0)
+                if (n_dec or new) and (reserved + final > kv_cap or (new and tokens + n > token_budget)):
+                    break
+                new.append(waiting.popleft())
+                tokens += n
+                reserved += final
+            start = env.now
+            dur = iteration_s([j for j, _, _ in new], n_dec, ctx)
+            srv.busy_s += dur
+            srv.batches += 1
+            srv.batched_seqs += n_dec + len(new)
+            if new:
+                srv.waiting -= len(new)
+                srv.wait_s += sum(start - t for _, _, t in new)
+            yield env.timeout(dur)
+            ctx += n_dec
+            for job, done, _ in new:
+                n = job.visual_tokens + job.prompt_tokens
+                steps = job.out_tokens - 1 if job.out_tokens > 1 else 0
+                ctx += n
+                self.n_running += 1
+                finish.setdefault(it + steps, []).append((done, start, n + steps))
+            ended = finish.pop(it, None)
+            if ended:
+                end = env.now
+                for done, s, final in ended:
+                    ctx -= final
+                    reserved -= final
+                    done.succeed((s, end))
+                self.n_running -= len(ended)
+            it += 1
