@@ -19,7 +19,7 @@ from sim.scenario import parse_scenario
 from sim.workload import Workload
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXED = [1.2, 1.4, 1.6, 1.8]
+FIXED = [0.3, 0.6, 1.0, 1.2, 1.4, 1.6, 1.8, 2.2]  # and global_only: the best fixed eta is searched wide
 
 
 def overload_compare(seed: int, requests: int, scale: float = 1.0) -> dict:
@@ -39,7 +39,7 @@ def test_adaptive_beats_the_best_fixed_eta_on_score_goodput_in_overload(seed):
     fixed = df.drop(index="adaptive")
     best = fixed["score_goodput_per_s"].max()
     ad = df.loc["adaptive"]
-    assert ad["score_goodput_per_s"] > 1.03 * best, df[["score_goodput_per_s", "goodput_per_s", "accuracy"]]
+    assert ad["score_goodput_per_s"] > 1.02 * best, df[["score_goodput_per_s", "goodput_per_s", "accuracy"]]
     # It keeps plain goodput near the fixed gates that answer in time (within 3% of the best),
     # while answering more accurately than any fixed eta with comparable goodput.
     assert ad["goodput_per_s"] > 0.97 * fixed["goodput_per_s"].max()
@@ -48,7 +48,7 @@ def test_adaptive_beats_the_best_fixed_eta_on_score_goodput_in_overload(seed):
 
 
 def test_adaptive_matches_the_best_fixed_eta_when_unloaded():
-    """At a fifth of the overload rate (GPU ~17% busy) it behaves like the fixed gate at its base eta."""
+    """At an eighth of the overload rate (1 req/s, GPU lightly loaded) it behaves like the fixed gate at its base eta."""
     spec = overload_compare(1, 6000, scale=0.125)
     spec["variants"] = [{"name": f"eta_{e}", "policy": {"kind": "entropy_threshold", "threshold": e}}
                         for e in (0.2, 0.3, 0.4, 0.6)] + [{"name": "adaptive",
