@@ -24,7 +24,8 @@ Objective. A crop only adds time, so plain goodput (answers within the deadline 
 maximised by never cropping (global_only); the controller aims at score goodput, the VQA score
 delivered within the deadline per second (`score_goodput_per_s` in summary.json), while keeping
 plain goodput close to global_only's. Defaults (threshold 0.3 = the accuracy-best fixed eta of the
-shipped SYNTHETIC trace, gain 1, gpu_queue_ref 1, dead_zone 0) were tuned on scenarios/overload.yaml;
+shipped SYNTHETIC trace, gain 1, gpu_queue_ref 1, dead_zone 0) were tuned at 3-5 req/s with the
+parametric latency model and hold on scenarios/overload.yaml (roofline A100, 8 req/s);
 `python bench/adaptive.py` reports the gain over the best fixed eta with a paired CI over seeds.
 A larger dead_zone (e.g. 1: tolerate one waiting job) gives up some of the overload gain for an
 exact match with the fixed gate at light load.
