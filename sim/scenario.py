@@ -90,7 +90,7 @@ class SloConfig(Strict):
 class Scenario(Strict):
     """One simulation: workload, network, server, policy and stopping rule."""
 
-    name: str = Field("scenario", min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    name: str = Field("scenario", min_length=1, pattern=r"^[A-Za-z0-9_.@\-]+$")
     seed: int = Field(0, ge=0)
     trace: str
     stop: StopConfig
