@@ -17,12 +17,12 @@ from traces import TraceError
 
 EXIT_USAGE = 2
 
-#: Modules that add top-level sub-commands: each has `register(subparsers)` and keeps heavy imports
+#: Modules that add top-level sub-commands: each has `register(subparsers)` (or `module:function`) and keeps heavy imports
 #: inside its handlers, so `edgevlm --help` stays fast. A module that fails to import is skipped.
-COMMAND_MODULES: tuple[str, ...] = ("sim.sweep", "sim.compare", "analysis.tradeoff")
+COMMAND_MODULES: tuple[str, ...] = ("sim.sweep", "analysis.cli", "analysis.tradeoff")
 #: Modules that add `edgevlm trace ...` sub-commands the same way. models.cli is optional: the
 #: simulator itself never needs torch.
-TRACE_COMMAND_MODULES: tuple[str, ...] = ("models.cli",)
+TRACE_COMMAND_MODULES: tuple[str, ...] = ("models.cli", "analysis.cli:register_trace")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -136,11 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_optional(subparsers, module: str) -> None:
     """Add sub-commands from a module that may be absent (its heavy imports stay lazy)."""
+    name, _, func = module.partition(":")
     try:
-        mod = importlib.import_module(module)
+        mod = importlib.import_module(name)
     except ImportError:
         return
-    mod.register(subparsers)
+    getattr(mod, func or "register")(subparsers)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

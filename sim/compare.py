@@ -14,14 +14,13 @@ Compare file format v1 (YAML, validated strictly like a scenario):
 
 Every variant keeps the base's seed, so the arrivals, clients and samples are identical across
 variants (each purpose has its own random stream, sim/rng.py): differences are the policy's.
-`run_compare(...)` returns one row per (variant, load scale) of summary metrics; the CLI writes
-it to DIR/results.parquet, keeps each run directory under DIR/runs/, and prints a table.
+`run_compare(...)` returns one row per (variant, load scale) of summary metrics; the CLI
+(`edgevlm compare`, analysis/cli.py, which adds the report) writes it to DIR/results.parquet, keeps each run directory under DIR/runs/, and prints a table.
 Bounds (the oracle) are flagged in `policy_is_bound` and marked in the printed table.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 from pathlib import Path
@@ -31,7 +30,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, model_validator
 
-from sim.errors import ConfigError, UserError
+from sim.errors import ConfigError
 
 COMPARE_VERSION = 1
 NAME_PATTERN = r"^[A-Za-z0-9_.\-]+$"
@@ -255,44 +254,3 @@ def format_table(df: pd.DataFrame) -> str:
         t = t.drop(columns="load_scale")
     t = t[[c for c in TABLE_COLUMNS if c in t.columns]].rename(columns=TABLE_COLUMNS)
     return t.to_string(index=False, float_format=lambda x: f"{x:.3f}", na_rep="-")
-
-
-def _cmd_compare(args: argparse.Namespace) -> int:
-    from sim.runner import write_json
-    from traces import atomic_write
-
-    overrides: dict[str, Any] = {}
-    if args.requests is not None:
-        if args.requests <= 0:
-            raise UserError("--requests: must be a positive integer")
-        overrides["stop"] = {"requests": args.requests, "time_s": None}
-    if args.seed is not None:
-        overrides["seed"] = args.seed
-    spec, _ = load_compare(args.file)
-    out = Path(args.out) if args.out else Path("runs") / spec.name
-    out.mkdir(parents=True, exist_ok=True)
-    df = run_compare(args.file, out, overrides=overrides, progress=not args.no_progress and not args.quiet)
-    atomic_write(out / "results.parquet", lambda tmp: df.to_parquet(tmp, index=False))
-    write_json(out / "compare.json", {"name": spec.name, "format_version": COMPARE_VERSION,
-                                      "file": str(args.file), "overrides": overrides, "runs": len(df)})
-    if not args.quiet:
-        if (df["source_kind"] == "synthetic").any():
-            print("note: SYNTHETIC trace (invented numbers, for tests only)")
-        print(format_table(df))
-        print(f"wrote {out / 'results.parquet'}")
-    return 0
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "compare", help="run named policy variants on one workload (common random numbers)",
-        description="Run every variant of a compare file (a base scenario plus named policy variants, optional "
-                    "load axis) with the same seed, write DIR/results.parquet (one row per variant) and print a "
-                    "table. See sim/compare.py for the file format.")
-    p.add_argument("file", help="compare YAML file, e.g. scenarios/compare_policies.yaml")
-    p.add_argument("--out", help="output directory (default: runs/<compare name>)")
-    p.add_argument("--requests", type=int, help="override every variant's stop rule with this many requests")
-    p.add_argument("--seed", type=int, help="override the seed (still common to all variants)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
-    p.set_defaults(func=_cmd_compare)

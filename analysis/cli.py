@@ -1,0 +1,93 @@
+"""CLI sub-commands of analysis/: `compare` (run + report), `report` (from runs), `trace inspect`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from sim.errors import UserError
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from analysis.report import build_report
+    from sim.compare import COMPARE_VERSION, format_table, load_compare, run_compare
+    from sim.runner import write_json
+    from traces import atomic_write
+
+    overrides: dict = {}
+    if args.requests is not None:
+        if args.requests <= 0:
+            raise UserError("--requests: must be a positive integer")
+        overrides["stop"] = {"requests": args.requests, "time_s": None}
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    spec, _ = load_compare(args.file)
+    out = Path(args.out) if args.out else Path("runs") / spec.name
+    out.mkdir(parents=True, exist_ok=True)
+    df = run_compare(args.file, out, overrides=overrides, progress=not args.no_progress and not args.quiet)
+    atomic_write(out / "results.parquet", lambda tmp: df.to_parquet(tmp, index=False))
+    write_json(out / "compare.json", {"name": spec.name, "format_version": COMPARE_VERSION,
+                                      "file": str(args.file), "overrides": overrides, "runs": len(df)})
+    if not args.no_report:
+        rep = build_report([out], out / "report", title=f"Policy comparison: {spec.name}")
+    if not args.quiet:
+        if (df["source_kind"] == "synthetic").any():
+            print("note: SYNTHETIC trace (invented numbers, for tests only)")
+        print(format_table(df))
+        print(f"wrote {out / 'results.parquet'}" + ("" if args.no_report else f", {rep.html_path}"))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from analysis.report import build_report
+
+    rep = build_report(args.runs, args.out, title=args.title, tradeoff=not args.no_tradeoff)
+    print(f"wrote {rep.html_path}, {rep.md_path}, {len(rep.figures)} figures, {rep.out_dir / 'results.parquet'}")
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from analysis.inspect import format_inspect, inspect_trace, plot_trace
+
+    info = inspect_trace(args.trace)
+    print(format_inspect(info))
+    if args.plot:
+        for p in plot_trace(info, args.plot):
+            print(f"wrote {p}")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "compare", help="run policy variants on one workload (common random numbers) and write a report",
+        description="Run every variant of a compare file (a base scenario plus named policy variants, optional load "
+                    "axis) with the same seed. Writes DIR/results.parquet (one row per variant), DIR/runs/<variant>/ "
+                    "and DIR/report/ (report.html with embedded figures, report.md, PNGs). See sim/compare.py for "
+                    "the file format.")
+    p.add_argument("file", help="compare YAML file, e.g. scenarios/compare_policies.yaml")
+    p.add_argument("--out", help="output directory (default: runs/<compare name>)")
+    p.add_argument("--requests", type=int, help="override every variant's stop rule with this many requests")
+    p.add_argument("--seed", type=int, help="override the seed (still common to all variants)")
+    p.add_argument("--no-report", action="store_true", help="skip the HTML/Markdown report and figures")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    p.set_defaults(func=_cmd_compare)
+
+    r = subparsers.add_parser(
+        "report", help="rebuild a comparison report from finished runs (no re-simulation)",
+        description="Build report.html, report.md, the figures and results.parquet from run directories (each with "
+                    "summary.json and events.parquet) or compare output directories.")
+    r.add_argument("runs", nargs="+", help="run directories or compare output directories")
+    r.add_argument("--out", required=True, help="report directory")
+    r.add_argument("--title", default="Policy comparison")
+    r.add_argument("--no-tradeoff", action="store_true", help="skip the offline trade-off section")
+    r.set_defaults(func=_cmd_report)
+
+
+def register_trace(subparsers) -> None:
+    p = subparsers.add_parser("inspect", help="provenance, counts per question type, distributions, stage accuracy",
+                              description="Summarise a trace: provenance, rows per question type, distributions of "
+                                          "entropies, bytes and scores, stage-1/stage-2 accuracy.")
+    p.add_argument("trace")
+    p.add_argument("--plot", metavar="DIR", help="also write figures (PNG) into DIR")
+    p.set_defaults(func=_cmd_inspect)

@@ -1,0 +1,303 @@
+"""Policy comparison reports from finished runs: a summary table, figures, report.html and report.md.
+
+The input is a set of run directories, each with summary.json and events.parquet (and the scenario
+in the events metadata). Nothing is re-simulated. The table's numbers come from the runs'
+summaries, which the simulator computes from the events. The test suite recomputes them from
+events.parquet. report.html is self-contained, with the PNGs embedded, so it can be mailed or
+archived as one file.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis import plots
+from analysis.events import PHASES, phase_breakdown, read_events, run_scenario, throughput_series
+from traces import atomic_write
+
+
+@dataclass
+class Report:
+    out_dir: Path
+    table: pd.DataFrame
+    figures: dict[str, Path] = field(default_factory=dict)
+    phase_table: pd.DataFrame | None = None
+    html_path: Path | None = None
+    md_path: Path | None = None
+
+
+def _get(d, *path):
+    for k in path:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def _stage1_flops(scenario: dict) -> float | None:
+    """FLOPs of one global-only pass for the scenario's server model (the relative-compute unit)."""
+    from pydantic import ValidationError
+
+    from sim.profiles import MODELS, ModelProfile, resolve
+
+    try:
+        model = ModelProfile.model_validate(resolve(_get(scenario, "server", "model") or "llava-1.5-7b", MODELS, "model"))
+    except (ValueError, ValidationError):
+        return None
+    return model.flops(model.visual_tokens)
+
+
+def _offered_load(scenario: dict) -> float | None:
+    arrival = _get(scenario, "clients", "arrival") or {}
+    rate = arrival.get("rate_per_s", arrival.get("fps"))
+    count = _get(scenario, "clients", "count")
+    return None if rate is None or count is None else float(rate) * float(count)
+
+
+def run_row(run_dir: Path, label: str | None = None, load_scale: float | None = None) -> dict:
+    """One table row from a run directory's summary.json and stored scenario."""
+    s = json.loads((run_dir / "summary.json").read_text())
+    sc = run_scenario(run_dir)
+    lat = s["latency_s"]
+    flops = s.get("flops_per_request")
+    unit = _stage1_flops(sc)
+    row = {
+        "variant": label or s["scenario"], "policy": s["policy"], "policy_is_bound": bool(s.get("policy_is_bound")),
+        "load_scale": load_scale, "offered_load_per_s": _offered_load(sc), "seed": s["seed"],
+        "requests_measured": s["counts"]["measured"], "dropped": s["counts"]["dropped"],
+        "accuracy": s["accuracy"]["value"], "accuracy_ci_half": s["accuracy"]["half_width"],
+    }
+    for k in ("mean", "p50", "p95", "p99"):
+        row[f"latency_{k}_s"] = lat[k]["value"]
+        row[f"latency_{k}_ci_half"] = lat[k]["half_width"]
+    row.update({
+        "throughput_per_s": s["throughput_per_s"], "goodput_per_s": s["goodput_per_s"],
+        "deadline_met_rate": s["deadline_met_rate"],
+        "uplink_bytes_per_request": _get(s, "bytes_per_request", "uplink"),
+        "downlink_bytes_per_request": _get(s, "bytes_per_request", "downlink"),
+        "additional_comm_cost": s["additional_comm_cost"], "retransmission_rate": s["retransmission_rate"],
+        "gpu_utilisation": _get(s, "utilisation", "gpu"), "uplink_utilisation": _get(s, "utilisation", "uplink"),
+        "flops_per_request": flops,
+        "relative_computation": None if flops is None or not unit else flops / unit,
+        "warmup_s": float(_get(sc, "stop", "warmup_s") or 0.0), "deadline_s": _get(sc, "slo", "deadline_s"),
+        "source_kind": _get(s, "trace", "source_kind"), "trace_path": _get(s, "trace", "path"),
+        "jpeg_quality": _get(sc, "policy", "jpeg_quality"), "run_dir": str(run_dir),
+    })
+    return row
+
+
+def expand_run_dirs(paths: list[str | os.PathLike]) -> list[tuple[Path, str | None, float | None]]:
+    """Run directories with their labels: a compare output (results.parquet + runs/) expands to its runs."""
+    out: list[tuple[Path, str | None, float | None]] = []
+    for p in map(Path, paths):
+        if (p / "summary.json").is_file():
+            out.append((p, None, None))
+        elif (p / "results.parquet").is_file() and (p / "runs").is_dir():
+            res = pd.read_parquet(p / "results.parquet")
+            multi = "load_scale" in res and res["load_scale"].nunique() > 1
+            for _, r in res.iterrows():
+                rd = Path(r["run_dir"]) if r.get("run_dir") else None
+                if rd is None or not (rd / "summary.json").is_file():
+                    rd = p / "runs" / (r["variant"] + (f"-load{r['load_scale']:g}" if multi else ""))
+                out.append((rd, r["variant"], float(r["load_scale"]) if "load_scale" in r else None))
+        else:
+            from sim.errors import UserError
+
+            raise UserError(f"{p}: not a run directory (no summary.json) nor a compare output (no results.parquet)")
+    return out
+
+
+def build_report(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, *, title: str = "Policy comparison",
+                 tradeoff: bool = True) -> Report:
+    """Write the PNGs, report.html, report.md and results.parquet for a set of runs into out_dir."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = expand_run_dirs(run_dirs)
+    table = pd.DataFrame([run_row(d, label, scale) for d, label, scale in runs])
+    rep = Report(out, table)
+    plots.setup_style()
+    names = list(dict.fromkeys(table["variant"]))
+    colours = plots.palette(names)
+    base_load = table[table["load_scale"].fillna(1.0) == 1.0] if table["load_scale"].notna().any() else table
+    if base_load.empty:
+        base_load = table.drop_duplicates("variant")
+    base_load = base_load.drop_duplicates("variant")
+    figs = rep.figures
+    figs["accuracy_vs_bytes"] = plots.accuracy_vs_bytes(base_load, out / "accuracy_vs_bytes.png", colours)
+    if base_load["relative_computation"].notna().any():
+        figs["accuracy_vs_compute"] = plots.accuracy_vs_compute(
+            base_load[base_load["relative_computation"].notna()], out / "accuracy_vs_compute.png", colours)
+    lat, phases, series = {}, {}, {}
+    for _, r in base_load.iterrows():
+        ev = read_events(r["run_dir"], ["latency_s", "arrival_s", "status"])
+        ok = (ev["status"] == "ok") & (ev["arrival_s"] >= r["warmup_s"])
+        lat[r["variant"]] = ev.loc[ok, "latency_s"].to_numpy()
+        phases[r["variant"]] = phase_breakdown(r["run_dir"], warmup_s=r["warmup_s"])[list(PHASES)].mean()
+        series[r["variant"]] = throughput_series(r["run_dir"], dt_s=_bin_s(r))
+    deadline = base_load["deadline_s"].dropna()
+    figs["latency_cdf"] = plots.latency_cdfs(lat, out / "latency_cdf.png", colours,
+                                             float(deadline.iloc[0]) if len(deadline) else None)
+    rep.phase_table = pd.DataFrame(phases).T
+    figs["latency_breakdown"] = plots.latency_breakdown(rep.phase_table, out / "latency_breakdown.png")
+    figs["throughput_over_time"] = plots.throughput_over_time(series, float(base_load["warmup_s"].max()),
+                                                              out / "throughput_over_time.png", colours)
+    if table.groupby("variant")["offered_load_per_s"].nunique().max() > 1:
+        figs["load_latency"] = plots.load_curves(table, "latency_p95_s", "p95 latency (s)", "Load vs p95 latency",
+                                                 out / "load_latency.png", colours)
+        figs["goodput_vs_load"] = plots.load_curves(table, "goodput_per_s", "goodput (requests/s within deadline)",
+                                                    "Goodput vs load", out / "goodput_vs_load.png", colours)
+    tradeoff_tables = _tradeoff(table, out) if tradeoff else None
+    if tradeoff_tables is not None:
+        figs["tradeoff"] = plots.tradeoff_curves(tradeoff_tables[0], out / "tradeoff.png")
+    table_out = table.drop(columns=["run_dir"]).assign(run_dir=table["run_dir"])
+    atomic_write(out / "results.parquet", lambda tmp: table_out.to_parquet(tmp, index=False))
+    rep.html_path = out / "report.html"
+    rep.md_path = out / "report.md"
+    html_text, md_text = _render(title, rep, tradeoff_tables)
+    atomic_write(rep.html_path, lambda tmp: Path(tmp).write_text(html_text, encoding="utf-8"))
+    atomic_write(rep.md_path, lambda tmp: Path(tmp).write_text(md_text, encoding="utf-8"))
+    return rep
+
+
+def _bin_s(row) -> float:
+    load = row["offered_load_per_s"] or 1.0
+    return float(max(1.0, 200.0 / load))  # about 200 completions per bin at the offered load
+
+
+def _tradeoff(table: pd.DataFrame, out: Path):
+    """The offline trade-off of the runs' trace (curves, separability, summary), or None if unavailable."""
+    from analysis.tradeoff import tradeoff
+    from sim.workload import Workload
+
+    path = table["trace_path"].dropna()
+    if path.empty or not Path(path.iloc[0]).is_file():
+        return None
+    quality = table["jpeg_quality"].dropna()
+    wl = Workload.load(path.iloc[0])
+    q = int(quality.iloc[0]) if len(quality) and int(quality.iloc[0]) in wl.qualities else wl.qualities[-1]
+    curves, sep, summary = tradeoff(wl, jpeg_quality=q)
+    atomic_write(out / "tradeoff.parquet", lambda tmp: curves.to_parquet(tmp, index=False))
+    atomic_write(out / "separability.parquet", lambda tmp: sep.to_parquet(tmp, index=False))
+    return curves, sep, summary
+
+
+# ---------------------------------------------------------------- rendering
+
+DISPLAY = [  # (column, header, format, CI column)
+    ("variant", "variant", "{}", None), ("load_scale", "load ×", "{:g}", None),
+    ("accuracy", "accuracy", "{:.3f}", "accuracy_ci_half"),
+    ("latency_mean_s", "latency mean (s)", "{:.3f}", "latency_mean_ci_half"),
+    ("latency_p50_s", "p50 (s)", "{:.3f}", "latency_p50_ci_half"),
+    ("latency_p95_s", "p95 (s)", "{:.3f}", "latency_p95_ci_half"),
+    ("latency_p99_s", "p99 (s)", "{:.3f}", "latency_p99_ci_half"),
+    ("throughput_per_s", "throughput (req/s)", "{:.2f}", None), ("goodput_per_s", "goodput (req/s)", "{:.2f}", None),
+    ("uplink_bytes_per_request", "bytes/req (kB)", "{:.1f}", None),
+    ("additional_comm_cost", "add. comm cost", "{:.3f}", None), ("retransmission_rate", "retx rate", "{:.3f}", None),
+    ("gpu_utilisation", "GPU util", "{:.1%}", None), ("uplink_utilisation", "uplink util", "{:.1%}", None),
+    ("relative_computation", "rel. compute", "{:.2f}", None), ("flops_per_request", "TFLOPs/req", "{:.2f}", None),
+]
+
+
+def display_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The summary table as strings: value ± 95% CI half-width; bounds labelled '(bound)'."""
+    rows = []
+    show_load = table["load_scale"].notna().any() and table["load_scale"].nunique() > 1
+    for _, r in table.iterrows():
+        cells = {}
+        for col, head, fmt, ci in DISPLAY:
+            if col == "load_scale" and not show_load:
+                continue
+            v = r[col]
+            if col == "uplink_bytes_per_request" and v is not None:
+                v = v / 1e3
+            if col == "flops_per_request" and v is not None:
+                v = v / 1e12
+            if v is None or (isinstance(v, float) and np.isnan(v)):
+                text = "–"
+            else:
+                text = fmt.format(v)
+                if ci and r[ci] is not None and not np.isnan(r[ci]):
+                    text += f" ± {fmt.format(r[ci])}"
+            if col == "variant" and r["policy_is_bound"]:
+                text += " (bound)"
+            cells[head] = text
+        rows.append(cells)
+    return pd.DataFrame(rows)
+
+
+def _md_table(df: pd.DataFrame) -> str:
+    head = "| " + " | ".join(map(str, df.columns)) + " |"
+    sep = "|" + "|".join("---" for _ in df.columns) + "|"
+    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([head, sep, *body])
+
+
+FIGURE_TITLES = {
+    "accuracy_vs_bytes": "Accuracy vs uplink bytes per request (Pareto front; the oracle is a bound)",
+    "accuracy_vs_compute": "Accuracy vs relative computation",
+    "latency_cdf": "Latency CDFs",
+    "latency_breakdown": "Latency breakdown by phase",
+    "throughput_over_time": "Throughput over time (warm-up shaded)",
+    "load_latency": "p95 latency vs offered load (saturated points marked)",
+    "goodput_vs_load": "Goodput vs offered load",
+    "tradeoff": "Offline trade-off: accuracy vs additional comm cost per metric, random, oracle bound",
+}
+
+
+def _separability_view(sep: pd.DataFrame) -> pd.DataFrame:
+    view = sep[sep["tokens"] == "5"][["group", "metric", "overlap", "bhattacharyya", "auroc"]]
+    return view.rename(columns={"group": "question type"}).round(3)
+
+
+def _render(title: str, rep: Report, tradeoff_tables) -> tuple[str, str]:
+    table = rep.table
+    disp = display_table(table)
+    synthetic = (table["source_kind"] == "synthetic").any()
+    note = ("<p class='warn'><b>SYNTHETIC trace</b>: invented numbers from traces/synthetic.py, for tests only; "
+            "these results describe no model.</p>") if synthetic else ""
+    sources = ", ".join(sorted({f"{Path(p).name} [{k}]" for p, k in zip(table["trace_path"], table["source_kind"])}))
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;"
+             "text-align:right}th{background:#f3f3f3}td:first-child{text-align:left}.warn{color:#a00}"
+             "img{max-width:100%;border:1px solid #eee;margin:6px 0}</style></head><body>",
+             f"<h1>{html.escape(title)}</h1>{note}<p>Trace: {html.escape(sources)}. Values are steady-state "
+             "(after warm-up), ± the 95% batch-means CI half-width.</p>",
+             "<h2>Summary</h2>", disp.to_html(index=False, escape=True, table_id="summary")]
+    md = [f"# {title}", "", "**SYNTHETIC trace: invented numbers, for tests only.**" if synthetic else "",
+          f"Trace: {sources}. Values are steady-state, ± the 95% batch-means CI half-width.", "", "## Summary", "",
+          _md_table(disp), ""]
+    phases = rep.phase_table.round(4)
+    parts.append("<h2>Mean latency by phase (s)</h2>" + phases.to_html())
+    md += ["## Mean latency by phase (s)", "", _md_table(phases.reset_index(names="variant")), ""]
+    parts.append("<h2>Figures</h2>")
+    md.append("## Figures\n")
+    for key, path in rep.figures.items():
+        data = base64.b64encode(path.read_bytes()).decode()
+        cap = html.escape(FIGURE_TITLES.get(key, key))
+        parts.append(f"<h3>{cap}</h3><img alt='{html.escape(key)}' src='data:image/png;base64,{data}'>")
+        md.append(f"### {FIGURE_TITLES.get(key, key)}\n\n![{key}]({path.name})\n")
+    if tradeoff_tables is not None:
+        _, sep, summary = tradeoff_tables
+        reach = summary["pooled"]["comm_cost_to_99pct_always_crop"]
+        rows = [{"gate": m, **{f"k={k}": (None if v is None else round(v, 3)) for k, v in reach[m].items() if k != "best"}}
+                for m in ("min_entropy", "shannon", "margin")]
+        rows += [{"gate": g, "k=all": None if reach[g] is None else round(reach[g], 3)} for g in ("random", "oracle")]
+        reach_df = pd.DataFrame(rows).fillna("–")
+        sepv = _separability_view(sep)
+        parts += ["<h2>Offline trade-off</h2><p>Additional comm cost needed to reach 99% of always-crop accuracy "
+                  "(pooled; the oracle is a bound):</p>", reach_df.to_html(index=False),
+                  "<h3>Separability of correct vs wrong stage-1 answers (k=5, per question type)</h3>",
+                  sepv.to_html(index=False)]
+        md += ["## Offline trade-off", "", "Additional comm cost to reach 99% of always-crop accuracy (pooled):", "",
+               _md_table(reach_df), "", "### Separability (k=5, per question type)", "", _md_table(sepv), ""]
+    parts.append("</body></html>")
+    return "\n".join(parts), "\n".join(md)
