@@ -74,6 +74,8 @@ class Simulation:
         self.arrivals_end_s = sc.stop.time_s if sc.stop.time_s is not None else math.inf
         self.arrived = 0
         self.terminal = 0
+        #: Optional sim.audit.AuditLog recording every transfer and GPU pass (set before `run`).
+        self.audit = None
         arrival_processes.build(sc.clients.arrival, self, sc.clients.count)
 
     def _assign_link_classes(self) -> list[float]:
@@ -118,14 +120,20 @@ class Simulation:
         link = self.uplink
         nbytes = payload_bytes + link.overhead_bytes
         req.uplink_bytes += nbytes
-        return link.transfer(nbytes, self.access_bps[req.client_id])
+        gen = link.transfer(nbytes, self.access_bps[req.client_id])
+        if self.audit is not None:
+            return self.audit.transfer(self.env, gen, "uplink", req.request_id, nbytes)
+        return gen
 
     def send_down(self, req: Request, payload_bytes: int):
         """Process: carry a message from the server to the request's client."""
         link = self.downlink
         nbytes = payload_bytes + link.overhead_bytes
         req.downlink_bytes += nbytes
-        return link.transfer(nbytes)
+        gen = link.transfer(nbytes)
+        if self.audit is not None:
+            return self.audit.transfer(self.env, gen, "downlink", req.request_id, nbytes)
+        return gen
 
     def infer(self, req: Request, stage: int, admit: bool = False):
         """Process: run one GPU pass for the request (stage 1, 2, or 0 = the attention pass).
@@ -135,6 +143,8 @@ class Simulation:
         """
         span = yield from self.server.submit(self._jobs[stage][req.sample], admit)
         if span is not None:
+            if self.audit is not None:
+                self.audit.gpu(req.request_id, stage, *span)
             req.flops += self.stage_flops[stage]
             if stage:
                 req.stages = stage

@@ -29,6 +29,10 @@ from traces.schema import (
 )
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 class TraceError(ValueError):
     """A trace file is missing, unreadable or breaks the v1 contract; the message names file and column."""
 
@@ -39,6 +43,7 @@ def atomic_write(path: str | os.PathLike, write_fn) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the result should be an ordinary file
     try:
         write_fn(tmp)
         os.replace(tmp, path)
