@@ -161,6 +161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UserError, TraceError) as exc:
         print(f"edgevlm: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except MemoryError:
+        print("edgevlm: error: out of memory; make the scenario smaller (clients.count, stop)", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt as exc:
         out = getattr(exc, "out_dir", None)
         where = f"; partial results in {out} (summary.json \"complete\": false)" if out is not None else ""
