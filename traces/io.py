@@ -116,9 +116,10 @@ def conform(table: pa.Table, *, where: str = "<table>") -> pa.Table:
         if col.type != field.type:
             try:
                 col = col.cast(field.type, safe=True)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                why = f" ({_first_line(exc)})" if "range" in str(exc) else ""
                 raise TraceError(
-                    f"{where}: column '{field.name}' has type {col.type}, expected {field.type}"
+                    f"{where}: column '{field.name}' has type {col.type}, expected {field.type}{why}"
                 ) from None
         arrays.append(col)
         fields.append(field)
@@ -137,6 +138,21 @@ def validate(table: pa.Table, provenance: Mapping[str, Any], *, where: str = "<t
         nulls = table.column(name).null_count
         if nulls:
             raise TraceError(f"{where}: column '{name}' has {nulls} null value(s); it is required")
+    for name in table.column_names:
+        col = table.column(name)
+        if pa.types.is_list(col.type):
+            col = col.combine_chunks()
+            flat = pc.list_flatten(col)
+            if flat.null_count:
+                row = pc.list_parent_indices(col).filter(flat.is_null())[0].as_py()
+                raise TraceError(f"{where}: column '{name}' row {row} has a null element; "
+                                 "list values must all be present")
+    for name in SCORE_COLUMNS:
+        if name in REQUIRED_COLUMNS:
+            nan = np.flatnonzero(np.isnan(table.column(name).to_numpy(zero_copy_only=False)))
+            if nan.size:
+                raise TraceError(f"{where}: column '{name}' row {nan[0]} is NaN; a required score must be "
+                                 "a number in [0, 1]")
     ids = table.column("sample_id")
     if pc.count_distinct(ids).as_py() != table.num_rows:
         raise TraceError(f"{where}: column 'sample_id' has duplicate values; ids must be unique")
@@ -162,7 +178,8 @@ def validate(table: pa.Table, provenance: Mapping[str, Any], *, where: str = "<t
                              f"'{ENTROPY_COLUMNS[0]}' has {lens0[bad[0]]}; lengths must match")
         flat = pc.list_flatten(table.column(name)).to_numpy(zero_copy_only=False)
         if not np.isfinite(flat).all():
-            raise TraceError(f"{where}: column '{name}' has NaN or infinite values")
+            row = int(np.searchsorted(np.cumsum(lens), np.flatnonzero(~np.isfinite(flat))[0], side="right"))
+            raise TraceError(f"{where}: column '{name}' has NaN or infinite values (row {row})")
         if (flat < 0).any() or (name == "s1_margin" and (flat > 1).any()):
             allowed = "[0, 1]" if name == "s1_margin" else ">= 0 bits"
             raise TraceError(f"{where}: column '{name}' has values outside {allowed}")
