@@ -5,7 +5,10 @@ Lax validation turns `count: true` into 1 and `rate_per_s: "5"` into 5.0, and a 
 never ends, so after validation this walks the YAML beside the validated model and rejects:
 - any non-finite float (`.inf`, `.nan`, 1.0e999), naming its path;
 - a boolean or a text where the model holds a number (YAML 1.1 reads `1e3` as text: the message
-  says to write 1.0e3).
+  says to write 1.0e3);
+- an integer beyond MAX_INT (except `seed`): byte counts beyond it overflow the int64 event log;
+- a run that would see more than MAX_ARRIVALS arrivals (stop.requests, or rate x clients x time_s):
+  it would not finish, and beyond float resolution a time-limited run stops advancing its clock.
 Walking the values, not the field types, keeps this independent of the registries' config classes.
 """
 
@@ -19,9 +22,28 @@ from pydantic import BaseModel
 from sim.errors import ConfigError
 
 
+MAX_INT = 10 ** 12
+MAX_ARRIVALS = 10 ** 9
+
+
 def check_values(raw: Any, model: BaseModel) -> None:
-    """Raise ConfigError at the first non-finite number or number given as bool/text."""
+    """Raise ConfigError at the first non-finite, out-of-bounds, bool or text number, or an endless run."""
     _walk(raw, model, "")
+    _check_run_size(model)
+
+
+def _check_run_size(sc: Any) -> None:
+    stop = getattr(sc, "stop", None)
+    if stop is None:
+        return
+    if stop.requests is not None and stop.requests > MAX_ARRIVALS:
+        raise ConfigError("stop.requests", f"at most {MAX_ARRIVALS:.0e} requests in one run (got {stop.requests})")
+    rate = getattr(sc.clients.arrival, "rate_per_client_s", None)
+    if stop.time_s is not None and rate is not None:
+        expected = rate() * sc.clients.count * stop.time_s
+        if expected > MAX_ARRIVALS:
+            raise ConfigError("stop.time_s", f"{stop.time_s:g} s at {rate() * sc.clients.count:g} requests/s is "
+                                             f"{expected:.2g} arrivals; at most {MAX_ARRIVALS:.0e} in one run")
 
 
 def _walk(raw: Any, value: Any, path: str) -> None:
@@ -46,6 +68,8 @@ def _walk(raw: Any, value: Any, path: str) -> None:
         return
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(path, f"must be a finite number (got {raw!r})")
+    if isinstance(value, int) and abs(value) > MAX_INT and path != "seed":
+        raise ConfigError(path, f"must be at most {MAX_INT:.0e} (got {value})")
     if isinstance(raw, bool):
         raise ConfigError(path, f"expected a number, got the boolean {str(raw).lower()}")
     if isinstance(raw, str):

@@ -73,6 +73,10 @@ SCENARIO_CASES = [
     ("union member not in path", mutate("policy.tokens", "some"), ["policy.tokens:", "integer"]),
     ("huge client count", mutate("clients.count", 10 ** 11), ["clients.count", "less than or equal to 1000000"]),
     ("quality not in trace", mutate("policy.jpeg_quality", 80), ["policy.jpeg_quality", "10, 25, 50, 75, 95"]),
+    ("too many requests", mutate("stop", {"requests": 10 ** 10}), ["stop.requests", "at most 1e+09"]),
+    ("endless time limit", mutate("stop", {"time_s": 1e12}), ["stop.time_s", "arrivals", "at most 1e+09"]),
+    ("int64-overflowing overhead", mutate("network.uplink.overhead_bytes", 10 ** 13),
+     ["network.uplink.overhead_bytes", "at most 1e+12"]),
 ]
 
 
