@@ -21,7 +21,6 @@ import pyarrow.parquet as pq
 
 from sim.recorder import WRITER_OPTIONS
 
-from sim.rundir import AUDIT_FILE  # noqa: F401  (re-exported)
 #: `resource` values; links carry bytes, the GPU runs passes (`stage` 1, 2, or 0 = attention pass).
 LINKS = ("uplink", "downlink")
 GPU = "gpu"

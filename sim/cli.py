@@ -165,10 +165,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("edgevlm: error: out of memory; make the scenario smaller (clients.count, stop)", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as exc:
-        out = getattr(exc, "out_dir", None)
-        where = f"; partial results in {out} (summary.json \"complete\": false)" if out is not None else ""
-        print(f"edgevlm: interrupted{' at simulated time %.3f s' % exc.sim_time_s if out is not None else ''}"
-              f"{where}", file=sys.stderr)
+        if getattr(exc, "out_dir", None) is not None:  # sim.interrupt.RunInterrupted: partial outputs written
+            print(f"edgevlm: interrupted at simulated time {exc.sim_time_s:.3f} s; partial results in "
+                  f"{exc.out_dir} (summary.json \"complete\": false)", file=sys.stderr)
+        else:
+            print("edgevlm: interrupted", file=sys.stderr)
         return 130
 
 

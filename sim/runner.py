@@ -23,12 +23,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sim import rundir
-from sim.rundir import AUDIT_FILE
 from sim.audit import AuditLog
 from sim.engine import Simulation
 from sim.errors import ConfigError
 from sim.interrupt import RunInterrupted, SimulationInterrupted, stop_on_sigint
 from sim.recorder import EventLog
+from sim.rundir import AUDIT_FILE
 from sim.scenario import Scenario, load_scenario, parse_scenario
 from sim.summary import read_summary_columns, summarize
 from sim.workload import Workload

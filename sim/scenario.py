@@ -206,7 +206,7 @@ def _yaml_path(loc: tuple, data: Any) -> tuple[str, tuple]:
         elif isinstance(cur, list) and isinstance(item, int):
             parts[-1:] = [f"{parts[-1]}[{item}]"] if parts else [f"[{item}]"]
             model_loc.append(item)
-            cur = cur[item] if item < len(cur) else None
+            cur = cur[item] if item < len(cur) else _ABSENT
         elif isinstance(cur, dict) and isinstance(item, str) and "kind" in cur and item == cur.get("kind"):
             continue  # the union tag
         elif parts and cur is not _ABSENT and not isinstance(cur, (dict, list)):
