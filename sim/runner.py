@@ -26,7 +26,7 @@ from sim import rundir
 from sim.audit import AuditLog
 from sim.engine import Simulation
 from sim.errors import ConfigError
-from sim.interrupt import RunInterrupted, SimulationInterrupted, stop_on_sigint
+from sim.interrupt import RunInterrupted, SimulationInterrupted, discount_future_work, stop_on_sigint
 from sim.recorder import EventLog
 from sim.rundir import AUDIT_FILE
 from sim.scenario import Scenario, load_scenario, parse_scenario
@@ -179,6 +179,8 @@ def build_summary(sc: Scenario, workload: Workload, sim: Simulation, events: pa.
         "uplink": sim.uplink.stats(end_s),
         "downlink": sim.downlink.stats(end_s),
     }
+    if not complete:
+        discount_future_work(components, sim, end_s)
     sample_ids = events.column("sample_id").to_numpy(zero_copy_only=False)
     body = summarize(events, warmup_s=sc.stop.warmup_s, baseline_up1_bytes=baseline_bytes(sc, workload, sample_ids),
                      components=components)

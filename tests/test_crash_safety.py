@@ -36,14 +36,17 @@ def test_sigint_mid_run_writes_a_consistent_partial_run(scenario_dict, tmp_path,
 
     monkeypatch.setattr(sim.recorder.EventLog, "__call__", call)
     out = tmp_path / "run"
+    overloaded = {"count": 20, "arrival": {"kind": "poisson", "rate_per_s": 0.5}}  # the GPU queue grows
     with pytest.raises(RunInterrupted) as info:
-        run(scenario_dict(stop={"requests": 2000}), out, audit=True)
+        run(scenario_dict(stop={"requests": 2000}, clients=overloaded), out, audit=True)
     summary = json.loads((out / "summary.json").read_text())
     events = pq.read_table(out / "events.parquet")
     assert summary["complete"] is False
     assert summary["sim_time_s"] == info.value.sim_time_s > 0
     assert 300 <= events.num_rows < 2000 and summary["counts"]["arrived"] == events.num_rows
     assert events.column("done_s").to_numpy().max() <= summary["sim_time_s"]
+    # work queued past the stop is not counted as busy time: the saturated GPU is ~100%, not more
+    assert 0.95 < summary["gpu"]["utilisation"] <= 1.0 and summary["utilisation"]["gpu"] <= 1.0
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
     rep = check_run_dir(out)
     assert rep.ok, rep.format()
