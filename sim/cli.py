@@ -19,7 +19,7 @@ EXIT_USAGE = 2
 
 #: Modules that add top-level sub-commands: each has `register(subparsers)` (or `module:function`) and keeps heavy imports
 #: inside its handlers, so `edgevlm --help` stays fast. A module that fails to import is skipped.
-COMMAND_MODULES: tuple[str, ...] = ("sim.sweep", "analysis.cli", "analysis.tradeoff")
+COMMAND_MODULES: tuple[str, ...] = ("sim.sweep", "sim.check", "analysis.cli", "analysis.tradeoff")
 #: Modules that add `edgevlm trace ...` sub-commands the same way. models.cli is optional: the
 #: simulator itself never needs torch.
 TRACE_COMMAND_MODULES: tuple[str, ...] = ("models.cli", "analysis.cli:register_trace")
@@ -29,6 +29,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from sim.runner import default_scenario_path, run
     from sim.scenario import load_scenario
 
+    if args.replay:
+        from sim.replay import cmd_replay
+
+        return cmd_replay(args)
     path = Path(args.scenario) if args.scenario else default_scenario_path()
     scenario, base_dir = load_scenario(path)
     if args.seed is not None:
@@ -42,7 +46,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise UserError(f"trace: {exc}") from None
     if workload.synthetic and not args.quiet:
         print(f"note: trace {workload.path.name} is SYNTHETIC (invented numbers, for tests only)", file=sys.stderr)
-    result = run(scenario, out, progress=not args.no_progress and not args.quiet, workload=workload)
+    result = run(scenario, out, progress=not args.no_progress and not args.quiet, workload=workload,
+                 audit=args.audit)
     if not args.quiet:
         print(format_summary(result.summary))
         print(f"wrote {out / 'events.parquet'}, {out / 'summary.json'}")
@@ -115,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="override the scenario's seed")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    p.add_argument("--audit", action="store_true",
+                   help="also write audit.parquet (every transfer and GPU pass) so `edgevlm check` can verify "
+                        "link capacity, per-request bytes and GPU busy time")
+    p.add_argument("--replay", metavar="RUN_DIR",
+                   help="rerun RUN_DIR from its stored scenario.yaml and trace, and diff the outputs against it "
+                        "(exit 1 if they differ)")
     p.set_defaults(func=_cmd_run)
 
     t = sub.add_parser("trace", help="trace files: validate, generate synthetic, extract from a VLM")
@@ -152,8 +163,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UserError, TraceError) as exc:
         print(f"edgevlm: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("edgevlm: interrupted", file=sys.stderr)
+    except MemoryError:
+        print("edgevlm: error: out of memory; make the scenario smaller (clients.count, stop)", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt as exc:
+        if getattr(exc, "out_dir", None) is not None:  # sim.interrupt.RunInterrupted: partial outputs written
+            print(f"edgevlm: interrupted at simulated time {exc.sim_time_s:.3f} s; partial results in "
+                  f"{exc.out_dir} (summary.json \"complete\": false)", file=sys.stderr)
+        else:
+            print("edgevlm: interrupted", file=sys.stderr)
         return 130
 
 

@@ -80,6 +80,8 @@ class Simulation:
         self._count_uplink = (getattr(self.uplink, "backlog_s", None) is None
                               and getattr(self.uplink, "backlog_bytes", None) is None)
         self.uplink_bytes_in_flight = 0
+        #: Optional sim.audit.AuditLog recording every transfer and GPU pass (set before `run`).
+        self.audit = None
         arrival_processes.build(sc.clients.arrival, self, sc.clients.count)
 
     def _assign_link_classes(self) -> list[float]:
@@ -124,9 +126,12 @@ class Simulation:
         link = self.uplink
         nbytes = payload_bytes + link.overhead_bytes
         req.uplink_bytes += nbytes
+        gen = link.transfer(nbytes, self.access_bps[req.client_id])
         if self._count_uplink:
-            return self._counted_up(link.transfer(nbytes, self.access_bps[req.client_id]), nbytes)
-        return link.transfer(nbytes, self.access_bps[req.client_id])
+            gen = self._counted_up(gen, nbytes)
+        if self.audit is not None:
+            return self.audit.transfer(self.env, gen, "uplink", req.request_id, nbytes)
+        return gen
 
     def _counted_up(self, transfer, nbytes: int):
         """Process: a transfer whose bytes count as in flight until delivered (links without a backlog)."""
@@ -139,7 +144,10 @@ class Simulation:
         link = self.downlink
         nbytes = payload_bytes + link.overhead_bytes
         req.downlink_bytes += nbytes
-        return link.transfer(nbytes)
+        gen = link.transfer(nbytes)
+        if self.audit is not None:
+            return self.audit.transfer(self.env, gen, "downlink", req.request_id, nbytes)
+        return gen
 
     def infer(self, req: Request, stage: int, admit: bool = False):
         """Process: run one GPU pass for the request (stage 1, 2, or 0 = the attention pass).
@@ -151,6 +159,8 @@ class Simulation:
         span = yield from self.server.submit(self._jobs[stage][req.sample], admit)
         self.gpu_in_system -= 1
         if span is not None:
+            if self.audit is not None:
+                self.audit.gpu(req.request_id, stage, *span)
             req.flops += self.stage_flops[stage]
             if stage:
                 req.stages = stage
@@ -166,6 +176,8 @@ class Simulation:
         span = yield from self.server.submit(job, admit)
         self.gpu_in_system -= 1
         if span is not None:
+            if self.audit is not None:
+                self.audit.gpu(req.request_id, job.stage, *span)
             req.flops += flops
         return span
 

@@ -1,7 +1,10 @@
 """`run(scenario)`: load the trace, simulate, stream the event log, summarise; the public Python API.
 
 A run directory holds `events.parquet` (the scenario YAML and its hash in the file metadata),
-`summary.json` and `scenario.yaml`. Every file is written to a temporary name and renamed.
+`summary.json`, `scenario.yaml` and, with `audit=True`, `audit.parquet` (sim/audit.py). Every file
+is written to a temporary name and renamed. A rerun first removes the old outputs, summary.json
+first, and writes summary.json last: a directory with a summary.json holds one finished run (or
+one cleanly interrupted: `"complete": false`, see sim/interrupt.py), never a mix of two.
 """
 
 from __future__ import annotations
@@ -19,9 +22,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sim import rundir
+from sim.audit import AuditLog
 from sim.engine import Simulation
 from sim.errors import ConfigError
+from sim.interrupt import RunInterrupted, SimulationInterrupted, discount_future_work, stop_on_sigint
 from sim.recorder import EventLog
+from sim.rundir import AUDIT_FILE
 from sim.scenario import Scenario, load_scenario, parse_scenario
 from sim.summary import dictionary_codes, read_summary_columns, summarize
 from sim.workload import Workload
@@ -39,6 +46,8 @@ class Result:
     summary: dict[str, Any]
     out_dir: Path | None = None
     _table: pa.Table | None = field(default=None, repr=False)
+    #: audit rows of an in-memory run with audit=True (a run directory has audit.parquet instead)
+    audit: pa.Table | None = field(default=None, repr=False)
 
     @property
     def events_table(self) -> pa.Table:
@@ -74,8 +83,12 @@ def resolve_trace(trace: str, base_dir: Path | None) -> Path:
 
 
 def run(scenario: Scenario | dict | str | os.PathLike, out_dir: str | os.PathLike | None = None,
-        *, progress: bool = False, workload: Workload | None = None) -> Result:
-    """Run a scenario (object, dict or YAML path). With `out_dir`, write the run directory there."""
+        *, progress: bool = False, workload: Workload | None = None, audit: bool = False) -> Result:
+    """Run a scenario (object, dict or YAML path). With `out_dir`, write the run directory there.
+
+    `audit=True` also writes audit.parquet (every transfer and GPU pass) for `edgevlm check`.
+    Ctrl-C writes the partial outputs (summary `"complete": false`) and raises RunInterrupted.
+    """
     base_dir = None
     if isinstance(scenario, (str, os.PathLike)):
         scenario, base_dir = load_scenario(scenario)
@@ -88,15 +101,16 @@ def run(scenario: Scenario | dict | str | os.PathLike, out_dir: str | os.PathLik
             raise ConfigError("trace", str(exc)) from None
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-    return _simulate(scenario, workload, out, progress)
+        rundir.prepare(out)
+    return _simulate(scenario, workload, out, progress, audit)
 
 
-def _simulate(sc: Scenario, workload: Workload, out: Path | None, progress: bool) -> Result:
+def _simulate(sc: Scenario, workload: Workload, out: Path | None, progress: bool, audit: bool = False) -> Result:
     meta = {b"edgevlm_scenario": sc.to_yaml().encode(), b"edgevlm_scenario_hash": sc.hash().encode()}
-    tmp_events = None
+    tmp_events = tmp_audit = None
     if out is not None:
         tmp_events = out / ".events.parquet.tmp"
+        tmp_audit = out / f".{AUDIT_FILE}.tmp"
     bar = _progress_bar(sc, progress)
     log = EventLog(workload.sample_id, sc.policy.kind, sc.slo.deadline_s, path=tmp_events, metadata=meta)
     on_terminal = log
@@ -107,15 +121,24 @@ def _simulate(sc: Scenario, workload: Workload, out: Path | None, progress: bool
                 _bar.n = sim.terminal
                 _bar.refresh()
 
+    interrupted = False
     try:
         sim = Simulation(sc, workload, on_terminal)
-        end_s = sim.run()
+        if audit:
+            sim.audit = AuditLog(tmp_audit)
+        with stop_on_sigint(sim.env):
+            try:
+                end_s = sim.run()
+            except SimulationInterrupted:
+                interrupted, end_s = True, sim.env.now
         table = log.close()
+        audit_table = sim.audit.close() if audit else None
         if bar is not None:
             bar.n = sim.terminal
     except BaseException:
-        if tmp_events is not None and tmp_events.exists():
-            tmp_events.unlink()
+        for tmp in (tmp_events, tmp_audit):
+            if tmp is not None and tmp.exists():
+                tmp.unlink()
         raise
     finally:
         if bar is not None:
@@ -123,14 +146,19 @@ def _simulate(sc: Scenario, workload: Workload, out: Path | None, progress: bool
 
     if out is not None:
         os.replace(tmp_events, out / "events.parquet")
+        if audit:
+            os.replace(tmp_audit, out / AUDIT_FILE)
         table_for_summary = read_summary_columns(out / "events.parquet")
     else:
         table_for_summary = table
-    summary = build_summary(sc, workload, sim, table_for_summary, end_s)
+    summary = build_summary(sc, workload, sim, table_for_summary, end_s, complete=not interrupted)
     if out is not None:
-        write_json(out / "summary.json", summary)
         atomic_write(out / "scenario.yaml", lambda tmp: Path(tmp).write_text(sc.to_yaml()))
-    return Result(sc, summary, out, table)
+        write_json(out / "summary.json", summary)  # last: its presence marks a finished run
+    result = Result(sc, summary, out, table, audit_table)
+    if interrupted:
+        raise RunInterrupted(out, end_s, result)
+    return result
 
 
 def baseline_bytes(sc: Scenario, workload: Workload, sample_ids: pa.ChunkedArray) -> np.ndarray | None:
@@ -144,7 +172,8 @@ def baseline_bytes(sc: Scenario, workload: Workload, sample_ids: pa.ChunkedArray
     return per_sample[pd.Index(workload.sample_id).get_indexer(ids)][codes]
 
 
-def build_summary(sc: Scenario, workload: Workload, sim: Simulation, events: pa.Table, end_s: float) -> dict:
+def build_summary(sc: Scenario, workload: Workload, sim: Simulation, events: pa.Table, end_s: float,
+                  complete: bool = True) -> dict:
     components = {
         "gpu": sim.server.stats(end_s),
         "uplink": sim.uplink.stats(end_s),
@@ -152,6 +181,8 @@ def build_summary(sc: Scenario, workload: Workload, sim: Simulation, events: pa.
     }
     if sim.edge_devices.jobs:
         components["edge"] = sim.edge_devices.stats(end_s)
+    if not complete:
+        discount_future_work(components, sim, end_s)
     body = summarize(events, warmup_s=sc.stop.warmup_s,
                      baseline_up1_bytes=baseline_bytes(sc, workload, events.column("sample_id")),
                      components=components)
@@ -162,10 +193,11 @@ def build_summary(sc: Scenario, workload: Workload, sim: Simulation, events: pa.
         # An analysis bound (the oracle reads correctness), not a deployable policy.
         "policy_is_bound": bool(sim.policy.is_bound),
         "seed": sc.seed,
-        "complete": True,
+        "complete": complete,
         "sim_time_s": end_s,
         "trace": {"path": str(workload.path), "source_kind": workload.provenance.get("source_kind"),
-                  "model_id": workload.provenance.get("model_id"), "samples": workload.n},
+                  "model_id": workload.provenance.get("model_id"), "samples": workload.n,
+                  "sha256": rundir.file_sha256(workload.path)},
         **body,
         **({"policy_stats": sim.policy.stats()} if hasattr(sim.policy, "stats") else {}),
         "environment": run_environment(),
@@ -173,10 +205,8 @@ def build_summary(sc: Scenario, workload: Workload, sim: Simulation, events: pa.
 
 
 def run_environment() -> dict[str, Any]:
-    import simpy
-
     return {"edgevlm_sim": package_version(), "git_commit": git_commit(), "python": platform.python_version(),
-            "numpy": np.__version__, "pyarrow": pa.__version__, "simpy": simpy.__version__}
+            **rundir.library_versions(), "platform": platform.platform()}
 
 
 def write_json(path: Path, obj: Any) -> None:

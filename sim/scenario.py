@@ -17,9 +17,11 @@ from typing import Any, Optional, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
 
+from sim import yamlsafe
 from sim.arrivals import arrival_processes
 from sim.errors import ConfigError
 from sim.edge import EdgeConfig
+from sim.hardening import check_values
 from sim.latency import RooflineLatency, latency_models
 from sim.network import LinkConfig
 from sim.policies import policies
@@ -27,6 +29,8 @@ from sim.server import FifoScheduler, ServerBase, schedulers
 
 SCENARIO_VERSION = 1
 MAX_YAML_BYTES = 1_000_000
+#: Per-client state is O(count) up front; beyond this a typo (an extra 0s) exhausts memory.
+MAX_CLIENTS = 1_000_000
 
 
 class Strict(BaseModel):
@@ -55,7 +59,7 @@ class LinkClass(Strict):
 
 
 class ClientsConfig(Strict):
-    count: PositiveInt = 100
+    count: PositiveInt = Field(100, le=MAX_CLIENTS)
     arrival: arrival_processes.config_union()  # type: ignore[valid-type]
     edge: EdgeConfig = EdgeConfig()
     link_classes: list[LinkClass] = Field(default_factory=lambda: [LinkClass(share=1.0, uplink_mbps=10.0)],
@@ -115,6 +119,7 @@ def parse_scenario(data: Any, *, source: str = "scenario") -> Scenario:
         sc = Scenario.model_validate(data)
     except ValidationError as exc:
         raise _config_error(exc, data) from None
+    check_values(data, sc)
     return sc
 
 
@@ -133,13 +138,9 @@ def load_scenario(path: str | Path) -> tuple[Scenario, Path]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError("", f"{path}: not UTF-8 text (byte {exc.start})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError("", f"{path}: {problem}{where}") from None
+    data = yamlsafe.load(text, str(path))  # safe_load, bounded against alias bombs and deep nesting
+    if data is None:
+        raise ConfigError("", f"{path}: the file is empty; a scenario is a YAML mapping (see scenarios/)")
     return parse_scenario(data, source=str(path)), path.resolve().parent
 
 
@@ -171,7 +172,7 @@ def _config_error(exc: ValidationError, data: dict) -> ConfigError:
         msg = err["msg"]
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
-        if "input" in err and kind not in ("model_type", "dict_type"):
+        if "input" in err and kind not in ("model_type", "dict_type") and not isinstance(err["input"], dict):
             msg += f" (got {_short(err['input'])})"
     return ConfigError(path, msg + suffix)
 
@@ -192,14 +193,19 @@ def _yaml_path(loc: tuple, data: Any) -> tuple[str, tuple]:
         elif isinstance(cur, list) and isinstance(item, int):
             parts[-1:] = [f"{parts[-1]}[{item}]"] if parts else [f"[{item}]"]
             model_loc.append(item)
-            cur = cur[item] if item < len(cur) else None
+            cur = cur[item] if item < len(cur) else _ABSENT
         elif isinstance(cur, dict) and isinstance(item, str) and "kind" in cur and item == cur.get("kind"):
             continue  # the union tag
+        elif parts and cur is not _ABSENT and not isinstance(cur, (dict, list)):
+            continue  # past a YAML scalar: the rest names union members (`tokens.int`), not keys
         else:
             parts.append(str(item))
             model_loc.append(item)
-            cur = None
+            cur = _ABSENT
     return ".".join(parts), tuple(model_loc)
+
+
+_ABSENT = object()  # a key the YAML does not have
 
 
 def _model_at(model_loc: tuple) -> type[BaseModel] | None:

@@ -34,10 +34,10 @@ def test_threshold_above_every_value_is_global_only(scenario_dict, synthetic_tra
 
 
 def test_margin_triggers_at_or_below_threshold(scenario_dict):
-    """margin: small p1 - p2 is uncertain, so threshold 1 crops everything and a negative one nothing."""
+    """margin: small p1 - p2 is uncertain, so threshold 1 crops everything and 0 nothing (no margin here is 0)."""
     assert events_of(scenario_dict, {"kind": "entropy_threshold", "metric": "margin", "threshold": 1.0}).equals(
         events_of(scenario_dict, {"kind": "always_crop"}))
-    assert events_of(scenario_dict, {"kind": "entropy_threshold", "metric": "margin", "threshold": -0.01}).equals(
+    assert events_of(scenario_dict, {"kind": "entropy_threshold", "metric": "margin", "threshold": 0.0}).equals(
         events_of(scenario_dict, {"kind": "global_only"}))
 
 

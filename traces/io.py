@@ -29,6 +29,10 @@ from traces.schema import (
 )
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 class TraceError(ValueError):
     """A trace file is missing, unreadable or breaks the v1 contract; the message names file and column."""
 
@@ -39,6 +43,7 @@ def atomic_write(path: str | os.PathLike, write_fn) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the result should be an ordinary file
     try:
         write_fn(tmp)
         umask = os.umask(0)
@@ -114,9 +119,10 @@ def conform(table: pa.Table, *, where: str = "<table>") -> pa.Table:
         if col.type != field.type:
             try:
                 col = col.cast(field.type, safe=True)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                why = f" ({_first_line(exc)})" if "range" in str(exc) else ""
                 raise TraceError(
-                    f"{where}: column '{field.name}' has type {col.type}, expected {field.type}"
+                    f"{where}: column '{field.name}' has type {col.type}, expected {field.type}{why}"
                 ) from None
         arrays.append(col)
         fields.append(field)
@@ -135,6 +141,21 @@ def validate(table: pa.Table, provenance: Mapping[str, Any], *, where: str = "<t
         nulls = table.column(name).null_count
         if nulls:
             raise TraceError(f"{where}: column '{name}' has {nulls} null value(s); it is required")
+    for name in table.column_names:
+        col = table.column(name)
+        if pa.types.is_list(col.type):
+            col = col.combine_chunks()
+            flat = pc.list_flatten(col)
+            if flat.null_count:
+                row = pc.list_parent_indices(col).filter(flat.is_null())[0].as_py()
+                raise TraceError(f"{where}: column '{name}' row {row} has a null element; "
+                                 "list values must all be present")
+    for name in SCORE_COLUMNS:
+        if name in REQUIRED_COLUMNS:
+            nan = np.flatnonzero(np.isnan(table.column(name).to_numpy(zero_copy_only=False)))
+            if nan.size:
+                raise TraceError(f"{where}: column '{name}' row {nan[0]} is NaN; a required score must be "
+                                 "a number in [0, 1]")
     ids = table.column("sample_id")
     if pc.count_distinct(ids).as_py() != table.num_rows:
         raise TraceError(f"{where}: column 'sample_id' has duplicate values; ids must be unique")
@@ -160,7 +181,8 @@ def validate(table: pa.Table, provenance: Mapping[str, Any], *, where: str = "<t
                              f"'{ENTROPY_COLUMNS[0]}' has {lens0[bad[0]]}; lengths must match")
         flat = pc.list_flatten(table.column(name)).to_numpy(zero_copy_only=False)
         if not np.isfinite(flat).all():
-            raise TraceError(f"{where}: column '{name}' has NaN or infinite values")
+            row = int(np.searchsorted(np.cumsum(lens), np.flatnonzero(~np.isfinite(flat))[0], side="right"))
+            raise TraceError(f"{where}: column '{name}' has NaN or infinite values (row {row})")
         if (flat < 0).any() or (name == "s1_margin" and (flat > 1).any()):
             allowed = "[0, 1]" if name == "s1_margin" else ">= 0 bits"
             raise TraceError(f"{where}: column '{name}' has values outside {allowed}")

@@ -11,7 +11,7 @@ import math
 from typing import Literal
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from sim.policies.base import ImagePolicyConfig, TwoStagePolicy, policies
 from sim.workload import Workload
@@ -46,6 +46,15 @@ class EntropyThreshold(ImagePolicyConfig):
         if v != "all" and v < 1:
             raise ValueError("must be a positive integer or 'all'")
         return v
+
+    @model_validator(mode="after")
+    def _threshold_in_metric_range(self):
+        """η must be a value the metric can take: margin p1 - p2 lies in [0, 1], entropies are >= 0 bits."""
+        if self.metric == "margin" and not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold {self.threshold:g} is outside [0, 1], the range of metric 'margin' (p1 - p2)")
+        if self.metric != "margin" and self.threshold < 0:
+            raise ValueError(f"threshold {self.threshold:g} is negative; metric '{self.metric}' is in bits, >= 0")
+        return self
 
 
 class GlobalOnlyPolicy(TwoStagePolicy):
