@@ -526,7 +526,7 @@ def _check_summary(events, summary: dict, sc, workload, bad) -> None:
     components = {name: summary.get(name) for name in util}
     base = None
     if workload is not None:
-        base = baseline_bytes(sc, workload, events.column("sample_id").to_numpy(zero_copy_only=False))
+        base = baseline_bytes(sc, workload, events.column("sample_id"))
     body = summarize(events, warmup_s=sc.stop.warmup_s, baseline_up1_bytes=base, components=components)
     body = json.loads(json.dumps(body, default=float))  # the types summary.json holds
     if workload is None:

@@ -16,6 +16,18 @@ settings.register_profile("edgevlm", deadline=None, derandomize=True, print_blob
 settings.load_profile("edgevlm")
 
 
+@pytest.fixture(autouse=True)
+def _no_flush_to_zero_leaks():
+    """The extract CLI turns on torch's flush-denormal (a process-wide CPU flag) for speed; switch it
+    off after each test so later tests (Hypothesis float strategies) see IEEE-754 subnormals again."""
+    yield
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_flush_denormal(False)
+
+
 @pytest.fixture(scope="session")
 def synthetic_trace(tmp_path_factory) -> Path:
     """A 400-row SYNTHETIC trace file (tests only)."""
