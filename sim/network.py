@@ -1,66 +1,388 @@
-"""Links: the shared uplink and downlink. A transfer waits its turn, then serialises at the rate
-min(link capacity, the client's access rate), then propagates.
+"""Links: the shared uplink and downlink, with propagation delay and per-message overhead.
 
-`fifo` serves transfers one at a time in arrival order. With a fixed service time known on
-arrival, the finish time follows Lindley's recursion, start = max(now, previous finish). So a
-transfer costs a single SimPy event, and the result is the exact FIFO queue.
+Capacity is constant or follows a bandwidth trace (sim/bandwidth.py). Each transfer may carry
+its client's access rate: a constant cap in bit/s, or a per-client trace profile.
+
+Disciplines
+- `fifo`: one transfer at a time in arrival order, at min(capacity, access rate). The finish time
+  is known on arrival, so Lindley's recursion (start = max(now, previous finish)) gives the exact
+  FIFO queue at one SimPy event per transfer. On a trace, the finish is the later of the shared
+  trace's finish (exact, from its cumulative capacity) and the access link's own finish: exact when
+  one of the two bounds dominates throughout, otherwise an optimistic fluid bound.
+- `ps` (default, DESIGN.md §3): processor sharing, max-min fair with access caps. Transfers are
+  grouped in *cap classes* (one class per distinct constant cap; all uncapped transfers in one
+  class; one class per transfer whose client has a trace). Water-filling gives each class a rate
+  min(cap, fair level). Every transfer of a class progresses at the same rate, so a class keeps a
+  virtual time V (bits served to each of its members) and each member a finish tag F = V at its
+  arrival + its bits; members finish in tag order (a heap). An event (arrival, finish, trace step)
+  costs O(log n) heap work plus O(K log K) for the water-filling over the K active classes: with
+  thousands of uncapped transfers that is O(log n), never O(n). With per-client traces K grows with
+  the number of such active transfers and each of them adds an event at every step of its trace
+  (`bin_ms`): that cost is the price of time-varying caps.
+  When only uncapped transfers are active on a trace-driven link, V advances by
+  Δcum_bits / n using the trace's exact cumulative capacity (no event per trace step; Mahimahi
+  transfers end exactly at delivery opportunities). With caps active on a trace, the water-filling
+  needs a rate, and the trace is read as piecewise constant (Mahimahi: averaged over `bin_ms`).
+
+The link runs one pending timer at a time. SimPy cannot cancel a timeout, so the timer is a plain
+event whose callback ignores it unless it is still `self._timer`. An arrival only ever delays
+other transfers, so it replaces the timer only if the newcomer itself would finish first;
+otherwise the old timer fires early and re-plans. A finish wakes its transfer's process after the
+propagation delay through a single scheduled event.
+
+Stats (summary.json "uplink"/"downlink"): utilisation = bits carried / capacity bits offered over
+the run; busy_fraction = time with >= 1 transfer; mean_active_transfers (time average); bytes
+carried; transfers; slowdown = (finish - arrival) / (bits / nominal capacity), mean and
+p50/p95/p99 (quantiles from a seeded reservoir of at most RESERVOIR transfers).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+import random
+from heapq import heappop, heappush
+from itertools import count
+from pathlib import Path
+from typing import Literal, Optional
 
+import numpy as np
 import simpy
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validator
+
+from sim.bandwidth import BandwidthTraceConfig, ConstantProfile, load_profile
+
+#: Default per-message overhead: an HTTP/1.1 request or response line with ~8 typical headers
+#: (~250 B) plus one TCP/IPv4 header (40 B) on a persistent connection, rounded to 300 B. Per-segment
+#: TCP/IP headers (40 B per 1460 B, ~2.7%) and TLS records are not modelled; set 0 to disable.
+DEFAULT_OVERHEAD_BYTES = 300
+#: Completion tolerance: a transfer predicted to end within this many seconds ends now.
+EPS_S = 1e-9
+RESERVOIR = 200_000
 
 
 class LinkConfig(BaseModel):
     """One direction of the network (DESIGN.md §3 `network.uplink` / `network.downlink`)."""
 
     model_config = ConfigDict(extra="forbid")
-    capacity_mbps: PositiveFloat
-    discipline: Literal["fifo"] = "fifo"
+    capacity_mbps: Optional[PositiveFloat] = None
+    discipline: Literal["ps", "fifo"] = "ps"
     propagation_ms: float = Field(0.0, ge=0)
-    overhead_bytes: int = Field(0, ge=0, description="headers and handshake bytes added to every message")
+    overhead_bytes: int = Field(DEFAULT_OVERHEAD_BYTES, ge=0,
+                                description="headers and handshake bytes added to every message")
+    bandwidth_trace: Optional[BandwidthTraceConfig] = None
+
+    @model_validator(mode="after")
+    def _one_capacity(self):
+        if (self.capacity_mbps is None) == (self.bandwidth_trace is None):
+            raise ValueError("give exactly one of 'capacity_mbps' or 'bandwidth_trace'")
+        return self
 
 
-class FifoLink:
-    """A FIFO link with per-transfer rate min(capacity, access rate), plus propagation delay."""
+class _Slowdowns:
+    """Running mean plus a deterministic reservoir sample for quantiles (memory stays bounded)."""
 
-    def __init__(self, env: simpy.Environment, cfg: LinkConfig):
+    __slots__ = ("n", "total", "sample", "_rng")
+
+    def __init__(self):
+        self.n = 0
+        self.total = 0.0
+        self.sample: list[float] = []
+        self._rng = random.Random(0)
+
+    def add(self, x: float) -> None:
+        self.n += 1
+        self.total += x
+        if len(self.sample) < RESERVOIR:
+            self.sample.append(x)
+        else:
+            j = self._rng.randrange(self.n)
+            if j < RESERVOIR:
+                self.sample[j] = x
+
+    def summary(self) -> dict:
+        if not self.n:
+            return {"mean": None, "p50": None, "p95": None, "p99": None, "count": 0}
+        q = np.percentile(np.asarray(self.sample), [50, 95, 99])
+        return {"mean": self.total / self.n, "p50": float(q[0]), "p95": float(q[1]), "p99": float(q[2]),
+                "count": self.n}
+
+
+class LinkBase:
+    """What both disciplines share: capacity profile, propagation, overhead, stats."""
+
+    discipline = "?"
+
+    def __init__(self, env: simpy.Environment, cfg: LinkConfig, base_dir: Path | None = None,
+                 profile_cache: dict | None = None):
         self.env = env
-        self.capacity_bps = cfg.capacity_mbps * 1e6
+        self.cfg = cfg
+        if cfg.bandwidth_trace is not None:
+            self.profile = load_profile(cfg.bandwidth_trace, base_dir, profile_cache)
+        else:
+            self.profile = ConstantProfile(cfg.capacity_mbps * 1e6)
+        self.constant = isinstance(self.profile, ConstantProfile)
+        self.capacity_bps = self.profile.mean_bps  # nominal: the constant, or the trace's mean
         self.propagation_s = cfg.propagation_ms / 1e3
         self.overhead_bytes = cfg.overhead_bytes
-        self.free_at_s = 0.0
-        self.busy_s = 0.0
         self.bytes_carried = 0
         self.transfers = 0
+        self.transfer_s = 0.0  # sum of (finish - arrival): Little's law gives the mean number active
+        self.busy_s = 0.0
+        self.slowdowns = _Slowdowns()
 
-    def transfer(self, nbytes: int, access_bps: float | None = None):
+    def _record(self, nbytes: int, duration_s: float) -> None:
+        self.transfer_s += duration_s
+        self.slowdowns.add(duration_s * self.capacity_bps / (nbytes * 8.0) if nbytes > 0 else 1.0)
+
+    def stats(self, horizon_s: float) -> dict:
+        offered = self.profile.cum_bits(horizon_s) if horizon_s > 0 else 0.0
+        return {
+            "discipline": self.discipline,
+            "capacity_mbps": self.capacity_bps / 1e6,
+            "utilisation": self.bytes_carried * 8.0 / offered if offered > 0 else 0.0,
+            "busy_fraction": self.busy_s / horizon_s if horizon_s > 0 else 0.0,
+            "mean_active_transfers": self.transfer_s / horizon_s if horizon_s > 0 else 0.0,
+            "bytes_carried": self.bytes_carried,
+            "transfers": self.transfers,
+            "slowdown": self.slowdowns.summary(),
+        }
+
+
+class FifoLink(LinkBase):
+    """A FIFO link with per-transfer rate min(capacity, access rate), plus propagation delay."""
+
+    discipline = "fifo"
+
+    def __init__(self, env, cfg, base_dir=None, profile_cache=None):
+        super().__init__(env, cfg, base_dir, profile_cache)
+        self.free_at_s = 0.0
+
+    def transfer(self, nbytes: int, access=None):
         """Process: carry `nbytes` (already including overhead); returns once delivered."""
         env = self.env
-        rate = self.capacity_bps if access_bps is None or access_bps > self.capacity_bps else access_bps
-        tx_s = nbytes * 8.0 / rate
         now = env.now
         start = self.free_at_s if self.free_at_s > now else now
-        self.free_at_s = start + tx_s
-        self.busy_s += tx_s
+        bits = nbytes * 8.0
+        if self.constant and (access is None or isinstance(access, (float, int))):
+            cap = self.capacity_bps
+            rate = cap if access is None or access > cap else access
+            finish = start + bits / rate
+        else:
+            prof = self.profile
+            finish = prof.time_at(prof.cum_bits(start) + bits)
+            if access is not None:
+                if isinstance(access, (float, int)):
+                    own = start + bits / access
+                else:
+                    own = access.time_at(access.cum_bits(start) + bits)
+                if own > finish:
+                    finish = own
+            if finish < start:
+                finish = start
+        self.free_at_s = finish
+        self.busy_s += finish - start
         self.bytes_carried += nbytes
         self.transfers += 1
-        yield env.timeout(self.free_at_s + self.propagation_s - now)
+        self._record(nbytes, finish - now)
+        yield env.timeout(finish + self.propagation_s - now)
 
     def backlog_s(self) -> float:
         """Seconds of queued transmission ahead of a transfer starting now."""
         return max(0.0, self.free_at_s - self.env.now)
 
-    def stats(self, horizon_s: float) -> dict:
-        return {
-            "utilisation": self.busy_s / horizon_s if horizon_s > 0 else 0.0,
-            "bytes_carried": self.bytes_carried,
-            "transfers": self.transfers,
-        }
+
+class _CapClass:
+    """Transfers sharing one access cap: they all progress at `rate`; `v` is bits served to each."""
+
+    __slots__ = ("cap", "profile", "n", "v", "heap", "rate")
+
+    def __init__(self, cap: float, profile=None):
+        self.cap = cap
+        self.profile = profile  # a per-client trace: the cap is profile.rate_at(t)
+        self.n = 0
+        self.v = 0.0
+        self.heap: list = []
+        self.rate = 0.0
 
 
-def build_link(env: simpy.Environment, cfg: LinkConfig) -> FifoLink:
-    return FifoLink(env, cfg)
+class PsLink(LinkBase):
+    """Processor sharing, max-min fair under access caps, by per-class virtual time (see module doc)."""
+
+    discipline = "ps"
+
+    def __init__(self, env, cfg, base_dir=None, profile_cache=None):
+        super().__init__(env, cfg, base_dir, profile_cache)
+        self._cap_threshold = self.profile.peak_bps  # a cap at or above it never binds
+        self._uncapped = _CapClass(math.inf)
+        self._shared: dict[float, _CapClass] = {}  # constant cap -> class
+        self._active: list[_CapClass] = []
+        self._seq = count()
+        self.n = 0
+        self._last_s = 0.0
+        self._last_cum = 0.0
+        self._dirty = True
+        self._timer: simpy.Event | None = None
+        self._timer_at = math.inf
+        self.events = 0  # link events: arrivals + finishes + timer wake-ups
+
+    # ---------------------------------------------------------------- the process
+
+    def transfer(self, nbytes: int, access=None):
+        """Process: carry `nbytes` (already including overhead); returns once delivered."""
+        env = self.env
+        now = env.now
+        self._advance(now)
+        if access is None or isinstance(access, (float, int)):
+            if access is None or access >= self._cap_threshold:
+                cls = self._uncapped
+            else:
+                cls = self._shared.get(access)
+                if cls is None:
+                    cls = self._shared[access] = _CapClass(access)
+        else:
+            cls = _CapClass(math.nan, access)
+        if cls.n == 0:
+            cls.v = 0.0
+            self._active.append(cls)
+        done = env.event()
+        heappush(cls.heap, (cls.v + nbytes * 8.0, next(self._seq), done, now, nbytes))
+        cls.n += 1
+        self.n += 1
+        self._dirty = True
+        self.events += 1
+        self._plan(now)
+        yield done
+
+    # ---------------------------------------------------------------- fluid state
+
+    def _exact_mode(self) -> bool:
+        """Only uncapped transfers on a trace: integrate the trace's cumulative capacity exactly."""
+        return not self.constant and len(self._active) == 1 and self._active[0] is self._uncapped
+
+    def _advance(self, now: float) -> None:
+        """Serve every active class from the last event to `now` at the rates then in force."""
+        dt = now - self._last_s
+        if dt <= 0.0:
+            return
+        if self.n:
+            self.busy_s += dt
+            if self._exact_mode():
+                cum = self.profile.cum_bits(now)
+                u = self._uncapped
+                u.v += (cum - self._last_cum) / u.n
+                self._last_cum = cum
+            else:
+                for cls in self._active:
+                    cls.v += cls.rate * dt
+        self._last_s = now
+        if not self.constant:
+            self._last_cum = self.profile.cum_bits(now)
+
+    def _rates(self, now: float) -> None:
+        """Water-filling: each class gets min(cap, fair level); O(K log K) in active classes."""
+        active = self._active
+        if len(active) == 1 and active[0].profile is None and active[0].cap == math.inf:
+            cls = active[0]
+            cls.rate = (self.capacity_bps if self.constant else self.profile.rate_at(now + EPS_S)) / cls.n
+            return
+        capacity = self.capacity_bps if self.constant else self.profile.rate_at(now + EPS_S)
+        for cls in active:
+            if cls.profile is not None:
+                cls.cap = cls.profile.rate_at(now + EPS_S)
+        remaining, left = capacity, self.n
+        for cls in sorted(active, key=_cap_key):
+            fair = remaining / left
+            if cls.cap <= fair:
+                cls.rate = cls.cap
+                remaining -= cls.cap * cls.n
+                left -= cls.n
+            else:
+                cls.rate = fair
+        # classes after the break all share `fair` (set in the loop: their cap > fair as caps ascend)
+
+    def _next_change(self, now: float) -> float:
+        """The next time a rate changes by itself (a trace step), in rate mode."""
+        t = math.inf if self.constant else self.profile.next_change(now + EPS_S)
+        for cls in self._active:
+            if cls.profile is not None:
+                c = cls.profile.next_change(now + EPS_S)
+                if c < t:
+                    t = c
+        return t
+
+    def _plan(self, now: float) -> None:
+        """Finish every transfer due now, then arm the timer for the next finish or rate change."""
+        while self.n:
+            exact = self._exact_mode()
+            if self._dirty and not exact:
+                self._rates(now)
+                self._dirty = False
+            best_t, best = math.inf, None
+            if exact:
+                u = self._uncapped
+                f = u.heap[0][0]
+                best_t = self.profile.time_at(self._last_cum + (f - u.v) * u.n)
+                best = u
+            else:
+                for cls in self._active:
+                    if cls.rate > 0.0:
+                        t = now + (cls.heap[0][0] - cls.v) / cls.rate
+                        if t < best_t:
+                            best_t, best = t, cls
+            if best_t <= now + EPS_S:
+                self._finish(best, now)
+                continue
+            if not exact:
+                change = self._next_change(now)
+                if change < best_t:
+                    best_t = change
+            if best_t < self._timer_at:
+                self._arm(best_t, now)
+            return
+
+    def _finish(self, cls: _CapClass, now: float) -> None:
+        _, _, done, start, nbytes = heappop(cls.heap)
+        cls.n -= 1
+        self.n -= 1
+        if cls.n == 0:
+            self._active.remove(cls)
+            if cls.profile is None and cls is not self._uncapped and len(self._shared) > 64:
+                del self._shared[cls.cap]
+        self._dirty = True
+        self.events += 1
+        self.bytes_carried += nbytes
+        self.transfers += 1
+        self._record(nbytes, now - start)
+        done._ok = True  # what Event.succeed does, but delivered after the propagation delay
+        done._value = None
+        self.env.schedule(done, delay=self.propagation_s)
+
+    def _arm(self, at_s: float, now: float) -> None:
+        timer = simpy.Event(self.env)
+        timer._ok = True
+        timer._value = None
+        timer.callbacks.append(self._on_timer)
+        self.env.schedule(timer, delay=at_s - now)
+        self._timer, self._timer_at = timer, at_s
+
+    def _on_timer(self, timer: simpy.Event) -> None:
+        if timer is not self._timer:
+            return  # superseded
+        self._timer, self._timer_at = None, math.inf
+        now = self.env.now
+        self.events += 1
+        self._advance(now)
+        self._dirty = True
+        self._plan(now)
+
+    def active(self) -> int:
+        return self.n
+
+
+def _cap_key(cls: _CapClass) -> float:
+    return cls.cap
+
+
+def build_link(env: simpy.Environment, cfg: LinkConfig, base_dir: Path | None = None,
+               profile_cache: dict | None = None) -> LinkBase:
+    return (PsLink if cfg.discipline == "ps" else FifoLink)(env, cfg, base_dir, profile_cache)

@@ -89,10 +89,11 @@ def run(scenario: Scenario | dict | str | os.PathLike, out_dir: str | os.PathLik
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    return _simulate(scenario, workload, out, progress)
+    return _simulate(scenario, workload, out, progress, base_dir)
 
 
-def _simulate(sc: Scenario, workload: Workload, out: Path | None, progress: bool) -> Result:
+def _simulate(sc: Scenario, workload: Workload, out: Path | None, progress: bool,
+              base_dir: Path | None = None) -> Result:
     meta = {b"edgevlm_scenario": sc.to_yaml().encode(), b"edgevlm_scenario_hash": sc.hash().encode()}
     tmp_events = None
     if out is not None:
@@ -108,7 +109,7 @@ def _simulate(sc: Scenario, workload: Workload, out: Path | None, progress: bool
                 _bar.refresh()
 
     try:
-        sim = Simulation(sc, workload, on_terminal)
+        sim = Simulation(sc, workload, on_terminal, base_dir=base_dir)
         end_s = sim.run()
         table = log.close()
         if bar is not None:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, V
 from sim.arrivals import arrival_processes
 from sim.errors import ConfigError
 from sim.latency import ParametricLatency, latency_models
+from sim.bandwidth import BandwidthTraceConfig
 from sim.network import LinkConfig
 from sim.policies import policies
 from sim.profiles import EDGES, MODELS
@@ -54,8 +55,18 @@ class EdgeConfig(Strict):
 
 
 class LinkClass(Strict):
+    """A share of the clients with one access link: a constant `uplink_mbps` or a bandwidth trace
+    (each client then starts at its own seeded random offset in the trace)."""
+
     share: float = Field(gt=0, le=1)
-    uplink_mbps: PositiveFloat
+    uplink_mbps: Optional[PositiveFloat] = None
+    bandwidth_trace: Optional[BandwidthTraceConfig] = None
+
+    @model_validator(mode="after")
+    def _one_rate(self):
+        if (self.uplink_mbps is None) == (self.bandwidth_trace is None):
+            raise ValueError("give exactly one of 'uplink_mbps' or 'bandwidth_trace'")
+        return self
 
 
 class ClientsConfig(Strict):
