@@ -156,6 +156,7 @@ class FifoLink(LinkBase):
     def __init__(self, env, cfg, base_dir=None, profile_cache=None):
         super().__init__(env, cfg, base_dir, profile_cache)
         self.free_at_s = 0.0
+        self._end_bits = 0.0  # on a trace: the capacity position where the last transfer ended
 
     def transfer(self, nbytes: int, access=None):
         """Process: carry `nbytes` (already including overhead); returns once delivered."""
@@ -168,8 +169,17 @@ class FifoLink(LinkBase):
             rate = cap if access is None or access > cap else access
             finish = start + bits / rate
         else:
+            # Work-conserving on a trace: a transfer that starts as the previous one ends uses the
+            # rest of the delivery opportunity the previous one finished in (byte-fluid).
             prof = self.profile
-            finish = prof.time_at(prof.cum_bits(start) + bits)
+            if self.free_at_s >= now:
+                begin = prof.cum_bits(start - 1e-6)
+                if begin < self._end_bits:
+                    begin = self._end_bits
+            else:
+                begin = prof.cum_bits(start)
+            self._end_bits = begin + bits
+            finish = prof.time_at(self._end_bits)
             if access is not None:
                 if isinstance(access, (float, int)):
                     own = start + bits / access
@@ -266,10 +276,9 @@ class PsLink(LinkBase):
             return
         if self.n:
             self.busy_s += dt
-            if self._exact_mode():
+            if not self.constant and len(self._active) == 1 and self._active[0] is self._uncapped:
                 cum = self.profile.cum_bits(now)
-                u = self._uncapped
-                u.v += (cum - self._last_cum) / u.n
+                self._serve_exact(cum - self._last_cum, now)
                 self._last_cum = cum
             else:
                 for cls in self._active:
@@ -277,6 +286,21 @@ class PsLink(LinkBase):
         self._last_s = now
         if not self.constant:
             self._last_cum = self.profile.cum_bits(now)
+
+    def _serve_exact(self, bits: float, now: float) -> None:
+        """Share `bits` of trace capacity equally among the uncapped transfers, smallest tag first:
+        a transfer that needs less than its share finishes, and the rest goes to the others (a
+        trace delivers in bursts, so several transfers may end at one delivery opportunity)."""
+        u = self._uncapped
+        heap = u.heap
+        while bits > 0.0 and heap:
+            need = (heap[0][0] - u.v) * u.n
+            if need > bits + 1e-9:
+                u.v += bits / u.n
+                return
+            bits -= need if need > 0.0 else 0.0
+            u.v = heap[0][0] if need > 0.0 else u.v
+            self._finish(u, now)
 
     def _rates(self, now: float) -> None:
         """Water-filling: each class gets min(cap, fair level); O(K log K) in active classes."""
@@ -313,18 +337,31 @@ class PsLink(LinkBase):
     def _plan(self, now: float) -> None:
         """Finish every transfer due now, then arm the timer for the next finish or rate change."""
         while self.n:
-            exact = self._exact_mode()
-            if self._dirty and not exact:
-                self._rates(now)
-                self._dirty = False
-            best_t, best = math.inf, None
-            if exact:
-                u = self._uncapped
-                f = u.heap[0][0]
-                best_t = self.profile.time_at(self._last_cum + (f - u.v) * u.n)
-                best = u
+            active = self._active
+            if len(active) == 1:  # the common case, kept cheap: one class, no water-filling
+                cls = active[0]
+                if not self.constant and cls is self._uncapped:  # exact mode on a trace
+                    best_t = self.profile.time_at(self._last_cum + (cls.heap[0][0] - cls.v) * cls.n)
+                    if best_t <= now + EPS_S:
+                        self._finish(cls, now)
+                        continue
+                    if best_t < self._timer_at:
+                        self._arm(best_t, now)
+                    return
+                if self._dirty:
+                    if self.constant and cls.profile is None:
+                        fair = self.capacity_bps / cls.n
+                        cls.rate = cls.cap if cls.cap < fair else fair
+                    else:
+                        self._rates(now)
+                    self._dirty = False
+                best_t, best = now + (cls.heap[0][0] - cls.v) / cls.rate if cls.rate > 0.0 else math.inf, cls
             else:
-                for cls in self._active:
+                if self._dirty:
+                    self._rates(now)
+                    self._dirty = False
+                best_t, best = math.inf, None
+                for cls in active:
                     if cls.rate > 0.0:
                         t = now + (cls.heap[0][0] - cls.v) / cls.rate
                         if t < best_t:
@@ -332,7 +369,7 @@ class PsLink(LinkBase):
             if best_t <= now + EPS_S:
                 self._finish(best, now)
                 continue
-            if not exact:
+            if not self.constant or len(active) > 1 or best.profile is not None:
                 change = self._next_change(now)
                 if change < best_t:
                     best_t = change
