@@ -57,7 +57,7 @@ class Simulation:
     def __init__(self, scenario: Scenario, workload: Workload, on_terminal: Callable[[Request], None],
                  base_dir: Path | None = None):
         self.scenario = sc = scenario
-        self.base_dir = base_dir  # where relative bandwidth-trace paths are looked up first
+        self.base_dir = Path(base_dir) if base_dir is not None else None  # relative bandwidth traces
         self._profiles: dict = {}  # each bandwidth trace file is parsed once per run
         self.workload = workload
         self.env = env = simpy.Environment()

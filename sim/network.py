@@ -47,6 +47,7 @@ from typing import Literal, Optional
 
 import numpy as np
 import simpy
+from simpy.events import NORMAL, Event, Timeout
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validator
 
 from sim.bandwidth import BandwidthTraceConfig, ConstantProfile, load_profile
@@ -241,9 +242,12 @@ class PsLink(LinkBase):
         """Process: carry `nbytes` (already including overhead); returns once delivered."""
         env = self.env
         now = env.now
-        self._advance(now)
-        if access is None or isinstance(access, (float, int)):
-            if access is None or access >= self._cap_threshold:
+        if now > self._last_s:
+            self._advance(now)
+        if access is None:
+            cls = self._uncapped
+        elif isinstance(access, (float, int)):
+            if access >= self._cap_threshold:
                 cls = self._uncapped
             else:
                 cls = self._shared.get(access)
@@ -254,7 +258,7 @@ class PsLink(LinkBase):
         if cls.n == 0:
             cls.v = 0.0
             self._active.append(cls)
-        done = env.event()
+        done = Event(env)
         heappush(cls.heap, (cls.v + nbytes * 8.0, next(self._seq), done, now, nbytes))
         cls.n += 1
         self.n += 1
@@ -340,6 +344,18 @@ class PsLink(LinkBase):
             active = self._active
             if len(active) == 1:  # the common case, kept cheap: one class, no water-filling
                 cls = active[0]
+                if self.constant and cls.profile is None:
+                    if self._dirty:
+                        fair = self.capacity_bps / cls.n
+                        cls.rate = cls.cap if cls.cap < fair else fair
+                        self._dirty = False
+                    best_t = now + (cls.heap[0][0] - cls.v) / cls.rate
+                    if best_t <= now + EPS_S:
+                        self._finish(cls, now)
+                        continue
+                    if best_t < self._timer_at:
+                        self._arm(best_t, now)
+                    return
                 if not self.constant and cls is self._uncapped:  # exact mode on a trace
                     best_t = self.profile.time_at(self._last_cum + (cls.heap[0][0] - cls.v) * cls.n)
                     if best_t <= now + EPS_S:
@@ -389,17 +405,16 @@ class PsLink(LinkBase):
         self.events += 1
         self.bytes_carried += nbytes
         self.transfers += 1
-        self._record(nbytes, now - start)
+        duration = now - start
+        self.transfer_s += duration
+        self.slowdowns.add(duration * self.capacity_bps / (nbytes * 8.0) if nbytes > 0 else 1.0)
         done._ok = True  # what Event.succeed does, but delivered after the propagation delay
         done._value = None
-        self.env.schedule(done, delay=self.propagation_s)
+        self.env.schedule(done, NORMAL, self.propagation_s)
 
     def _arm(self, at_s: float, now: float) -> None:
-        timer = simpy.Event(self.env)
-        timer._ok = True
-        timer._value = None
+        timer = Timeout(self.env, at_s - now)
         timer.callbacks.append(self._on_timer)
-        self.env.schedule(timer, delay=at_s - now)
         self._timer, self._timer_at = timer, at_s
 
     def _on_timer(self, timer: simpy.Event) -> None:

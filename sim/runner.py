@@ -74,9 +74,11 @@ def resolve_trace(trace: str, base_dir: Path | None) -> Path:
 
 
 def run(scenario: Scenario | dict | str | os.PathLike, out_dir: str | os.PathLike | None = None,
-        *, progress: bool = False, workload: Workload | None = None) -> Result:
-    """Run a scenario (object, dict or YAML path). With `out_dir`, write the run directory there."""
-    base_dir = None
+        *, progress: bool = False, workload: Workload | None = None, base_dir: Path | None = None) -> Result:
+    """Run a scenario (object, dict or YAML path). With `out_dir`, write the run directory there.
+
+    `base_dir`: where relative file paths in the scenario are looked up first (set from the YAML
+    file's directory when a path is given)."""
     if isinstance(scenario, (str, os.PathLike)):
         scenario, base_dir = load_scenario(scenario)
     elif isinstance(scenario, dict):
