@@ -235,6 +235,7 @@ class PsLink(LinkBase):
         self._timer: simpy.Event | None = None
         self._timer_at = math.inf
         self.events = 0  # link events: arrivals + finishes + timer wake-ups
+        self._spec = None  # (class, record, finish_s) of a lone transfer whose wake-up is already scheduled
 
     # ---------------------------------------------------------------- the process
 
@@ -242,6 +243,8 @@ class PsLink(LinkBase):
         """Process: carry `nbytes` (already including overhead); returns once delivered."""
         env = self.env
         now = env.now
+        if self._spec is not None:
+            self._settle(now)
         if now > self._last_s:
             self._advance(now)
         if access is None:
@@ -258,14 +261,45 @@ class PsLink(LinkBase):
         if cls.n == 0:
             cls.v = 0.0
             self._active.append(cls)
-        done = Event(env)
-        heappush(cls.heap, (cls.v + nbytes * 8.0, next(self._seq), done, now, nbytes))
+        rec = [Event(env), now, nbytes]  # [wake-up event, arrival_s, bytes]
+        heappush(cls.heap, (cls.v + nbytes * 8.0, next(self._seq), rec))
         cls.n += 1
         self.n += 1
         self._dirty = True
         self.events += 1
         self._plan(now)
-        yield done
+        ev = rec[0]
+        while True:
+            yield ev
+            if rec[0] is ev:
+                return
+            ev = rec[0]  # a lone transfer's early wake-up went stale when another arrived
+
+    # ---------------------------------------------------------------- a lone transfer
+    # Most of the time a lightly loaded link carries one transfer. Its finish is then known, so its
+    # wake-up is scheduled directly (one SimPy event, as on a FIFO link). If another transfer
+    # arrives first, that wake-up goes stale: the record gets a fresh event and the process, woken
+    # early, waits again.
+
+    def _speculate(self, cls: _CapClass, finish_s: float, now: float) -> None:
+        rec = cls.heap[0][2]
+        self._spec = (cls, rec, finish_s)
+        done = rec[0]
+        done._ok = True
+        done._value = None
+        self.env.schedule(done, NORMAL, finish_s + self.propagation_s - now)
+
+    def _settle(self, now: float) -> None:
+        """Retire the lone transfer if it is done by `now`; otherwise hand it back to the timer."""
+        cls, rec, finish_s = self._spec
+        self._spec = None
+        if finish_s <= now + EPS_S:
+            self._advance(finish_s)
+            self._finish(cls, finish_s, wake=False)
+            if now > self._last_s:
+                self._advance(now)
+        else:
+            rec[0] = Event(self.env)
 
     # ---------------------------------------------------------------- fluid state
 
@@ -340,6 +374,8 @@ class PsLink(LinkBase):
 
     def _plan(self, now: float) -> None:
         """Finish every transfer due now, then arm the timer for the next finish or rate change."""
+        if self._spec is not None:
+            return
         while self.n:
             active = self._active
             if len(active) == 1:  # the common case, kept cheap: one class, no water-filling
@@ -353,7 +389,9 @@ class PsLink(LinkBase):
                     if best_t <= now + EPS_S:
                         self._finish(cls, now)
                         continue
-                    if best_t < self._timer_at:
+                    if cls.n == 1:
+                        self._speculate(cls, best_t, now)
+                    elif best_t < self._timer_at:
                         self._arm(best_t, now)
                     return
                 if not self.constant and cls is self._uncapped:  # exact mode on a trace
@@ -393,8 +431,8 @@ class PsLink(LinkBase):
                 self._arm(best_t, now)
             return
 
-    def _finish(self, cls: _CapClass, now: float) -> None:
-        _, _, done, start, nbytes = heappop(cls.heap)
+    def _finish(self, cls: _CapClass, now: float, wake: bool = True) -> None:
+        done, start, nbytes = heappop(cls.heap)[2]
         cls.n -= 1
         self.n -= 1
         if cls.n == 0:
@@ -408,9 +446,10 @@ class PsLink(LinkBase):
         duration = now - start
         self.transfer_s += duration
         self.slowdowns.add(duration * self.capacity_bps / (nbytes * 8.0) if nbytes > 0 else 1.0)
-        done._ok = True  # what Event.succeed does, but delivered after the propagation delay
-        done._value = None
-        self.env.schedule(done, NORMAL, self.propagation_s)
+        if wake:
+            done._ok = True  # what Event.succeed does, but delivered after the propagation delay
+            done._value = None
+            self.env.schedule(done, NORMAL, self.propagation_s)
 
     def _arm(self, at_s: float, now: float) -> None:
         timer = Timeout(self.env, at_s - now)
@@ -422,13 +461,25 @@ class PsLink(LinkBase):
             return  # superseded
         self._timer, self._timer_at = None, math.inf
         now = self.env.now
+        if self._spec is not None:
+            if self._spec[2] > now + EPS_S:
+                return  # the lone transfer's wake-up is still right
+            self._settle(now)
         self.events += 1
         self._advance(now)
         self._dirty = True
         self._plan(now)
 
     def active(self) -> int:
+        """Transfers in flight now."""
+        if self._spec is not None and self._spec[2] <= self.env.now + EPS_S:
+            self._settle(self.env.now)
         return self.n
+
+    def stats(self, horizon_s: float) -> dict:
+        if self._spec is not None and self._spec[2] <= horizon_s + EPS_S:
+            self._settle(horizon_s)
+        return super().stats(horizon_s)
 
 
 def _cap_key(cls: _CapClass) -> float:

@@ -40,6 +40,7 @@ def drive(link_cfg: LinkConfig, arrivals_s, sizes_bytes, access=None, base_dir=N
 
     env.process(source())
     env.run()
+    link.stats(env.now)
     return np.asarray(done), link
 
 
@@ -360,6 +361,7 @@ def _tandem(first: LinkConfig, second: LinkConfig, arrivals, sizes, access):
     for i in range(len(sizes)):
         env.process(one(i))
     env.run()
+    a.stats(env.now), b.stats(env.now)  # the public view: settles a lone transfer's bookkeeping
     return np.asarray(mid), np.asarray(end), a, b
 
 
