@@ -173,7 +173,7 @@ class FifoLink(LinkBase):
             # Work-conserving on a trace: a transfer that starts as the previous one ends uses the
             # rest of the delivery opportunity the previous one finished in (byte-fluid).
             prof = self.profile
-            if self.free_at_s >= now:
+            if self.free_at_s >= now and not self.constant:
                 begin = prof.cum_bits(start - 1e-6)
                 if begin < self._end_bits:
                     begin = self._end_bits
@@ -245,6 +245,39 @@ class PsLink(LinkBase):
         now = env.now
         if self._spec is not None:
             self._settle(now)
+        if self.n == 0 and self.constant and (access is None or access.__class__ is float):
+            # An idle link: the newcomer runs alone at min(capacity, its cap) until someone joins.
+            cap = self.capacity_bps
+            if access is None or access >= cap:
+                cls = self._uncapped
+            else:
+                cap = access
+                cls = self._shared.get(access)
+                if cls is None:
+                    cls = self._shared[access] = _CapClass(access)
+            cls.v = 0.0
+            cls.rate = cap
+            cls.n = self.n = 1
+            self._active.append(cls)
+            self._dirty = False
+            self._last_s = now
+            self.events += 1
+            bits = nbytes * 8.0
+            rec = [Event(env), now, nbytes]
+            cls.heap.append((bits, next(self._seq), rec))
+            self._speculate(cls, now + bits / cap, now)
+        else:
+            rec = self._enqueue(nbytes, access, now)
+        ev = rec[0]
+        while True:
+            yield ev
+            if rec[0] is ev:
+                return
+            ev = rec[0]  # a lone transfer's early wake-up went stale when another arrived
+
+    def _enqueue(self, nbytes: int, access, now: float) -> list:
+        """Add a transfer to its cap class and re-plan; returns its record."""
+        env = self.env
         if now > self._last_s:
             self._advance(now)
         if access is None:
@@ -268,12 +301,7 @@ class PsLink(LinkBase):
         self._dirty = True
         self.events += 1
         self._plan(now)
-        ev = rec[0]
-        while True:
-            yield ev
-            if rec[0] is ev:
-                return
-            ev = rec[0]  # a lone transfer's early wake-up went stale when another arrived
+        return rec
 
     # ---------------------------------------------------------------- a lone transfer
     # Most of the time a lightly loaded link carries one transfer. Its finish is then known, so its
@@ -293,11 +321,20 @@ class PsLink(LinkBase):
         """Retire the lone transfer if it is done by `now`; otherwise hand it back to the timer."""
         cls, rec, finish_s = self._spec
         self._spec = None
-        if finish_s <= now + EPS_S:
-            self._advance(finish_s)
-            self._finish(cls, finish_s, wake=False)
-            if now > self._last_s:
-                self._advance(now)
+        if finish_s <= now + EPS_S:  # it is over: book it (its wake-up is already scheduled)
+            self.busy_s += finish_s - self._last_s
+            self._last_s = finish_s
+            cls.heap.clear()
+            cls.n = self.n = 0
+            self._active.clear()
+            self._dirty = True
+            self.events += 1
+            nbytes = rec[2]
+            self.bytes_carried += nbytes
+            self.transfers += 1
+            duration = finish_s - rec[1]
+            self.transfer_s += duration
+            self.slowdowns.add(duration * self.capacity_bps / (nbytes * 8.0) if nbytes > 0 else 1.0)
         else:
             rec[0] = Event(self.env)
 
