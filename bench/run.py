@@ -66,7 +66,7 @@ def bare_simpy_two_fifo(n_requests: int, seed: int = 0) -> float:
 
 
 def two_stage_scenario(trace: Path, n_requests: int, clients: int = 100) -> dict:
-    """The fixed two-stage pipeline: entropy gate, FIFO uplink, FIFO GPU at ρ ≈ 0.7."""
+    """The fixed two-stage pipeline: entropy gate, PS links (the default), FIFO GPU at ρ ≈ 0.7."""
     return {
         "name": "bench-two-stage", "seed": 1, "trace": str(trace),
         "stop": {"requests": n_requests},
@@ -94,6 +94,20 @@ def case_two_stage(trace: Path, workload: Workload, n: int, repeats: int, tmp: P
     return {"case": "two_stage", "requests": n, "clients": 100, "sim_req_per_s": round(sim),
             "floor_req_per_s": round(floor), "ratio": round(sim / floor, 3),
             "ratio_per_repeat": [round(a / b, 3) for a, b in zip(sims, floors)], "target_ratio": 0.3}
+
+
+def case_two_stage_fifo(trace: Path, workload: Workload, n: int, repeats: int, tmp: Path) -> dict:
+    """two_stage with FIFO links (the pre-PS default), beside two_stage (PS links) for comparison."""
+    sims, floors = [], []
+    for k in range(repeats):
+        floors.append(bare_simpy_two_fifo(n, seed=k))
+        sc = two_stage_scenario(trace, n)
+        sc["network"]["uplink"]["discipline"] = sc["network"]["downlink"]["discipline"] = "fifo"
+        sims.append(sim_rate(sc, workload, None))
+    sim, floor = statistics.median(sims), statistics.median(floors)
+    return {"case": "two_stage_fifo", "requests": n, "clients": 100, "sim_req_per_s": round(sim),
+            "floor_req_per_s": round(floor), "ratio": round(sim / floor, 3),
+            "ratio_per_repeat": [round(a / b, 3) for a, b in zip(sims, floors)]}
 
 
 def many_clients_ps_scenario(trace: Path, n_requests: int, clients: int) -> dict:
@@ -215,7 +229,7 @@ def case_ps_event_cost(trace: Path, workload: Workload, n: int, repeats: int, tm
     return out
 
 
-CASES = {"two_stage": case_two_stage, "ps_many_clients": case_ps_many_clients,
+CASES = {"two_stage": case_two_stage, "two_stage_fifo": case_two_stage_fifo, "ps_many_clients": case_ps_many_clients,
          "ps_event_cost": case_ps_event_cost}
 
 

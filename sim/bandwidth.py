@@ -355,3 +355,27 @@ def write_mahimahi(path: str | Path, timestamps_ms: list[int]) -> Path:
     path = Path(path)
     path.write_text("".join(f"{t}\n" for t in timestamps_ms))
     return path
+
+
+def synthetic_rates_mbps(seconds: int, mean_mbps: float, seed: int = 0, sigma: float = 0.6,
+                         memory: float = 0.8, outage_p: float = 0.03) -> list[float]:
+    """Per-second rates of an invented cellular-like uplink: a log-normal AR(1) around `mean_mbps`
+    with short outages. SYNTHETIC: for examples and tests, not a measurement."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    x, out = 0.0, []
+    for _ in range(seconds):
+        x = memory * x + math.sqrt(1 - memory**2) * rng.normal()
+        out.append(0.0 if rng.random() < outage_p else mean_mbps * math.exp(sigma * x - sigma**2 / 2))
+    if out[0] <= 0:
+        out[0] = mean_mbps
+    return out
+
+
+def write_csv_trace(path: str | Path, rates_mbps: list[float], step_s: float = 1.0, note: str = "") -> Path:
+    """Write rates as a `t_s,mbps` CSV trace (one row per step)."""
+    path = Path(path)
+    head = "".join(f"# {line}\n" for line in note.splitlines())
+    path.write_text(head + "t_s,mbps\n" + "".join(f"{i * step_s:g},{r:.3f}\n" for i, r in enumerate(rates_mbps)))
+    return path
