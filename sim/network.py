@@ -201,17 +201,22 @@ class FifoLink(LinkBase):
         """Seconds of queued transmission ahead of a transfer starting now."""
         return max(0.0, self.free_at_s - self.env.now)
 
+    def backlog_bytes(self) -> float:
+        """Bytes still to send, at the nominal capacity (approximate with access caps or a trace)."""
+        return self.backlog_s() * self.capacity_bps / 8.0
+
 
 class _CapClass:
     """Transfers sharing one access cap: they all progress at `rate`; `v` is bits served to each."""
 
-    __slots__ = ("cap", "profile", "n", "v", "heap", "rate")
+    __slots__ = ("cap", "profile", "n", "v", "heap", "rate", "sum_f")
 
     def __init__(self, cap: float, profile=None):
         self.cap = cap
         self.profile = profile  # a per-client trace: the cap is profile.rate_at(t)
         self.n = 0
         self.v = 0.0
+        self.sum_f = 0.0  # sum of members' finish tags: unfinished bits = sum_f - n * v
         self.heap: list = []
         self.rate = 0.0
 
@@ -258,6 +263,7 @@ class PsLink(LinkBase):
             cls.v = 0.0
             cls.rate = cap
             cls.n = self.n = 1
+            cls.sum_f = nbytes * 8.0
             self._active.append(cls)
             self._dirty = False
             self._last_s = now
@@ -292,10 +298,12 @@ class PsLink(LinkBase):
         else:
             cls = _CapClass(math.nan, access)
         if cls.n == 0:
-            cls.v = 0.0
+            cls.v = cls.sum_f = 0.0
             self._active.append(cls)
         rec = [Event(env), now, nbytes]  # [wake-up event, arrival_s, bytes]
-        heappush(cls.heap, (cls.v + nbytes * 8.0, next(self._seq), rec))
+        tag = cls.v + nbytes * 8.0
+        cls.sum_f += tag
+        heappush(cls.heap, (tag, next(self._seq), rec))
         cls.n += 1
         self.n += 1
         self._dirty = True
@@ -326,6 +334,7 @@ class PsLink(LinkBase):
             self._last_s = finish_s
             cls.heap.clear()
             cls.n = self.n = 0
+            cls.sum_f = 0.0
             self._active.clear()
             self._dirty = True
             self.events += 1
@@ -469,10 +478,12 @@ class PsLink(LinkBase):
             return
 
     def _finish(self, cls: _CapClass, now: float, wake: bool = True) -> None:
-        done, start, nbytes = heappop(cls.heap)[2]
+        tag, _, (done, start, nbytes) = heappop(cls.heap)
         cls.n -= 1
         self.n -= 1
+        cls.sum_f -= tag
         if cls.n == 0:
+            cls.sum_f = 0.0
             self._active.remove(cls)
             if cls.profile is None and cls is not self._uncapped and len(self._shared) > 64:
                 del self._shared[cls.cap]
@@ -506,6 +517,19 @@ class PsLink(LinkBase):
         self._advance(now)
         self._dirty = True
         self._plan(now)
+
+    def backlog_bytes(self) -> float:
+        """Bytes the transfers in flight still have to send."""
+        now = self.env.now
+        if self._spec is not None and self._spec[2] <= now + EPS_S:
+            self._settle(now)
+        if now > self._last_s:
+            self._advance(now)  # serve up to now at the rates in force (the plan stays valid)
+        return max(0.0, sum(c.sum_f - c.n * c.v for c in self._active)) / 8.0
+
+    def backlog_s(self) -> float:
+        """Unfinished work in seconds at the nominal capacity (the trace's mean on a trace link)."""
+        return self.backlog_bytes() * 8.0 / self.capacity_bps
 
     def active(self) -> int:
         """Transfers in flight now."""

@@ -415,3 +415,25 @@ def test_bytes_are_conserved_with_mixed_disciplines_and_many_concurrent_transfer
                     assert out[i] - arr[i] >= bits[i] / cap * (1 - 1e-9) - 1e-12
 
     check()
+
+
+@pytest.mark.parametrize("discipline", ["ps", "fifo"])
+@pytest.mark.parametrize("count", [1, 3])
+def test_backlog_is_the_unfinished_work(discipline, count):
+    """8 Mbit/s drains 1 MB/s: `count` MB sent at t=0 leave count - t MB at time t."""
+    env = simpy.Environment()
+    ln = build_link(env, link(discipline))
+    seen = []
+
+    def probe():
+        for t in (0.25, 0.5, 0.75, 1.5):
+            yield env.timeout(t - env.now)
+            seen.append((ln.backlog_bytes(), ln.backlog_s()))
+
+    for _ in range(count):
+        env.process(ln.transfer(1e6))
+    env.process(probe())
+    env.run()
+    want = [max(0.0, count * 1e6 - t * 1e6) for t in (0.25, 0.5, 0.75, 1.5)]
+    np.testing.assert_allclose([b for b, _ in seen], want, atol=1e-3)
+    np.testing.assert_allclose([s for _, s in seen], np.array(want) / 1e6, atol=1e-9)
