@@ -28,7 +28,10 @@ The link runs one pending timer at a time. SimPy cannot cancel a timeout, so the
 event whose callback ignores it unless it is still `self._timer`. An arrival only ever delays
 other transfers, so it replaces the timer only if the newcomer itself would finish first;
 otherwise the old timer fires early and re-plans. A finish wakes its transfer's process after the
-propagation delay through a single scheduled event.
+propagation delay through a single scheduled event. A transfer alone on a constant-capacity link
+has a known finish, so its wake-up is scheduled at once with no timer (one SimPy event, as FIFO);
+if another transfer joins first, that wake-up goes stale and the process waits again.
+`backlog_bytes()` / `backlog_s()` give the unfinished work (per class: sum of tags - n * V, O(K)).
 
 Stats (summary.json "uplink"/"downlink"): utilisation = bits carried / capacity bits offered over
 the run; busy_fraction = time with >= 1 transfer; mean_active_transfers (time average); bytes
