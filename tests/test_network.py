@@ -437,3 +437,15 @@ def test_backlog_is_the_unfinished_work(discipline, count):
     want = [max(0.0, count * 1e6 - t * 1e6) for t in (0.25, 0.5, 0.75, 1.5)]
     np.testing.assert_allclose([b for b, _ in seen], want, atol=1e-3)
     np.testing.assert_allclose([s for _, s in seen], np.array(want) / 1e6, atol=1e-9)
+
+
+def test_maxmin_with_a_time_varying_access_trace(tmp_path):
+    """C = 6. A's access trace gives 2 Mbit/s for 1 s, then 6. B is uncapped.
+    [0,1): fair 3, A capped at 2, B gets 4. At t=1 A has 3 Mbit left, B 6: cap 6 > fair 3, so 3 each.
+    A ends at 2.0; B has 3 left alone at 6 -> 2.5."""
+    from sim.bandwidth import parse_csv
+
+    path = tmp_path / "acc.csv"
+    path.write_text("t_s,mbps\n0,2\n1,6\n")
+    done, ps = drive(link("ps", capacity_mbps=6), [0, 0], [mbit(5), mbit(10)], access=[parse_csv(path), None])
+    np.testing.assert_allclose(done, [2.0, 2.5], atol=1e-9)
