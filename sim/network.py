@@ -244,6 +244,8 @@ class PsLink(LinkBase):
         self._timer_at = math.inf
         self.events = 0  # link events: arrivals + finishes + timer wake-ups
         self._spec = None  # (class, record, finish_s) of a lone transfer whose wake-up is already scheduled
+        self._order: list | None = None  # active classes by cap; rebuilt when membership changes
+        self._n_traced = 0  # active classes whose cap follows a trace (their order changes with time)
 
     # ---------------------------------------------------------------- the process
 
@@ -268,6 +270,7 @@ class PsLink(LinkBase):
             cls.n = self.n = 1
             cls.sum_f = nbytes * 8.0
             self._active.append(cls)
+            self._order = None
             self._dirty = False
             self._last_s = now
             self.events += 1
@@ -303,6 +306,9 @@ class PsLink(LinkBase):
         if cls.n == 0:
             cls.v = cls.sum_f = 0.0
             self._active.append(cls)
+            self._order = None
+            if cls.profile is not None:
+                self._n_traced += 1
         rec = [Event(env), now, nbytes]  # [wake-up event, arrival_s, bytes]
         tag = cls.v + nbytes * 8.0
         cls.sum_f += tag
@@ -339,6 +345,7 @@ class PsLink(LinkBase):
             cls.n = self.n = 0
             cls.sum_f = 0.0
             self._active.clear()
+            self._order = None
             self._dirty = True
             self.events += 1
             nbytes = rec[2]
@@ -400,8 +407,10 @@ class PsLink(LinkBase):
         for cls in active:
             if cls.profile is not None:
                 cls.cap = cls.profile.rate_at(now + EPS_S)
+        if self._order is None or self._n_traced:
+            self._order = sorted(active, key=_cap_key)
         remaining, left = capacity, self.n
-        for cls in sorted(active, key=_cap_key):
+        for cls in self._order:
             fair = remaining / left
             if cls.cap <= fair:
                 cls.rate = cls.cap
@@ -488,6 +497,9 @@ class PsLink(LinkBase):
         if cls.n == 0:
             cls.sum_f = 0.0
             self._active.remove(cls)
+            self._order = None
+            if cls.profile is not None:
+                self._n_traced -= 1
             if cls.profile is None and cls is not self._uncapped and len(self._shared) > 64:
                 del self._shared[cls.cap]
         self._dirty = True
