@@ -246,6 +246,8 @@ class PsLink(LinkBase):
         self._spec = None  # (class, record, finish_s) of a lone transfer whose wake-up is already scheduled
         self._order: list | None = None  # active classes by cap; rebuilt when membership changes
         self._n_traced = 0  # active classes whose cap follows a trace (their order changes with time)
+        self._all_capped = False  # valid while not _dirty: every active class runs at its cap ...
+        self._slack_bps = 0.0  # ... leaving this much capacity unused
 
     # ---------------------------------------------------------------- the process
 
@@ -267,6 +269,8 @@ class PsLink(LinkBase):
                     cls = self._shared[access] = _CapClass(access)
             cls.v = 0.0
             cls.rate = cap
+            self._all_capped = cls is not self._uncapped
+            self._slack_bps = self.capacity_bps - cap
             cls.n = self.n = 1
             cls.sum_f = nbytes * 8.0
             self._active.append(cls)
@@ -315,8 +319,18 @@ class PsLink(LinkBase):
         heappush(cls.heap, (tag, next(self._seq), rec))
         cls.n += 1
         self.n += 1
-        self._dirty = True
         self.events += 1
+        cap = cls.cap
+        if (self._all_capped and not self._dirty and self._spec is None and cls.profile is None
+                and cap <= self._slack_bps - 1e-9 * self.capacity_bps):
+            # It fits under its cap and nobody else's rate changes: O(log n), no water-filling.
+            cls.rate = cap
+            self._slack_bps -= cap
+            finish = now + nbytes * 8.0 / cap
+            if finish < self._timer_at:
+                self._arm(finish, now)
+            return rec
+        self._dirty = True
         self._plan(now)
         return rec
 
@@ -356,6 +370,7 @@ class PsLink(LinkBase):
             self.slowdowns.add(duration * self.capacity_bps / (nbytes * 8.0) if nbytes > 0 else 1.0)
         else:
             rec[0] = Event(self.env)
+            self._dirty = True  # it needs a timer again: re-plan
 
     # ---------------------------------------------------------------- fluid state
 
@@ -410,15 +425,19 @@ class PsLink(LinkBase):
         if self._order is None or self._n_traced:
             self._order = sorted(active, key=_cap_key)
         remaining, left = capacity, self.n
+        all_capped = True
         for cls in self._order:
             fair = remaining / left
             if cls.cap <= fair:
                 cls.rate = cls.cap
                 remaining -= cls.cap * cls.n
                 left -= cls.n
-            else:
+            else:  # this class and every later one (larger caps) share `fair`
                 cls.rate = fair
-        # classes after the break all share `fair` (set in the loop: their cap > fair as caps ascend)
+                all_capped = False
+        # Every class at its cap: capacity to spare, so a newcomer that fits leaves every rate as is.
+        self._all_capped = all_capped and self.constant and not self._n_traced
+        self._slack_bps = remaining
 
     def _next_change(self, now: float) -> float:
         """The next time a rate changes by itself (a trace step), in rate mode."""
@@ -442,6 +461,8 @@ class PsLink(LinkBase):
                     if self._dirty:
                         fair = self.capacity_bps / cls.n
                         cls.rate = cls.cap if cls.cap < fair else fair
+                        self._all_capped = cls.cap < fair
+                        self._slack_bps = self.capacity_bps - cls.rate * cls.n
                         self._dirty = False
                     best_t = now + (cls.heap[0][0] - cls.v) / cls.rate
                     if best_t <= now + EPS_S:
@@ -493,6 +514,10 @@ class PsLink(LinkBase):
         tag, _, (done, start, nbytes) = heappop(cls.heap)
         cls.n -= 1
         self.n -= 1
+        if self._all_capped and not self._dirty:
+            self._slack_bps += cls.rate  # the others stay at their caps
+        else:
+            self._dirty = True
         cls.sum_f -= tag
         if cls.n == 0:
             cls.sum_f = 0.0
@@ -502,7 +527,6 @@ class PsLink(LinkBase):
                 self._n_traced -= 1
             if cls.profile is None and cls is not self._uncapped and len(self._shared) > 64:
                 del self._shared[cls.cap]
-        self._dirty = True
         self.events += 1
         self.bytes_carried += nbytes
         self.transfers += 1
@@ -530,7 +554,8 @@ class PsLink(LinkBase):
             self._settle(now)
         self.events += 1
         self._advance(now)
-        self._dirty = True
+        if not self.constant or self._n_traced:
+            self._dirty = True  # a trace stepped
         self._plan(now)
 
     def backlog_bytes(self) -> float:

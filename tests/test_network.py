@@ -449,3 +449,54 @@ def test_maxmin_with_a_time_varying_access_trace(tmp_path):
     path.write_text("t_s,mbps\n0,2\n1,6\n")
     done, ps = drive(link("ps", capacity_mbps=6), [0, 0], [mbit(5), mbit(10)], access=[parse_csv(path), None])
     np.testing.assert_allclose(done, [2.0, 2.5], atol=1e-9)
+
+
+def reference_maxmin_ps(capacity_bps, arrivals, sizes_bytes, caps):
+    """A brute-force fluid max-min PS (O(n) water-filling per event) to check PsLink against."""
+    n = len(arrivals)
+    left = [s * 8.0 for s in sizes_bytes]
+    done = [np.nan] * n
+    order = sorted(range(n), key=lambda i: arrivals[i])
+    active, t, k = [], 0.0, 0
+    while k < n or active:
+        rates = {}
+        remaining, pending = capacity_bps, sorted(active, key=lambda i: caps[i] or np.inf)
+        while pending:
+            fair = remaining / len(pending)
+            i = pending[0]
+            if caps[i] is not None and caps[i] <= fair:
+                rates[i] = caps[i]
+                remaining -= caps[i]
+                pending.pop(0)
+            else:
+                for j in pending:
+                    rates[j] = fair
+                break
+        t_next_arrival = arrivals[order[k]] if k < n else np.inf
+        t_next_finish = min((t + left[i] / rates[i] for i in active), default=np.inf)
+        t_new = min(t_next_arrival, t_next_finish)
+        for i in active:
+            left[i] -= rates[i] * (t_new - t)
+        t = t_new
+        for i in list(active):
+            if left[i] <= 1e-6:
+                done[i] = t
+                active.remove(i)
+        while k < n and arrivals[order[k]] <= t:
+            active.append(order[k])
+            k += 1
+    return np.asarray(done)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_ps_matches_a_brute_force_maxmin_reference(seed):
+    """Finish times equal a brute-force max-min fluid model (light and heavy load, caps and ties)."""
+    rng = np.random.default_rng(seed)
+    n = 150
+    arrivals = np.sort(rng.uniform(0, [3.0, 1.0][seed % 2], n))
+    if seed % 4 == 3:
+        arrivals = np.round(arrivals, 1)  # batches arriving at the same instant
+    sizes = rng.exponential(40_000, n) + 100
+    caps = [None if c == 0 else float(c) * 1e6 for c in rng.choice([0, 0.5, 1, 2, 5], n)]
+    done, _ = drive(link("ps", capacity_mbps=10), arrivals, sizes, access=caps)
+    np.testing.assert_allclose(done, reference_maxmin_ps(10e6, arrivals, sizes, caps), rtol=1e-7, atol=1e-7)
