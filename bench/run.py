@@ -162,7 +162,7 @@ def case_ps_many_clients(trace: Path, workload: Workload, n: int, repeats: int, 
     per_repeat = [a / b for a, b in zip(ratios[10_000], ratios[100])]
     out["ratio_10k_over_100"] = round(statistics.median(per_repeat), 3)
     out["ratio_10k_over_light_100"] = round(statistics.median([a / b for a, b in zip(ratios[10_000], ratios[0])]), 3)
-    out["target_ratio_10k_over_100"] = 0.5
+    out["target_ratio_10k_over_100"] = out["target_ratio_10k_over_light_100"] = 0.5
     return out
 
 

@@ -279,9 +279,14 @@ class PsLink(LinkBase):
             self._last_s = now
             self.events += 1
             bits = nbytes * 8.0
-            rec = [Event(env), now, nbytes]
+            done = Event(env)
+            rec = [done, now, nbytes]
             cls.heap.append((bits, next(self._seq), rec))
-            self._speculate(cls, now + bits / cap, now)
+            finish = now + bits / cap
+            self._spec = (cls, rec, finish)  # as _speculate, inlined on the hot path
+            done._ok = True
+            done._value = None
+            env.schedule(done, NORMAL, finish + self.propagation_s - now)
         else:
             rec = self._enqueue(nbytes, access, now)
         ev = rec[0]
