@@ -315,9 +315,12 @@ def resolve_path(path: str, base_dir: Path | None = None) -> Path:
     p = Path(path)
     if p.is_absolute():
         return p
-    if base_dir is not None and (base_dir / p).is_file():
-        return base_dir / p
-    return Path.cwd() / p
+    candidates = ([base_dir / p] if base_dir is not None else []) + [Path.cwd() / p]
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise BandwidthTraceError(f"bandwidth trace not found: {path} (looked in: "
+                              + ", ".join(str(c.parent) for c in candidates) + ")")
 
 
 def load_profile(cfg, base_dir: Path | None = None, _cache: Optional[dict] = None):
