@@ -255,8 +255,28 @@ class PsLink(LinkBase):
         """Process: carry `nbytes` (already including overhead); returns once delivered."""
         env = self.env
         now = env.now
-        if self._spec is not None:
-            self._settle(now)
+        spec = self._spec
+        if spec is not None:
+            if spec[2] <= now + EPS_S:  # the lone transfer is over: book it (as _settle, inlined)
+                self._spec = None
+                cls, rec, finish_s = spec
+                self.busy_s += finish_s - self._last_s
+                self._last_s = finish_s
+                cls.heap.clear()
+                cls.n = self.n = 0
+                cls.sum_f = 0.0
+                self._active.clear()
+                self._order = None
+                self.events += 1
+                nbytes_done = rec[2]
+                self.bytes_carried += nbytes_done
+                self.transfers += 1
+                duration = finish_s - rec[1]
+                self.transfer_s += duration
+                self.slowdowns.add(duration * self.capacity_bps / (nbytes_done * 8.0) if nbytes_done > 0 else 1.0)
+                self._dirty = True
+            else:
+                self._settle(now)
         if self.n == 0 and self.constant and (access is None or access.__class__ is float):
             # An idle link: the newcomer runs alone at min(capacity, its cap) until someone joins.
             cap = self.capacity_bps
