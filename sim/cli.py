@@ -47,7 +47,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if workload.synthetic and not args.quiet:
         print(f"note: trace {workload.path.name} is SYNTHETIC (invented numbers, for tests only)", file=sys.stderr)
     result = run(scenario, out, progress=not args.no_progress and not args.quiet, workload=workload,
-                 audit=args.audit)
+                 audit=args.audit, base_dir=base_dir)
     if not args.quiet:
         print(format_summary(result.summary))
         print(f"wrote {out / 'events.parquet'}, {out / 'summary.json'}")

@@ -8,12 +8,15 @@ requests as the arrival process asks. Every request ends with one terminal recor
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Callable
 
 import simpy
 
 from sim.arrivals import arrival_processes
+from sim.bandwidth import BandwidthTraceError, ConstantProfile, ShiftedProfile, load_profile, period_s
 from sim.edge import EdgeDevices
+from sim.errors import ConfigError
 from sim.latency import Job
 from sim.network import build_link
 from sim.policies import policies
@@ -51,15 +54,18 @@ class Request:
 class Simulation:
     """One scenario's world: environment, components, and the request factory."""
 
-    def __init__(self, scenario: Scenario, workload: Workload, on_terminal: Callable[[Request], None]):
+    def __init__(self, scenario: Scenario, workload: Workload, on_terminal: Callable[[Request], None],
+                 base_dir: Path | None = None):
         self.scenario = sc = scenario
+        self.base_dir = Path(base_dir) if base_dir is not None else None  # relative bandwidth traces
+        self._profiles: dict = {}  # each bandwidth trace file is parsed once per run
         self.workload = workload
         self.env = env = simpy.Environment()
         self.streams = Streams(sc.seed)
         self.model = sc.server.model  # a ModelProfile
         self.edge = sc.clients.edge.device  # an EdgeProfile: prep_s, crop_s, hardware
-        self.uplink = build_link(env, sc.network.uplink)
-        self.downlink = build_link(env, sc.network.downlink)
+        self.uplink = self._build_link("network.uplink", sc.network.uplink)
+        self.downlink = self._build_link("network.downlink", sc.network.downlink)
         self.server = build_server(env, sc.server, self.streams["service"])
         self.edge_devices = EdgeDevices(env, sc.clients.edge, sc.clients.count, self.streams["edge"])
         self.policy = policies.build(sc.policy, workload, self.streams["policy"])
@@ -84,17 +90,42 @@ class Simulation:
         self.audit = None
         arrival_processes.build(sc.clients.arrival, self, sc.clients.count)
 
-    def _assign_link_classes(self) -> list[float]:
-        """Each client's access rate: classes get exact shares of the clients, in a seeded shuffle."""
+    def _assign_link_classes(self) -> list:
+        """Each client's access rate: classes get exact shares of the clients, in a seeded shuffle.
+
+        A constant class gives a rate in bit/s; a trace class gives each client the trace started
+        at a uniform random offset in its period, drawn from the `network` stream.
+        """
         sc = self.scenario.clients
         shares = [c.share for c in sc.link_classes]
         counts = [int(s * sc.count) for s in shares]
         by_remainder = sorted(range(len(shares)), key=lambda k: (-(shares[k] * sc.count - counts[k]), k))
         for k in by_remainder[: sc.count - sum(counts)]:
             counts[k] += 1
-        rates = [c.uplink_mbps * 1e6 for c, n in zip(sc.link_classes, counts) for _ in range(n)]
+        rates = [c.uplink_mbps * 1e6 if c.uplink_mbps is not None else c
+                 for c, n in zip(sc.link_classes, counts) for _ in range(n)]
         order = self.streams["clients"].permutation(sc.count)
-        return [rates[i] for i in order]
+        access = [rates[i] for i in order]
+        if any(c.bandwidth_trace is not None for c in sc.link_classes):
+            offsets = self.streams["network"].random(sc.count).tolist()
+            for client, c in enumerate(access):
+                if not isinstance(c, float):
+                    k = sc.link_classes.index(c)
+                    try:
+                        base = load_profile(c.bandwidth_trace, self.base_dir, self._profiles)
+                    except BandwidthTraceError as exc:
+                        raise ConfigError(f"clients.link_classes[{k}].bandwidth_trace", str(exc)) from None
+                    if isinstance(base, ConstantProfile):
+                        access[client] = base.bps
+                    else:
+                        access[client] = ShiftedProfile(base, offsets[client] * period_s(base))
+        return access
+
+    def _build_link(self, path: str, cfg):
+        try:
+            return build_link(self.env, cfg, self.base_dir, self._profiles)
+        except BandwidthTraceError as exc:
+            raise ConfigError(f"{path}.bandwidth_trace", str(exc)) from None
 
     def _build_jobs(self) -> dict[int, list[Job]]:
         """The GPU jobs of each sample for stage 1, the attention pass (0) and stage 2."""

@@ -83,13 +83,15 @@ def resolve_trace(trace: str, base_dir: Path | None) -> Path:
 
 
 def run(scenario: Scenario | dict | str | os.PathLike, out_dir: str | os.PathLike | None = None,
-        *, progress: bool = False, workload: Workload | None = None, audit: bool = False) -> Result:
+        *, progress: bool = False, workload: Workload | None = None, audit: bool = False,
+        base_dir: Path | None = None) -> Result:
     """Run a scenario (object, dict or YAML path). With `out_dir`, write the run directory there.
 
     `audit=True` also writes audit.parquet (every transfer and GPU pass) for `edgevlm check`.
     Ctrl-C writes the partial outputs (summary `"complete": false`) and raises RunInterrupted.
+    `base_dir`: where relative file paths in the scenario are looked up first (set from the YAML
+    file's directory when a path is given).
     """
-    base_dir = None
     if isinstance(scenario, (str, os.PathLike)):
         scenario, base_dir = load_scenario(scenario)
     elif isinstance(scenario, dict):
@@ -102,10 +104,11 @@ def run(scenario: Scenario | dict | str | os.PathLike, out_dir: str | os.PathLik
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         rundir.prepare(out)
-    return _simulate(scenario, workload, out, progress, audit)
+    return _simulate(scenario, workload, out, progress, audit, base_dir)
 
 
-def _simulate(sc: Scenario, workload: Workload, out: Path | None, progress: bool, audit: bool = False) -> Result:
+def _simulate(sc: Scenario, workload: Workload, out: Path | None, progress: bool, audit: bool = False,
+              base_dir: Path | None = None) -> Result:
     meta = {b"edgevlm_scenario": sc.to_yaml().encode(), b"edgevlm_scenario_hash": sc.hash().encode()}
     tmp_events = tmp_audit = None
     if out is not None:
@@ -123,7 +126,7 @@ def _simulate(sc: Scenario, workload: Workload, out: Path | None, progress: bool
 
     interrupted = False
     try:
-        sim = Simulation(sc, workload, on_terminal)
+        sim = Simulation(sc, workload, on_terminal, base_dir=base_dir)
         if audit:
             sim.audit = AuditLog(tmp_audit)
         with stop_on_sigint(sim.env):

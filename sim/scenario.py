@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, V
 from sim import yamlsafe
 from sim.arrivals import arrival_processes
 from sim.errors import ConfigError
+from sim.bandwidth import BandwidthTraceConfig
 from sim.edge import EdgeConfig
 from sim.hardening import check_values
 from sim.latency import RooflineLatency, latency_models
@@ -54,8 +55,18 @@ class StopConfig(Strict):
 
 
 class LinkClass(Strict):
+    """A share of the clients with one access link: a constant `uplink_mbps` or a bandwidth trace
+    (each client then starts at its own seeded random offset in the trace)."""
+
     share: float = Field(gt=0, le=1)
-    uplink_mbps: PositiveFloat
+    uplink_mbps: Optional[PositiveFloat] = None
+    bandwidth_trace: Optional[BandwidthTraceConfig] = None
+
+    @model_validator(mode="after")
+    def _one_rate(self):
+        if (self.uplink_mbps is None) == (self.bandwidth_trace is None):
+            raise ValueError("give exactly one of 'uplink_mbps' or 'bandwidth_trace'")
+        return self
 
 
 class ClientsConfig(Strict):
