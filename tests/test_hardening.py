@@ -69,7 +69,7 @@ SCENARIO_CASES = [
     ("missing kind", mutate("policy", {"threshold": 1.0}), ["policy", "needs a 'kind'"]),
     ("unknown model", mutate("server.model", "gpt-5"), ["server.model", "llava-1.5-7b"]),
     ("typo key", mutate("slo.deadlin_s", 2), ["slo.deadlin_s", "did you mean 'deadline_s'"]),
-    ("missing required", mutate("network.uplink", {}), ["network.uplink.capacity_mbps", "missing"]),
+    ("missing required", mutate("network.uplink", {}), ["network.uplink:", "capacity_mbps", "bandwidth_trace"]),
     ("union member not in path", mutate("policy.tokens", "some"), ["policy.tokens:", "integer"]),
     ("huge client count", mutate("clients.count", 10 ** 11), ["clients.count", "less than or equal to 1000000"]),
     ("quality not in trace", mutate("policy.jpeg_quality", 80), ["policy.jpeg_quality", "10, 25, 50, 75, 95"]),
