@@ -1,0 +1,238 @@
+"""The VLM backend interface used by trace extraction, its settings, and the backend factory.
+
+A backend wraps one vision-language model and offers:
+  load(path, device, dtype)           -> backend (classmethod)
+  encode(images, question)            -> Encoded: model inputs for one prompt holding the image(s)
+  generate(encoded, max_new_tokens)   -> Generation: greedy tokens, per-step full-vocabulary logits, timings
+  attention_to_image(image, question) -> AttentionMaps: question / generic / relative maps, shape visual_grid()
+  visual_grid()                       -> (rows, cols) of visual tokens per image
+Images given to a backend are already resized to vision_input_px x vision_input_px (extract does that).
+
+Settings (BackendSettings) start from the per-model defaults of the implementation; an optional
+`edgevlm.json` file in a local checkpoint directory overrides them, and CLI flags override both.
+Keys of edgevlm.json (all optional; unknown keys are an error):
+  model_id          str   id written to trace provenance (default: the path given to --model)
+  prompt_template   str   prompt with "{images}" and "{question}" (LLaVA default:
+                          "USER: {images}\\n{question} ASSISTANT:"); for two images {images} becomes
+                          the image placeholder twice, joined by image_joiner
+  image_joiner      str   text between image placeholders (default "\\n")
+  question_suffix   str   appended to every question, e.g. "\\nAnswer the question using a single
+                          word or phrase." for LLaVA-1.5 VQA evaluation (default "")
+  generic_prompt    str   the "question" of the generic attention pass
+                          (default "Write a general description of the image.")
+  attention_layer   int   decoder layer whose attention is used (LLaVA default: 14 of 32, i.e. scaled
+                          as round(14/32 * L) for an L-layer model; Qwen2.5-VL likewise)
+  vision_input_px   int   square side the images are resized to (LLaVA: must equal the vision
+                          tower's image_size; Qwen2.5-VL default 224, a multiple of patch*merge)
+  max_new_tokens    int   greedy decode limit (default 16)
+  box_pad_px        int   pixels added on every side of the crop box (default 0)
+  attention_eps     float guard in relative attention: question / (generic + eps) (default 1e-8)
+  dtype             str   "float32" | "float16" | "bfloat16" | "auto" (default "auto": the
+                          checkpoint's dtype on GPU, float32 on CPU)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+GENERIC_PROMPT = "Write a general description of the image."
+SETTINGS_FILE = "edgevlm.json"
+
+
+class BackendError(ValueError):
+    """A model cannot be loaded or configured; the message names the file/key and the allowed values."""
+
+
+@dataclass(frozen=True)
+class BackendSettings:
+    prompt_template: str = "USER: {images}\n{question} ASSISTANT:"
+    image_joiner: str = "\n"
+    question_suffix: str = ""
+    generic_prompt: str = GENERIC_PROMPT
+    attention_layer: int | None = None        # None: the implementation's per-model default
+    vision_input_px: int | None = None        # None: derived from the model config
+    max_new_tokens: int = 16
+    box_pad_px: int = 0
+    attention_eps: float = 1e-8
+    dtype: str = "auto"
+    model_id: str | None = None
+
+    def merged(self, overrides: dict[str, Any], where: str) -> "BackendSettings":
+        """A copy with `overrides` applied; each key and value type is checked."""
+        known = {f.name: f for f in fields(self)}
+        clean = {}
+        for key, value in overrides.items():
+            if key not in known:
+                raise BackendError(f"{where}: unknown key '{key}'; allowed keys: {', '.join(known)}")
+            if value is None:
+                continue
+            clean[key] = _check_setting(key, value, where)
+        return replace(self, **clean)
+
+
+_INT_KEYS = {"attention_layer": 0, "vision_input_px": 1, "max_new_tokens": 1, "box_pad_px": 0}
+_DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+def _check_setting(key: str, value: Any, where: str) -> Any:
+    if key in _INT_KEYS:
+        if not isinstance(value, int) or isinstance(value, bool) or value < _INT_KEYS[key]:
+            raise BackendError(f"{where}: '{key}' must be an integer >= {_INT_KEYS[key]}, got {value!r}")
+        return value
+    if key == "attention_eps":
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+            raise BackendError(f"{where}: 'attention_eps' must be a positive number, got {value!r}")
+        return float(value)
+    if key == "dtype":
+        if value not in _DTYPES:
+            raise BackendError(f"{where}: 'dtype' must be one of {', '.join(_DTYPES)}, got {value!r}")
+        return value
+    if not isinstance(value, str):
+        raise BackendError(f"{where}: '{key}' must be a string, got {type(value).__name__}")
+    if key == "prompt_template":
+        for part in ("{images}", "{question}"):
+            if part not in value:
+                raise BackendError(f"{where}: 'prompt_template' must contain {part}, got {value!r}")
+    return value
+
+
+def read_settings_file(model_path: str | os.PathLike) -> dict[str, Any]:
+    """The overrides in <model_path>/edgevlm.json, or {} when there is none."""
+    p = Path(model_path) / SETTINGS_FILE
+    if not p.is_file():
+        return {}
+    try:
+        obj = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BackendError(f"{p}: not readable JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise BackendError(f"{p}: must hold a JSON object of settings")
+    return obj
+
+
+@dataclass
+class Encoded:
+    """Model inputs for one prompt with its images, plus what extraction needs to know about them."""
+
+    inputs: dict[str, Any]                     # tensors on the model's device
+    image_positions: list[np.ndarray]          # per image: sequence positions of its visual tokens
+    prompt_tokens: int                         # text tokens (all tokens minus visual tokens)
+    n_images: int
+
+
+@dataclass
+class Generation:
+    """Greedy decode output. `logits` holds one full-vocabulary row per step in `tokens`."""
+
+    tokens: list[int]
+    text: str
+    logits: np.ndarray                         # (len(tokens), vocab) float32
+    stopped_on_eos: bool
+    t_vision_s: float | None = None
+    t_prefill_s: float | None = None
+    t_decode_token_s: float | None = None
+
+
+@dataclass
+class AttentionMaps:
+    """Head-averaged attention of the last prompt position to the image tokens, as (rows, cols) grids."""
+
+    question: np.ndarray
+    generic: np.ndarray
+    relative: np.ndarray
+    layer: int
+
+
+class VLMBackend(ABC):
+    """One loaded VLM. Implementations: models.llava.LlavaBackend, models.qwen.QwenVLBackend."""
+
+    name: str = "base"
+    settings: BackendSettings
+    model_id: str
+
+    @classmethod
+    @abstractmethod
+    def load(cls, path: str, *, device: str = "cpu", settings: BackendSettings | None = None,
+             overrides: dict[str, Any] | None = None) -> "VLMBackend":
+        """Load weights, tokenizer and image processor from a local directory or hub id."""
+
+    @property
+    @abstractmethod
+    def vision_input_px(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def attention_layer(self) -> int: ...
+
+    @abstractmethod
+    def visual_grid(self) -> tuple[int, int]:
+        """(rows, cols) of visual tokens of one image."""
+
+    @property
+    def visual_tokens_per_image(self) -> int:
+        rows, cols = self.visual_grid()
+        return rows * cols
+
+    @abstractmethod
+    def encode(self, images: Sequence[Any], question: str) -> Encoded: ...
+
+    @abstractmethod
+    def generate(self, encoded: Encoded, max_new_tokens: int | None = None) -> Generation: ...
+
+    @abstractmethod
+    def attention_to_image(self, image: Any, question: str) -> AttentionMaps: ...
+
+    def describe(self) -> dict[str, Any]:
+        """Backend facts for trace provenance."""
+        s = self.settings
+        return {"backend": self.name, "attention_layer": self.attention_layer,
+                "prompt_template": s.prompt_template, "image_joiner": s.image_joiner,
+                "question_suffix": s.question_suffix, "generic_prompt": s.generic_prompt,
+                "max_new_tokens": s.max_new_tokens, "attention_eps": s.attention_eps}
+
+
+BACKENDS = ("auto", "llava", "qwen2_5_vl")
+
+
+def detect_backend(path: str) -> str:
+    """'llava' or 'qwen2_5_vl' from the checkpoint's config.json model_type (local dirs or hub ids)."""
+    cfg_path = Path(path) / "config.json"
+    if cfg_path.is_file():
+        try:
+            model_type = json.loads(cfg_path.read_text(encoding="utf-8")).get("model_type")
+        except (OSError, ValueError) as exc:
+            raise BackendError(f"{cfg_path}: not readable JSON ({exc})") from None
+    elif Path(path).exists():
+        raise BackendError(f"{path}: no config.json; expected a Hugging Face checkpoint directory")
+    else:
+        from transformers import AutoConfig  # hub id: needs network access or the local HF cache
+        try:
+            model_type = AutoConfig.from_pretrained(path).model_type
+        except (OSError, ValueError) as exc:
+            raise BackendError(f"--model {path!r}: not a local directory and not loadable from the "
+                               f"Hugging Face hub/cache ({str(exc).splitlines()[0]})") from None
+    if model_type == "llava":
+        return "llava"
+    if model_type == "qwen2_5_vl":
+        return "qwen2_5_vl"
+    raise BackendError(f"{path}: model_type {model_type!r} is not supported; supported: llava, qwen2_5_vl")
+
+
+def load_backend(path: str, *, backend: str = "auto", device: str = "cpu",
+                 overrides: dict[str, Any] | None = None) -> VLMBackend:
+    """Load the right backend for a checkpoint; `overrides` are CLI settings on top of edgevlm.json."""
+    if backend not in BACKENDS:
+        raise BackendError(f"--backend {backend!r} must be one of {', '.join(BACKENDS)}")
+    kind = detect_backend(path) if backend == "auto" else backend
+    if kind == "llava":
+        from models.llava import LlavaBackend
+        return LlavaBackend.load(path, device=device, overrides=overrides)
+    from models.qwen import QwenVLBackend
+    return QwenVLBackend.load(path, device=device, overrides=overrides)

@@ -1,0 +1,161 @@
+"""`edgevlm trace extract`: run a VLM over a dataset manifest and write a v1 trace.
+
+register(subparsers) adds the `extract` sub-command to the `trace` sub-parsers of sim/cli.py; the
+handler imports torch/transformers only when it runs, so `--help` stays fast. Standalone:
+    python -m models.cli extract --model DIR --dataset manifest.jsonl --out traces/x.parquet
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+EXIT_USAGE = 2
+
+_DESCRIPTION = """\
+Run a vision-language model (HF LLaVA-1.5 or Qwen2.5-VL; a local checkpoint directory or a hub id
+already in the local HF cache) over a JSONL dataset manifest and write a trace (format v1): stage-1
+answer with per-token min-entropy/Shannon/margin, a ViCrop relative-attention crop box, the stage-2
+answer on global + local images, JPEG sizes and timings.
+
+Manifest lines: {"image": "img/1.jpg", "question": "...", "answers": ["..", ...],
+                 "question_type": "text", "gt_box": [x0, y0, x1, y1], "sample_id": "..."}
+(question_type, gt_box and sample_id are optional; image paths are relative to the manifest).
+
+The output is written atomically and checkpointed; rerunning with the same --out resumes, skipping
+samples already in it. Settings in <model>/edgevlm.json override the per-model defaults; the
+options below override both."""
+
+
+def _qualities(text: str) -> list[int]:
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+    if not vals:
+        raise argparse.ArgumentTypeError("give at least one quality")
+    return vals
+
+
+def _ratios(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+
+
+def add_extract_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="checkpoint directory (or HF hub id in the local cache)")
+    p.add_argument("--dataset", required=True, metavar="MANIFEST", help="JSONL dataset manifest")
+    p.add_argument("--out", required=True, help="trace file to write (.parquet); resumed if it exists")
+    p.add_argument("--backend", default="auto", choices=("auto", "llava", "qwen2_5_vl"),
+                   help="model family (default: from config.json model_type)")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ... (default: cpu)")
+    p.add_argument("--limit", type=int, help="use only the first N samples of the manifest")
+    p.add_argument("--dataset-id", help="dataset name for provenance (default: the manifest's file stem)")
+    p.add_argument("--model-id", help="model name for provenance (default: edgevlm.json model_id or --model)")
+    p.add_argument("--source-kind", default="real", choices=("real", "tiny-local", "synthetic"),
+                   help="provenance source_kind (default: real)")
+    p.add_argument("--jpeg-qualities", type=_qualities, default=[10, 25, 50, 75, 95],
+                   help="comma-separated JPEG qualities (default: 10,25,50,75,95)")
+    p.add_argument("--scoring", default="auto", choices=("auto", "vqa", "exact"),
+                   help="auto: exact match for 1 reference answer, VQA accuracy otherwise (default)")
+    p.add_argument("--attention-layer", type=int, help="decoder layer for relative attention "
+                   "(default: 14 of 32 for LLaVA-1.5-7B, same depth ratio otherwise)")
+    p.add_argument("--box-pad-px", type=int, help="pixels added on every side of the crop box (default 0)")
+    p.add_argument("--box-ratios", type=_ratios, default=[1.0, 1.2, 1.4, 1.6, 1.8, 2.0],
+                   help="window sides as multiples of the vision input (default: 1.0,1.2,...,2.0)")
+    p.add_argument("--max-new-tokens", type=int, help="greedy decode limit per answer (default 16)")
+    p.add_argument("--vision-input-px", type=int, help="square input side (Qwen2.5-VL default 224; "
+                   "LLaVA: the vision tower's image_size)")
+    p.add_argument("--prompt-template", help='prompt with {images} and {question}, e.g. '
+                   '"USER: {images}\\n{question} ASSISTANT:"')
+    p.add_argument("--question-suffix", help='text appended to each question, e.g. '
+                   '"\\nAnswer the question using a single word or phrase."')
+    p.add_argument("--generic-prompt", help='generic attention prompt (default: "Write a general '
+                   'description of the image.")')
+    p.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"),
+                   help="weights dtype (default auto: checkpoint dtype on GPU, float32 on CPU)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice; 1 is often "
+                   "fastest for small models on a shared machine)")
+    p.add_argument("--checkpoint-every", type=int, default=25, help="rewrite the output every N samples (default 25)")
+    p.add_argument("--notes", default="", help="free text stored in provenance")
+    p.add_argument("--overwrite", action="store_true", help="replace --out instead of resuming it")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    """Add `extract` to the given (trace) sub-parsers object."""
+    p = subparsers.add_parser("extract", help="extract a trace from a real VLM over a dataset manifest",
+                              description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_extract_arguments(p)
+    p.set_defaults(func=run_extract)
+    return p
+
+
+def _unescape(text: str | None) -> str | None:
+    """Let shell users write \\n in prompt options."""
+    return None if text is None else text.replace("\\n", "\n")
+
+
+def run_extract(args: argparse.Namespace) -> int:
+    """Handler of `extract`: lazy heavy imports; bad input prints one line and returns 2."""
+    from pathlib import Path
+
+    from models.backend import BackendError
+    from models.manifest import ManifestError, read_manifest
+    from traces.io import TraceError
+
+    try:
+        from models.extract import ExtractError, ExtractOptions, extract
+    except ImportError as exc:  # torch/transformers/pillow missing
+        print(f"edgevlm: error: trace extract needs the [models] extra ({exc})", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        samples = read_manifest(args.dataset)
+        overrides = {
+            "attention_layer": args.attention_layer, "box_pad_px": args.box_pad_px,
+            "max_new_tokens": args.max_new_tokens, "vision_input_px": args.vision_input_px,
+            "prompt_template": _unescape(args.prompt_template), "question_suffix": _unescape(args.question_suffix),
+            "generic_prompt": args.generic_prompt, "dtype": args.dtype, "model_id": args.model_id,
+        }
+        opts = ExtractOptions(
+            dataset_id=args.dataset_id or Path(args.dataset).stem, source_kind=args.source_kind,
+            jpeg_qualities=args.jpeg_qualities, box_ratios=args.box_ratios, scoring=args.scoring,
+            limit=args.limit, checkpoint_every=args.checkpoint_every, overwrite=args.overwrite,
+            progress=not args.no_progress, notes=args.notes)
+        opts.check()
+        from models.backend import load_backend
+        import torch
+
+        torch.set_flush_denormal(True)
+        if args.threads is not None:
+            if args.threads < 1:
+                raise ExtractError(f"--threads must be a positive integer, got {args.threads}")
+            torch.set_num_threads(args.threads)
+        backend = load_backend(args.model, backend=args.backend, device=args.device,
+                               overrides={k: v for k, v in overrides.items() if v is not None})
+        summary = extract(backend, samples, args.out, opts, manifest=args.dataset)
+    except (ManifestError, BackendError, ExtractError, TraceError) as exc:
+        print(f"edgevlm: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"wrote {summary['out']}: {summary['total_rows']} rows ({summary['new_rows']} new, "
+          f"{summary['skipped_existing']} already there)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m models.cli", description="edgevlm model tools")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    register(sub)
+    args = ap.parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("edgevlm: interrupted (rows done so far are saved; rerun to resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

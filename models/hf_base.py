@@ -1,0 +1,275 @@
+"""Shared Hugging Face machinery for the LLaVA and Qwen2.5-VL backends.
+
+Prompts are built here, not by the HF processors: each image placeholder is expanded to the visual
+token count derived from the model config, so the backends need only a tokenizer and an image
+processor (the Qwen2.5-VL processor needs torchvision for video, which CPU installs often lack).
+
+Timings (per generate call): t_vision_s is measured by forward hooks around the vision encoder and
+projector; t_prefill_s is from the end of the vision encoder to the first generated token's logits;
+t_decode_token_s is the mean time between later tokens. On CUDA the hooks synchronise the device.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from models.backend import (
+    AttentionMaps,
+    BackendError,
+    BackendSettings,
+    Encoded,
+    Generation,
+    VLMBackend,
+    read_settings_file,
+)
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+class _Clock:
+    """Wall-clock stamps that wait for queued device work first, so GPU timings are real."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+
+    def now(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+
+class HFBackend(VLMBackend):
+    """Common load/encode/generate/attention logic; subclasses supply the model-specific parts."""
+
+    model_class_name: str = ""
+    default_settings = BackendSettings()
+
+    def __init__(self, model, tokenizer, image_processor, settings: BackendSettings, model_id: str,
+                 device: torch.device):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.settings = settings
+        self.model_id = model_id
+        self.device = device
+        self._clock = _Clock(device)
+        self._check_config()
+        layer = settings.attention_layer
+        if layer is not None and not 0 <= layer < self.n_layers:
+            raise BackendError(f"attention_layer {layer} is out of range; this model has decoder layers "
+                               f"0..{self.n_layers - 1}")
+
+    # ----- loading -------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str, *, device: str = "cpu", settings: BackendSettings | None = None,
+             overrides: dict[str, Any] | None = None) -> "HFBackend":
+        import transformers
+        from transformers import AutoImageProcessor, AutoTokenizer
+
+        settings = settings or cls.default_settings
+        if Path(path).is_dir():
+            settings = settings.merged(read_settings_file(path), where=str(Path(path) / "edgevlm.json"))
+        settings = settings.merged(overrides or {}, where="command line")
+        try:
+            dev = torch.device(device)
+        except RuntimeError:
+            raise BackendError(f"--device {device!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise BackendError(f"--device {device!r}: CUDA is not available on this machine; use --device cpu")
+        if settings.dtype == "auto":
+            dtype = "auto" if dev.type == "cuda" else torch.float32
+        else:
+            dtype = _DTYPES[settings.dtype]
+        model_cls = getattr(transformers, cls.model_class_name)
+        try:
+            model = model_cls.from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            image_processor = AutoImageProcessor.from_pretrained(path)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise BackendError(f"--model {path!r}: cannot load a {cls.model_class_name} checkpoint with "
+                               f"tokenizer and image processor ({_first_line(exc)})") from None
+        model.to(dev).eval()
+        model_id = settings.model_id or str(path)
+        return cls(model, tokenizer, image_processor, settings, model_id, dev)
+
+    # ----- subclass hooks ----------------------------------------------------------------------
+    def _check_config(self) -> None:
+        """Validate settings against the model config; raise BackendError naming the key."""
+
+    def _image_inputs(self, images: Sequence[Any]) -> tuple[dict[str, torch.Tensor], list[int]]:
+        """Pixel tensors for the images and the number of placeholder tokens of each."""
+        raise NotImplementedError
+
+    def _placeholder(self, n_tokens: int) -> str:
+        """Prompt text standing for one image of n_tokens visual tokens."""
+        raise NotImplementedError
+
+    def _extra_inputs(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {}
+
+    def _grid_positions(self, positions: np.ndarray) -> np.ndarray:
+        """The positions, among an image's placeholder positions, that form the visual grid."""
+        return positions
+
+    def _vision_modules(self) -> tuple[torch.nn.Module, torch.nn.Module]:
+        """(first, last) module of the image path, for timing hooks."""
+        raise NotImplementedError
+
+    def _decoder_layers(self):
+        return self.model.model.language_model.layers
+
+    @property
+    def image_token_id(self) -> int:
+        return int(self.model.config.image_token_id)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self._decoder_layers())
+
+    @property
+    def attention_layer(self) -> int:
+        layer = self.settings.attention_layer
+        if layer is None:
+            # Per-model default: LLaVA-1.5-7B uses layer 14 of 32 (ViCrop); other depths keep the ratio.
+            layer = min(int(round(14 / 32 * self.n_layers)), self.n_layers - 1)
+        return layer
+
+    # ----- prompts -----------------------------------------------------------------------------
+    def build_prompt(self, n_tokens: Sequence[int], question: str) -> str:
+        images = self.settings.image_joiner.join(self._placeholder(n) for n in n_tokens)
+        return self.settings.prompt_template.replace("{images}", images).replace("{question}", question)
+
+    def encode(self, images: Sequence[Any], question: str, *, add_suffix: bool = True) -> Encoded:
+        pixel_inputs, n_tokens = self._image_inputs(list(images))
+        text = question + (self.settings.question_suffix if add_suffix else "")
+        prompt = self.build_prompt(n_tokens, text)
+        ids = self.tokenizer(prompt, return_tensors="pt")
+        input_ids = ids["input_ids"]
+        flat = input_ids[0].numpy()
+        pos = np.flatnonzero(flat == self.image_token_id)
+        if pos.size != sum(n_tokens):
+            raise BackendError(
+                f"the tokenizer turned the prompt into {pos.size} image tokens (id {self.image_token_id}) but "
+                f"the images need {sum(n_tokens)}; check prompt_template and that the tokenizer treats "
+                f"{self.tokenizer.convert_ids_to_tokens(self.image_token_id)!r} as one special token")
+        bounds = np.cumsum([0] + list(n_tokens))
+        per_image = [pos[bounds[k]:bounds[k + 1]] for k in range(len(n_tokens))]
+        inputs = {"input_ids": input_ids, "attention_mask": ids.get("attention_mask", torch.ones_like(input_ids))}
+        inputs.update(self._extra_inputs(input_ids))
+        inputs.update(pixel_inputs)
+        inputs = {k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in inputs.items()}
+        if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        return Encoded(inputs=inputs, image_positions=per_image,
+                       prompt_tokens=int(flat.size - pos.size), n_images=len(n_tokens))
+
+    # ----- generation --------------------------------------------------------------------------
+    def eos_token_ids(self) -> list[int]:
+        ids = self.model.generation_config.eos_token_id
+        if ids is None:
+            ids = self.tokenizer.eos_token_id
+        if ids is None:
+            return []
+        return [int(i) for i in (ids if isinstance(ids, (list, tuple)) else [ids])]
+
+    @torch.inference_mode()
+    def generate(self, encoded: Encoded, max_new_tokens: int | None = None) -> Generation:
+        from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+
+        max_new = int(max_new_tokens or self.settings.max_new_tokens)
+        eos = self.eos_token_ids()
+        pad = self.tokenizer.pad_token_id
+        pad = pad if pad is not None else (eos[0] if eos else 0)
+        clock = self._clock
+        stamps: dict[str, float] = {}
+        steps: list[float] = []
+
+        class _StepClock(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                steps.append(clock.now())
+                return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+        def vision_start(module, args):
+            if "v0" not in stamps:
+                stamps["v0"] = clock.now()
+
+        def vision_end(module, args, output):
+            stamps["v1"] = clock.now()
+
+        first, last = self._vision_modules()
+        h1 = first.register_forward_pre_hook(vision_start)
+        h2 = last.register_forward_hook(vision_end)
+        cfg = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max_new, min_new_tokens=0,
+                               eos_token_id=eos or None, pad_token_id=pad, output_logits=True,
+                               return_dict_in_generate=True, use_cache=True)
+        try:
+            t0 = clock.now()
+            out = self.model.generate(**encoded.inputs, generation_config=cfg,
+                                      stopping_criteria=StoppingCriteriaList([_StepClock()]))
+        finally:
+            h1.remove()
+            h2.remove()
+        prompt_len = encoded.inputs["input_ids"].shape[1]
+        seq = out.sequences[0, prompt_len:].tolist()
+        logits = torch.stack([step[0] for step in out.logits]).float().cpu().numpy()
+        if len(seq) != logits.shape[0]:
+            raise RuntimeError(f"generate returned {len(seq)} tokens but {logits.shape[0]} logit rows")
+        stopped = bool(seq) and seq[-1] in eos
+        keep = len(seq) - 1 if stopped else len(seq)
+        keep = max(keep, 1)          # an immediate EOS still counts as the one (empty-answer) token
+        tokens = seq[:keep]
+        text = self.tokenizer.decode([t for t in tokens if t not in eos], skip_special_tokens=True).strip()
+        v0, v1 = stamps.get("v0", t0), stamps.get("v1", t0)
+        t_prefill = (steps[0] - v1) if steps else None
+        t_decode = (steps[-1] - steps[0]) / (len(steps) - 1) if len(steps) > 1 else None
+        return Generation(tokens=tokens, text=text, logits=logits[:keep], stopped_on_eos=stopped,
+                          t_vision_s=v1 - v0, t_prefill_s=t_prefill, t_decode_token_s=t_decode)
+
+    # ----- attention ---------------------------------------------------------------------------
+    @torch.inference_mode()
+    def _last_position_attention(self, encoded: Encoded, layer: int) -> np.ndarray:
+        """Head-averaged attention from the last prompt position to image 0's grid tokens, (rows, cols)."""
+        text_cfg = self.model.config.get_text_config()
+        previous = text_cfg._attn_implementation
+        captured: dict[str, torch.Tensor] = {}
+
+        def hook(module, args, output):
+            captured["w"] = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+
+        handle = self._decoder_layers()[layer].self_attn.register_forward_hook(hook)
+        self.model.set_attn_implementation({"text_config": "eager"})
+        try:
+            self.model(**encoded.inputs, use_cache=False, logits_to_keep=1)
+        finally:
+            handle.remove()
+            self.model.set_attn_implementation({"text_config": previous})
+        w = captured.get("w")
+        if w is None:
+            raise RuntimeError(f"decoder layer {layer} returned no attention weights under eager attention")
+        pos = torch.as_tensor(self._grid_positions(encoded.image_positions[0]), device=w.device)
+        row = w[0, :, -1, :].float().mean(dim=0)[pos]
+        rows, cols = self.visual_grid()
+        return row.reshape(rows, cols).cpu().numpy().astype(np.float64)
+
+    def attention_to_image(self, image: Any, question: str) -> AttentionMaps:
+        layer = self.attention_layer
+        q = self._last_position_attention(self.encode([image], question), layer)
+        g = self._last_position_attention(self.encode([image], self.settings.generic_prompt, add_suffix=False), layer)
+        rel = q / (g + self.settings.attention_eps)
+        return AttentionMaps(question=q, generic=g, relative=rel, layer=layer)
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d["dtype"] = str(self.model.dtype).replace("torch.", "")
+        d["n_layers"] = self.n_layers
+        return d

@@ -1,0 +1,115 @@
+"""Answer scoring: VQA accuracy with the standard VQA answer normalisation, and exact match.
+
+Normalisation follows the rules of the official VQA evaluation (Antol et al. 2015; VQA eval script):
+lower case; newlines/tabs to spaces; common contractions restored ("dont" -> "don't"); punctuation
+removed (a period is kept only inside a number, "1.5"; a comma between digits is dropped, "1,000" ->
+"1000"); number words to digits ("two" -> "2"); the articles a/an/the dropped; whitespace collapsed.
+
+VQA accuracy is min(#human answers equal to the prediction / 3, 1), as in the issue. The official
+script additionally averages this over the 10 leave-one-out subsets of the human answers; pass
+`leave_one_out=True` for that variant (it differs only when 1-3 humans match).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+_CONTRACTIONS = {
+    "aint": "ain't", "arent": "aren't", "cant": "can't", "couldve": "could've", "couldnt": "couldn't",
+    "couldn'tve": "couldn't've", "couldnt've": "couldn't've", "didnt": "didn't", "doesnt": "doesn't",
+    "dont": "don't", "hadnt": "hadn't", "hadnt've": "hadn't've", "hadn'tve": "hadn't've", "hasnt": "hasn't",
+    "havent": "haven't", "hed": "he'd", "hed've": "he'd've", "he'dve": "he'd've", "hes": "he's",
+    "howd": "how'd", "howll": "how'll", "hows": "how's", "Id've": "I'd've", "I'dve": "I'd've", "Im": "I'm",
+    "Ive": "I've", "isnt": "isn't", "itd": "it'd", "itd've": "it'd've", "it'dve": "it'd've", "itll": "it'll",
+    "let's": "let's", "maam": "ma'am", "mightnt": "mightn't", "mightnt've": "mightn't've",
+    "mightn'tve": "mightn't've", "mightve": "might've", "mustnt": "mustn't", "mustve": "must've",
+    "neednt": "needn't", "notve": "not've", "oclock": "o'clock", "oughtnt": "oughtn't",
+    "ow's'at": "'ow's'at", "'ows'at": "'ow's'at", "'ow'sat": "'ow's'at", "shant": "shan't",
+    "shed've": "she'd've", "she'dve": "she'd've", "she's": "she's", "shouldve": "should've",
+    "shouldnt": "shouldn't", "shouldnt've": "shouldn't've", "shouldn'tve": "shouldn't've",
+    "somebody'd": "somebodyd", "somebodyd've": "somebody'd've", "somebody'dve": "somebody'd've",
+    "somebodyll": "somebody'll", "somebodys": "somebody's", "someoned": "someone'd",
+    "someoned've": "someone'd've", "someone'dve": "someone'd've", "someonell": "someone'll",
+    "someones": "someone's", "somethingd": "something'd", "somethingd've": "something'd've",
+    "something'dve": "something'd've", "somethingll": "something'll", "thats": "that's",
+    "thered": "there'd", "thered've": "there'd've", "there'dve": "there'd've", "therere": "there're",
+    "theres": "there's", "theyd": "they'd", "theyd've": "they'd've", "they'dve": "they'd've",
+    "theyll": "they'll", "theyre": "they're", "theyve": "they've", "twas": "'twas", "wasnt": "wasn't",
+    "wed've": "we'd've", "we'dve": "we'd've", "weve": "we've", "werent": "weren't", "whatll": "what'll",
+    "whatre": "what're", "whats": "what's", "whatve": "what've", "whens": "when's", "whered": "where'd",
+    "wheres": "where's", "whereve": "where've", "whod": "who'd", "whod've": "who'd've",
+    "who'dve": "who'd've", "wholl": "who'll", "whos": "who's", "whove": "who've", "whyll": "why'll",
+    "whyre": "why're", "whys": "why's", "wont": "won't", "wouldve": "would've", "wouldnt": "wouldn't",
+    "wouldnt've": "wouldn't've", "wouldn'tve": "wouldn't've", "yall": "y'all", "yall'll": "y'all'll",
+    "y'allll": "y'all'll", "yall'd've": "y'all'd've", "y'alld've": "y'all'd've", "y'all'dve": "y'all'd've",
+    "youd": "you'd", "youd've": "you'd've", "you'dve": "you'd've", "youll": "you'll", "youre": "you're",
+    "youve": "you've",
+}
+_NUMBERS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
+            "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
+_ARTICLES = {"a", "an", "the"}
+_PUNCT = [";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`",
+          ",", "?", "!"]
+_PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")
+_COMMA_STRIP = re.compile(r"(\d)(,)(\d)")
+
+
+def _strip_punctuation(text: str) -> str:
+    out = text
+    for p in _PUNCT:
+        # Official rule: a mark next to a space, or a text with a digit-comma-digit, loses the mark;
+        # elsewhere the mark becomes a space ("black-white" -> "black white").
+        if (p + " " in text or " " + p in text) or re.search(_COMMA_STRIP, text) is not None:
+            out = out.replace(p, "")
+        else:
+            out = out.replace(p, " ")
+    return _PERIOD_STRIP.sub("", out)
+
+
+def normalize_answer(answer: str) -> str:
+    """The VQA-normalised form of an answer string."""
+    text = str(answer).replace("\n", " ").replace("\t", " ").strip()
+    text = _strip_punctuation(text)
+    words = []
+    for word in text.lower().split():
+        word = _NUMBERS.get(word, word)
+        if word in _ARTICLES:
+            continue
+        words.append(_CONTRACTIONS.get(word, word))
+    return " ".join(words)
+
+
+def vqa_accuracy(prediction: str, answers: Sequence[str], *, leave_one_out: bool = False) -> float:
+    """min(#matching human answers / 3, 1) after normalisation (optionally leave-one-out averaged)."""
+    if not answers:
+        raise ValueError("answers must be a non-empty list")
+    pred = normalize_answer(prediction)
+    gts = [normalize_answer(a) for a in answers]
+    if not leave_one_out or len(gts) == 1:
+        return min(sum(g == pred for g in gts) / 3.0, 1.0)
+    accs = []
+    for k in range(len(gts)):
+        others = gts[:k] + gts[k + 1:]
+        accs.append(min(sum(g == pred for g in others) / 3.0, 1.0))
+    return sum(accs) / len(accs)
+
+
+def exact_match(prediction: str, answers: Sequence[str]) -> float:
+    """1.0 when the normalised prediction equals any normalised answer, else 0.0."""
+    if not answers:
+        raise ValueError("answers must be a non-empty list")
+    pred = normalize_answer(prediction)
+    return float(any(normalize_answer(a) == pred for a in answers))
+
+
+SCORING_MODES = ("auto", "vqa", "exact")
+
+
+def score_answer(prediction: str, answers: Sequence[str], mode: str = "auto") -> float:
+    """Score one prediction. mode 'auto': exact match for a single reference answer, else VQA accuracy."""
+    if mode not in SCORING_MODES:
+        raise ValueError(f"scoring mode {mode!r} must be one of {', '.join(SCORING_MODES)}")
+    if mode == "exact" or (mode == "auto" and len(answers) == 1):
+        return exact_match(prediction, answers)
+    return vqa_accuracy(prediction, answers)
