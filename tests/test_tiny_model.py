@@ -1,0 +1,101 @@
+"""The shipped tiny scene-text LLaVA loads through the extraction backend and answers held-out scenes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from PIL import Image  # noqa: E402
+
+from models import scenes as S  # noqa: E402
+
+CKPT = Path(__file__).resolve().parents[1] / "models" / "weights" / "tiny-scenetext-v1"
+HELDOUT_SEED = 1000  # the default trace's dataset seed; the model trained on seed 1
+
+
+@pytest.fixture(scope="module")
+def backend():
+    import torch
+    from models.backend import load_backend
+    torch.set_num_threads(2)
+    torch.set_flush_denormal(True)
+    if not (CKPT / "model.safetensors").exists():
+        pytest.fail(f"shipped checkpoint missing: {CKPT}")
+    return load_backend(str(CKPT))
+
+
+def _samples(qtype: str, n: int, start: int = 5000):
+    out, i = [], start
+    while len(out) < n:
+        scene, q = S.make_sample(HELDOUT_SEED, i)
+        i += 1
+        if q.question_type == qtype:
+            out.append((scene, q))
+    return out
+
+
+def _answer(be, images, question):
+    return be.generate(be.encode(images, question)).text
+
+
+def test_checkpoint_contract():
+    settings = json.loads((CKPT / "edgevlm.json").read_text())
+    for key in ("prompt_template", "generic_prompt", "attention_layer", "vision_input_px", "max_new_tokens",
+                "box_pad_px"):
+        assert key in settings
+    assert "{images}" in settings["prompt_template"] and "{question}" in settings["prompt_template"]
+    assert (CKPT / "model.safetensors").stat().st_size <= 20_000_000
+    assert (CKPT / "README.md").is_file()
+    from transformers import LlavaProcessor
+    proc = LlavaProcessor.from_pretrained(str(CKPT))
+    assert proc.image_processor.size == {"height": 64, "width": 64}
+    ids = proc.tokenizer("<image>q: x a:", add_special_tokens=False).input_ids
+    assert ids[0] == proc.image_token_id and proc.tokenizer.decode(ids[1:]) == "q: x a:"
+
+
+def test_backend_loads_with_the_shipped_settings(backend):
+    assert backend.vision_input_px == 64
+    assert backend.visual_grid() == (8, 8)
+    assert backend.settings.box_pad_px == json.loads((CKPT / "edgevlm.json").read_text())["box_pad_px"]
+
+
+def test_answers_in_the_format_of_each_question_type(backend):
+    """Stage-1 answers are a colour word, a side, or a 3-digit code, as trained (format, not accuracy)."""
+    px = backend.vision_input_px
+    for qtype, ok in (("color", lambda a: a in S.COLORS), ("position", lambda a: a in S.SIDES),
+                      ("text", lambda a: len(a) == S.CODE_LEN and a.isdigit())):
+        for scene, q in _samples(qtype, 2):
+            ans = _answer(backend, [scene.image.resize((px, px), Image.BICUBIC)], q.question)
+            assert ok(ans), (qtype, ans)
+
+
+@pytest.mark.xfail(strict=True, reason="tiny-scenetext-v1 is undertrained: its answers collapse to the "
+                   "training prior (see the model card); this passes once a retrained model reads colours")
+def test_answers_colour_questions_on_heldout_scenes(backend):
+    px = backend.vision_input_px
+    hits = [_answer(backend, [scene.image.resize((px, px), Image.BICUBIC)], q.question) == q.answers[0]
+            for scene, q in _samples("color", 8)]
+    assert sum(hits) >= 5, hits
+
+
+def test_attention_box_finds_small_signs_far_above_chance(backend):
+    """The grounding loss taught the model where to look: the padded relative-attention box contains
+    a small sign far more often than a box of the same size placed at random (chance ~1-2%)."""
+    from models.boxsearch import search_box
+    px = backend.vision_input_px
+    pad = backend.settings.box_pad_px
+    small = [(s, q) for s, q in _samples("text", 24, start=6000) if not q.target.readable_global][:8]
+    hits = []
+    for scene, q in small:
+        maps = backend.attention_to_image(scene.image.resize((px, px), Image.BICUBIC), q.question)
+        assert maps.relative.shape == (8, 8) and np.isfinite(maps.relative).all()
+        b = search_box(maps.relative, S.SCENE_PX, S.SCENE_PX, px, pad_px=pad)
+        x0, y0, x1, y1 = q.target.box
+        hits.append(b.x0 <= x0 and b.y0 <= y0 and b.x1 >= x1 and b.y1 >= y1)
+    assert sum(hits) >= 2, hits
