@@ -1,0 +1,415 @@
+"""Staged training of the tiny scene-text LLaVA on this CPU; reproduces the shipped weights.
+
+Plain end-to-end training from scratch learned nothing in 15 CPU minutes (issue 12), so:
+- Stage A trains the CLIP tower alone with linear per-patch heads: colour, kind, side (the position
+  head) and digit (character position x digit; on global views only for fonts readable at 64 px,
+  on crops for every legible sign), plus a code head on the crop's CLS token.
+- Stage B trains projector + LM (lr 1e-3) with the tower at 2e-4, keeps the Stage A heads as
+  auxiliary losses, and adds the attention-grounding loss at one LM layer: the head-averaged
+  attention from the last prompt position to the global image tokens, renormalised, with
+  -log(mass on the named object's patches). The generic prompt's attention is pulled towards
+  uniform, so that relative attention (question / generic) is peaked on the named object.
+- Stage-2 sequences (global + crop) use crops drawn from the padded box-search distribution and
+  ground-truth crops, so the model reads crops of the size the pipeline will hand it.
+
+CLI: ``python -m models.tiny.train --out models/weights/tiny-scenetext-v1 --seed 1``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "33554432")
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from models import scenes as S
+from models.tiny import data as D
+from models.tiny import model as M
+
+QT_PROBS = {"text": 0.45, "color": 0.30, "position": 0.25}
+COLOR_NAMES = list(S.COLORS)
+KIND_NAMES = {v: k for k, v in D.KIND_IDS.items()}
+
+
+class Heads(nn.Module):
+    """Linear probes on the tower's per-patch features (Stage A; auxiliary in Stage B)."""
+
+    def __init__(self, h=M.HIDDEN):
+        super().__init__()
+        self.color = nn.Linear(h, D.N_COLORS + 1)
+        self.kind = nn.Linear(h, len(D.KIND_IDS) + 1)
+        self.side = nn.Linear(h, 3)
+        self.digit = nn.Linear(h, D.N_DIGIT_CLASSES)
+        self.code = nn.Linear(h, S.CODE_LEN * 10)
+
+    def loss(self, feats, cls, lab, code=None, code_mask=None):
+        """feats (N,64,h), lab (N,4,8,8): summed CE of the per-patch heads (+ code head on cls)."""
+        lab = lab.flatten(2)  # (N,4,64)
+        dw = torch.ones(D.N_DIGIT_CLASSES)
+        dw[0] = 0.2
+        loss = (F.cross_entropy(self.color(feats).transpose(1, 2), lab[:, 0])
+                + F.cross_entropy(self.kind(feats).transpose(1, 2), lab[:, 1]))
+        if (lab[:, 2] > 0).any():
+            loss = loss + F.cross_entropy(self.side(feats).transpose(1, 2), lab[:, 2], ignore_index=0)
+        loss = loss + F.cross_entropy(self.digit(feats).transpose(1, 2), lab[:, 3], weight=dw)
+        if code is not None and code_mask.any():
+            logits = self.code(cls[code_mask]).view(-1, S.CODE_LEN, 10)
+            loss = loss + F.cross_entropy(logits.reshape(-1, 10), code[code_mask].reshape(-1))
+        return loss
+
+
+def to_pixels(u8: np.ndarray) -> torch.Tensor:
+    x = torch.from_numpy(u8).float().permute(0, 3, 1, 2) / 255.0
+    return (x - 0.5) / 0.5
+
+
+def tower(model, pix):
+    """(patch features (N,64,h), cls (N,h)) exactly as LlavaModel.get_image_features selects them."""
+    out = model.model.vision_tower(pix, output_hidden_states=True)
+    hs = out.hidden_states[model.config.vision_feature_layer]
+    return hs[:, 1:], hs[:, 0]
+
+
+class Batcher:
+    """Draws Stage A/B batches from the pool with a seeded generator."""
+
+    def __init__(self, pool: D.Pool, tok, seed: int):
+        self.p, self.tok, self.rng = pool, tok, np.random.default_rng(seed)
+        self.crops_of: dict[tuple[int, int], list[int]] = {}
+        self.random_crops: dict[int, int] = {}
+        for j, (si, slot, kind, _) in enumerate(pool.cmeta):
+            if kind == 4:
+                self.random_crops[int(si)] = j
+            else:
+                self.crops_of.setdefault((int(si), int(slot)), []).append(j)
+        self.tok_cache: dict[str, list[int]] = {}
+
+    def ids(self, s: str) -> list[int]:
+        if s not in self.tok_cache:
+            self.tok_cache[s] = self.tok(s, add_special_tokens=False).input_ids
+        return self.tok_cache[s]
+
+    def stage_a(self, b):
+        gi = self.rng.integers(len(self.p), size=b)
+        ci = self.rng.integers(len(self.p.crops), size=b)
+        code = np.full((b, S.CODE_LEN), 0)
+        cmask = np.zeros(b, bool)
+        for k, j in enumerate(ci):
+            si, slot, kind, inside = self.p.cmeta[j]
+            if slot >= 0 and inside and self.p.objs[si, slot, 1] == D.KIND_IDS["sign"]:
+                code[k] = self.p.objs[si, slot, 8:11]
+                cmask[k] = True
+        return (to_pixels(self.p.glob[gi]), torch.from_numpy(self.p.glab[gi]),
+                to_pixels(self.p.crops[ci]), torch.from_numpy(self.p.clab[ci]),
+                torch.from_numpy(code), torch.from_numpy(cmask))
+
+    def question(self, si):
+        """(question, answer, slot) for a random question type about scene si."""
+        objs = self.p.objs[si]
+        signs = [k for k in range(D.MAX_OBJ) if objs[k, 0] and objs[k, 1] == D.KIND_IDS["sign"]]
+        shapes = [k for k in range(D.MAX_OBJ) if objs[k, 0] and objs[k, 1] != D.KIND_IDS["sign"]]
+        qt = self.rng.choice(list(QT_PROBS), p=list(QT_PROBS.values()))
+        if qt == "color" and shapes:
+            k = int(self.rng.choice(shapes))
+            return "color", f"what color is the {KIND_NAMES[objs[k, 1]]}?", COLOR_NAMES[objs[k, 2] - 1], k
+        k = int(self.rng.choice(signs))
+        col = COLOR_NAMES[objs[k, 2] - 1]
+        if qt == "position":
+            return "position", f"which side is the {col} sign on?", S.SIDES[objs[k, 3] - 1], k
+        return "text", f"what is written on the {col} sign?", "".join(str(d) for d in objs[k, 8:11]), k
+
+    def stage_b(self, b, two_images: bool, n_generic: int = 0):
+        """Token ids, labels, pixel values (global[, crop] per row), grounding masks, question types."""
+        rows, pix, gmask, qtypes, readable = [], [], [], [], []
+        for _ in range(b):
+            si = int(self.rng.integers(len(self.p)))
+            qt, q, a, slot = self.question(si)
+            imgs = [self.p.glob[si]]
+            if two_images:
+                cands = self.crops_of.get((si, slot), [])
+                if self.rng.random() < 0.1 or not cands:
+                    j = self.random_crops[si]
+                else:
+                    kinds = np.array([self.p.cmeta[c, 2] for c in cands])
+                    w = np.where(kinds == 0, 0.6 / max(1, (kinds == 0).sum()), 0.2)
+                    j = int(self.rng.choice(cands, p=w / w.sum()))
+                imgs.append(self.p.crops[j])
+            prompt = M.PROMPT_TEMPLATE.format(images="<image>" * len(imgs), question=q)
+            rows.append((self.ids(prompt), self.ids(a) + [self.tok.eos_token_id]))
+            pix.extend(imgs)
+            gmask.append(self.p.omask[si, slot].reshape(-1))
+            qtypes.append(qt)
+            readable.append(bool(self.p.objs[si, slot, 11]))
+        for _ in range(n_generic):
+            si = int(self.rng.integers(len(self.p)))
+            rows.append((self.ids(M.PROMPT_TEMPLATE.format(images="<image>", question=M.GENERIC_PROMPT)), []))
+            pix.append(self.p.glob[si])
+        T = max(len(p) + len(a) for p, a in rows)
+        ids = torch.full((len(rows), T), self.tok.pad_token_id)
+        lab = torch.full((len(rows), T), -100)
+        am = torch.zeros((len(rows), T), dtype=torch.long)
+        last = torch.zeros(len(rows), dtype=torch.long)
+        for r, (p, a) in enumerate(rows):
+            seq = p + a
+            ids[r, :len(seq)] = torch.tensor(seq)
+            am[r, :len(seq)] = 1
+            if a:
+                lab[r, len(p) - 1:len(seq) - 1] = torch.tensor(a)
+            last[r] = len(p) - 1
+        return ids, lab, am, last, to_pixels(np.stack(pix)), torch.from_numpy(np.stack(gmask)), qtypes, readable
+
+
+def expand_image_tokens(ids, am, lab, image_token_id, n_tok=M.TOKENS_PER_IMAGE):
+    """Repeat each <image> token n_tok times, as LlavaProcessor does."""
+    out_ids, out_am, out_lab, shift = [], [], [], []
+    for r in range(ids.shape[0]):
+        reps = torch.where(ids[r] == image_token_id, n_tok, 1)
+        out_ids.append(torch.repeat_interleave(ids[r], reps))
+        out_am.append(torch.repeat_interleave(am[r], reps))
+        out_lab.append(torch.repeat_interleave(lab[r], reps))
+        shift.append(int((reps - 1).sum()))
+    return torch.stack(out_ids), torch.stack(out_am), torch.stack(out_lab), torch.tensor(shift)
+
+
+def lm_forward(model, ids, am, pix, want_attn_layer=None):
+    """Manual LlavaForConditionalGeneration forward (same maths) that also returns tower features."""
+    feats, cls = tower(model, pix)
+    img = model.model.multi_modal_projector(feats)
+    emb = model.get_input_embeddings()(ids)
+    m = (ids == model.config.image_token_id).unsqueeze(-1)
+    emb = emb.masked_scatter(m, img.reshape(-1, img.shape[-1]).to(emb.dtype))
+    out = model.model.language_model(inputs_embeds=emb, attention_mask=am,
+                                     output_attentions=want_attn_layer is not None)
+    logits = model.lm_head(out.last_hidden_state)
+    attn = out.attentions[want_attn_layer] if want_attn_layer is not None else None
+    return logits, feats, cls, attn
+
+
+def image_positions(ids, image_token_id):
+    """Index of the first image token per row (the global image's 64 tokens start there)."""
+    return (ids == image_token_id).float().argmax(1)
+
+
+def grounding_loss(attn, ids, last, image_token_id, gmask):
+    """-log of the renormalised head-averaged attention mass on the object's global patches."""
+    a = attn.mean(1)  # (B,T,T)
+    start = image_positions(ids, image_token_id)
+    rows = torch.arange(ids.shape[0])
+    idx = start[:, None] + torch.arange(M.TOKENS_PER_IMAGE)[None, :]
+    w = a[rows[:, None], last[:, None], idx]  # (B,64)
+    w = w / (w.sum(1, keepdim=True) + 1e-9)
+    mass = (w * gmask.float()).sum(1)
+    return -torch.log(mass + 1e-6).mean(), mass.detach(), w
+
+
+def answer_stats(logits, lab):
+    """Per-row exact-match under teacher forcing (= greedy exact match) and mean token CE."""
+    pred = logits.argmax(-1)
+    ok = ((pred == lab) | (lab == -100)).all(1)
+    return ok
+
+
+def set_threads():
+    torch.set_num_threads(2)
+    torch.set_flush_denormal(True)
+
+
+def cosine(step, total, warm=50):
+    if step < warm:
+        return (step + 1) / warm
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+
+def train(out: Path, seed: int, pool_paths, heldout_paths, steps_a: int, steps_b: int, batch: int,
+          log_every: int = 50, minutes_b: float | None = None) -> dict:
+    from tqdm import tqdm
+    set_threads()
+    t0 = time.time()
+    pool = D.load_pools(pool_paths)
+    held = D.load_pools(heldout_paths) if heldout_paths else None
+    model, proc = M.build_model(seed)
+    model.set_attn_implementation("eager")
+    tok = proc.tokenizer
+    itok = proc.image_token_id
+    heads = Heads()
+    torch.manual_seed(seed)
+    bat = Batcher(pool, tok, seed)
+    hbat = Batcher(held, tok, seed + 1) if held is not None else None
+    log = {"seed": seed, "pool_scenes": len(pool), "pool_crops": len(pool.crops), "steps_a": steps_a,
+           "steps_b": steps_b, "batch": batch, "history": []}
+    vt = model.model.vision_tower
+    # ---- Stage A: tower + heads -------------------------------------------------------------
+    opt = torch.optim.AdamW(list(vt.parameters()) + list(heads.parameters()), lr=1e-3, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine(s, steps_a))
+    model.train()
+    bar = tqdm(range(steps_a), desc="stage A (tower)", mininterval=5)
+    for step in bar:
+        g, gl, c, cl, code, cm = bat.stage_a(batch)
+        fg, clsg = tower(model, g)
+        fc, clsc = tower(model, c)
+        loss = heads.loss(fg, clsg, gl) + heads.loss(fc, clsc, cl, code, cm)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % log_every == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            log["history"].append({"stage": "A", "step": step, "loss": loss.item(), "t_s": time.time() - t0})
+    log["stage_a_s"] = time.time() - t0
+    if hbat is not None:
+        log["stage_a_probe"] = probe_heads(model, heads, hbat)
+        print("stage A probe:", json.dumps(log["stage_a_probe"]), flush=True)
+    # ---- Stage B: projector + LM, tower slower, aux heads, grounding -----------------------
+    lm_params = list(model.model.multi_modal_projector.parameters()) + list(
+        model.model.language_model.parameters()) + list(model.lm_head.parameters())
+    opt = torch.optim.AdamW([{"params": lm_params, "lr": 1e-3},
+                             {"params": list(vt.parameters()), "lr": 2e-4},
+                             {"params": list(heads.parameters()), "lr": 5e-4}], weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine(s, steps_b, warm=100))
+    tb = time.time()
+    bar = tqdm(range(steps_b), desc="stage B (LM+grounding)", mininterval=5)
+    n_gen = max(2, batch // 8)
+    for step in bar:
+        half = batch // 2
+        # stage-1 format rows (global only) with grounding and generic rows
+        ids, lab, am, last, pix, gmask, qts, _ = bat.stage_b(half, False, n_generic=n_gen)
+        ids, am, lab, shift = expand_image_tokens(ids, am, lab, itok)
+        last = last + shift
+        logits, feats, cls, attn = lm_forward(model, ids, am, pix, M.ATTENTION_LAYER)
+        ce1 = F.cross_entropy(logits[:half].reshape(-1, logits.shape[-1]), lab[:half].reshape(-1),
+                              ignore_index=-100)
+        gl, mass, _ = grounding_loss(attn[:half], ids[:half], last[:half], itok, gmask)
+        _, _, wg = grounding_loss(attn[half:], ids[half:], last[half:], itok,
+                                  torch.ones(n_gen, M.TOKENS_PER_IMAGE, dtype=torch.bool))
+        uni = -(torch.log(wg * M.TOKENS_PER_IMAGE + 1e-6)).mean()
+        # stage-2 format rows (global + crop)
+        ids2, lab2, am2, last2, pix2, _, _, _ = bat.stage_b(half, True)
+        ids2, am2, lab2, _ = expand_image_tokens(ids2, am2, lab2, itok)
+        logits2, feats2, cls2, _ = lm_forward(model, ids2, am2, pix2)
+        ce2 = F.cross_entropy(logits2.reshape(-1, logits2.shape[-1]), lab2.reshape(-1), ignore_index=-100)
+        # auxiliary heads on a fresh Stage A batch (keeps per-patch reading alive)
+        if step % 3 == 0:
+            g, glab, c, clab, code, cm = bat.stage_a(batch // 3)
+            fg, clsg = tower(model, g)
+            fc, clsc = tower(model, c)
+            aux = heads.loss(fg, clsg, glab) + heads.loss(fc, clsc, clab, code, cm)
+        else:
+            aux = torch.zeros(())
+        loss = ce1 + ce2 + 0.5 * gl + 0.2 * uni + 0.3 * aux
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % log_every == 0:
+            rec = {"stage": "B", "step": step, "ce1": ce1.item(), "ce2": ce2.item(), "ground": gl.item(),
+                   "mass": mass.mean().item(), "uni": uni.item(), "aux": float(aux), "t_s": time.time() - t0}
+            log["history"].append(rec)
+            bar.set_postfix(ce1=f"{rec['ce1']:.2f}", ce2=f"{rec['ce2']:.2f}", mass=f"{rec['mass']:.2f}")
+        if (step + 1) % 100 == 0 or step == steps_b - 1:
+            if hbat is not None:
+                ev = quick_eval(model, hbat, itok)
+                ev["step"] = step + 1
+                log.setdefault("evals", []).append(ev)
+                print(f"\nstep {step + 1}: {json.dumps(ev)}", flush=True)
+            save(model, proc, out, log, time.time() - t0)
+            model.train()
+        if minutes_b is not None and time.time() - tb > 60 * minutes_b:
+            print(f"\nstage B time budget {minutes_b} min reached at step {step + 1}", flush=True)
+            log["steps_b_done"] = step + 1
+            break
+    log["wall_s"] = time.time() - t0
+    save(model, proc, out, log, log["wall_s"])
+    return log
+
+
+@torch.no_grad()
+def probe_heads(model, heads, hbat, n=128):
+    model.eval()
+    g, gl, c, cl, code, cm = hbat.stage_a(n)
+    fg, _ = tower(model, g)
+    fc, clsc = tower(model, c)
+    res = {}
+    for name, f, lab in (("global", fg, gl), ("crop", fc, cl)):
+        lab = lab.flatten(2)
+        for i, h in enumerate(("color", "kind", "side", "digit")):
+            m = lab[:, i] > 0
+            if m.any():
+                pred = getattr(heads, h)(f).argmax(-1)
+                res[f"{name}_{h}_acc"] = round((pred[m] == lab[:, i][m]).float().mean().item(), 3)
+    if cm.any():
+        pred = heads.code(clsc[cm]).view(-1, S.CODE_LEN, 10).argmax(-1)
+        res["crop_code_acc"] = round((pred == code[cm]).all(1).float().mean().item(), 3)
+    model.train()
+    return res
+
+
+@torch.no_grad()
+def quick_eval(model, hbat, itok, n=120):
+    """Teacher-forced exact match (= greedy exact match) per question type on held-out pool scenes."""
+    model.eval()
+    res = {}
+    for two in (False, True):
+        ids, lab, am, last, pix, gmask, qts, readable = hbat.stage_b(n, two)
+        ids, am, lab, shift = expand_image_tokens(ids, am, lab, itok)
+        logits, _, _, attn = lm_forward(model, ids, am, pix, None if two else M.ATTENTION_LAYER)
+        ok = answer_stats(logits, lab)
+        tag = "s2" if two else "s1"
+        for qt in QT_PROBS:
+            m = torch.tensor([q == qt for q in qts])
+            if m.any():
+                res[f"{tag}_{qt}"] = round(ok[m].float().mean().item(), 3)
+        mt = torch.tensor([q == "text" for q in qts]) & torch.tensor(readable)
+        if mt.any():
+            res[f"{tag}_text_readable"] = round(ok[mt].float().mean().item(), 3)
+        if not two:
+            _, mass, _ = grounding_loss(attn, ids, last + shift, itok, gmask)
+            res["s1_ground_mass"] = round(mass.mean().item(), 3)
+    return res
+
+
+def save(model, proc, out: Path, log: dict, wall_s: float):
+    M.save_checkpoint(model, proc, out, M.edgevlm_settings(D.BOX_PAD_PX))
+    log = dict(log, wall_s_so_far=wall_s)
+    (out / "training_log.json").write_text(json.dumps(log, indent=1) + "\n")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m models.tiny.train", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", required=True, help="checkpoint directory to write")
+    ap.add_argument("--seed", type=int, default=1, help="training seed (scene pool seed and init; default 1)")
+    ap.add_argument("--pool-dir", default="runs/pool", help="where pool shards are cached (default runs/pool)")
+    ap.add_argument("--pool-scenes", type=int, default=3000, help="training scenes rendered (default 3000)")
+    ap.add_argument("--steps-a", type=int, default=450, help="Stage A steps (default 450)")
+    ap.add_argument("--steps-b", type=int, default=700, help="Stage B steps (default 700)")
+    ap.add_argument("--batch", type=int, default=24, help="batch size (default 24)")
+    ap.add_argument("--minutes-b", type=float, default=None, help="stop Stage B after this many minutes")
+    a = ap.parse_args(argv)
+    pool_dir = Path(a.pool_dir)
+    pool_dir.mkdir(parents=True, exist_ok=True)
+    shards = []
+    for k in range(math.ceil(a.pool_scenes / 500)):
+        p = pool_dir / f"shard{k}.npz" if a.seed == 1 else pool_dir / f"seed{a.seed}_shard{k}.npz"
+        if not p.exists():
+            D.save_pool(D.build_pool(a.seed, k * 500, 500), p)
+        shards.append(p)
+    held = pool_dir / "heldout.npz"
+    if not held.exists():
+        D.save_pool(D.build_pool(999, 0, 200), held)
+    log = train(Path(a.out), a.seed, shards, [held], a.steps_a, a.steps_b, a.batch, minutes_b=a.minutes_b)
+    print(json.dumps({k: v for k, v in log.items() if k != "history"}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
