@@ -258,3 +258,22 @@ def test_progressive_errors(llava_dir, data, tmp_path, capsys):
                "--progressive", "--codec", str(tmp_path / "none"), "--no-progress"])
     assert rc == 2
     assert "codec.json" in capsys.readouterr().err
+
+
+def test_progressive_resume_needs_same_codec(llava_dir, data, calib_data, tmp_path, capsys):
+    from models.cli import main
+
+    c3 = tmp_path / "c3"
+    c2 = tmp_path / "c2"
+    assert main(["fit-codec", "--model", str(llava_dir), "--dataset", str(calib_data), "--levels", "3",
+                 "--out", str(c3)]) == 0
+    assert main(["fit-codec", "--model", str(llava_dir), "--dataset", str(calib_data), "--levels", "2",
+                 "--out", str(c2)]) == 0
+    out = tmp_path / "r.parquet"
+    base = ["extract", "--model", str(llava_dir), "--dataset", str(data), "--out", str(out), "--progressive",
+            "--no-progress"]
+    assert main(base + ["--codec", str(c3), "--limit", "1"]) == 0
+    assert main(base + ["--codec", str(c3)]) == 0
+    assert "2 new, 1 already there" in capsys.readouterr().out
+    assert main(base + ["--codec", str(c2)]) == 2
+    assert "progressive" in capsys.readouterr().err
