@@ -4,7 +4,8 @@ For each sample: the global image's vision tokens are encoded by every codec giv
 from the uncompressed tokens (the reference) and from the tokens decoded at each level. Reports per
 codec and level: mean cumulative bytes, mean score, mean min-entropy, relative token MSE
 (||x^ - x||^2 / ||x - mean||^2), the share of answers identical to the uncompressed one, the top level's accuracy minus the uncompressed accuracy, and the
-first level whose accuracy reaches 95% of the top level's.
+first level whose accuracy reaches 95% of the top level's. A "no payload" accuracy (the first codec's
+output for an all-zero latent, i.e. the mean token for PCA) shows how much the answers depend on the image.
 
     python -m models.codec_eval --model DIR --dataset MANIFEST --codec DIR [--codec DIR ...] \
         [--limit N] [--json out.json]
@@ -31,7 +32,8 @@ def evaluate(backend, codecs: dict[str, Any], samples: Sequence[Any], scoring: s
     from models.uncertainty import token_uncertainty
 
     px = backend.vision_input_px
-    ref_scores = []
+    ref_scores, blind_scores = [], []
+    first = next(iter(codecs.values()))
     per = {name: {"bytes": [], "score": [], "ent": [], "rel_mse": [], "same": []} for name in codecs}
     t0 = time.perf_counter()
     for s in tqdm(samples, desc="codec eval", unit="sample", disable=not progress):
@@ -42,6 +44,10 @@ def evaluate(backend, codecs: dict[str, Any], samples: Sequence[Any], scoring: s
         tokens = seen[0][0]
         ref_scores.append(score_answer(gen.text, s.answers, scoring))
         denom = float(((tokens - tokens.mean(0)) ** 2).sum()) or 1.0
+        # "level 0": no payload at all, the first codec's output for an all-zero latent (PCA: the mean token)
+        blind = first._synthesise(np.zeros((tokens.shape[0], sum(first.group_sizes)))).astype(np.float32)
+        with substitute(backend, blind):
+            blind_scores.append(score_answer(backend.generate(enc).text, s.answers, scoring))
         for name, codec in codecs.items():
             levels = codec.encode(tokens)
             row = {"bytes": [], "score": [], "ent": [], "rel_mse": [], "same": []}
@@ -59,6 +65,7 @@ def evaluate(backend, codecs: dict[str, Any], samples: Sequence[Any], scoring: s
             for k, v in row.items():
                 per[name][k].append(v)
     out: dict[str, Any] = {"n_samples": len(samples), "uncompressed_accuracy": float(np.mean(ref_scores)),
+                           "no_payload_accuracy": float(np.mean(blind_scores)),
                            "raw_float16_bytes": int(tokens.size * 2), "wall_s": round(time.perf_counter() - t0, 1),
                            "codecs": {}}
     for name, codec in codecs.items():
@@ -80,6 +87,7 @@ def evaluate(backend, codecs: dict[str, Any], samples: Sequence[Any], scoring: s
 
 def format_report(res: dict[str, Any]) -> str:
     lines = [f"samples {res['n_samples']}; uncompressed accuracy {res['uncompressed_accuracy']:.3f}; "
+             f"no-payload (mean tokens) accuracy {res['no_payload_accuracy']:.3f}; "
              f"raw float16 tokens {res['raw_float16_bytes']} B"]
     for name, r in res["codecs"].items():
         lines.append(f"{name} ({r['kind']}, group sizes {r['group_sizes']}):")
