@@ -30,6 +30,7 @@ BOX_PAD_PX = 72
 #: 3 = shape crop, 4 = random crop.
 CROP_KINDS = ("search", "oracle", "oracle_sq", "shape", "random")
 MAX_OBJ = 5
+SHARD = 500     # scenes per cached pool shard
 
 
 def resize(img: Image.Image, box=None) -> np.ndarray:
@@ -216,7 +217,32 @@ def build_pool(seed: int, start: int, n: int, progress: bool = True) -> Pool:
 
 
 def save_pool(pool: Pool, path: Path) -> None:
-    np.savez(path, **pool.__dict__)
+    """Write a shard atomically (readers never see half a file)."""
+    import os
+    path = Path(path)
+    tmp = path.with_name(path.stem + ".partial.npz")
+    np.savez(tmp, **pool.__dict__)
+    os.replace(tmp, path)
+
+
+def ensure_shard(path: Path, seed: int, start: int, n: int, wait_s: float = 0.0) -> Path:
+    """The shard at path: waited for (another process building it) up to wait_s, else rendered here."""
+    import time
+    path = Path(path)
+    t0 = time.time()
+    while True:
+        if path.exists():
+            try:
+                with np.load(path) as z:
+                    _ = [z[k].shape for k in z.files]
+                return path
+            except Exception:  # noqa: BLE001 - half-written by a concurrent builder
+                pass
+        if time.time() - t0 >= wait_s:
+            break
+        time.sleep(10)
+    save_pool(build_pool(seed, start, n), path)
+    return path
 
 
 def load_pools(paths) -> Pool:

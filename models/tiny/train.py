@@ -36,6 +36,7 @@ from models import scenes as S
 from models.tiny import data as D
 from models.tiny import model as M
 
+HELDOUT_SEED = 999
 QT_PROBS = {"text": 0.45, "color": 0.30, "position": 0.25}
 COLOR_NAMES = list(S.COLORS)
 KIND_NAMES = {v: k for k, v in D.KIND_IDS.items()}
@@ -61,7 +62,7 @@ class Heads(nn.Module):
                 + F.cross_entropy(self.kind(feats).transpose(1, 2), lab[:, 1]))
         if (lab[:, 2] > 0).any():
             loss = loss + F.cross_entropy(self.side(feats).transpose(1, 2), lab[:, 2], ignore_index=0)
-        loss = loss + F.cross_entropy(self.digit(feats).transpose(1, 2), lab[:, 3], weight=dw)
+        loss = loss + 2.0 * F.cross_entropy(self.digit(feats).transpose(1, 2), lab[:, 3], weight=dw)
         if code is not None and code_mask.any():
             logits = self.code(cls[code_mask]).view(-1, S.CODE_LEN, 10)
             loss = loss + F.cross_entropy(logits.reshape(-1, 10), code[code_mask].reshape(-1))
@@ -99,11 +100,12 @@ class Batcher:
             self.tok_cache[s] = self.tok(s, add_special_tokens=False).input_ids
         return self.tok_cache[s]
 
-    def stage_a(self, b):
+    def stage_a(self, b, b_crops=None):
+        b_crops = b if b_crops is None else b_crops
         gi = self.rng.integers(len(self.p), size=b)
-        ci = self.rng.integers(len(self.p.crops), size=b)
-        code = np.full((b, S.CODE_LEN), 0)
-        cmask = np.zeros(b, bool)
+        ci = self.rng.integers(len(self.p.crops), size=b_crops)
+        code = np.full((b_crops, S.CODE_LEN), 0)
+        cmask = np.zeros(b_crops, bool)
         for k, j in enumerate(ci):
             si, slot, kind, inside = self.p.cmeta[j]
             if slot >= 0 and inside and self.p.objs[si, slot, 1] == D.KIND_IDS["sign"]:
@@ -181,9 +183,10 @@ def expand_image_tokens(ids, am, lab, image_token_id, n_tok=M.TOKENS_PER_IMAGE):
     return torch.stack(out_ids), torch.stack(out_am), torch.stack(out_lab), torch.tensor(shift)
 
 
-def lm_forward(model, ids, am, pix, want_attn_layer=None):
+def lm_forward(model, ids, am, pix, want_attn_layer=None, tower_grad=True):
     """Manual LlavaForConditionalGeneration forward (same maths) that also returns tower features."""
-    feats, cls = tower(model, pix)
+    with torch.set_grad_enabled(tower_grad and torch.is_grad_enabled()):
+        feats, cls = tower(model, pix)
     img = model.model.multi_modal_projector(feats)
     emb = model.get_input_embeddings()(ids)
     m = (ids == model.config.image_token_id).unsqueeze(-1)
@@ -219,8 +222,8 @@ def answer_stats(logits, lab):
     return ok
 
 
-def set_threads():
-    torch.set_num_threads(2)
+def set_threads(n: int = 2):
+    torch.set_num_threads(n)
     torch.set_flush_denormal(True)
 
 
@@ -231,9 +234,17 @@ def cosine(step, total, warm=50):
 
 
 def train(out: Path, seed: int, pool_paths, heldout_paths, steps_a: int, steps_b: int, batch: int,
-          log_every: int = 50, minutes_b: float | None = None) -> dict:
+          log_every: int = 50, minutes_b: float | None = None, pool_paths_b=None, threads: int = 2,
+          rank: int = 0, world: int = 1, stage_a_ckpt=None, reuse_stage_a: bool = False) -> dict:
+    """Stage A on pool_paths, Stage B on pool_paths_b (a callable giving the shard paths; default: the same).
+
+    With world > 1 each process draws its own data (seed + 100*rank) and gradients are averaged
+    (data parallel over processes; `batch` is the global batch). Rank 0 logs, evaluates and saves.
+    """
     from tqdm import tqdm
-    set_threads()
+    set_threads(threads)
+    lead = rank == 0
+    gbatch, batch = batch, batch // world
     t0 = time.time()
     pool = D.load_pools(pool_paths)
     held = D.load_pools(heldout_paths) if heldout_paths else None
@@ -243,42 +254,75 @@ def train(out: Path, seed: int, pool_paths, heldout_paths, steps_a: int, steps_b
     itok = proc.image_token_id
     heads = Heads()
     torch.manual_seed(seed)
-    bat = Batcher(pool, tok, seed)
+    bat = Batcher(pool, tok, seed + 100 * rank)
     hbat = Batcher(held, tok, seed + 1) if held is not None else None
-    log = {"seed": seed, "pool_scenes": len(pool), "pool_crops": len(pool.crops), "steps_a": steps_a,
-           "steps_b": steps_b, "batch": batch, "history": []}
+    log = {"threads": threads, "seed": seed, "pool_scenes": len(pool), "pool_crops": len(pool.crops), "steps_a": steps_a,
+           "steps_b": steps_b, "batch": gbatch, "processes": world, "history": []}
+    params = list(model.parameters()) + list(heads.parameters())
+
+    def sync_grads():
+        if world == 1:
+            return
+        import torch.distributed as dist
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        flat = torch.cat([p.grad.reshape(-1) for p in params])
+        dist.all_reduce(flat)
+        flat /= world
+        o = 0
+        for p in params:
+            n = p.numel()
+            p.grad.copy_(flat[o:o + n].view_as(p))
+            o += n
     vt = model.model.vision_tower
     # ---- Stage A: tower + heads -------------------------------------------------------------
     opt = torch.optim.AdamW(list(vt.parameters()) + list(heads.parameters()), lr=1e-3, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine(s, steps_a))
     model.train()
-    bar = tqdm(range(steps_a), desc="stage A (tower)", mininterval=5)
+    if reuse_stage_a and stage_a_ckpt is not None and Path(stage_a_ckpt).exists():
+        st = torch.load(stage_a_ckpt)
+        model.load_state_dict(st["model"])
+        heads.load_state_dict(st["heads"])
+        steps_run_a = 0
+    else:
+        steps_run_a = steps_a
+    bar = tqdm(range(steps_run_a), desc="stage A (tower)", mininterval=5, disable=not lead)
     for step in bar:
-        g, gl, c, cl, code, cm = bat.stage_a(batch)
+        g, gl, c, cl, code, cm = bat.stage_a(batch * 2 // 3, batch * 4 // 3)
         fg, clsg = tower(model, g)
         fc, clsc = tower(model, c)
         loss = heads.loss(fg, clsg, gl) + heads.loss(fc, clsc, cl, code, cm)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        sync_grads()
         opt.step()
         sched.step()
         if step % log_every == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
             log["history"].append({"stage": "A", "step": step, "loss": loss.item(), "t_s": time.time() - t0})
     log["stage_a_s"] = time.time() - t0
-    if hbat is not None:
+    if lead and stage_a_ckpt is not None:
+        Path(stage_a_ckpt).parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"model": model.state_dict(), "heads": heads.state_dict()}, stage_a_ckpt)
+    if hbat is not None and lead:
         log["stage_a_probe"] = probe_heads(model, heads, hbat)
         print("stage A probe:", json.dumps(log["stage_a_probe"]), flush=True)
     # ---- Stage B: projector + LM, tower slower, aux heads, grounding -----------------------
+    if pool_paths_b is not None:
+        paths_b = pool_paths_b()
+        pool = D.load_pools(paths_b)
+        bat = Batcher(pool, tok, seed + 2 + 100 * rank)
+        log["pool_scenes_b"] = len(pool)
     lm_params = list(model.model.multi_modal_projector.parameters()) + list(
         model.model.language_model.parameters()) + list(model.lm_head.parameters())
     opt = torch.optim.AdamW([{"params": lm_params, "lr": 1e-3},
-                             {"params": list(vt.parameters()), "lr": 2e-4},
+                             {"params": list(vt.parameters()), "lr": 4e-4},
                              {"params": list(heads.parameters()), "lr": 5e-4}], weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine(s, steps_b, warm=100))
     tb = time.time()
-    bar = tqdm(range(steps_b), desc="stage B (LM+grounding)", mininterval=5)
-    n_gen = max(2, batch // 8)
+    bar = tqdm(range(steps_b), desc="stage B (LM+grounding)", mininterval=5, disable=not lead)
+    n_gen = max(1, batch // 8)
     for step in bar:
         half = batch // 2
         # stage-1 format rows (global only) with grounding and generic rows
@@ -308,15 +352,16 @@ def train(out: Path, seed: int, pool_paths, heldout_paths, steps_a: int, steps_b
         loss = ce1 + ce2 + 0.5 * gl + 0.2 * uni + 0.3 * aux
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        sync_grads()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        if step % log_every == 0:
+        if step % log_every == 0 and lead:
             rec = {"stage": "B", "step": step, "ce1": ce1.item(), "ce2": ce2.item(), "ground": gl.item(),
                    "mass": mass.mean().item(), "uni": uni.item(), "aux": float(aux), "t_s": time.time() - t0}
             log["history"].append(rec)
             bar.set_postfix(ce1=f"{rec['ce1']:.2f}", ce2=f"{rec['ce2']:.2f}", mass=f"{rec['mass']:.2f}")
-        if (step + 1) % 100 == 0 or step == steps_b - 1:
+        if lead and ((step + 1) % 80 == 0 or step == steps_b - 1):
             if hbat is not None:
                 ev = quick_eval(model, hbat, itok)
                 ev["step"] = step + 1
@@ -329,7 +374,8 @@ def train(out: Path, seed: int, pool_paths, heldout_paths, steps_a: int, steps_b
             log["steps_b_done"] = step + 1
             break
     log["wall_s"] = time.time() - t0
-    save(model, proc, out, log, log["wall_s"])
+    if lead:
+        save(model, proc, out, log, log["wall_s"])
     return log
 
 
@@ -389,26 +435,54 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="checkpoint directory to write")
     ap.add_argument("--seed", type=int, default=1, help="training seed (scene pool seed and init; default 1)")
     ap.add_argument("--pool-dir", default="runs/pool", help="where pool shards are cached (default runs/pool)")
-    ap.add_argument("--pool-scenes", type=int, default=3000, help="training scenes rendered (default 3000)")
-    ap.add_argument("--steps-a", type=int, default=450, help="Stage A steps (default 450)")
-    ap.add_argument("--steps-b", type=int, default=700, help="Stage B steps (default 700)")
+    ap.add_argument("--pool-scenes", type=int, default=2000,
+                    help="training scenes rendered (default 2000; Stage A uses the first 1000)")
+    ap.add_argument("--wait-for-pool", action="store_true",
+                    help="wait for pool shards that another process (python -m models.tiny.data) is rendering")
+    ap.add_argument("--steps-a", type=int, default=350, help="Stage A steps (default 350)")
+    ap.add_argument("--steps-b", type=int, default=550, help="Stage B steps (default 550)")
     ap.add_argument("--batch", type=int, default=24, help="batch size (default 24)")
+    ap.add_argument("--threads", type=int, default=2,
+                    help="torch threads (default 2; on a CPU shared with other jobs 1 avoids OpenMP spin-waits)")
+    ap.add_argument("--procs", type=int, default=1,
+                    help="data-parallel training processes (gradients averaged; default 1)")
+    ap.add_argument("--stage-a-ckpt", default="runs/train/stage_a.pt", help="where the Stage A weights are saved")
+    ap.add_argument("--reuse-stage-a", action="store_true", help="load --stage-a-ckpt and skip Stage A")
     ap.add_argument("--minutes-b", type=float, default=None, help="stop Stage B after this many minutes")
     a = ap.parse_args(argv)
     pool_dir = Path(a.pool_dir)
     pool_dir.mkdir(parents=True, exist_ok=True)
-    shards = []
-    for k in range(math.ceil(a.pool_scenes / 500)):
-        p = pool_dir / f"shard{k}.npz" if a.seed == 1 else pool_dir / f"seed{a.seed}_shard{k}.npz"
-        if not p.exists():
-            D.save_pool(D.build_pool(a.seed, k * 500, 500), p)
-        shards.append(p)
-    held = pool_dir / "heldout.npz"
-    if not held.exists():
-        D.save_pool(D.build_pool(999, 0, 200), held)
-    log = train(Path(a.out), a.seed, shards, [held], a.steps_a, a.steps_b, a.batch, minutes_b=a.minutes_b)
-    print(json.dumps({k: v for k, v in log.items() if k != "history"}, indent=1))
+    n_shards = math.ceil(a.pool_scenes / D.SHARD)
+    prefix = "" if a.seed == 1 else f"seed{a.seed}_"
+
+    def shard(k):
+        return D.ensure_shard(pool_dir / f"{prefix}shard{k}.npz", a.seed, k * D.SHARD, D.SHARD,
+                              wait_s=1800 if a.wait_for_pool else 0)
+    held = D.ensure_shard(pool_dir / "heldout.npz", HELDOUT_SEED, 0, 200, wait_s=1800 if a.wait_for_pool else 0)
+    shards_a = [shard(k) for k in range(min(2, n_shards))]
+    wait_s = 1800 if a.wait_for_pool else 0
+    specs_b = [(pool_dir / f"{prefix}shard{k}.npz", a.seed, k * D.SHARD, D.SHARD, wait_s) for k in range(n_shards)]
+    args = (Path(a.out), a.seed, shards_a, [held], a.steps_a, a.steps_b, a.batch, a.minutes_b,
+            specs_b, a.threads, a.procs, a.stage_a_ckpt, a.reuse_stage_a)
+    if a.procs == 1:
+        _run(0, *args)
+    else:
+        import torch.multiprocessing as tmp
+        tmp.spawn(_run, args=args, nprocs=a.procs, join=True)
     return 0
+
+
+def _run(rank, out, seed, shards_a, held, steps_a, steps_b, batch, minutes_b, specs_b, threads, world,
+         stage_a_ckpt=None, reuse_stage_a=False):
+    """One training process; Stage B shards are rendered here (or waited for) when Stage A ends."""
+    if world > 1:
+        import torch.distributed as dist
+        dist.init_process_group("gloo", init_method="tcp://127.0.0.1:29517", rank=rank, world_size=world)
+    log = train(out, seed, shards_a, held, steps_a, steps_b, batch, minutes_b=minutes_b,
+                pool_paths_b=lambda: [D.ensure_shard(*spec) for spec in specs_b], threads=threads,
+                rank=rank, world=world, stage_a_ckpt=stage_a_ckpt, reuse_stage_a=reuse_stage_a)
+    if rank == 0:
+        print(json.dumps({k: v for k, v in log.items() if k != "history"}, indent=1), flush=True)
 
 
 if __name__ == "__main__":

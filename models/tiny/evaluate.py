@@ -1,0 +1,194 @@
+"""The issue-12 "Must show" numbers for a tiny-model trace, per question type (never pooled).
+
+Reads a trace extracted with the real pipeline (models.cli extract) and the dataset's
+scenes_meta.jsonl, and prints:
+  1. accuracy with the global image only (s1), global + the model's relative-attention crop (s2),
+     global + the ground-truth crop (s2_oracle); text split by globally readable / not;
+     box containment (attention box contains the whole gt box) with the chance rate of a box of
+     the same size placed uniformly at random;
+  2. min-entropy over the first 5 stage-1 tokens, correct vs wrong within each question type:
+     AUROC, histogram overlap and Bhattacharyya distance for min-entropy, Shannon and margin;
+  3. optionally (--model, --dataset) extraction speed in samples/s for stage 1 + attention +
+     stage 2 through the backend, and the weight size.
+CLI: python -m models.tiny.evaluate --trace traces/tiny-scenetext-v1.parquet --meta DIR/scenes_meta.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+K_TOKENS = 5
+N_BINS = 20
+
+
+def first_k_mean(lists, k=K_TOKENS) -> np.ndarray:
+    return np.array([float(np.mean(np.asarray(v)[:k])) for v in lists])
+
+
+def auroc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """P(score_pos > score_neg) + 0.5 P(tie): Mann-Whitney AUROC."""
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    from scipy.stats import rankdata
+    r = rankdata(np.concatenate([pos, neg]))
+    return float((r[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def overlap_bhattacharyya(a: np.ndarray, b: np.ndarray, bins=N_BINS) -> tuple[float, float]:
+    """Histogram overlap sum(min(p, q)) and Bhattacharyya distance -ln sum(sqrt(p q)) on shared bins."""
+    if len(a) == 0 or len(b) == 0:
+        return float("nan"), float("nan")
+    lo, hi = min(a.min(), b.min()), max(a.max(), b.max())
+    if hi <= lo:
+        return 1.0, 0.0
+    edges = np.linspace(lo, hi, bins + 1)
+    p = np.histogram(a, edges)[0] / len(a)
+    q = np.histogram(b, edges)[0] / len(b)
+    bc = float(np.sum(np.sqrt(p * q)))
+    return float(np.minimum(p, q).sum()), float(-np.log(max(bc, 1e-12)))
+
+
+def contains(b, g) -> np.ndarray:
+    return (b[:, 0] <= g[:, 0]) & (b[:, 1] <= g[:, 1]) & (b[:, 2] >= g[:, 2]) & (b[:, 3] >= g[:, 3])
+
+
+def chance_containment(b, g, w, h) -> np.ndarray:
+    """Probability that a box of the same size, placed uniformly inside the image, contains the gt box."""
+    bw, bh = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    gw, gh = g[:, 2] - g[:, 0], g[:, 3] - g[:, 1]
+    px = np.clip(np.minimum(g[:, 0], w - bw) - np.maximum(g[:, 2] - bw, 0) + 1, 0, None) / (w - bw + 1)
+    py = np.clip(np.minimum(g[:, 1], h - bh) - np.maximum(g[:, 3] - bh, 0) + 1, 0, None) / (h - bh + 1)
+    ok = (bw >= gw) & (bh >= gh)
+    return np.where(ok, px * py, 0.0)
+
+
+def metrics(df, meta: dict | None = None) -> dict:
+    out = {}
+    for qt, d in df.groupby("question_type"):
+        r = {"n": int(len(d)),
+             "acc_global_only": float(d.s1_score.mean()),
+             "acc_attention_crop": float(d.s2_score.mean()),
+             "acc_oracle_crop": float(d.s2_oracle_score.mean()) if "s2_oracle_score" in d else None}
+        b = d[["bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"]].to_numpy()
+        g = d[["gt_x0", "gt_y0", "gt_x1", "gt_y1"]].to_numpy()
+        r["box_contains_gt"] = float(contains(b, g).mean())
+        r["box_contains_gt_chance"] = float(chance_containment(b, g, d.image_w.to_numpy(), d.image_h.to_numpy()).mean())
+        r["box_side_px_mean"] = float(np.mean(b[:, 2] - b[:, 0]))
+        if meta is not None and qt == "text":
+            rd = np.array([bool(meta[s]["readable_global"]) for s in d.sample_id])
+            r["readable_global_share"] = float(rd.mean())
+            for name, m in (("readable", rd), ("unreadable", ~rd)):
+                r[f"{name}_acc_global_only"] = float(d.s1_score[m].mean())
+                r[f"{name}_acc_attention_crop"] = float(d.s2_score[m].mean())
+                r[f"{name}_acc_oracle_crop"] = float(d.s2_oracle_score[m].mean())
+                r[f"{name}_box_contains_gt"] = float(contains(b[m], g[m]).mean())
+        ok = d.s1_score.to_numpy() >= 0.5
+        r["n_correct_s1"], r["n_wrong_s1"] = int(ok.sum()), int((~ok).sum())
+        for col, sign in (("s1_min_entropy", -1), ("s1_shannon", -1), ("s1_margin", +1)):
+            v = first_k_mean(d[col])
+            short = col.replace("s1_", "")
+            # AUROC of the confidence (low entropy / high margin) for "stage 1 is right"
+            r[f"{short}_auroc"] = auroc(sign * v[ok], sign * v[~ok])
+            ov, bd = overlap_bhattacharyya(v[ok], v[~ok])
+            r[f"{short}_overlap"], r[f"{short}_bhattacharyya"] = ov, bd
+            r[f"{short}_mean_correct"] = float(v[ok].mean()) if ok.any() else float("nan")
+            r[f"{short}_mean_wrong"] = float(v[~ok].mean()) if (~ok).any() else float("nan")
+        out[str(qt)] = r
+    return out
+
+
+def speed(model_dir: str, manifest: str, n: int) -> dict:
+    """Samples/s of stage 1 + relative attention + stage 2 through the real backend (no JPEG, no oracle)."""
+    import torch
+    from PIL import Image
+    from models.backend import load_backend
+    from models.boxsearch import search_box
+    from models.extract import load_image
+    from models.manifest import read_manifest
+
+    torch.set_num_threads(2)
+    torch.set_flush_denormal(True)
+    be = load_backend(model_dir)
+    px, pad = be.vision_input_px, be.settings.box_pad_px
+    samples = read_manifest(manifest)[:n]
+    imgs = [load_image(s) for s in samples]
+    t_total = 0.0
+    for k, (s, im) in enumerate(zip(samples, imgs)):
+        t0 = time.perf_counter()
+        g = im.resize((px, px), Image.BICUBIC)
+        be.generate(be.encode([g], s.question))
+        maps = be.attention_to_image(g, s.question)
+        box = search_box(maps.relative, im.width, im.height, px, pad_px=pad)
+        loc = im.crop(box.as_tuple()).resize((px, px), Image.BICUBIC)
+        be.generate(be.encode([g, loc], s.question))
+        if k >= 3:  # warm-up excluded
+            t_total += time.perf_counter() - t0
+    done = max(1, len(samples) - 3)
+    weights = Path(model_dir) / "model.safetensors"
+    return {"samples": done, "samples_per_s": done / t_total if t_total else float("nan"),
+            "weight_bytes": weights.stat().st_size if weights.exists() else None}
+
+
+def report(res: dict) -> str:
+    lines = []
+    for qt, r in res.items():
+        lines.append(f"== {qt} (n={r['n']}) ==")
+        lines.append(f"  accuracy: global-only {r['acc_global_only']:.3f} | + attention crop "
+                     f"{r['acc_attention_crop']:.3f} | + oracle crop {r['acc_oracle_crop']:.3f}")
+        if "readable_global_share" in r:
+            lines.append(f"  readable globally: {r['readable_global_share']:.3f} of text questions")
+            for name in ("readable", "unreadable"):
+                lines.append(f"    {name:10s}: global {r[name + '_acc_global_only']:.3f} | attention crop "
+                             f"{r[name + '_acc_attention_crop']:.3f} | oracle {r[name + '_acc_oracle_crop']:.3f} "
+                             f"| box contains gt {r[name + '_box_contains_gt']:.3f}")
+        lines.append(f"  box contains gt: {r['box_contains_gt']:.3f} (chance {r['box_contains_gt_chance']:.3f}, "
+                     f"mean box side {r['box_side_px_mean']:.0f} px)")
+        lines.append(f"  stage 1 correct/wrong: {r['n_correct_s1']}/{r['n_wrong_s1']} (first {K_TOKENS} tokens)")
+        for m in ("min_entropy", "shannon", "margin"):
+            lines.append(f"    {m:12s} AUROC {r[m + '_auroc']:.3f}  overlap {r[m + '_overlap']:.3f}  "
+                         f"Bhattacharyya {r[m + '_bhattacharyya']:.3f}  (mean correct {r[m + '_mean_correct']:.3f}, "
+                         f"wrong {r[m + '_mean_wrong']:.3f})")
+    if "speed" in res:
+        s = res["speed"]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m models.tiny.evaluate", description=__doc__.split("\n")[0])
+    ap.add_argument("--trace", required=True, help="trace extracted from the tiny model")
+    ap.add_argument("--meta", help="scenes_meta.jsonl of the dataset (text readability split)")
+    ap.add_argument("--model", help="checkpoint dir: also measure extraction speed and weight size")
+    ap.add_argument("--dataset", help="manifest for the speed measurement")
+    ap.add_argument("--speed-samples", type=int, default=40)
+    ap.add_argument("--json", help="also write the numbers to this JSON file")
+    a = ap.parse_args(argv)
+    from traces.io import read_trace
+    table, prov = read_trace(a.trace)
+    df = table.to_pandas()
+    meta = None
+    if a.meta:
+        meta = {}
+        for line in Path(a.meta).read_text().splitlines():
+            e = json.loads(line)
+            meta[e["sample_id"]] = e
+    res = metrics(df, meta)
+    print(f"trace {a.trace}: {len(df)} rows, model {prov.get('model_id')}, box_pad_px {prov.get('box_pad_px')}")
+    print(report(res))
+    if a.model and a.dataset:
+        sp = speed(a.model, a.dataset, a.speed_samples)
+        res["speed"] = sp
+        print(f"== speed == {sp['samples_per_s']:.2f} samples/s (stage 1 + attention + stage 2, "
+              f"{sp['samples']} samples, this CPU) | weights {sp['weight_bytes'] / 1e6:.2f} MB")
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
