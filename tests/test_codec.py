@@ -277,3 +277,21 @@ def test_progressive_resume_needs_same_codec(llava_dir, data, calib_data, tmp_pa
     assert "2 new, 1 already there" in capsys.readouterr().out
     assert main(base + ["--codec", str(c2)]) == 2
     assert "progressive" in capsys.readouterr().err
+
+
+def test_shipped_tiny_codecs_load_and_refine():
+    """The codecs saved beside the tiny model's weights load, match its vision width and refine per level."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "models" / "weights" / "tiny-scenetext-v1"
+    dirs = sorted(p for p in (root / "codec").glob("*") if (p / "codec.json").is_file())
+    if not dirs:
+        pytest.skip("no fitted codecs shipped beside the tiny model")
+    cfg = json.loads((root / "config.json").read_text())
+    x = np.random.default_rng(0).normal(size=(64, cfg["vision_config"]["hidden_size"])).astype(np.float32)
+    for d in dirs:
+        c = load_codec(d)
+        assert c.d == cfg["vision_config"]["hidden_size"]
+        levels = c.encode(x)
+        errs = [float(np.mean((c.decode(levels[:l]) - x) ** 2)) for l in range(1, c.n_levels + 1)]
+        assert errs[-1] < errs[0], (d.name, errs)
