@@ -23,9 +23,22 @@ Manifest lines: {"image": "img/1.jpg", "question": "...", "answers": ["..", ...]
                  "question_type": "text", "gt_box": [x0, y0, x1, y1], "sample_id": "..."}
 (question_type, gt_box and sample_id are optional; image paths are relative to the manifest).
 
+With --progressive (LLaVA only) a fitted visual-token codec (see `fit-codec`; default
+<model>/codec/pca_levels) encodes each global image's vision-encoder tokens into levels, and the LLM
+answers from the tokens decoded at every level: the prog_bytes / prog_score / prog_min_entropy
+columns, with the edge's vision-encoder FLOPs in the trace metadata.
+
 The output is written atomically and checkpointed; rerunning with the same --out resumes, skipping
 samples already in it. Settings in <model>/edgevlm.json override the per-model defaults; the
 options below override both."""
+
+_FIT_DESCRIPTION = """\
+Fit a progressive visual-token codec on the vision-encoder output (before the projector) of a LLaVA
+checkpoint over a calibration manifest, and save it (codec.json + codec.npz), by default beside the
+weights in <model>/codec/<kind>. Use calibration images that are NOT in the evaluation manifest.
+
+Kinds: pca_levels (default; principal axes split by variance into levels, int8 + zlib per level)
+and nested_ae (a small autoencoder trained with nested dropout, same level/byte interface)."""
 
 
 def _qualities(text: str) -> list[int]:
@@ -85,6 +98,33 @@ def add_extract_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--notes", default="", help="free text stored in provenance")
     p.add_argument("--overwrite", action="store_true", help="replace --out instead of resuming it")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--progressive", action="store_true", help="also fill prog_bytes/prog_score/prog_min_entropy "
+                   "with a fitted visual-token codec (LLaVA only; one extra answer per level and sample)")
+    p.add_argument("--codec", help="fitted codec directory for --progressive (default: <model>/codec/pca_levels)")
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+
+
+def add_fit_codec_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="LLaVA checkpoint directory")
+    p.add_argument("--dataset", required=True, metavar="MANIFEST", help="JSONL calibration manifest")
+    p.add_argument("--kind", default="pca_levels", choices=("pca_levels", "nested_ae"), help="codec (default pca_levels)")
+    p.add_argument("--levels", type=int, default=4, help="number of levels L with doubling group sizes (default 4)")
+    p.add_argument("--group-sizes", type=_sizes, help="explicit components per level, e.g. 16,16,32,64 "
+                   "(overrides --levels)")
+    p.add_argument("--latent", type=int, help="nested_ae latent width (default d_vision)")
+    p.add_argument("--hidden", type=int, help="nested_ae MLP width (default min(512, 2 d_vision))")
+    p.add_argument("--steps", type=int, default=600, help="nested_ae training steps (default 600)")
+    p.add_argument("--seed", type=int, default=0, help="nested_ae seed (default 0)")
+    p.add_argument("--limit", type=int, help="use only the first N calibration images")
+    p.add_argument("--out", help="codec directory (default: <model>/codec/<kind>)")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch")
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -93,7 +133,47 @@ def register(subparsers) -> argparse.ArgumentParser:
                               description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_extract_arguments(p)
     p.set_defaults(func=run_extract)
+    f = subparsers.add_parser("fit-codec", help="fit a progressive visual-token codec on a LLaVA's vision tokens",
+                              description=_FIT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_fit_codec_arguments(f)
+    f.set_defaults(func=run_fit_codec)
     return p
+
+
+def run_fit_codec(args: argparse.Namespace) -> int:
+    """Handler of `fit-codec`: calibration tokens from the manifest's images, fit, save."""
+    from pathlib import Path
+
+    from models.backend import BackendError
+    from models.manifest import ManifestError, read_manifest
+
+    try:
+        from models.codec import CodecError
+        from models.fit_codec import fit_codec_on_manifest
+    except ImportError as exc:
+        print(f"edgevlm: error: fit-codec needs the [models] extra ({exc})", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        if args.threads is not None:
+            if args.threads < 1:
+                raise CodecError(f"--threads must be a positive integer, got {args.threads}")
+            import torch
+            torch.set_num_threads(args.threads)
+        samples = read_manifest(args.dataset)
+        config = {"n_levels": args.levels, "group_sizes": args.group_sizes}
+        if args.kind == "nested_ae":
+            config.update(latent=args.latent, hidden=args.hidden, steps=args.steps, seed=args.seed)
+        elif any(v is not None for v in (args.latent, args.hidden)):
+            raise CodecError("--latent and --hidden apply to --kind nested_ae only")
+        out = Path(args.out) if args.out else Path(args.model) / "codec" / args.kind
+        codec = fit_codec_on_manifest(args.model, samples, args.kind, config, out, device=args.device,
+                                      limit=args.limit, manifest=args.dataset)
+    except (ManifestError, BackendError, CodecError) as exc:
+        print(f"edgevlm: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"wrote {out}: {codec.kind}, {codec.n_levels} levels, group sizes {codec.group_sizes}, "
+          f"fitted on {codec.fit_info.get('n_calibration_tokens')} tokens")
+    return 0
 
 
 def _unescape(text: str | None) -> str | None:
@@ -141,6 +221,19 @@ def run_extract(args: argparse.Namespace) -> int:
                                overrides={k: v for k, v in overrides.items() if v is not None})
         if args.source_kind is None:
             opts.source_kind = backend.settings.source_kind or "real"
+        if args.codec and not args.progressive:
+            raise ExtractError("--codec is used only with --progressive")
+        if args.progressive:
+            from models.codec import CodecError, load_codec
+            from models.progressive import projector
+
+            projector(backend)                     # LLaVA only: fails early with a clear message
+            codec_dir = args.codec or str(Path(args.model) / "codec" / "pca_levels")
+            try:
+                opts.codec = load_codec(codec_dir)
+            except CodecError as exc:
+                raise ExtractError(str(exc)) from None
+            opts.codec_path = codec_dir
         summary = extract(backend, samples, args.out, opts, manifest=args.dataset)
     except (ManifestError, BackendError, ExtractError, TraceError) as exc:
         print(f"edgevlm: error: {exc}", file=sys.stderr)

@@ -10,7 +10,10 @@ Per sample (DESIGN.md §2, §4):
   5. stage 2 answers with the global and local images as two images in one prompt;
   6. with a manifest gt_box, stage 2 is run again on an oracle crop (the gt box grown to the smallest
      search window, models.boxsearch.box_around) -> s2_oracle_score;
-  7. JPEG sizes (models.jpeg) of global, local and original at each quality; stage-1 timings.
+  7. JPEG sizes (models.jpeg) of global, local and original at each quality; stage-1 timings;
+  8. with a fitted codec (--progressive): the global image's visual tokens are encoded into levels,
+     and the LLM answers from the tokens decoded at each level -> prog_bytes, prog_score,
+     prog_min_entropy (models.progressive); the edge cost goes in the metadata.
 Generated-token lists exclude the final EOS, except when EOS is the only token (an empty answer):
 that step is kept so each row has >= 1 token. Rows are checkpointed atomically every
 `checkpoint_every` samples; rerunning with the same --out skips samples already there.
@@ -44,13 +47,15 @@ RESAMPLE = Image.Resampling.BICUBIC
 #: Provenance keys that must match for a resumed run to append to an existing trace.
 RESUME_KEYS = ("model_id", "dataset_id", "source_kind", "jpeg_qualities", "vision_input_px",
                "visual_tokens_per_image", "attention_layer", "box_pad_px", "box_pad_frac", "box_ratios", "prompt_template",
-               "question_suffix", "generic_prompt", "max_new_tokens", "scoring", "backend")
+               "question_suffix", "generic_prompt", "max_new_tokens", "scoring", "backend", "progressive")
 COLUMNS = ("sample_id", "question_type", "image_w", "image_h", "global_jpeg_bytes", "original_jpeg_bytes",
            "local_jpeg_bytes", "prompt_tokens", "s1_answer", "s1_score", "s1_min_entropy", "s1_shannon",
            "s1_margin", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1", "s2_answer", "s2_score", "s2_tokens",
            "s2_oracle_score", "gt_x0", "gt_y0", "gt_x1", "gt_y1", "t_vision_s", "t_prefill_s",
            "t_decode_token_s")
+PROG_COLUMNS = ("prog_bytes", "prog_score", "prog_min_entropy")
 ROW_SCHEMA = pa.schema([FIELD_BY_NAME[c] for c in COLUMNS])
+PROG_ROW_SCHEMA = pa.schema([FIELD_BY_NAME[c] for c in COLUMNS + PROG_COLUMNS])
 
 
 class ExtractError(ValueError):
@@ -70,6 +75,12 @@ class ExtractOptions:
     progress: bool = True
     notes: str = ""
     extra_provenance: dict[str, Any] = field(default_factory=dict)
+    codec: Any = None                     # a fitted models.codec.Codec: fill the prog_* columns
+    codec_path: str | None = None
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return COLUMNS + PROG_COLUMNS if self.codec is not None else COLUMNS
 
     def check(self) -> None:
         if self.source_kind not in SOURCE_KINDS:
@@ -117,7 +128,14 @@ def process_sample(backend: VLMBackend, sample: Sample, opts: ExtractOptions) ->
     global_img = original.resize((px, px), RESAMPLE)
 
     enc1 = backend.encode([global_img], sample.question)
-    gen1 = backend.generate(enc1)
+    if opts.codec is not None:
+        from models.progressive import capture
+
+        with capture(backend) as seen:
+            gen1 = backend.generate(enc1)
+        tokens = seen[0][0]
+    else:
+        gen1 = backend.generate(enc1)
     min_ent, shannon, margin = token_uncertainty(gen1.logits)
 
     maps = backend.attention_to_image(global_img, sample.question)
@@ -142,6 +160,11 @@ def process_sample(backend: VLMBackend, sample: Sample, opts: ExtractOptions) ->
         "t_vision_s": gen1.t_vision_s, "t_prefill_s": gen1.t_prefill_s,
         "t_decode_token_s": gen1.t_decode_token_s,
     }
+    if opts.codec is not None:
+        from models.progressive import progressive_row
+
+        row.update(progressive_row(backend, opts.codec, global_img, sample.question, sample.answers,
+                                   opts.scoring, tokens=tokens))
     if sample.gt_box is not None:
         x0, y0, x1, y1 = sample.gt_box
         obox = box_around(sample.gt_box, w, h, px, pad_px=pad, pad_frac=pad_frac)
@@ -188,11 +211,17 @@ def provenance(backend: VLMBackend, opts: ExtractOptions, manifest: Path) -> dic
         "notes": opts.notes,
     }
     prov.update(backend.describe())
+    if opts.codec is not None:
+        from models.progressive import edge_metadata
+
+        prov.update(edge_metadata(backend, opts.codec))
+        prov["progressive"]["path"] = opts.codec_path
     prov.update(opts.extra_provenance)
     return prov
 
 
-def _existing_rows(out: Path, prov: dict[str, Any], overwrite: bool) -> list[dict[str, Any]]:
+def _existing_rows(out: Path, prov: dict[str, Any], overwrite: bool,
+                   columns: Sequence[str] = COLUMNS) -> list[dict[str, Any]]:
     if overwrite or not out.exists():
         return []
     try:
@@ -204,16 +233,17 @@ def _existing_rows(out: Path, prov: dict[str, Any], overwrite: bool) -> list[dic
         if old.get(key) != prov.get(key):
             raise ExtractError(f"--out {out}: exists with {key}={old.get(key)!r}, this run has {prov.get(key)!r}; "
                                "resume needs identical settings (use another --out, or --overwrite)")
-    cols = [c for c in COLUMNS if c in table.column_names]
+    cols = [c for c in columns if c in table.column_names]
     rows = table.select(cols).to_pylist()
     for r in rows:
-        for c in COLUMNS:
+        for c in columns:
             r.setdefault(c, None)
     return rows
 
 
 def _write(rows: list[dict[str, Any]], out: Path, prov: dict[str, Any]) -> None:
-    table = pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
+    schema = PROG_ROW_SCHEMA if "progressive" in prov else ROW_SCHEMA
+    table = pa.Table.from_pylist(rows, schema=schema)
     write_trace(table, out, {**prov, "n_samples": len(rows)})
 
 
@@ -225,7 +255,7 @@ def extract(backend: VLMBackend, samples: Sequence[Sample], out: str | os.PathLi
     opts.check()
     out = Path(out)
     prov = provenance(backend, opts, Path(manifest))
-    rows = _existing_rows(out, prov, opts.overwrite)
+    rows = _existing_rows(out, prov, opts.overwrite, opts.columns)
     done = {r["sample_id"] for r in rows}
     selected = list(samples)[: opts.limit] if opts.limit is not None else list(samples)
     todo = [s for s in selected if s.sample_id not in done]

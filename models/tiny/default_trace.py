@@ -29,7 +29,7 @@ DATA_SEED = 1000
 
 
 def _worker(args):
-    model, manifest, part_out, lo, hi, dataset_id = args
+    model, manifest, part_out, lo, hi, dataset_id, codec_dir = args
     import torch
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
@@ -38,8 +38,12 @@ def _worker(args):
     from models.manifest import read_manifest
     samples = read_manifest(manifest)[lo:hi]
     be = load_backend(model)
+    codec = None
+    if codec_dir:
+        from models.codec import load_codec
+        codec = load_codec(codec_dir)
     opts = ExtractOptions(dataset_id=dataset_id, source_kind="tiny-local", checkpoint_every=50,
-                          progress=(lo == 0))
+                          progress=(lo == 0), codec=codec, codec_path=codec_dir)
     t0 = time.perf_counter()
     summ = extract(be, samples, part_out, opts, manifest=manifest)
     summ["wall_s"] = time.perf_counter() - t0
@@ -53,6 +57,9 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=2100, help="held-out samples (default 2100)")
     ap.add_argument("--out", default=DEFAULT_OUT)
     ap.add_argument("--workers", type=int, default=2, help="extraction processes, 1 thread each (default 2)")
+    ap.add_argument("--codec", help="fitted progressive codec for the prog_* columns (default: "
+                    "<model>/codec/pca_levels when it exists)")
+    ap.add_argument("--no-progressive", action="store_true", help="leave the prog_* columns out")
     a = ap.parse_args(argv)
     os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "33554432")
     from models import scenes as S
@@ -64,7 +71,13 @@ def main(argv=None) -> int:
     parts_dir = data / "parts"
     parts_dir.mkdir(exist_ok=True)
     bounds = [round(k * a.n / a.workers) for k in range(a.workers + 1)]
-    jobs = [(a.model, str(manifest), str(parts_dir / f"part{k}.parquet"), bounds[k], bounds[k + 1], dataset_id)
+    codec_dir = None if a.no_progressive else (a.codec or str(Path(a.model) / "codec" / "pca_levels"))
+    if codec_dir and not (Path(codec_dir) / "codec.json").is_file():
+        if a.codec:
+            ap.error(f"--codec {a.codec}: no codec.json there")
+        codec_dir = None
+    jobs = [(a.model, str(manifest), str(parts_dir / f"part{k}.parquet"), bounds[k], bounds[k + 1], dataset_id,
+             codec_dir)
             for k in range(a.workers)]
     t0 = time.perf_counter()
     if a.workers == 1:
@@ -108,7 +121,8 @@ def join(a, jobs, summaries, wall_s, dataset_id):
         "box_pad_px": settings["box_pad_px"],
         "notes": ("Tiny LLaVA-architecture VLM (CLIP 64px/patch 8 + 4-layer Llama, char tokenizer) trained "
                   "here on procedural scene-text VQA (models.scenes, train seed 1); this held-out set is seed "
-                  f"{DATA_SEED}. Real model outputs extracted with models.extract; progressive columns absent."),
+                  f"{DATA_SEED}. Real model outputs extracted with models.extract; progressive columns "
+                  + ("from the codec in 'progressive'." if "progressive" in prov else "absent.")),
     })
     write_trace(table, a.out, prov)
     print(f"wrote {a.out}: {table.num_rows} rows in {wall_s:.0f} s ({table.num_rows / wall_s:.2f} samples/s, "
