@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from sim.errors import UserError
@@ -24,7 +25,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     spec, _ = load_compare(args.file)
     out = Path(args.out) if args.out else Path("runs") / spec.name
     out.mkdir(parents=True, exist_ok=True)
-    df = run_compare(args.file, out, overrides=overrides, progress=not args.no_progress and not args.quiet)
+    df = run_compare(args.file, out, overrides=overrides, progress=not args.no_progress and not args.quiet,
+                     audit=args.audit)
     atomic_write(out / "results.parquet", lambda tmp: df.to_parquet(tmp, index=False))
     write_json(out / "compare.json", {"name": spec.name, "format_version": COMPARE_VERSION,
                                       "file": str(args.file), "overrides": overrides, "runs": len(df)})
@@ -35,7 +37,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             print("note: SYNTHETIC trace (invented numbers, for tests only)")
         print(format_table(df))
         print(f"wrote {out / 'results.parquet'}" + ("" if args.no_report else f", {rep.html_path}"))
-    return 0
+    broken = df[df["check_ok"].eq(False)]
+    for _, r in broken.iterrows():
+        print(f"edgevlm: variant {r['variant']} breaks an invariant: {r['check_violations']}", file=sys.stderr)
+    return 1 if len(broken) else 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -69,6 +74,8 @@ def register(subparsers) -> None:
     p.add_argument("--requests", type=int, help="override every variant's stop rule with this many requests")
     p.add_argument("--seed", type=int, help="override the seed (still common to all variants)")
     p.add_argument("--no-report", action="store_true", help="skip the HTML/Markdown report and figures")
+    p.add_argument("--audit", action="store_true",
+                   help="record every transfer and GPU pass so `check` also verifies link capacity and GPU busy time")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     p.set_defaults(func=_cmd_compare)

@@ -10,8 +10,12 @@ Phases of a completed request add up exactly to its latency:
   inference        s1_end_s - s1_start_s, plus s2_end_s - s2_start_s
   crop_round_trip  up2_end_s - s1_end_s: attention pass, bbox down, edge crop, crop up
   downlink         done_s - (s2_end_s, else s1_end_s): the answer down
-  other            what a policy's own protocol adds beyond these steps (e.g. extra
-                   progressive levels, full-edge execution); latency minus the phases above
+  other            what a policy's own protocol adds beyond these steps; latency minus the
+                   phases above (0 for the built-in protocols)
+
+For full-edge requests (inference on the device, then the answer up: s1_end_s <= up1_end_s with
+no server pass after it), `edge` is the wait for the device, `inference` the on-device pass and
+`uplink` the answer's upload.
 """
 
 from __future__ import annotations
@@ -55,13 +59,15 @@ def phase_breakdown(run: str | os.PathLike, *, warmup_s: float = 0.0) -> pd.Data
 
     crop = ev["s2_end_s"].notna().to_numpy()
     last_infer = np.where(crop, ev["s2_end_s"], ev["s1_end_s"])
+    on_edge = (ev["s1_start_s"] < ev["up1_end_s"]).to_numpy()  # full-edge: inference before the uplink
     out = pd.DataFrame({
-        "edge": span("arrival_s", "edge_done_s"),
-        "uplink": span("edge_done_s", "up1_end_s"),
-        "queue": span("up1_end_s", "s1_start_s") + span("up2_end_s", "s2_start_s"),
+        "edge": np.where(on_edge, span("arrival_s", "s1_start_s"), span("arrival_s", "edge_done_s")),
+        "uplink": np.where(on_edge, span("s1_end_s", "up1_end_s"), span("edge_done_s", "up1_end_s")),
+        "queue": np.where(on_edge, 0.0, span("up1_end_s", "s1_start_s") + span("up2_end_s", "s2_start_s")),
         "inference": span("s1_start_s", "s1_end_s") + span("s2_start_s", "s2_end_s"),
         "crop_round_trip": np.where(crop, span("s1_end_s", "up2_end_s"), 0.0),
-        "downlink": np.nan_to_num(ev["done_s"].to_numpy() - last_infer),
+        "downlink": np.where(on_edge, ev["done_s"].to_numpy() - ev["up1_end_s"].to_numpy(),
+                             np.nan_to_num(ev["done_s"].to_numpy() - last_infer)),
     }, index=ev.index)
     out["other"] = ev["latency_s"].to_numpy() - out.sum(axis=1).to_numpy()
     out["latency_s"] = ev["latency_s"].to_numpy()

@@ -127,15 +127,13 @@ def process_sample(backend: VLMBackend, sample: Sample, opts: ExtractOptions) ->
     pad_frac = backend.settings.box_pad_frac
     global_img = original.resize((px, px), RESAMPLE)
 
-    enc1 = backend.encode([global_img], sample.question)
-    if opts.codec is not None:
-        from models.progressive import capture
+    tokens = None
+    if opts.codec is not None:  # the projector-input tokens the edge would compress
+        from models.progressive import vision_tokens
 
-        with capture(backend) as seen:
-            gen1 = backend.generate(enc1)
-        tokens = seen[0][0]
-    else:
-        gen1 = backend.generate(enc1)
+        tokens = vision_tokens(backend, [global_img])[0]
+    enc1 = backend.encode([global_img], sample.question)
+    gen1 = backend.generate(enc1)
     min_ent, shannon, margin = token_uncertainty(gen1.logits)
 
     maps = backend.attention_to_image(global_img, sample.question)

@@ -71,12 +71,17 @@ def substitute(backend: VLMBackend, tokens: np.ndarray) -> Iterator[None]:
 
 
 def vision_tokens(backend: VLMBackend, images: Sequence[Any]) -> np.ndarray:
-    """Projector-input tokens of each image (already at the vision input size): (n_images, n_tokens, d)."""
-    import torch
+    """Projector-input tokens of each image (already at the vision input size): (n_images, n_tokens, d).
 
-    enc = backend.encode(list(images), "")
-    with capture(backend) as seen, torch.inference_mode():
-        backend.model.model.get_image_features(pixel_values=enc.inputs["pixel_values"])
+    The backend caches projected features per image, so the cache is cleared around the pass:
+    the projector must really run for the capture hook to see its input.
+    """
+    backend.clear_cache()
+    try:
+        with capture(backend) as seen:
+            backend.image_features(list(images))
+    finally:
+        backend.clear_cache()
     return np.concatenate(seen, axis=0)
 
 
@@ -86,14 +91,20 @@ def progressive_row(backend: VLMBackend, codec: Codec, image: Any, question: str
     if tokens is None:
         tokens = vision_tokens(backend, [image])[0]
     levels = codec.encode(tokens)
-    enc = backend.encode([image], question)
     cum, scores, ents = 0, [], []
     prog_bytes = []
     for lvl in range(1, len(levels) + 1):
         cum += len(levels[lvl - 1])
         decoded = codec.decode(levels[:lvl])
-        with substitute(backend, decoded):
+        # Projected features are computed at encode time (and cached per image), so the decoded
+        # tokens must replace the projector input while encoding, with no stale cache entry.
+        backend.clear_cache()
+        try:
+            with substitute(backend, decoded):
+                enc = backend.encode([image], question)
             gen = backend.generate(enc)
+        finally:
+            backend.clear_cache()
         min_ent, _, _ = token_uncertainty(gen.logits)
         prog_bytes.append(int(cum))
         scores.append(float(score_answer(gen.text, answers, scoring)))

@@ -257,8 +257,10 @@ def _check_terminal(ev: dict, summary: dict, sc, complete: bool, bad) -> None:
 
 
 def _check_monotone(ev: dict, summary: dict, sc, bad) -> None:
-    from sim.recorder import TIME_COLUMNS
+    from sim.policies import policies
 
+    # Each protocol's own step order (e.g. full_edge infers on the device before the uplink).
+    TIME_COLUMNS = policies.builder(sc.policy.kind).step_order
     ids = ev["request_id"]
     times = np.column_stack([ev[c].astype(np.float64) for c in TIME_COLUMNS])
     no_arrival = np.flatnonzero(np.isnan(times[:, 0]))
@@ -480,9 +482,12 @@ def _check_gpu(ev: dict, summary: dict, sc, audit, complete: bool, report: Repor
         end = audit.column("end_s").to_numpy()[g]
         source = "GPU passes in the audit"
     else:
-        spans = [(ev[f"s{k}_start_s"], ev[f"s{k}_end_s"]) for k in (1, 2)]
-        start = np.concatenate([s for s, _ in spans])
-        end = np.concatenate([e for _, e in spans])
+        from sim.policies import policies
+
+        stages = policies.builder(sc.policy.kind).server_stages
+        spans = [(ev[f"s{k}_start_s"], ev[f"s{k}_end_s"]) for k in stages] or [(np.empty(0), np.empty(0))]
+        start = np.concatenate([s for s, _ in spans]).astype(np.float64)
+        end = np.concatenate([e for _, e in spans]).astype(np.float64)
         keep = ~np.isnan(start) & ~np.isnan(end)
         start, end = start[keep], end[keep]
         source = "stage-1/2 spans in the event log"

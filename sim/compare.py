@@ -196,12 +196,16 @@ def _get(d: dict, path: tuple):
 
 
 def run_compare(spec: str | os.PathLike | dict, out_dir: str | os.PathLike | None = None, *,
-                overrides: dict | None = None, progress: bool = False, base_dir: Path | None = None) -> pd.DataFrame:
+                overrides: dict | None = None, progress: bool = False, base_dir: Path | None = None,
+                audit: bool = False) -> pd.DataFrame:
     """Run every variant (× load scale) of a compare spec; one row of summary metrics per run.
 
     `overrides` is deep-merged into every variant last (e.g. {"stop": {"requests": 500}} for a
-    short horizon). With `out_dir`, each run directory is written under out_dir/runs/<variant>.
+    short horizon). With `out_dir`, each run directory is written under out_dir/runs/<variant> and
+    re-verified by `edgevlm check` (columns check_ok, check_violations); `audit` records
+    audit.parquet so link capacity and GPU busy time are verified too.
     """
+    from sim.sweep import check_columns
     from sim.profiles import MODELS
     from sim.runner import run
     from sim.workload import Workload
@@ -222,7 +226,7 @@ def run_compare(spec: str | os.PathLike | dict, out_dir: str | os.PathLike | Non
             run_dir = None
             if out_dir is not None:
                 run_dir = Path(out_dir) / "runs" / (name + (f"-load{scale:g}" if parsed.load else ""))
-            s = run(sc, run_dir, workload=workloads[sc.trace]).summary
+            s = run(sc, run_dir, workload=workloads[sc.trace], audit=audit and run_dir is not None).summary
             model = MODELS[sc.server.model] if isinstance(sc.server.model, str) else sc.server.model
             row = {"variant": name, "policy": s["policy"], "policy_is_bound": s.get("policy_is_bound", False),
                    "load_scale": scale, "seed": sc.seed, "requests_arrived": s["counts"]["arrived"], "requests_measured": s["counts"]["measured"],
@@ -231,6 +235,8 @@ def run_compare(spec: str | os.PathLike | dict, out_dir: str | os.PathLike | Non
             row["relative_computation"] = None if f is None else f / model.flops(model.visual_tokens)
             row["source_kind"] = s["trace"]["source_kind"]
             row["run_dir"] = None if run_dir is None else str(run_dir)
+            if run_dir is not None:
+                row.update(check_columns(run_dir))
             rows.append(row)
             if bar is not None:
                 bar.update()

@@ -35,6 +35,10 @@ class Registry(Generic[C]):
     def kinds(self) -> list[str]:
         return list(self._entries)
 
+    def builder(self, kind: str) -> Callable[..., Any]:
+        """What `build` calls for `kind` (for policies: the Policy class)."""
+        return self._entries[kind][1]
+
     def build(self, config: BaseModel, *args: Any, **kwargs: Any) -> Any:
         return self._entries[config.kind][1](config, *args, **kwargs)  # type: ignore[attr-defined]
 

@@ -156,8 +156,9 @@ def expand(spec: SweepSpec, base: dict) -> list[tuple[dict[str, Any], dict]]:
 # ---------------------------------------------------------------- one run, picklable for any executor
 
 
-def run_one(scenario: dict, run_dir: str) -> dict[str, Any]:
-    """Run one scenario into run_dir (or reuse a complete earlier result); returns flat metrics."""
+def run_one(scenario: dict, run_dir: str, audit: bool = False) -> dict[str, Any]:
+    """Run one scenario into run_dir (or reuse a complete earlier result), then re-verify it with
+    `edgevlm check`'s invariants; returns flat metrics plus `check_ok` / `check_violations`."""
     from sim.runner import run
 
     summary_path = Path(run_dir) / "summary.json"
@@ -165,16 +166,27 @@ def run_one(scenario: dict, run_dir: str) -> dict[str, Any]:
         try:
             summary = json.loads(summary_path.read_text())
             if summary.get("complete"):
-                return {"status": "ok", "error": None, "resumed": True, **flatten_summary(summary)}
+                return {"status": "ok", "error": None, "resumed": True, **flatten_summary(summary),
+                        **check_columns(run_dir)}
         except ValueError:
             pass
     try:
-        result = run(scenario, run_dir)
+        result = run(scenario, run_dir, audit=audit)
     except UserError as exc:
         return {"status": "failed", "error": str(exc), "resumed": False}
     except Exception as exc:  # noqa: BLE001  (a failed run is recorded, the sweep goes on)
         return {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "resumed": False}
-    return {"status": "ok", "error": None, "resumed": False, **flatten_summary(result.summary)}
+    return {"status": "ok", "error": None, "resumed": False, **flatten_summary(result.summary),
+            **check_columns(run_dir)}
+
+
+def check_columns(run_dir: str | Path) -> dict[str, Any]:
+    """`edgevlm check` on a finished run directory, as two result columns."""
+    from sim.check import check_run_dir
+
+    report = check_run_dir(run_dir)
+    return {"check_ok": report.ok,
+            "check_violations": None if report.ok else "; ".join(str(v) for v in report.violations[:3])}
 
 
 def flatten_summary(s: dict) -> dict[str, Any]:
@@ -203,11 +215,13 @@ def flatten_summary(s: dict) -> dict[str, Any]:
 
 
 def run_sweep(path: str | Path, out_dir: str | Path, *, workers: int | None = None, dask: str | None = None,
-              client: Any = None, progress: bool = False) -> pd.DataFrame:
+              client: Any = None, progress: bool = False, audit: bool = False) -> pd.DataFrame:
     """Run every run of a sweep file; writes out_dir/results.parquet and returns it as a DataFrame.
 
     Runs go to a process pool of `workers` (default: CPU count), to the Dask scheduler at `dask`
-    ("local" starts a LocalCluster), or to an existing dask.distributed `client`.
+    ("local" starts a LocalCluster), or to an existing dask.distributed `client`. Every run is
+    re-verified by `edgevlm check`; `audit=True` also records audit.parquet so the link-capacity and
+    GPU busy-time invariants are checked too (about 1.4x the run time).
     """
     spec, base, _ = load_sweep(path)
     out = Path(out_dir)
@@ -223,7 +237,7 @@ def run_sweep(path: str | Path, out_dir: str | Path, *, workers: int | None = No
             continue
         run_id = scenario.hash()[:16]
         rows.append(row | {"run_id": run_id})
-        jobs.append((i, sc, str(out / "runs" / run_id)))
+        jobs.append((i, sc, str(out / "runs" / run_id), audit))
     if not jobs:
         raise UserError(f"every run of the sweep is invalid; first: {rows[0]['error']}")
     results = _execute(jobs, workers=workers, dask=dask, client=client, progress=progress)
@@ -235,7 +249,7 @@ def run_sweep(path: str | Path, out_dir: str | Path, *, workers: int | None = No
     return df
 
 
-def _execute(jobs: list[tuple[int, dict, str]], *, workers, dask, client, progress) -> dict[int, dict]:
+def _execute(jobs: list[tuple[int, dict, str, bool]], *, workers, dask, client, progress) -> dict[int, dict]:
     bar = None
     if progress:
         from tqdm import tqdm
@@ -250,14 +264,14 @@ def _execute(jobs: list[tuple[int, dict, str]], *, workers, dask, client, progre
         else:
             n = workers or os.cpu_count() or 1
             if n == 1:
-                for i, sc, run_dir in jobs:
-                    results[i] = run_one(sc, run_dir)
+                for i, *job in jobs:
+                    results[i] = run_one(*job)
                     bar and bar.update(1)
             else:
                 import multiprocessing as mp
 
                 with ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn")) as pool:
-                    futures = {pool.submit(run_one, sc, run_dir): i for i, sc, run_dir in jobs}
+                    futures = {pool.submit(run_one, *job): i for i, *job in jobs}
                     for fut in as_completed(futures):
                         results[futures[fut]] = fut.result()
                         bar and bar.update(1)
@@ -283,7 +297,7 @@ def _dask_map(jobs, address: str | None, client) -> Iterable[tuple[int, dict]]:
             except OSError as exc:
                 raise UserError(f"--dask: cannot reach the Dask scheduler at {address} ({exc})") from None
     try:
-        futures = {client.submit(run_one, sc, run_dir, pure=False): i for i, sc, run_dir in jobs}
+        futures = {client.submit(run_one, *job, pure=False): i for i, *job in jobs}
         for fut in dask_completed(futures):
             yield futures[fut], fut.result()
     finally:
@@ -304,6 +318,8 @@ def register(subparsers) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--workers", type=int, help="process-pool size (default: number of CPUs)")
     g.add_argument("--dask", metavar="ADDRESS", help="Dask scheduler address, or 'local' for a LocalCluster")
+    p.add_argument("--audit", action="store_true",
+                   help="record every transfer and GPU pass so `check` verifies link capacity and GPU busy time too")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_cmd_sweep)
 
@@ -311,12 +327,16 @@ def register(subparsers) -> None:
 def _cmd_sweep(args) -> int:
     if args.workers is not None and args.workers < 1:
         raise UserError("--workers: must be a positive integer")
-    df = run_sweep(args.sweep, args.out, workers=args.workers, dask=args.dask, progress=not args.no_progress)
+    df = run_sweep(args.sweep, args.out, workers=args.workers, dask=args.dask, progress=not args.no_progress,
+                   audit=args.audit)
     ok = int((df["status"] == "ok").sum())
+    broken = df[df["check_ok"].eq(False)] if "check_ok" in df else df.iloc[:0]
     failed = df[df["status"] != "ok"]
-    print(f"{len(df)} runs: {ok} ok, {len(failed)} failed or invalid; "
+    print(f"{len(df)} runs: {ok} ok, {len(failed)} failed or invalid, {len(broken)} breaking an invariant; "
           f"{int(df.get('resumed', pd.Series(dtype=bool)).fillna(False).sum())} resumed")
     for _, r in failed.head(5).iterrows():
         print(f"  run {r['run']}: {r['error']}")
+    for _, r in broken.head(5).iterrows():
+        print(f"  run {r['run']} breaks an invariant: {r['check_violations']}")
     print(f"wrote {Path(args.out) / 'results.parquet'}")
-    return 0 if ok else 1
+    return 0 if ok and broken.empty else 1

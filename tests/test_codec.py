@@ -217,19 +217,29 @@ def test_progressive_row_matches_codec_and_uncompressed_top(llava_dir, data):
     codec = make_codec("pca_levels", n_levels=3).fit(np.concatenate([toks, vision_tokens(b, [img.rotate(90)])[0]]))
     row = progressive_row(b, codec, img, s.question, s.answers, "vqa", tokens=toks)
     assert row["prog_bytes"] == list(np.cumsum([len(p) for p in codec.encode(toks)]))
-    # the capture hook sees the same tokens during a generate call
-    enc = b.encode([img], s.question)
+    # the capture hook sees the same tokens when the image is encoded (features are made at encode time)
+    b.clear_cache()
     with capture(b) as seen:
-        plain = b.generate(enc)
+        enc = b.encode([img], s.question)
+    plain = b.generate(enc)
     np.testing.assert_allclose(seen[0][0], toks, rtol=1e-5, atol=1e-5)
+
+    def generate_with(tokens):
+        b.clear_cache()
+        with substitute(b, tokens):
+            e = b.encode([img], s.question)
+        return b.generate(e)
+
     # substituting the exact tokens changes nothing; substituting zeros changes the logits
-    with substitute(b, toks):
-        same = b.generate(enc)
+    same = generate_with(toks)
     assert same.tokens == plain.tokens
     np.testing.assert_allclose(same.logits, plain.logits, rtol=1e-4, atol=1e-4)
-    with substitute(b, np.zeros_like(toks)):
-        other = b.generate(enc)
+    other = generate_with(np.zeros_like(toks))
     assert not np.allclose(other.logits[0], plain.logits[0])
+    # and the progressive row really used the decoded tokens: a level-1 decode differs from the top
+    top = generate_with(codec.decode(codec.encode(toks)))
+    low = generate_with(codec.decode(codec.encode(toks)[:1]))
+    assert not np.allclose(low.logits[0], top.logits[0])
 
 
 def test_vision_flops_formula_matches_counted(llava_dir):
@@ -274,7 +284,8 @@ def test_progressive_resume_needs_same_codec(llava_dir, data, calib_data, tmp_pa
             "--no-progress"]
     assert main(base + ["--codec", str(c3), "--limit", "1"]) == 0
     assert main(base + ["--codec", str(c3)]) == 0
-    assert "2 new, 1 already there" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "2 new" in printed and "1 already there" in printed
     assert main(base + ["--codec", str(c2)]) == 2
     assert "progressive" in capsys.readouterr().err
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from sim.recorder import TIME_COLUMNS
 from sim.registry import Registry
 from sim.workload import BBOX_REQUEST_BYTES, TEXT_BYTES_PER_TOKEN, Workload
 
@@ -35,6 +36,11 @@ class Policy:
     """A built policy: `life(sim, req)` is the request's SimPy process."""
 
     name = "policy"
+    #: The order in which this protocol sets the event log's time columns (skipped ones stay null);
+    #: `edgevlm check` verifies timestamps never go backwards along it.
+    step_order: tuple[str, ...] = TIME_COLUMNS
+    #: Which s<k>_start_s / s<k>_end_s spans in the event log are server GPU passes.
+    server_stages: tuple[int, ...] = (1, 2)
     #: True for analysis bounds (the oracle) that no deployable gate can implement; summaries flag it.
     is_bound = False
 

@@ -26,6 +26,9 @@ class FullEdge(PolicyConfig):
 
 class FullEdgePolicy(Policy):
     name = "full_edge"
+    # Inference runs on the device (s1_*) before the answer goes up; edge_done_s marks its end.
+    step_order = ("arrival_s", "s1_start_s", "s1_end_s", "edge_done_s", "up1_end_s", "done_s")
+    server_stages = ()  # its s1 span is on the device, not the server
 
     def __init__(self, cfg: FullEdge, workload: Workload, rng: np.random.Generator):
         super().__init__(cfg, workload, rng)

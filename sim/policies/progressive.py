@@ -13,7 +13,7 @@ Event log (DESIGN.md §5 columns, reused):
   s1_start_s/s1_end_s  the level-1 pass;
   crop_req_end_s     the LAST next-level request reached the edge (null if only level 1);
   up2_end_s          the LAST increment arrived at the server;
-  s2_start_s         start of the level-2 pass;  s2_end_s  end of the final level's pass;
+  s2_start_s         start of the final level's pass;  s2_end_s  end of the final level's pass;
   stages             the number of levels used, 1..L (so stages >= 2 means a retransmission);
   uplink_bytes       the cumulative prog_bytes of the last level used plus the question.
 
@@ -118,9 +118,7 @@ class ProgressivePolicy(Policy):
             req.crop_req_end_s = env.now
             yield from sim.send_up(req, self.increments[i][lvl - 1])
             req.up2_end_s = env.now
-            start, req.s2_end_s = yield from sim.infer(req, 1)
-            if lvl == 1:
-                req.s2_start_s = start
+            req.s2_start_s, req.s2_end_s = yield from sim.infer(req, 1)  # the last increment, as up2_end_s
         req.stages = levels
         req.score = self.score[i]
         yield from sim.send_down(req, self.answer_bytes[i])
