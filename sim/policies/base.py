@@ -62,6 +62,11 @@ class TwoStagePolicy(Policy):
     def wants_crop(self, sample: int, sim: "Simulation") -> bool:
         raise NotImplementedError
 
+    def decide_live(self, token_values: dict[str, "list[float]"]) -> bool:
+        """The same gate from live stage-1 values (a real edge client, testbed/): `token_values`
+        maps trace column names (s1_min_entropy, s1_shannon, s1_margin) to per-token lists."""
+        raise NotImplementedError(f"policy {self.name!r} cannot decide from live values")
+
     def life(self, sim: "Simulation", req: "Request"):
         env, i = sim.env, req.sample
         yield env.timeout(sim.edge.prep_s)

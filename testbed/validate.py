@@ -1,0 +1,301 @@
+"""`edgevlm testbed` / `edgevlm validate`: run the real system and the simulator on the same arrivals.
+
+Steps (written under OUT/):
+  1. trace.parquet   the manifest's trace by the same model (models.extract), unless TESTBED.yaml gives one;
+  2. calibration.json, profile.csv   measured pass times (testbed.calibrate) and edge prep/crop times;
+  3. per (policy, load): the simulator scenario (scenario.yaml): Poisson arrivals at rho x measured
+     capacity, the trace, the measured profile, edge prep/crop times, the same link rates. Its event
+     log gives the arrival schedule (time, client, sample) that the real edge client then replays,
+     so both see the same arrivals and the same samples;
+  4. the testbed: server and client namespaces joined by a shaped veth pair (testbed.netns);
+     `edgevlm serve` in one, `edgevlm edge` in the other; events_testbed.parquet;
+  5. comparison.json per point and OUT/comparison.json overall: mean/p50/p95 latency, throughput,
+     uplink and downlink bytes/request, retransmission rate (the crop rate, as sim.summary), each
+     sim vs testbed with relative error (sim - testbed) / testbed; cdf.png overlays the latency CDFs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+METRICS = (("latency_mean_s", ("latency_s", "mean", "value")), ("latency_p50_s", ("latency_s", "p50", "value")),
+           ("latency_p95_s", ("latency_s", "p95", "value")), ("throughput_per_s", ("throughput_per_s",)),
+           ("uplink_bytes_per_request", ("bytes_per_request", "uplink")),
+           ("downlink_bytes_per_request", ("bytes_per_request", "downlink")),
+           ("retransmission_rate", ("retransmission_rate",)))
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _get(d: dict, path: tuple) -> Any:
+    for k in path:
+        d = d.get(k) if isinstance(d, dict) else None
+    return d
+
+
+def rel_error(sim: float | None, real: float | None) -> float | None:
+    if sim is None or real is None:
+        return None
+    if real == 0:
+        return 0.0 if sim == 0 else math.inf
+    return (sim - real) / real
+
+
+def compare(sim_summary: dict, tb_summary: dict) -> dict[str, dict[str, float | None]]:
+    out = {}
+    for name, path in METRICS:
+        s, r = _get(sim_summary, path), _get(tb_summary, path)
+        out[name] = {"sim": s, "testbed": r, "rel_error": rel_error(s, r)}
+    return out
+
+
+def uplink_overhead_bytes(workload, samples_by_row, base_url: str) -> int:
+    """HTTP bytes of a stage-1 request beyond the JPEG, minus the simulator's question bytes
+    (4 per prompt token), averaged over the trace: the per-message `overhead_bytes` of the sim's uplink."""
+    import httpx
+
+    from testbed.edge import http_bytes
+
+    diffs = []
+    for i, s in enumerate(samples_by_row):
+        req = httpx.Request("POST", base_url + "/v1/stage1", content=b"", headers={"content-type": "image/jpeg"},
+                            params={"request_id": 100, "sample_id": s.sample_id, "image_w": 1000,
+                                    "image_h": 1000, "question": s.question})
+        req.headers["content-length"] = "2000"
+        resp = httpx.Response(200, request=req)
+        up, _ = http_bytes(resp)
+        diffs.append(up - int(workload.question_bytes[i]))
+    return max(0, int(round(float(np.mean(diffs)))))
+
+
+def scenario_dict(tb, *, name: str, policy: dict, trace: Path, profile: Path, rate_per_client_s: float,
+                  visual_tokens: int, vision_px: int, prep_s: float, crop_s: float, up_overhead: int) -> dict:
+    up, down = tb.network.uplink, tb.network.downlink
+    return {
+        "name": name, "seed": tb.seed, "trace": str(trace),
+        "stop": {"requests": tb.requests, "warmup_s": 0.0},
+        "clients": {"count": tb.clients, "arrival": {"kind": "poisson", "rate_per_s": rate_per_client_s},
+                    "edge": {"device": {"name": "testbed-edge", "prep_s": prep_s, "crop_s": crop_s,
+                                        "hardware": "a100-80gb"}},
+                    "link_classes": [{"share": 1.0, "uplink_mbps": up.capacity_mbps}]},
+        "network": {"uplink": {"capacity_mbps": up.capacity_mbps, "propagation_ms": up.propagation_ms,
+                               "overhead_bytes": up_overhead},
+                    "downlink": {"capacity_mbps": down.capacity_mbps, "propagation_ms": down.propagation_ms}},
+        "server": {"replicas": 1, "max_queue": tb.server.max_queue,
+                   "model": {"name": "testbed-model", "d_model": 32, "n_layers": 4, "params_b": 0.001,
+                             "visual_tokens": visual_tokens, "vision_px": vision_px},
+                   "scheduler": {"kind": "fifo"}, "latency": {"kind": "profile", "path": str(profile)}},
+        "policy": policy,
+        "slo": {"deadline_s": tb.deadline_s},
+    }
+
+
+def _hw_fix(d: dict) -> dict:
+    """The edge device needs a hardware block; reuse the server's default accelerator by name."""
+    from sim.profiles import EDGES
+
+    d["clients"]["edge"]["device"]["hardware"] = EDGES["imx95"].hardware.model_dump()
+    return d
+
+
+def _wait_health(url: str, netns_prefix: list[str], timeout_s: float, proc) -> None:
+    code = ("import httpx,sys\ntry:\n r=httpx.get(sys.argv[1],timeout=2)\n sys.exit(0 if r.status_code==200 else 1)\n"
+            "except Exception:\n sys.exit(1)")
+    end = time.time() + timeout_s
+    while time.time() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with code {proc.returncode} before it was ready")
+        if subprocess.run(netns_prefix + [sys.executable, "-c", code, url + "/v1/health"]).returncode == 0:
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"server not ready after {timeout_s:.0f} s")
+
+
+def run(tb, out: Path, *, compare_sim: bool = True, progress: bool = True) -> dict[str, Any]:
+    """The whole measurement of one TESTBED.yaml; returns the overall comparison dict."""
+    import torch
+
+    from models.backend import load_backend
+    from models.manifest import read_manifest
+    from sim.errors import UserError
+    from sim.runner import run as sim_run
+    from sim.summary import summarize
+    from sim.workload import Workload
+    from testbed import calibrate
+    from testbed.edge import build_policy
+    from testbed.netns import Netns, NetnsUnavailable, Shape
+
+    def say(msg: str) -> None:
+        if progress:
+            print(f"[testbed] {msg}", file=sys.stderr, flush=True)
+
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)
+    samples = read_manifest(tb.manifest)
+    by_id = {s.sample_id: s for s in samples}
+    backend = load_backend(tb.model)
+    trace = Path(tb.trace) if tb.trace else out / "trace.parquet"
+    if not trace.exists():
+        from models.extract import ExtractOptions, extract
+
+        say(f"extracting the trace of {len(samples)} samples -> {trace}")
+        extract(backend, samples, trace, ExtractOptions(
+            dataset_id=Path(tb.manifest).stem, source_kind=backend.settings.source_kind or "tiny-local",
+            progress=progress, notes="testbed validation trace"), manifest=tb.manifest)
+    workload = Workload.load(trace)
+    rows_samples = []
+    for sid in workload.sample_id:
+        if sid not in by_id:
+            raise UserError(f"trace: sample_id {sid!r} is not in the manifest {tb.manifest}")
+        rows_samples.append(by_id[sid])
+
+    quality = int(tb.policies[0].get("jpeg_quality", 75))
+    say(f"calibrating ({tb.calibration.repeats} repeats x {len(rows_samples)} samples)")
+    meas = calibrate.measure(backend, rows_samples, workload, quality, tb.calibration.repeats)
+    prof_rows = calibrate.profile_rows(meas, workload)
+    profile = calibrate.write_profile(prof_rows, out / "profile.csv")
+    prep_s = float(np.mean([r["prep_s"] for r in meas["rows"]]))
+    crop_s = float(np.mean([r["crop_s"] for r in meas["rows"]]))
+    n_v, px = meas["visual_tokens"], backend.vision_input_px
+    del backend
+    (out / "calibration.json").write_text(json.dumps({"rows": meas["rows"], "profile": prof_rows,
+                                                      "edge_prep_s": prep_s, "edge_crop_s": crop_s}, indent=1))
+    up, down = tb.network.uplink, tb.network.downlink
+    points = []
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               MALLOC_MMAP_THRESHOLD_="33554432", OMP_NUM_THREADS=str(tb.server.threads))
+    try:
+        ns_ctx = Netns(Shape(up.capacity_mbps, up.propagation_ms, up.loss_pct),
+                       Shape(down.capacity_mbps, down.propagation_ms, down.loss_pct))
+        ns = ns_ctx.__enter__()
+    except NetnsUnavailable as exc:
+        raise UserError(f"testbed: {exc}") from None
+    server = None
+    try:
+        base_url = f"http://{ns.server_ip}:{tb.server.port}"
+        up_overhead = uplink_overhead_bytes(workload, rows_samples, base_url)
+        server_log = open(out / "server.log", "w")
+        server = subprocess.Popen(
+            ns.exec_prefix(ns.server) + [sys.executable, "-m", "sim.cli", "serve", "--model", tb.model,
+                                         "--host", ns.server_ip, "--port", str(tb.server.port),
+                                         "--manifest", tb.manifest, "--max-queue", str(tb.server.max_queue),
+                                         "--threads", str(tb.server.threads)],
+            cwd=REPO, env=env, stdout=server_log, stderr=subprocess.STDOUT)
+        say("starting the server")
+        _wait_health(base_url, ns.exec_prefix(ns.client), 180, server)
+        for policy in tb.policies:
+            pol = build_policy(policy, trace)
+            crop = [bool(pol.decide_live({c: workload.token_values(c)[i] for c in
+                                          ("s1_min_entropy", "s1_shannon", "s1_margin")}))
+                    for i in range(workload.n)]
+            service_s = calibrate.mean_service_s(meas, crop)
+            for rho in tb.loads:
+                name = f"{policy['kind']}-rho{rho:g}"
+                pdir = out / name
+                pdir.mkdir(exist_ok=True)
+                rate = rho / service_s / tb.clients
+                sc = _hw_fix(scenario_dict(tb, name=name, policy=policy, trace=trace, profile=profile,
+                                           rate_per_client_s=rate, visual_tokens=n_v, vision_px=px,
+                                           prep_s=prep_s, crop_s=crop_s, up_overhead=up_overhead))
+                say(f"{name}: simulating (lambda = {rate * tb.clients:.3f}/s)")
+                sim_res = sim_run(sc, pdir / "sim")
+                (pdir / "scenario.yaml").write_text(_yaml(sc))
+                ev = sim_res.events.sort_by("request_id")
+                sid_to_row = {s: i for i, s in enumerate(workload.sample_id)}
+                schedule = [{"request_id": int(r), "client_id": int(c), "sample": sid_to_row[s], "arrival_s": float(a)}
+                            for r, c, s, a in zip(ev.column("request_id").to_pylist(), ev.column("client_id").to_pylist(),
+                                                  ev.column("sample_id").to_pylist(), ev.column("arrival_s").to_pylist())]
+                (pdir / "schedule.json").write_text(json.dumps(schedule))
+                say(f"{name}: running the testbed ({len(schedule)} requests, "
+                    f"{schedule[-1]['arrival_s']:.1f} s of arrivals)")
+                tcp0 = ns.tcp_stats(ns.client)
+                q0 = ns.qdisc_bytes(ns.client, ns.veth_c), ns.qdisc_bytes(ns.server, ns.veth_s)
+                cmd = ns.exec_prefix(ns.client) + [
+                    sys.executable, "-m", "sim.cli", "edge", "--server", base_url, "--manifest", tb.manifest,
+                    "--trace", str(trace), "--policy", json.dumps(policy), "--schedule", str(pdir / "schedule.json"),
+                    "--clients", str(tb.clients), "--out", str(pdir / "events_testbed.parquet"),
+                    "--deadline-s", str(tb.deadline_s)]
+                try:
+                    p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
+                                       timeout=tb.time_limit_s)
+                except subprocess.TimeoutExpired:
+                    raise UserError(f"testbed: point {name} ran past time_limit_s={tb.time_limit_s:g}") from None
+                if p.returncode != 0:
+                    raise UserError(f"testbed: edge client failed for {name}: {p.stderr.strip()[-800:]}")
+                tcp1 = ns.tcp_stats(ns.client)
+                q1 = ns.qdisc_bytes(ns.client, ns.veth_c), ns.qdisc_bytes(ns.server, ns.veth_s)
+                edge_info = json.loads((pdir / "events_testbed.json").read_text())
+                import pyarrow.parquet as pq
+                tb_events = pq.read_table(pdir / "events_testbed.parquet")
+                warm = float(np.sort(ev.column("arrival_s").to_numpy())[min(tb.warmup_requests, len(schedule) - 1)]) \
+                    if tb.warmup_requests else 0.0
+                tb_sum = summarize(tb_events, warmup_s=warm, baseline_up1_bytes=None, components={})
+                sim_sum = summarize(ev, warmup_s=warm, baseline_up1_bytes=None, components={})
+                n = len(schedule)
+                point = {"point": name, "policy": policy["kind"], "rho": rho, "lambda_per_s": rate * tb.clients,
+                         "mean_service_s": service_s, "requests": n,
+                         "testbed_ok": tb_sum["counts"]["ok"], "testbed_errors": edge_info["errors"][:5],
+                         "wire": {"uplink_bytes_per_request": (q1[0] - q0[0]) / n,
+                                  "downlink_bytes_per_request": (q1[1] - q0[1]) / n,
+                                  "tcp_out_segs": tcp1["out_segs"] - tcp0["out_segs"],
+                                  "tcp_retrans_segs": tcp1["retrans_segs"] - tcp0["retrans_segs"]},
+                         "metrics": compare(sim_sum, tb_sum)}
+                (pdir / "comparison.json").write_text(json.dumps(point, indent=1))
+                if compare_sim:
+                    plot_cdf(ev, tb_events, pdir / "cdf.png", name)
+                points.append(point)
+                say(f"{name}: " + "  ".join(f"{k} {_pct(v['rel_error'])}" for k, v in point["metrics"].items()))
+    finally:
+        if server is not None:
+            server.terminate()
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+        ns_ctx.__exit__(None, None, None)
+    result = {"testbed": tb.model_dump(), "model": tb.model, "trace": str(trace),
+              "trace_source_kind": workload.provenance.get("source_kind"),
+              "calibration": {"edge_prep_s": prep_s, "edge_crop_s": crop_s, "uplink_overhead_bytes": up_overhead},
+              "points": points}
+    (out / "comparison.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _yaml(d: dict) -> str:
+    import yaml
+    return yaml.safe_dump(d, sort_keys=False)
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:+.1f}%"
+
+
+def plot_cdf(sim_events, tb_events, path: Path, title: str) -> None:
+    """Sim and testbed latency CDFs in one plot."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for label, ev in (("simulator", sim_events), ("testbed", tb_events)):
+        lat = np.sort(np.asarray(ev.column("latency_s").to_pylist(), dtype=float))
+        lat = lat[np.isfinite(lat)]
+        ax.step(lat, np.arange(1, lat.size + 1) / max(lat.size, 1), where="post", label=label)
+    ax.set_xlabel("latency (s)")
+    ax.set_ylabel("CDF")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    from traces.io import atomic_write
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
