@@ -27,6 +27,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from fastapi import FastAPI, Request  # module level: FastAPI resolves the string annotations here
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 
 STAGE1_PARAMS = ("request_id", "sample_id", "image_w", "image_h", "question")
 MAX_SESSIONS = 4096
@@ -68,9 +71,6 @@ class GpuWorker:
 def create_app(backend, *, sample_ids: set[str] | None = None, max_queue: int = 64,
                max_body_bytes: int = 4 << 20):
     """The FastAPI app serving `backend`. `sample_ids`: known ids (None accepts any)."""
-    from fastapi import FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse
     from PIL import Image
 
     from models.boxsearch import search_box

@@ -207,9 +207,10 @@ def run(tb, out: Path, *, compare_sim: bool = True, progress: bool = True) -> di
                                            rate_per_client_s=rate, visual_tokens=n_v, vision_px=px,
                                            prep_s=prep_s, crop_s=crop_s, up_overhead=up_overhead))
                 say(f"{name}: simulating (lambda = {rate * tb.clients:.3f}/s)")
-                sim_res = sim_run(sc, pdir / "sim")
+                sim_run(sc, pdir / "sim")
                 (pdir / "scenario.yaml").write_text(_yaml(sc))
-                ev = sim_res.events.sort_by("request_id")
+                import pyarrow.parquet as pq
+                ev = pq.read_table(pdir / "sim" / "events.parquet").sort_by("request_id")
                 sid_to_row = {s: i for i, s in enumerate(workload.sample_id)}
                 schedule = [{"request_id": int(r), "client_id": int(c), "sample": sid_to_row[s], "arrival_s": float(a)}
                             for r, c, s, a in zip(ev.column("request_id").to_pylist(), ev.column("client_id").to_pylist(),
@@ -234,7 +235,6 @@ def run(tb, out: Path, *, compare_sim: bool = True, progress: bool = True) -> di
                 tcp1 = ns.tcp_stats(ns.client)
                 q1 = ns.qdisc_bytes(ns.client, ns.veth_c), ns.qdisc_bytes(ns.server, ns.veth_s)
                 edge_info = json.loads((pdir / "events_testbed.json").read_text())
-                import pyarrow.parquet as pq
                 tb_events = pq.read_table(pdir / "events_testbed.parquet")
                 warm = float(np.sort(ev.column("arrival_s").to_numpy())[min(tb.warmup_requests, len(schedule) - 1)]) \
                     if tb.warmup_requests else 0.0
