@@ -77,8 +77,9 @@ def uplink_overhead_bytes(workload, samples_by_row, base_url: str) -> int:
 
 
 def scenario_dict(tb, *, name: str, policy: dict, trace: Path, profile: Path, rate_per_client_s: float,
-                  visual_tokens: int, vision_px: int, prep_s: float, crop_s: float, up_overhead: int) -> dict:
+                  visual_tokens: int, vision_px: int, net: dict[str, float]) -> dict:
     up, down = tb.network.uplink, tb.network.downlink
+    prep_s, crop_s = net["edge_prep_s"], net["edge_crop_s"]
     return {
         "name": name, "seed": tb.seed, "trace": str(trace),
         "stop": {"requests": tb.requests, "warmup_s": 0.0},
@@ -86,9 +87,12 @@ def scenario_dict(tb, *, name: str, policy: dict, trace: Path, profile: Path, ra
                     "edge": {"device": {"name": "testbed-edge", "prep_s": prep_s, "crop_s": crop_s,
                                         "hardware": "a100-80gb"}},
                     "link_classes": [{"share": 1.0, "uplink_mbps": up.capacity_mbps}]},
-        "network": {"uplink": {"capacity_mbps": up.capacity_mbps, "propagation_ms": up.propagation_ms,
-                               "overhead_bytes": up_overhead},
-                    "downlink": {"capacity_mbps": down.capacity_mbps, "propagation_ms": down.propagation_ms}},
+        "network": {"uplink": {"capacity_mbps": up.capacity_mbps,
+                               "propagation_ms": up.propagation_ms + 1e3 * net["uplink_fixed_s"],
+                               "overhead_bytes": net["uplink_overhead_bytes"]},
+                    "downlink": {"capacity_mbps": down.capacity_mbps,
+                                 "propagation_ms": down.propagation_ms + 1e3 * net["downlink_fixed_s"],
+                                 "overhead_bytes": net["downlink_overhead_bytes"]}},
         "server": {"replicas": 1, "max_queue": tb.server.max_queue,
                    "model": {"name": "testbed-model", "d_model": 32, "n_layers": 4, "params_b": 0.001,
                              "visual_tokens": visual_tokens, "vision_px": vision_px},
@@ -117,6 +121,64 @@ def _wait_health(url: str, netns_prefix: list[str], timeout_s: float, proc) -> N
             return
         time.sleep(0.5)
     raise RuntimeError(f"server not ready after {timeout_s:.0f} s")
+
+
+def _run_edge(ns, tb, env, base_url: str, trace: Path, policy: dict, schedule: list[dict], pdir: Path, name: str):
+    """One `edgevlm edge` run in the client namespace; returns (events table, edge info)."""
+    import pyarrow.parquet as pq
+
+    from sim.errors import UserError
+
+    pdir.mkdir(parents=True, exist_ok=True)
+    (pdir / "schedule.json").write_text(json.dumps(schedule))
+    cmd = ns.exec_prefix(ns.client) + [
+        sys.executable, "-m", "sim.cli", "edge", "--server", base_url, "--manifest", tb.manifest,
+        "--trace", str(trace), "--policy", json.dumps(policy), "--schedule", str(pdir / "schedule.json"),
+        "--clients", str(tb.clients), "--out", str(pdir / "events_testbed.parquet"),
+        "--deadline-s", str(tb.deadline_s)]
+    try:
+        p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=tb.time_limit_s)
+    except subprocess.TimeoutExpired:
+        raise UserError(f"testbed: {name} ran past time_limit_s={tb.time_limit_s:g}") from None
+    if p.returncode != 0:
+        raise UserError(f"testbed: edge client failed for {name}: {p.stderr.strip()[-800:]}")
+    info = json.loads((pdir / "events_testbed.json").read_text())
+    return pq.read_table(pdir / "events_testbed.parquet").sort_by("request_id"), info
+
+
+def calibrate_network(ns, tb, env, base_url: str, trace: Path, workload, quality: int, gap_s: float,
+                      out: Path) -> dict[str, float]:
+    """Requests one at a time on the idle testbed (global_only, then always_crop): the fixed software
+    time per message beyond the wire time (HTTP stacks, JSON, event loops), which the simulator gets as
+    extra propagation; the per-message HTTP bytes beyond its payload model (link overhead_bytes); and
+    the edge's prep and crop times in the real client process."""
+    from sim.workload import TEXT_BYTES_PER_TOKEN
+
+    up_bps, down_bps = tb.network.uplink.capacity_mbps * 1e6, tb.network.downlink.capacity_mbps * 1e6
+    qi = workload.quality_index(quality)
+    n = max(8, 2 * workload.n)
+    sched = [{"request_id": k, "client_id": 0, "sample": k % workload.n, "arrival_s": 0.2 + k * gap_s}
+             for k in range(n)]
+    res = {}
+    for kind in ("global_only", "always_crop"):
+        ev, info = _run_edge(ns, tb, env, base_url, trace, {"kind": kind, "jpeg_quality": quality}, sched,
+                             out / f"calibration-{kind}", f"calibration ({kind})")
+        res[kind] = (ev.to_pandas(), info)
+    g, ginfo = res["global_only"]
+    c, cinfo = res["always_crop"]
+    g = g[g.status == "ok"]
+    rows = g["sample_id"].map({s: i for i, s in enumerate(workload.sample_id)}).to_numpy()
+    up_payload = workload.global_bytes[rows, qi] + workload.question_bytes[rows]
+    up_overhead = float(np.mean(g.uplink_bytes.to_numpy() - up_payload))
+    down_payload = workload.s1_tokens[rows] * TEXT_BYTES_PER_TOKEN
+    down_overhead = float(np.mean(g.downlink_bytes.to_numpy() - down_payload))
+    up_fixed = np.median((g.up1_end_s - g.edge_done_s).to_numpy() - g.uplink_bytes.to_numpy() * 8 / up_bps)
+    down_fixed = np.median((g.done_s - g.s1_end_s).to_numpy() - g.downlink_bytes.to_numpy() * 8 / down_bps)
+    prep = [v for v in (ginfo["edge_prep_s"], cinfo["edge_prep_s"]) if v is not None]
+    return {"uplink_overhead_bytes": max(0, int(round(up_overhead))),
+            "downlink_overhead_bytes": max(0, int(round(down_overhead))),
+            "uplink_fixed_s": max(0.0, float(up_fixed)), "downlink_fixed_s": max(0.0, float(down_fixed)),
+            "edge_prep_s": float(np.mean(prep)), "edge_crop_s": cinfo["edge_crop_s"] or 0.0}
 
 
 def run(tb, out: Path, *, compare_sim: bool = True, progress: bool = True) -> dict[str, Any]:
@@ -171,6 +233,7 @@ def run(tb, out: Path, *, compare_sim: bool = True, progress: bool = True) -> di
                                                       "edge_prep_s": prep_s, "edge_crop_s": crop_s}, indent=1))
     up, down = tb.network.uplink, tb.network.downlink
     points = []
+    net: dict[str, float] = {}
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                MALLOC_MMAP_THRESHOLD_="33554432", OMP_NUM_THREADS=str(tb.server.threads))
     try:
@@ -182,7 +245,6 @@ def run(tb, out: Path, *, compare_sim: bool = True, progress: bool = True) -> di
     server = None
     try:
         base_url = f"http://{ns.server_ip}:{tb.server.port}"
-        up_overhead = uplink_overhead_bytes(workload, rows_samples, base_url)
         server_log = open(out / "server.log", "w")
         server = subprocess.Popen(
             ns.exec_prefix(ns.server) + [sys.executable, "-m", "sim.cli", "serve", "--model", tb.model,
@@ -192,6 +254,10 @@ def run(tb, out: Path, *, compare_sim: bool = True, progress: bool = True) -> di
             cwd=REPO, env=env, stdout=server_log, stderr=subprocess.STDOUT)
         say("starting the server")
         _wait_health(base_url, ns.exec_prefix(ns.client), 180, server)
+        gap_s = 3 * max(r["s1_s"] + r["att_s"] + r["s2_s"] for r in meas["rows"]) + 0.05
+        say("calibrating the network path (idle requests, one at a time)")
+        net = calibrate_network(ns, tb, env, base_url, trace, workload, quality, gap_s, out)
+        say("calibration: " + ", ".join(f"{k}={v:.4g}" for k, v in net.items()))
         for policy in tb.policies:
             pol = build_policy(policy, trace)
             crop = [bool(pol.decide_live({c: workload.token_values(c)[i] for c in
@@ -205,7 +271,7 @@ def run(tb, out: Path, *, compare_sim: bool = True, progress: bool = True) -> di
                 rate = rho / service_s / tb.clients
                 sc = _hw_fix(scenario_dict(tb, name=name, policy=policy, trace=trace, profile=profile,
                                            rate_per_client_s=rate, visual_tokens=n_v, vision_px=px,
-                                           prep_s=prep_s, crop_s=crop_s, up_overhead=up_overhead))
+                                           net=net))
                 say(f"{name}: simulating (lambda = {rate * tb.clients:.3f}/s)")
                 sim_run(sc, pdir / "sim")
                 (pdir / "scenario.yaml").write_text(_yaml(sc))
@@ -215,27 +281,13 @@ def run(tb, out: Path, *, compare_sim: bool = True, progress: bool = True) -> di
                 schedule = [{"request_id": int(r), "client_id": int(c), "sample": sid_to_row[s], "arrival_s": float(a)}
                             for r, c, s, a in zip(ev.column("request_id").to_pylist(), ev.column("client_id").to_pylist(),
                                                   ev.column("sample_id").to_pylist(), ev.column("arrival_s").to_pylist())]
-                (pdir / "schedule.json").write_text(json.dumps(schedule))
                 say(f"{name}: running the testbed ({len(schedule)} requests, "
                     f"{schedule[-1]['arrival_s']:.1f} s of arrivals)")
                 tcp0 = ns.tcp_stats(ns.client)
                 q0 = ns.qdisc_bytes(ns.client, ns.veth_c), ns.qdisc_bytes(ns.server, ns.veth_s)
-                cmd = ns.exec_prefix(ns.client) + [
-                    sys.executable, "-m", "sim.cli", "edge", "--server", base_url, "--manifest", tb.manifest,
-                    "--trace", str(trace), "--policy", json.dumps(policy), "--schedule", str(pdir / "schedule.json"),
-                    "--clients", str(tb.clients), "--out", str(pdir / "events_testbed.parquet"),
-                    "--deadline-s", str(tb.deadline_s)]
-                try:
-                    p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
-                                       timeout=tb.time_limit_s)
-                except subprocess.TimeoutExpired:
-                    raise UserError(f"testbed: point {name} ran past time_limit_s={tb.time_limit_s:g}") from None
-                if p.returncode != 0:
-                    raise UserError(f"testbed: edge client failed for {name}: {p.stderr.strip()[-800:]}")
+                tb_events, edge_info = _run_edge(ns, tb, env, base_url, trace, policy, schedule, pdir, name)
                 tcp1 = ns.tcp_stats(ns.client)
                 q1 = ns.qdisc_bytes(ns.client, ns.veth_c), ns.qdisc_bytes(ns.server, ns.veth_s)
-                edge_info = json.loads((pdir / "events_testbed.json").read_text())
-                tb_events = pq.read_table(pdir / "events_testbed.parquet")
                 warm = float(np.sort(ev.column("arrival_s").to_numpy())[min(tb.warmup_requests, len(schedule) - 1)]) \
                     if tb.warmup_requests else 0.0
                 tb_sum = summarize(tb_events, warmup_s=warm, baseline_up1_bytes=None, components={})
@@ -265,7 +317,7 @@ def run(tb, out: Path, *, compare_sim: bool = True, progress: bool = True) -> di
         ns_ctx.__exit__(None, None, None)
     result = {"testbed": tb.model_dump(), "model": tb.model, "trace": str(trace),
               "trace_source_kind": workload.provenance.get("source_kind"),
-              "calibration": {"edge_prep_s": prep_s, "edge_crop_s": crop_s, "uplink_overhead_bytes": up_overhead},
+              "calibration": {"in_process_edge_prep_s": prep_s, "in_process_edge_crop_s": crop_s, **net},
               "points": points}
     (out / "comparison.json").write_text(json.dumps(result, indent=1))
     return result
