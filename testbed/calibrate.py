@@ -67,6 +67,24 @@ def measure(backend, samples: Sequence[Any], workload, quality: int, repeats: in
     return {"rows": rows, "visual_tokens": int(backend.visual_tokens_per_image)}
 
 
+def with_server_times(meas: dict[str, Any], server_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """`meas` with each sample's pass times replaced by those the running server measured (idle, one
+    request at a time); the in-process decode time is scaled by the stage-1 ratio. Samples the server
+    did not time keep their in-process values, scaled likewise."""
+    rows = {r["sample"]: dict(r) for r in meas["rows"]}
+    ratios = [s["s1_s"] / rows[s["sample"]]["s1_s"] for s in server_rows if s["s1_s"]]
+    scale = float(np.median(ratios)) if ratios else 1.0
+    for r in rows.values():
+        r["in_process"] = {k: r[k] for k in ("s1_s", "att_s", "s2_s", "decode_s")}
+        for k in ("s1_s", "att_s", "s2_s", "decode_s"):
+            r[k] = r[k] * scale
+    for s in server_rows:
+        for k in ("s1_s", "att_s", "s2_s"):
+            if s.get(k):
+                rows[s["sample"]][k] = s[k]
+    return {**meas, "rows": [rows[k] for k in sorted(rows)], "server_scale": scale}
+
+
 def profile_rows(meas: dict[str, Any], workload) -> list[tuple[str, int, int, float]]:
     """(phase, batch, tokens, seconds) rows reproducing the measured mean pass times (see module doc)."""
     from sim.engine import GENERIC_PROMPT_TOKENS

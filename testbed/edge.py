@@ -99,7 +99,7 @@ async def run_edge(base_url: str, samples: Sequence[Any], policy, arrivals: Sequ
     score1, score2 = policy.score1, policy.score2
     clients = [httpx.AsyncClient(base_url=base_url, timeout=timeout_s, limits=httpx.Limits(max_connections=4))
                for _ in range(n_clients)]
-    prep_times, crop_times, errors = [], [], []
+    prep_times, crop_times, errors, attention = [], [], [], []
     done: list[LiveRequest] = []
     end = time.time() + health_timeout_s
     while True:  # wait for the server, and open one connection per client before the clock starts
@@ -151,7 +151,10 @@ async def run_edge(base_url: str, samples: Sequence[Any], policy, arrivals: Sequ
                 resp.raise_for_status()
                 r.crop_req_end_s = time.time() - t0
                 t = time.time()
-                x0, y0, x1, y1 = resp.json()["box"]
+                jb = resp.json()
+                attention.append({"request_id": a.request_id, "sample": a.sample,
+                                  "start_s": jb["start_s"] - t0, "end_s": jb["end_s"] - t0})
+                x0, y0, x1, y1 = jb["box"]
                 local = encode_jpeg(orig.crop((x0, y0, x1, y1)).resize((vision_px, vision_px), RESAMPLE), quality)
                 crop_times.append(time.time() - t)
                 resp = await http.post("/v1/stage2", content=local, headers={"content-type": "image/jpeg"},
@@ -178,7 +181,7 @@ async def run_edge(base_url: str, samples: Sequence[Any], policy, arrivals: Sequ
             await c.aclose()
     info = {"edge_prep_s": float(np.mean(prep_times)) if prep_times else None,
             "edge_crop_s": float(np.mean(crop_times)) if crop_times else None,
-            "errors": errors, "t0": t0}
+            "errors": errors, "t0": t0, "attention_passes": attention}
     return done, info
 
 

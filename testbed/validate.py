@@ -175,7 +175,21 @@ def calibrate_network(ns, tb, env, base_url: str, trace: Path, workload, quality
     up_fixed = np.median((g.up1_end_s - g.edge_done_s).to_numpy() - g.uplink_bytes.to_numpy() * 8 / up_bps)
     down_fixed = np.median((g.done_s - g.s1_end_s).to_numpy() - g.downlink_bytes.to_numpy() * 8 / down_bps)
     prep = [v for v in (ginfo["edge_prep_s"], cinfo["edge_prep_s"]) if v is not None]
-    return {"uplink_overhead_bytes": max(0, int(round(up_overhead))),
+    # Pass times as the real server process runs them (its event loop shares the CPU and the GIL).
+    sid_row = {s: i for i, s in enumerate(workload.sample_id)}
+    per: dict[int, dict[str, list[float]]] = {i: {"s1_s": [], "att_s": [], "s2_s": []} for i in range(workload.n)}
+    for df in (g, c[c.status == "ok"]):
+        for sid, a, b in zip(df.sample_id, df.s1_start_s, df.s1_end_s):
+            per[sid_row[sid]]["s1_s"].append(b - a)
+    cok = c[c.status == "ok"]
+    for sid, a, b in zip(cok.sample_id, cok.s2_start_s, cok.s2_end_s):
+        per[sid_row[sid]]["s2_s"].append(b - a)
+    for p in cinfo["attention_passes"]:
+        per[p["sample"]]["att_s"].append(p["end_s"] - p["start_s"])
+    server_rows = [{"sample": i, **{k: float(np.median(v)) if v else None for k, v in d.items()}}
+                   for i, d in per.items()]
+    return {"server_rows": server_rows,
+            "uplink_overhead_bytes": max(0, int(round(up_overhead))),
             "downlink_overhead_bytes": max(0, int(round(down_overhead))),
             "uplink_fixed_s": max(0.0, float(up_fixed)), "downlink_fixed_s": max(0.0, float(down_fixed)),
             "edge_prep_s": float(np.mean(prep)), "edge_crop_s": cinfo["edge_crop_s"] or 0.0}
@@ -257,7 +271,13 @@ def run(tb, out: Path, *, compare_sim: bool = True, progress: bool = True) -> di
         gap_s = 3 * max(r["s1_s"] + r["att_s"] + r["s2_s"] for r in meas["rows"]) + 0.05
         say("calibrating the network path (idle requests, one at a time)")
         net = calibrate_network(ns, tb, env, base_url, trace, workload, quality, gap_s, out)
+        server_rows = net.pop("server_rows")
         say("calibration: " + ", ".join(f"{k}={v:.4g}" for k, v in net.items()))
+        meas = calibrate.with_server_times(meas, server_rows)
+        prof_rows = calibrate.profile_rows(meas, workload)
+        profile = calibrate.write_profile(prof_rows, out / "profile.csv")
+        (out / "calibration.json").write_text(json.dumps({"rows": meas["rows"], "profile": prof_rows, **net},
+                                                         indent=1))
         for policy in tb.policies:
             pol = build_policy(policy, trace)
             crop = [bool(pol.decide_live({c: workload.token_values(c)[i] for c in
