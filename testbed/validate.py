@@ -149,7 +149,7 @@ def _run_edge(ns, tb, env, base_url: str, trace: Path, policy: dict, schedule: l
 def calibrate_network(ns, tb, env, base_url: str, trace: Path, workload, quality: int, gap_s: float,
                       out: Path) -> dict[str, float]:
     """Requests one at a time on the idle testbed (global_only, then always_crop): the fixed software
-    time per message beyond the wire time (HTTP stacks, JSON, event loops), which the simulator gets as
+    time per message (mean) beyond the wire time (HTTP stacks, JSON, event loops), which the simulator gets as
     extra propagation; the per-message HTTP bytes beyond its payload model (link overhead_bytes); and
     the edge's prep and crop times in the real client process."""
     from sim.workload import TEXT_BYTES_PER_TOKEN
@@ -172,8 +172,8 @@ def calibrate_network(ns, tb, env, base_url: str, trace: Path, workload, quality
     up_overhead = float(np.mean(g.uplink_bytes.to_numpy() - up_payload))
     down_payload = workload.s1_tokens[rows] * TEXT_BYTES_PER_TOKEN
     down_overhead = float(np.mean(g.downlink_bytes.to_numpy() - down_payload))
-    up_fixed = np.median((g.up1_end_s - g.edge_done_s).to_numpy() - g.uplink_bytes.to_numpy() * 8 / up_bps)
-    down_fixed = np.median((g.done_s - g.s1_end_s).to_numpy() - g.downlink_bytes.to_numpy() * 8 / down_bps)
+    up_fixed = np.mean((g.up1_end_s - g.edge_done_s).to_numpy() - g.uplink_bytes.to_numpy() * 8 / up_bps)
+    down_fixed = np.mean((g.done_s - g.s1_end_s).to_numpy() - g.downlink_bytes.to_numpy() * 8 / down_bps)
     prep = [v for v in (ginfo["edge_prep_s"], cinfo["edge_prep_s"]) if v is not None]
     # Pass times as the real server process runs them (its event loop shares the CPU and the GIL).
     sid_row = {s: i for i, s in enumerate(workload.sample_id)}
