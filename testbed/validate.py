@@ -146,6 +146,23 @@ def _run_edge(ns, tb, env, base_url: str, trace: Path, policy: dict, schedule: l
     return pq.read_table(pdir / "events_testbed.parquet").sort_by("request_id"), info
 
 
+def server_pass_times(frames, attention_passes, workload) -> list[dict[str, Any]]:
+    """Per trace row: median stage-1, attention and stage-2 pass times the server stamped, from
+    testbed event frames (pandas) and the edge's attention pass records (None where not seen)."""
+    sid_row = {s: i for i, s in enumerate(workload.sample_id)}
+    per: dict[int, dict[str, list[float]]] = {i: {"s1_s": [], "att_s": [], "s2_s": []} for i in range(workload.n)}
+    for df in frames:
+        df = df[df.status == "ok"]
+        for sid, a, b in zip(df.sample_id, df.s1_start_s, df.s1_end_s):
+            per[sid_row[sid]]["s1_s"].append(b - a)
+        two = df[df.stages == 2]
+        for sid, a, b in zip(two.sample_id, two.s2_start_s, two.s2_end_s):
+            per[sid_row[sid]]["s2_s"].append(b - a)
+    for p in attention_passes:
+        per[p["sample"]]["att_s"].append(p["end_s"] - p["start_s"])
+    return [{"sample": i, **{k: float(np.median(v)) if v else None for k, v in d.items()}} for i, d in per.items()]
+
+
 def calibrate_network(ns, tb, env, base_url: str, trace: Path, workload, quality: int, gap_s: float,
                       out: Path) -> dict[str, float]:
     """Requests one at a time on the idle testbed (global_only, then always_crop): the fixed software
@@ -176,18 +193,7 @@ def calibrate_network(ns, tb, env, base_url: str, trace: Path, workload, quality
     down_fixed = np.mean((g.done_s - g.s1_end_s).to_numpy() - g.downlink_bytes.to_numpy() * 8 / down_bps)
     prep = [v for v in (ginfo["edge_prep_s"], cinfo["edge_prep_s"]) if v is not None]
     # Pass times as the real server process runs them (its event loop shares the CPU and the GIL).
-    sid_row = {s: i for i, s in enumerate(workload.sample_id)}
-    per: dict[int, dict[str, list[float]]] = {i: {"s1_s": [], "att_s": [], "s2_s": []} for i in range(workload.n)}
-    for df in (g, c[c.status == "ok"]):
-        for sid, a, b in zip(df.sample_id, df.s1_start_s, df.s1_end_s):
-            per[sid_row[sid]]["s1_s"].append(b - a)
-    cok = c[c.status == "ok"]
-    for sid, a, b in zip(cok.sample_id, cok.s2_start_s, cok.s2_end_s):
-        per[sid_row[sid]]["s2_s"].append(b - a)
-    for p in cinfo["attention_passes"]:
-        per[p["sample"]]["att_s"].append(p["end_s"] - p["start_s"])
-    server_rows = [{"sample": i, **{k: float(np.median(v)) if v else None for k, v in d.items()}}
-                   for i, d in per.items()]
+    server_rows = server_pass_times([g, c], cinfo["attention_passes"], workload)
     return {"server_rows": server_rows,
             "uplink_overhead_bytes": max(0, int(round(up_overhead))),
             "downlink_overhead_bytes": max(0, int(round(down_overhead))),
@@ -321,11 +327,26 @@ def run(tb, out: Path, *, compare_sim: bool = True, progress: bool = True) -> di
                                   "tcp_out_segs": tcp1["out_segs"] - tcp0["out_segs"],
                                   "tcp_retrans_segs": tcp1["retrans_segs"] - tcp0["retrans_segs"]},
                          "metrics": compare(sim_sum, tb_sum)}
+                # Diagnostic, not a prediction: the same simulation with the pass times the server showed
+                # during THIS run, which separates queueing-model error from service-time drift under load.
+                rows_pt = server_pass_times([tb_events.to_pandas()], edge_info["attention_passes"], workload)
+                meas_pt = calibrate.with_server_times(meas, rows_pt)
+                prof_pt = calibrate.write_profile(calibrate.profile_rows(meas_pt, workload), pdir / "profile_in_situ.csv")
+                sc_pt = json.loads(json.dumps(sc))
+                sc_pt["server"]["latency"]["path"] = str(prof_pt)
+                sim_run(sc_pt, pdir / "sim_in_situ")
+                ev_pt = pq.read_table(pdir / "sim_in_situ" / "events.parquet")
+                point["diagnostic_in_situ_service"] = {
+                    "server_scale_vs_calibration": meas_pt["server_scale"],
+                    "metrics": compare(summarize(ev_pt, warmup_s=warm, baseline_up1_bytes=None, components={}),
+                                       tb_sum)}
                 (pdir / "comparison.json").write_text(json.dumps(point, indent=1))
                 if compare_sim:
                     plot_cdf(ev, tb_events, pdir / "cdf.png", name)
                 points.append(point)
                 say(f"{name}: " + "  ".join(f"{k} {_pct(v['rel_error'])}" for k, v in point["metrics"].items()))
+                say(f"{name} (diagnostic, in-situ pass times x{meas_pt['server_scale']:.2f}): " + "  ".join(
+                    f"{k} {_pct(v['rel_error'])}" for k, v in point["diagnostic_in_situ_service"]["metrics"].items()))
     finally:
         if server is not None:
             server.terminate()
