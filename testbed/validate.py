@@ -220,8 +220,8 @@ def run(tb, out: Path, *, compare_sim: bool = True, progress: bool = True) -> di
             print(f"[testbed] {msg}", file=sys.stderr, flush=True)
 
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(1)
-    torch.set_flush_denormal(True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # no flush-denormal here: it is process-global state (the server process sets it)
     samples = read_manifest(tb.manifest)
     by_id = {s.sample_id: s for s in samples}
     backend = load_backend(tb.model)
@@ -249,6 +249,7 @@ def run(tb, out: Path, *, compare_sim: bool = True, progress: bool = True) -> di
     crop_s = float(np.mean([r["crop_s"] for r in meas["rows"]]))
     n_v, px = meas["visual_tokens"], backend.vision_input_px
     del backend
+    torch.set_num_threads(threads)
     (out / "calibration.json").write_text(json.dumps({"rows": meas["rows"], "profile": prof_rows,
                                                       "edge_prep_s": prep_s, "edge_crop_s": crop_s}, indent=1))
     up, down = tb.network.uplink, tb.network.downlink
