@@ -57,25 +57,6 @@ def compare(sim_summary: dict, tb_summary: dict) -> dict[str, dict[str, float | 
     return out
 
 
-def uplink_overhead_bytes(workload, samples_by_row, base_url: str) -> int:
-    """HTTP bytes of a stage-1 request beyond the JPEG, minus the simulator's question bytes
-    (4 per prompt token), averaged over the trace: the per-message `overhead_bytes` of the sim's uplink."""
-    import httpx
-
-    from testbed.edge import http_bytes
-
-    diffs = []
-    for i, s in enumerate(samples_by_row):
-        req = httpx.Request("POST", base_url + "/v1/stage1", content=b"", headers={"content-type": "image/jpeg"},
-                            params={"request_id": 100, "sample_id": s.sample_id, "image_w": 1000,
-                                    "image_h": 1000, "question": s.question})
-        req.headers["content-length"] = "2000"
-        resp = httpx.Response(200, request=req)
-        up, _ = http_bytes(resp)
-        diffs.append(up - int(workload.question_bytes[i]))
-    return max(0, int(round(float(np.mean(diffs)))))
-
-
 def scenario_dict(tb, *, name: str, policy: dict, trace: Path, profile: Path, rate_per_client_s: float,
                   visual_tokens: int, vision_px: int, net: dict[str, float]) -> dict:
     up, down = tb.network.uplink, tb.network.downlink
