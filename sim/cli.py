@@ -19,7 +19,7 @@ EXIT_USAGE = 2
 
 #: Modules that add top-level sub-commands: each has `register(subparsers)` (or `module:function`) and keeps heavy imports
 #: inside its handlers, so `edgevlm --help` stays fast. A module that fails to import is skipped.
-COMMAND_MODULES: tuple[str, ...] = ("sim.sweep", "sim.check", "analysis.cli", "analysis.tradeoff")
+COMMAND_MODULES: tuple[str, ...] = ("sim.sweep", "sim.check", "analysis.cli", "analysis.tradeoff", "testbed.cli")
 #: Modules that add `edgevlm trace ...` sub-commands the same way. models.cli is optional: the
 #: simulator itself never needs torch.
 TRACE_COMMAND_MODULES: tuple[str, ...] = ("models.cli", "analysis.cli:register_trace")

@@ -89,6 +89,11 @@ class TwoStagePolicy(Policy):
         """The crop decision after stage 1; policies that need the request itself override this."""
         return self.wants_crop(req.sample, sim)
 
+    def decide_live(self, token_values: dict[str, "list[float]"]) -> bool:
+        """The same gate from live stage-1 values (a real edge client, testbed/): `token_values`
+        maps trace column names (s1_min_entropy, s1_shannon, s1_margin) to per-token lists."""
+        raise NotImplementedError(f"policy {self.name!r} cannot decide from live values")
+
     def life(self, sim: "Simulation", req: "Request"):
         env, i = sim.env, req.sample
         yield env.timeout(sim.edge.prep_s)

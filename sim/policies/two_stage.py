@@ -63,11 +63,17 @@ class GlobalOnlyPolicy(TwoStagePolicy):
     def wants_crop(self, sample, sim) -> bool:
         return False
 
+    def decide_live(self, token_values) -> bool:
+        return False
+
 
 class AlwaysCropPolicy(TwoStagePolicy):
     name = "always_crop"
 
     def wants_crop(self, sample, sim) -> bool:
+        return True
+
+    def decide_live(self, token_values) -> bool:
         return True
 
 
@@ -77,11 +83,22 @@ class EntropyThresholdPolicy(TwoStagePolicy):
     def __init__(self, cfg: EntropyThreshold, workload: Workload, rng: np.random.Generator):
         super().__init__(cfg, workload, rng)
         self.values = uncertainty(workload, cfg.metric, cfg.tokens)
-        crop = self.values <= cfg.threshold if cfg.metric == "margin" else self.values >= cfg.threshold
-        self.crop = crop.tolist()
+        self.crop = self.gate(self.values).tolist()
+
+    def gate(self, values):
+        """Crop where the aggregated uncertainty crosses η (scalar or array)."""
+        cfg = self.cfg
+        return values <= cfg.threshold if cfg.metric == "margin" else values >= cfg.threshold
 
     def wants_crop(self, sample, sim) -> bool:
         return self.crop[sample]
+
+    def decide_live(self, token_values) -> bool:
+        """As `wants_crop`, from the live per-token values of one stage-1 answer."""
+        cfg = self.cfg
+        v = np.asarray(token_values[METRIC_COLUMNS[cfg.metric]], dtype=np.float64)
+        k = None if cfg.tokens == "all" else int(cfg.tokens)
+        return bool(self.gate(float(v[:k].mean() if k else v.mean())))
 
 
 def uncertainty(workload: Workload, metric: str, tokens: int | str) -> np.ndarray:

@@ -1,0 +1,142 @@
+"""Sub-commands `serve`, `edge`, `testbed` and `validate` (listed in sim.cli.COMMAND_MODULES).
+Heavy imports (torch, fastapi, httpx) stay inside the handlers so `edgevlm --help` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from sim.errors import UserError
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from testbed.config import DEFAULT_MODEL
+
+    model = args.model
+    if model is None:
+        if not DEFAULT_MODEL.is_dir():
+            raise UserError(f"--model: the default tiny model {DEFAULT_MODEL} does not exist here; "
+                            "pass --model DIR (a checkpoint directory)")
+        model = str(DEFAULT_MODEL)
+    if args.max_queue < 1:
+        raise UserError("--max-queue: must be a positive integer")
+    from models.backend import BackendError
+    from testbed.server import serve
+
+    try:
+        serve(model, args.host, args.port, manifest=args.manifest, max_queue=args.max_queue,
+              max_body_bytes=args.max_body_bytes, threads=args.threads)
+    except BackendError as exc:
+        raise UserError(str(exc)) from None
+    return 0
+
+
+def _cmd_edge(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import numpy as np
+
+    from models.manifest import ManifestError, read_manifest
+    from sim.workload import Workload
+    from testbed.edge import Arrival, build_policy, run_edge, write_events
+
+    try:
+        samples = {s.sample_id: s for s in read_manifest(args.manifest)}
+    except ManifestError as exc:
+        raise UserError(str(exc)) from None
+    try:
+        policy_cfg = json.loads(args.policy)
+    except ValueError as exc:
+        raise UserError(f"--policy: not valid JSON ({exc})") from None
+    policy = build_policy(policy_cfg, args.trace)
+    workload: Workload = policy.workload
+    missing = [s for s in workload.sample_id if s not in samples]
+    if missing:
+        raise UserError(f"--trace: sample_id {missing[0]!r} is not in the manifest")
+    rows = [samples[s] for s in workload.sample_id]
+    if args.schedule:
+        arrivals = [Arrival(**a) for a in json.loads(Path(args.schedule).read_text())]
+    else:
+        if args.rate_per_s is None or args.requests is None:
+            raise UserError("--rate-per-s and --requests are needed without --schedule")
+        rng = np.random.default_rng(args.seed)
+        t = np.cumsum(rng.exponential(1 / args.rate_per_s, args.requests))
+        arrivals = [Arrival(k, int(rng.integers(args.clients)), int(rng.integers(workload.n)), float(t[k]))
+                    for k in range(args.requests)]
+    px = int(workload.provenance.get("vision_input_px"))
+    done, info = asyncio.run(run_edge(args.server, rows, policy, arrivals, vision_px=px, n_clients=args.clients,
+                                      health_timeout_s=args.health_timeout_s))
+    out = Path(args.out)
+    write_events(done, list(workload.sample_id), policy.name, out, args.deadline_s)
+    out.with_suffix(".json").write_text(json.dumps(info, indent=1))
+    ok = sum(r.status == "ok" for r in done)
+    print(f"edge: {ok}/{len(done)} ok, {len(info['errors'])} errors; wrote {out}", file=sys.stderr)
+    return 0
+
+
+def _cmd_testbed(args: argparse.Namespace, compare_sim: bool = False) -> int:
+    from testbed.config import load_testbed
+    from testbed.validate import run
+
+    tb, _ = load_testbed(args.testbed)
+    out = Path(args.out) if args.out else Path("runs") / f"testbed-{tb.name}"
+    result = run(tb, out, compare_sim=compare_sim, progress=not args.quiet)
+    if not args.quiet:
+        print(format_points(result["points"]))
+        print(f"wrote {out / 'comparison.json'}")
+    return 0
+
+
+def format_points(points) -> str:
+    lines = [f"{'point':<28}{'metric':<28}{'sim':>12}{'testbed':>12}{'error':>9}"]
+    for p in points:
+        for k, v in p["metrics"].items():
+            f = lambda x: "-" if x is None else f"{x:.4g}"
+            e = "-" if v["rel_error"] is None else f"{100 * v['rel_error']:+.1f}%"
+            lines.append(f"{p['point']:<28}{k:<28}{f(v['sim']):>12}{f(v['testbed']):>12}{e:>9}")
+    return "\n".join(lines)
+
+
+def register(subparsers) -> None:
+    s = subparsers.add_parser("serve", help="run the real inference server (FastAPI + uvicorn)",
+                              description="Serve stage 1, the relative-attention box and stage 2 over HTTP "
+                                          "(see testbed/server.py for the endpoints).")
+    s.add_argument("--model", help="checkpoint directory (default: models/weights/tiny-scenetext-v1)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--manifest", help="only accept sample ids of this manifest (others get 404)")
+    s.add_argument("--max-queue", type=int, default=64, help="refuse stage 1 with 429 beyond this many waiting passes")
+    s.add_argument("--max-body-bytes", type=int, default=4 << 20, help="largest request body (413 beyond)")
+    s.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    s.set_defaults(func=_cmd_serve)
+
+    e = subparsers.add_parser("edge", help="run a real edge client against `edgevlm serve`",
+                              description="Replay a schedule (or a Poisson stream) of manifest samples with a "
+                                          "simulator policy; writes an event log (DESIGN.md §5).")
+    e.add_argument("--server", required=True, help="server URL, e.g. http://127.0.0.1:8000")
+    e.add_argument("--manifest", required=True)
+    e.add_argument("--trace", required=True, help="trace of the manifest (the policy object is built over it)")
+    e.add_argument("--policy", default='{"kind": "global_only", "jpeg_quality": 75}',
+                   help="the scenario policy block as JSON")
+    e.add_argument("--schedule", help="JSON list of {request_id, client_id, sample, arrival_s}")
+    e.add_argument("--rate-per-s", type=float, help="Poisson rate without --schedule")
+    e.add_argument("--requests", type=int, help="request count without --schedule")
+    e.add_argument("--clients", type=int, default=1)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--deadline-s", type=float, default=2.0)
+    e.add_argument("--health-timeout-s", type=float, default=60.0)
+    e.add_argument("--out", default="events_testbed.parquet")
+    e.set_defaults(func=_cmd_edge)
+
+    for name, cmp in (("testbed", False), ("validate", True)):
+        t = subparsers.add_parser(
+            name, help="run the real system in network namespaces" if not cmp else
+            "run the testbed and the matching simulator scenario, and compare them",
+            description="Namespaced server + client over a tc-shaped veth pair (needs root). "
+                        + ("Writes comparison.json and latency CDF plots." if cmp else ""))
+        t.add_argument("testbed", help="TESTBED.yaml")
+        t.add_argument("--out", help="output folder (default: runs/testbed-<name>)")
+        t.add_argument("-q", "--quiet", action="store_true")
+        t.set_defaults(func=lambda a, c=cmp: _cmd_testbed(a, c))

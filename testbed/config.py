@@ -1,0 +1,108 @@
+"""TESTBED.yaml: what `edgevlm testbed` and `edgevlm validate` run (pydantic, unknown keys are errors).
+
+Example (testbed/examples/ci.yaml):
+  name: ci
+  model: null              # checkpoint dir; null: models/weights/tiny-scenetext-v1 if present
+  manifest: data/vqa.jsonl # dataset manifest (models/manifest.py), relative to this file
+  trace: null              # trace of the manifest by the same model; null: extracted into the output dir
+  clients: 2               # client workers (asyncio tasks in one client namespace, one connection each)
+  requests: 30             # requests per (load, policy) point
+  loads: [0.5]             # offered load rho = lambda / measured server capacity
+  policies: [{kind: global_only, jpeg_quality: 75}]
+  network:
+    uplink: {capacity_mbps: 4, propagation_ms: 0, loss_pct: 0}
+    downlink: {capacity_mbps: 20, propagation_ms: 0}
+  server: {max_queue: 1000, threads: 1}
+  calibration: {repeats: 3}
+  time_limit_s: 120        # per point: the edge run is stopped after this
+  seed: 0
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
+
+from sim.errors import ConfigError
+
+DEFAULT_MODEL = Path("models/weights/tiny-scenetext-v1")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Direction(_Strict):
+    capacity_mbps: PositiveFloat
+    propagation_ms: float = Field(0.0, ge=0)
+    loss_pct: float = Field(0.0, ge=0, lt=100)
+
+
+class Network(_Strict):
+    uplink: Direction = Direction(capacity_mbps=4.0)
+    downlink: Direction = Direction(capacity_mbps=20.0)
+
+
+class ServerBlock(_Strict):
+    max_queue: PositiveInt = 1000
+    threads: PositiveInt = Field(1, description="torch threads of the server process")
+    port: int = Field(8000, ge=1, le=65535)
+
+
+class Calibration(_Strict):
+    repeats: PositiveInt = 3
+
+
+class Testbed(_Strict):
+    name: str = Field("testbed", pattern=r"^[A-Za-z0-9_.\-]+$")
+    model: Optional[str] = None
+    manifest: str
+    trace: Optional[str] = None
+    clients: PositiveInt = 2
+    requests: PositiveInt = 30
+    loads: list[float] = Field([0.5], min_length=1)
+    policies: list[dict[str, Any]] = Field([{"kind": "global_only", "jpeg_quality": 75}], min_length=1)
+    network: Network = Network()
+    server: ServerBlock = ServerBlock()
+    calibration: Calibration = Calibration()
+    time_limit_s: PositiveFloat = 120.0
+    warmup_requests: int = Field(0, ge=0, description="first requests left out of the comparison")
+    seed: int = Field(0, ge=0)
+    deadline_s: PositiveFloat = 2.0
+
+
+def load_testbed(path: str | Path) -> tuple[Testbed, Path]:
+    """Parse TESTBED.yaml; paths in it are made absolute against its folder."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError("", f"testbed file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError("", f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError("", f"{path}: must be a YAML mapping")
+    try:
+        tb = Testbed.model_validate(data)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        raise ConfigError(".".join(str(p) for p in e["loc"]), e["msg"]) from None
+    for k, rho in enumerate(tb.loads):
+        if not 0 < rho < 1:
+            raise ConfigError(f"loads.{k}", f"offered load must lie in (0, 1), got {rho}")
+    base = path.parent.resolve()
+
+    def absolute(p: str | None) -> str | None:
+        return None if p is None else str(p if Path(p).is_absolute() else base / p)
+
+    model = absolute(tb.model)
+    if model is None:
+        if not DEFAULT_MODEL.is_dir():
+            raise ConfigError("model", f"no model given and the default {DEFAULT_MODEL} does not exist; "
+                                       "set model: to a checkpoint directory")
+        model = str(DEFAULT_MODEL.resolve())
+    tb = tb.model_copy(update={"model": model, "manifest": absolute(tb.manifest), "trace": absolute(tb.trace)})
+    return tb, base

@@ -1,0 +1,245 @@
+"""`edgevlm serve`: the inference server of the two-stage protocol (DESIGN.md §4) over HTTP.
+
+Endpoints (all answers JSON; times are the server's wall clock, time.time(), which every network
+namespace of one machine shares, so edge and server stamps are comparable):
+  GET  /v1/health                       model facts
+  POST /v1/stage1?request_id&sample_id&image_w&image_h&question   body: the global JPEG
+       -> answer, per-token uncertainty (s1_min_entropy, s1_shannon, s1_margin), recv_s, start_s, end_s
+  POST /v1/attention   JSON {"request_id": int}  -> the relative-attention box in original pixels
+  POST /v1/stage2?request_id            body: the local JPEG -> answer of global + local
+Progressive levels are not served (see testbed/README.md).
+
+The GPU is one worker thread taking passes in arrival order (FCFS, as the simulator's `fifo`
+scheduler). Stage-1 requests are refused with 429 when `max_queue` passes already wait; follow-up
+passes of an admitted request are never refused (as sim.engine.infer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request  # module level: FastAPI resolves the string annotations here
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+STAGE1_PARAMS = ("request_id", "sample_id", "image_w", "image_h", "question")
+MAX_SESSIONS = 4096
+
+
+@dataclass
+class Session:
+    global_img: Any
+    question: str
+    image_w: int
+    image_h: int
+
+
+class GpuWorker:
+    """One thread runs model passes in FIFO order; `pending` counts queued + running passes."""
+
+    def __init__(self):
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpu")
+        self.pending = 0
+        self.lock = threading.Lock()
+
+    async def run(self, fn, *args):
+        with self.lock:
+            self.pending += 1
+        loop = asyncio.get_running_loop()
+
+        def timed():
+            start = time.time()
+            try:
+                out = fn(*args)
+            finally:
+                with self.lock:
+                    self.pending -= 1
+            return out, start, time.time()
+
+        return await loop.run_in_executor(self.pool, timed)
+
+
+def create_app(backend, *, sample_ids: set[str] | None = None, max_queue: int = 64,
+               max_body_bytes: int = 4 << 20):
+    """The FastAPI app serving `backend`. `sample_ids`: known ids (None accepts any)."""
+    from PIL import Image
+
+    from models.boxsearch import search_box
+    from models.uncertainty import token_uncertainty
+
+    app = FastAPI(title="edgevlm serve", docs_url=None, redoc_url=None)
+    gpu = GpuWorker()
+    sessions: OrderedDict[int, Session] = OrderedDict()
+    px = backend.vision_input_px
+
+    class Reject(Exception):
+        def __init__(self, status: int, msg: str):
+            self.status, self.msg = status, msg
+
+    @app.exception_handler(Reject)
+    async def _reject(request, exc: Reject):
+        return JSONResponse({"error": exc.msg}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request, exc):
+        return JSONResponse({"error": f"invalid request: {exc.errors()[0].get('msg')}"}, status_code=400)
+
+    async def body_bytes(request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
+            raise Reject(413, f"body of {declared} bytes exceeds the limit of {max_body_bytes} bytes")
+        chunks, n = [], 0
+        async for chunk in request.stream():
+            n += len(chunk)
+            if n > max_body_bytes:
+                raise Reject(413, f"body exceeds the limit of {max_body_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def decode_jpeg(data: bytes, what: str):
+        if not data:
+            raise Reject(400, f"{what}: empty body; send a JPEG image (Content-Type: image/jpeg)")
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                if im.format != "JPEG":
+                    raise Reject(415, f"{what}: body is {im.format}, not JPEG")
+                im.load()
+                return im.convert("RGB")
+        except Reject:
+            raise
+        except Exception as exc:  # PIL raises many kinds for junk
+            raise Reject(415, f"{what}: body is not a decodable JPEG image ({type(exc).__name__})") from None
+
+    def check_params(request: Request, allowed: tuple[str, ...]) -> dict[str, str]:
+        q = dict(request.query_params)
+        unknown = [k for k in q if k not in allowed]
+        if unknown:
+            raise Reject(400, f"unknown field '{unknown[0]}'; allowed fields: {', '.join(allowed)}")
+        missing = [k for k in allowed if k not in q]
+        if missing:
+            raise Reject(400, f"missing field '{missing[0]}'; required: {', '.join(allowed)}")
+        return q
+
+    def int_param(q: dict, key: str, lo: int = 0) -> int:
+        try:
+            v = int(q[key])
+        except ValueError:
+            raise Reject(400, f"field '{key}' must be an integer, got {q[key]!r}") from None
+        if v < lo:
+            raise Reject(400, f"field '{key}' must be >= {lo}, got {v}")
+        return v
+
+    def session(rid: int) -> Session:
+        s = sessions.get(rid)
+        if s is None:
+            raise Reject(404, f"unknown request_id {rid}: send /v1/stage1 for it first")
+        return s
+
+    @app.get("/v1/health")
+    async def health():
+        return {"ok": True, "model_id": backend.model_id, "vision_input_px": px,
+                "visual_tokens_per_image": backend.visual_tokens_per_image, "pending": gpu.pending}
+
+    @app.post("/v1/stage1")
+    async def stage1(request: Request):
+        recv_s = time.time()
+        q = check_params(request, STAGE1_PARAMS)
+        rid = int_param(q, "request_id")
+        w, h = int_param(q, "image_w", 1), int_param(q, "image_h", 1)
+        if sample_ids is not None and q["sample_id"] not in sample_ids:
+            raise Reject(404, f"unknown sample_id {q['sample_id']!r}")
+        if not q["question"].strip():
+            raise Reject(400, "field 'question' must be a non-empty string")
+        img = decode_jpeg(await body_bytes(request), "stage1")
+        recv_s = time.time()
+        if gpu.pending >= max_queue:
+            raise Reject(429, f"server queue full ({max_queue} passes waiting); retry later")
+        if img.size != (px, px):
+            img = img.resize((px, px), Image.Resampling.BICUBIC)
+
+        def s1():
+            gen = backend.generate(backend.encode([img], q["question"]))
+            return gen.text, token_uncertainty(gen.logits)
+
+        (text, (mn, sh, mg)), start, end = await gpu.run(s1)
+        sessions[rid] = Session(img, q["question"], w, h)
+        while len(sessions) > MAX_SESSIONS:
+            sessions.popitem(last=False)
+        f32 = lambda a: [float(v) for v in np.asarray(a, dtype=np.float32)]  # as the trace stores them
+        return {"request_id": rid, "answer": text, "tokens": len(mn), "s1_min_entropy": f32(mn),
+                "s1_shannon": f32(sh), "s1_margin": f32(mg), "recv_s": recv_s, "start_s": start, "end_s": end}
+
+    @app.post("/v1/attention")
+    async def attention(request: Request):
+        raw = await body_bytes(request)
+        try:
+            obj = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise Reject(400, f"malformed JSON body ({exc})") from None
+        if not isinstance(obj, dict):
+            raise Reject(400, "body must be a JSON object {\"request_id\": int}")
+        unknown = [k for k in obj if k != "request_id"]
+        if unknown:
+            raise Reject(400, f"unknown field '{unknown[0]}'; allowed fields: request_id")
+        rid = obj.get("request_id")
+        if not isinstance(rid, int) or isinstance(rid, bool):
+            raise Reject(400, "field 'request_id' must be an integer")
+        s = session(rid)
+
+        def att():
+            maps = backend.attention_to_image(s.global_img, s.question)
+            st = backend.settings
+            return search_box(maps.relative, s.image_w, s.image_h, px, pad_px=st.box_pad_px,
+                              pad_frac=st.box_pad_frac)
+
+        box, start, end = await gpu.run(att)
+        return {"request_id": rid, "box": [box.x0, box.y0, box.x1, box.y1], "start_s": start, "end_s": end}
+
+    @app.post("/v1/stage2")
+    async def stage2(request: Request):
+        q = check_params(request, ("request_id",))
+        rid = int_param(q, "request_id")
+        s = session(rid)
+        local = decode_jpeg(await body_bytes(request), "stage2")
+        recv_s = time.time()
+        if local.size != (px, px):
+            local = local.resize((px, px), Image.Resampling.BICUBIC)
+
+        def s2():
+            return backend.generate(backend.encode([s.global_img, local], s.question))
+
+        gen, start, end = await gpu.run(s2)
+        sessions.pop(rid, None)
+        return {"request_id": rid, "answer": gen.text, "tokens": len(gen.tokens), "recv_s": recv_s,
+                "start_s": start, "end_s": end}
+
+    app.state.gpu = gpu
+    return app
+
+
+def serve(model: str, host: str, port: int, *, manifest: str | None = None, max_queue: int = 64,
+          max_body_bytes: int = 4 << 20, threads: int = 1, ready_file: str | None = None) -> None:
+    """Load the backend and serve until interrupted."""
+    import torch
+    import uvicorn
+
+    from models.backend import load_backend
+
+    torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)
+    backend = load_backend(model)
+    ids = None
+    if manifest:
+        from models.manifest import read_manifest
+        ids = {s.sample_id for s in read_manifest(manifest)}
+    app = create_app(backend, sample_ids=ids, max_queue=max_queue, max_body_bytes=max_body_bytes)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -1,0 +1,376 @@
+"""`edgevlm testbed` / `edgevlm validate`: run the real system and the simulator on the same arrivals.
+
+Steps (written under OUT/):
+  1. trace.parquet   the manifest's trace by the same model (models.extract), unless TESTBED.yaml gives one;
+  2. calibration.json, profile.csv   measured pass times (testbed.calibrate) and edge prep/crop times;
+  3. per (policy, load): the simulator scenario (scenario.yaml): Poisson arrivals at rho x measured
+     capacity, the trace, the measured profile, edge prep/crop times, the same link rates. Its event
+     log gives the arrival schedule (time, client, sample) that the real edge client then replays,
+     so both see the same arrivals and the same samples;
+  4. the testbed: server and client namespaces joined by a shaped veth pair (testbed.netns);
+     `edgevlm serve` in one, `edgevlm edge` in the other; events_testbed.parquet;
+  5. comparison.json per point and OUT/comparison.json overall: mean/p50/p95 latency, throughput,
+     uplink and downlink bytes/request, retransmission rate (the crop rate, as sim.summary), each
+     sim vs testbed with relative error (sim - testbed) / testbed; cdf.png overlays the latency CDFs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+METRICS = (("latency_mean_s", ("latency_s", "mean", "value")), ("latency_p50_s", ("latency_s", "p50", "value")),
+           ("latency_p95_s", ("latency_s", "p95", "value")), ("throughput_per_s", ("throughput_per_s",)),
+           ("uplink_bytes_per_request", ("bytes_per_request", "uplink")),
+           ("downlink_bytes_per_request", ("bytes_per_request", "downlink")),
+           ("retransmission_rate", ("retransmission_rate",)))
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _get(d: dict, path: tuple) -> Any:
+    for k in path:
+        d = d.get(k) if isinstance(d, dict) else None
+    return d
+
+
+def rel_error(sim: float | None, real: float | None) -> float | None:
+    if sim is None or real is None:
+        return None
+    if real == 0:
+        return 0.0 if sim == 0 else math.inf
+    return (sim - real) / real
+
+
+def compare(sim_summary: dict, tb_summary: dict) -> dict[str, dict[str, float | None]]:
+    out = {}
+    for name, path in METRICS:
+        s, r = _get(sim_summary, path), _get(tb_summary, path)
+        out[name] = {"sim": s, "testbed": r, "rel_error": rel_error(s, r)}
+    return out
+
+
+def scenario_dict(tb, *, name: str, policy: dict, trace: Path, profile: Path, rate_per_client_s: float,
+                  visual_tokens: int, vision_px: int, net: dict[str, float]) -> dict:
+    up, down = tb.network.uplink, tb.network.downlink
+    prep_s, crop_s = net["edge_prep_s"], net["edge_crop_s"]
+    return {
+        "name": name, "seed": tb.seed, "trace": str(trace),
+        "stop": {"requests": tb.requests, "warmup_s": 0.0},
+        "clients": {"count": tb.clients, "arrival": {"kind": "poisson", "rate_per_s": rate_per_client_s},
+                    "edge": {"device": {"name": "testbed-edge", "prep_s": prep_s, "crop_s": crop_s,
+                                        "hardware": "a100-80gb"}},
+                    "link_classes": [{"share": 1.0, "uplink_mbps": up.capacity_mbps}]},
+        "network": {"uplink": {"capacity_mbps": up.capacity_mbps,
+                               "propagation_ms": up.propagation_ms + 1e3 * net["uplink_fixed_s"],
+                               "overhead_bytes": net["uplink_overhead_bytes"]},
+                    "downlink": {"capacity_mbps": down.capacity_mbps,
+                                 "propagation_ms": down.propagation_ms + 1e3 * net["downlink_fixed_s"],
+                                 "overhead_bytes": net["downlink_overhead_bytes"]}},
+        "server": {"replicas": 1, "max_queue": tb.server.max_queue,
+                   "model": {"name": "testbed-model", "d_model": 32, "n_layers": 4, "params_b": 0.001,
+                             "visual_tokens": visual_tokens, "vision_px": vision_px},
+                   "scheduler": {"kind": "fifo"}, "latency": {"kind": "profile", "path": str(profile)}},
+        "policy": policy,
+        "slo": {"deadline_s": tb.deadline_s},
+    }
+
+
+def _hw_fix(d: dict) -> dict:
+    """The edge device needs a hardware block; reuse the server's default accelerator by name."""
+    from sim.profiles import EDGES
+
+    d["clients"]["edge"]["device"]["hardware"] = EDGES["imx95"].hardware.model_dump()
+    return d
+
+
+def _wait_health(url: str, netns_prefix: list[str], timeout_s: float, proc) -> None:
+    code = ("import httpx,sys\ntry:\n r=httpx.get(sys.argv[1],timeout=2)\n sys.exit(0 if r.status_code==200 else 1)\n"
+            "except Exception:\n sys.exit(1)")
+    end = time.time() + timeout_s
+    while time.time() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with code {proc.returncode} before it was ready")
+        if subprocess.run(netns_prefix + [sys.executable, "-c", code, url + "/v1/health"]).returncode == 0:
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"server not ready after {timeout_s:.0f} s")
+
+
+def _run_edge(ns, tb, env, base_url: str, trace: Path, policy: dict, schedule: list[dict], pdir: Path, name: str):
+    """One `edgevlm edge` run in the client namespace; returns (events table, edge info)."""
+    import pyarrow.parquet as pq
+
+    from sim.errors import UserError
+
+    pdir.mkdir(parents=True, exist_ok=True)
+    (pdir / "schedule.json").write_text(json.dumps(schedule))
+    cmd = ns.exec_prefix(ns.client) + [
+        sys.executable, "-m", "sim.cli", "edge", "--server", base_url, "--manifest", tb.manifest,
+        "--trace", str(trace), "--policy", json.dumps(policy), "--schedule", str(pdir / "schedule.json"),
+        "--clients", str(tb.clients), "--out", str(pdir / "events_testbed.parquet"),
+        "--deadline-s", str(tb.deadline_s)]
+    try:
+        p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=tb.time_limit_s)
+    except subprocess.TimeoutExpired:
+        raise UserError(f"testbed: {name} ran past time_limit_s={tb.time_limit_s:g}") from None
+    if p.returncode != 0:
+        raise UserError(f"testbed: edge client failed for {name}: {p.stderr.strip()[-800:]}")
+    info = json.loads((pdir / "events_testbed.json").read_text())
+    return pq.read_table(pdir / "events_testbed.parquet").sort_by("request_id"), info
+
+
+def server_pass_times(frames, attention_passes, workload) -> list[dict[str, Any]]:
+    """Per trace row: median stage-1, attention and stage-2 pass times the server stamped, from
+    testbed event frames (pandas) and the edge's attention pass records (None where not seen)."""
+    sid_row = {s: i for i, s in enumerate(workload.sample_id)}
+    per: dict[int, dict[str, list[float]]] = {i: {"s1_s": [], "att_s": [], "s2_s": []} for i in range(workload.n)}
+    for df in frames:
+        df = df[df.status == "ok"]
+        for sid, a, b in zip(df.sample_id, df.s1_start_s, df.s1_end_s):
+            per[sid_row[sid]]["s1_s"].append(b - a)
+        two = df[df.stages == 2]
+        for sid, a, b in zip(two.sample_id, two.s2_start_s, two.s2_end_s):
+            per[sid_row[sid]]["s2_s"].append(b - a)
+    for p in attention_passes:
+        per[p["sample"]]["att_s"].append(p["end_s"] - p["start_s"])
+    return [{"sample": i, **{k: float(np.median(v)) if v else None for k, v in d.items()}} for i, d in per.items()]
+
+
+def calibrate_network(ns, tb, env, base_url: str, trace: Path, workload, quality: int, gap_s: float,
+                      out: Path) -> dict[str, float]:
+    """Requests one at a time on the idle testbed (global_only, then always_crop): the fixed software
+    time per message (mean) beyond the wire time (HTTP stacks, JSON, event loops), which the simulator gets as
+    extra propagation; the per-message HTTP bytes beyond its payload model (link overhead_bytes); and
+    the edge's prep and crop times in the real client process."""
+    from sim.workload import TEXT_BYTES_PER_TOKEN
+
+    up_bps, down_bps = tb.network.uplink.capacity_mbps * 1e6, tb.network.downlink.capacity_mbps * 1e6
+    qi = workload.quality_index(quality)
+    n = max(8, 2 * workload.n)
+    sched = [{"request_id": k, "client_id": 0, "sample": k % workload.n, "arrival_s": 0.2 + k * gap_s}
+             for k in range(n)]
+    res = {}
+    for kind in ("global_only", "always_crop"):
+        ev, info = _run_edge(ns, tb, env, base_url, trace, {"kind": kind, "jpeg_quality": quality}, sched,
+                             out / f"calibration-{kind}", f"calibration ({kind})")
+        res[kind] = (ev.to_pandas(), info)
+    g, ginfo = res["global_only"]
+    c, cinfo = res["always_crop"]
+    g = g[g.status == "ok"]
+    rows = g["sample_id"].map({s: i for i, s in enumerate(workload.sample_id)}).to_numpy()
+    up_payload = workload.global_bytes[rows, qi] + workload.question_bytes[rows]
+    up_overhead = float(np.mean(g.uplink_bytes.to_numpy() - up_payload))
+    down_payload = workload.s1_tokens[rows] * TEXT_BYTES_PER_TOKEN
+    down_overhead = float(np.mean(g.downlink_bytes.to_numpy() - down_payload))
+    up_fixed = np.mean((g.up1_end_s - g.edge_done_s).to_numpy() - g.uplink_bytes.to_numpy() * 8 / up_bps)
+    down_fixed = np.mean((g.done_s - g.s1_end_s).to_numpy() - g.downlink_bytes.to_numpy() * 8 / down_bps)
+    prep = [v for v in (ginfo["edge_prep_s"], cinfo["edge_prep_s"]) if v is not None]
+    # Pass times as the real server process runs them (its event loop shares the CPU and the GIL).
+    server_rows = server_pass_times([g, c], cinfo["attention_passes"], workload)
+    return {"server_rows": server_rows,
+            "uplink_overhead_bytes": max(0, int(round(up_overhead))),
+            "downlink_overhead_bytes": max(0, int(round(down_overhead))),
+            "uplink_fixed_s": max(0.0, float(up_fixed)), "downlink_fixed_s": max(0.0, float(down_fixed)),
+            "edge_prep_s": float(np.mean(prep)), "edge_crop_s": cinfo["edge_crop_s"] or 0.0}
+
+
+def run(tb, out: Path, *, compare_sim: bool = True, progress: bool = True) -> dict[str, Any]:
+    """The whole measurement of one TESTBED.yaml; returns the overall comparison dict."""
+    import torch
+
+    from models.backend import load_backend
+    from models.manifest import read_manifest
+    from sim.errors import UserError
+    from sim.runner import run as sim_run
+    from sim.summary import summarize
+    from sim.workload import Workload
+    from testbed import calibrate
+    from testbed.edge import build_policy
+    from testbed.netns import Netns, NetnsUnavailable, Shape
+
+    def say(msg: str) -> None:
+        if progress:
+            print(f"[testbed] {msg}", file=sys.stderr, flush=True)
+
+    out.mkdir(parents=True, exist_ok=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # no flush-denormal here: it is process-global state (the server process sets it)
+    samples = read_manifest(tb.manifest)
+    by_id = {s.sample_id: s for s in samples}
+    backend = load_backend(tb.model)
+    trace = Path(tb.trace) if tb.trace else out / "trace.parquet"
+    if not trace.exists():
+        from models.extract import ExtractOptions, extract
+
+        say(f"extracting the trace of {len(samples)} samples -> {trace}")
+        extract(backend, samples, trace, ExtractOptions(
+            dataset_id=Path(tb.manifest).stem, source_kind=backend.settings.source_kind or "tiny-local",
+            progress=progress, notes="testbed validation trace"), manifest=tb.manifest)
+    workload = Workload.load(trace)
+    rows_samples = []
+    for sid in workload.sample_id:
+        if sid not in by_id:
+            raise UserError(f"trace: sample_id {sid!r} is not in the manifest {tb.manifest}")
+        rows_samples.append(by_id[sid])
+
+    quality = int(tb.policies[0].get("jpeg_quality", 75))
+    say(f"calibrating ({tb.calibration.repeats} repeats x {len(rows_samples)} samples)")
+    meas = calibrate.measure(backend, rows_samples, workload, quality, tb.calibration.repeats)
+    prof_rows = calibrate.profile_rows(meas, workload)
+    profile = calibrate.write_profile(prof_rows, out / "profile.csv")
+    prep_s = float(np.mean([r["prep_s"] for r in meas["rows"]]))
+    crop_s = float(np.mean([r["crop_s"] for r in meas["rows"]]))
+    n_v, px = meas["visual_tokens"], backend.vision_input_px
+    del backend
+    torch.set_num_threads(threads)
+    (out / "calibration.json").write_text(json.dumps({"rows": meas["rows"], "profile": prof_rows,
+                                                      "edge_prep_s": prep_s, "edge_crop_s": crop_s}, indent=1))
+    up, down = tb.network.uplink, tb.network.downlink
+    points = []
+    net: dict[str, float] = {}
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               MALLOC_MMAP_THRESHOLD_="33554432", OMP_NUM_THREADS=str(tb.server.threads))
+    try:
+        ns_ctx = Netns(Shape(up.capacity_mbps, up.propagation_ms, up.loss_pct),
+                       Shape(down.capacity_mbps, down.propagation_ms, down.loss_pct))
+        ns = ns_ctx.__enter__()
+    except NetnsUnavailable as exc:
+        raise UserError(f"testbed: {exc}") from None
+    server = None
+    try:
+        base_url = f"http://{ns.server_ip}:{tb.server.port}"
+        server_log = open(out / "server.log", "w")
+        server = subprocess.Popen(
+            ns.exec_prefix(ns.server) + [sys.executable, "-m", "sim.cli", "serve", "--model", tb.model,
+                                         "--host", ns.server_ip, "--port", str(tb.server.port),
+                                         "--manifest", tb.manifest, "--max-queue", str(tb.server.max_queue),
+                                         "--threads", str(tb.server.threads)],
+            cwd=REPO, env=env, stdout=server_log, stderr=subprocess.STDOUT)
+        say("starting the server")
+        _wait_health(base_url, ns.exec_prefix(ns.client), 180, server)
+        gap_s = 3 * max(r["s1_s"] + r["att_s"] + r["s2_s"] for r in meas["rows"]) + 0.05
+        say("calibrating the network path (idle requests, one at a time)")
+        net = calibrate_network(ns, tb, env, base_url, trace, workload, quality, gap_s, out)
+        server_rows = net.pop("server_rows")
+        say("calibration: " + ", ".join(f"{k}={v:.4g}" for k, v in net.items()))
+        meas = calibrate.with_server_times(meas, server_rows)
+        prof_rows = calibrate.profile_rows(meas, workload)
+        profile = calibrate.write_profile(prof_rows, out / "profile.csv")
+        (out / "calibration.json").write_text(json.dumps({"rows": meas["rows"], "profile": prof_rows, **net},
+                                                         indent=1))
+        for policy in tb.policies:
+            pol = build_policy(policy, trace)
+            crop = [bool(pol.decide_live({c: workload.token_values(c)[i] for c in
+                                          ("s1_min_entropy", "s1_shannon", "s1_margin")}))
+                    for i in range(workload.n)]
+            service_s = calibrate.mean_service_s(meas, crop)
+            for rho in tb.loads:
+                name = f"{policy['kind']}-rho{rho:g}"
+                pdir = out / name
+                pdir.mkdir(exist_ok=True)
+                rate = rho / service_s / tb.clients
+                sc = _hw_fix(scenario_dict(tb, name=name, policy=policy, trace=trace, profile=profile,
+                                           rate_per_client_s=rate, visual_tokens=n_v, vision_px=px,
+                                           net=net))
+                say(f"{name}: simulating (lambda = {rate * tb.clients:.3f}/s)")
+                sim_run(sc, pdir / "sim")
+                (pdir / "scenario.yaml").write_text(_yaml(sc))
+                import pyarrow.parquet as pq
+                ev = pq.read_table(pdir / "sim" / "events.parquet").sort_by("request_id")
+                sid_to_row = {s: i for i, s in enumerate(workload.sample_id)}
+                schedule = [{"request_id": int(r), "client_id": int(c), "sample": sid_to_row[s], "arrival_s": float(a)}
+                            for r, c, s, a in zip(ev.column("request_id").to_pylist(), ev.column("client_id").to_pylist(),
+                                                  ev.column("sample_id").to_pylist(), ev.column("arrival_s").to_pylist())]
+                say(f"{name}: running the testbed ({len(schedule)} requests, "
+                    f"{schedule[-1]['arrival_s']:.1f} s of arrivals)")
+                tcp0 = ns.tcp_stats(ns.client)
+                q0 = ns.qdisc_bytes(ns.client, ns.veth_c), ns.qdisc_bytes(ns.server, ns.veth_s)
+                tb_events, edge_info = _run_edge(ns, tb, env, base_url, trace, policy, schedule, pdir, name)
+                tcp1 = ns.tcp_stats(ns.client)
+                q1 = ns.qdisc_bytes(ns.client, ns.veth_c), ns.qdisc_bytes(ns.server, ns.veth_s)
+                warm = float(np.sort(ev.column("arrival_s").to_numpy())[min(tb.warmup_requests, len(schedule) - 1)]) \
+                    if tb.warmup_requests else 0.0
+                tb_sum = summarize(tb_events, warmup_s=warm, baseline_up1_bytes=None, components={})
+                sim_sum = summarize(ev, warmup_s=warm, baseline_up1_bytes=None, components={})
+                n = len(schedule)
+                point = {"point": name, "policy": policy["kind"], "rho": rho, "lambda_per_s": rate * tb.clients,
+                         "mean_service_s": service_s, "requests": n,
+                         "testbed_ok": tb_sum["counts"]["ok"], "testbed_errors": edge_info["errors"][:5],
+                         "wire": {"uplink_bytes_per_request": (q1[0] - q0[0]) / n,
+                                  "downlink_bytes_per_request": (q1[1] - q0[1]) / n,
+                                  "tcp_out_segs": tcp1["out_segs"] - tcp0["out_segs"],
+                                  "tcp_retrans_segs": tcp1["retrans_segs"] - tcp0["retrans_segs"]},
+                         "metrics": compare(sim_sum, tb_sum)}
+                # Diagnostic, not a prediction: the same simulation with the pass times the server showed
+                # during THIS run, which separates queueing-model error from service-time drift under load.
+                rows_pt = server_pass_times([tb_events.to_pandas()], edge_info["attention_passes"], workload)
+                meas_pt = calibrate.with_server_times(meas, rows_pt)
+                prof_pt = calibrate.write_profile(calibrate.profile_rows(meas_pt, workload), pdir / "profile_in_situ.csv")
+                sc_pt = json.loads(json.dumps(sc))
+                sc_pt["server"]["latency"]["path"] = str(prof_pt)
+                sim_run(sc_pt, pdir / "sim_in_situ")
+                ev_pt = pq.read_table(pdir / "sim_in_situ" / "events.parquet")
+                point["diagnostic_in_situ_service"] = {
+                    "server_scale_vs_calibration": meas_pt["server_scale"],
+                    "metrics": compare(summarize(ev_pt, warmup_s=warm, baseline_up1_bytes=None, components={}),
+                                       tb_sum)}
+                (pdir / "comparison.json").write_text(json.dumps(point, indent=1))
+                if compare_sim:
+                    plot_cdf(ev, tb_events, pdir / "cdf.png", name)
+                points.append(point)
+                say(f"{name}: " + "  ".join(f"{k} {_pct(v['rel_error'])}" for k, v in point["metrics"].items()))
+                say(f"{name} (diagnostic, in-situ pass times x{meas_pt['server_scale']:.2f}): " + "  ".join(
+                    f"{k} {_pct(v['rel_error'])}" for k, v in point["diagnostic_in_situ_service"]["metrics"].items()))
+    finally:
+        if server is not None:
+            server.terminate()
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+        ns_ctx.__exit__(None, None, None)
+    result = {"testbed": tb.model_dump(), "model": tb.model, "trace": str(trace),
+              "trace_source_kind": workload.provenance.get("source_kind"),
+              "calibration": {"in_process_edge_prep_s": prep_s, "in_process_edge_crop_s": crop_s, **net},
+              "points": points}
+    (out / "comparison.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _yaml(d: dict) -> str:
+    import yaml
+    return yaml.safe_dump(d, sort_keys=False)
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:+.1f}%"
+
+
+def plot_cdf(sim_events, tb_events, path: Path, title: str) -> None:
+    """Sim and testbed latency CDFs in one plot."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for label, ev in (("simulator", sim_events), ("testbed", tb_events)):
+        lat = np.sort(np.asarray(ev.column("latency_s").to_pylist(), dtype=float))
+        lat = lat[np.isfinite(lat)]
+        ax.step(lat, np.arange(1, lat.size + 1) / max(lat.size, 1), where="post", label=label)
+    ax.set_xlabel("latency (s)")
+    ax.set_ylabel("CDF")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    from traces.io import atomic_write
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
