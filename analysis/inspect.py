@@ -42,7 +42,7 @@ def plot_trace(info: dict, out_dir: str | Path) -> list[Path]:
     """Histograms of min-entropy by stage-1 correctness, and of byte sizes, as PNGs."""
     from analysis import plots
 
-    plots.setup_style()
+    plots.setup_style(synthetic=info["provenance"].get("source_kind") == "synthetic")
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -54,19 +54,13 @@ def plot_trace(info: dict, out_dir: str | Path) -> list[Path]:
     sns.histplot(df, x="min_entropy_k5", hue="stage1", stat="density", common_norm=False, bins=30, ax=ax)
     ax.set_xlabel("stage-1 min-entropy, mean of first 5 tokens (bits)")
     ax.set_title("Min-entropy: correct vs wrong stage-1 answers")
-    fig.tight_layout()
-    paths.append(out / "trace_min_entropy.png")
-    fig.savefig(paths[-1], dpi=plots.DPI)
-    plt.close(fig)
+    paths.append(plots.save(fig, out / "trace_min_entropy.png"))
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     long = df.melt(value_vars=["global_kB", "local_kB"], var_name="image", value_name="kB")
     sns.histplot(long, x="kB", hue="image", bins=40, ax=ax)
     ax.set_xlabel(f"JPEG size at quality {info['quality_for_bytes']} (kB)")
     ax.set_title("Global and crop image sizes")
-    fig.tight_layout()
-    paths.append(out / "trace_bytes.png")
-    fig.savefig(paths[-1], dpi=plots.DPI)
-    plt.close(fig)
+    paths.append(plots.save(fig, out / "trace_bytes.png"))
     return paths
 
 

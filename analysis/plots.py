@@ -20,10 +20,15 @@ from analysis.events import PHASES  # noqa: E402
 
 DPI = 110
 BOUND_STYLE = dict(color="0.25", linestyle="--", linewidth=1.2)
+SYNTHETIC_STAMP = "SYNTHETIC trace: invented numbers, for tests only"
+_stamp: str | None = None
 
 
-def setup_style() -> None:
+def setup_style(synthetic: bool = False) -> None:
+    """The report style; with `synthetic`, every figure carries a SYNTHETIC label (it may travel alone)."""
+    global _stamp
     sns.set_theme(context="notebook", style="whitegrid", palette="colorblind", font_scale=0.95)
+    _stamp = SYNTHETIC_STAMP if synthetic else None
 
 
 def palette(names: list[str]) -> dict[str, tuple]:
@@ -32,7 +37,10 @@ def palette(names: list[str]) -> dict[str, tuple]:
     return {n: colours[i % len(colours)] for i, n in enumerate(names)}
 
 
-def _save(fig, path: Path) -> Path:
+def save(fig, path: Path) -> Path:
+    """tight_layout, write the PNG, close; stamps SYNTHETIC when setup_style said so."""
+    if _stamp:
+        fig.text(0.99, 0.005, _stamp, ha="right", va="bottom", fontsize=7.5, color="firebrick")
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
@@ -70,7 +78,7 @@ def accuracy_vs_bytes(table: pd.DataFrame, path: Path, colours: dict) -> Path:
     ax.set_ylabel("accuracy (mean VQA score)")
     ax.set_title("Accuracy vs bytes")
     ax.legend(fontsize=8, loc="best")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def accuracy_vs_compute(table: pd.DataFrame, path: Path, colours: dict) -> Path:
@@ -85,7 +93,7 @@ def accuracy_vs_compute(table: pd.DataFrame, path: Path, colours: dict) -> Path:
     ax.set_ylabel("accuracy (mean VQA score)")
     ax.set_title("Accuracy vs computation")
     ax.legend(fontsize=8, loc="best")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def latency_cdfs(latencies: dict[str, np.ndarray], path: Path, colours: dict, deadline_s: float | None) -> Path:
@@ -103,7 +111,7 @@ def latency_cdfs(latencies: dict[str, np.ndarray], path: Path, colours: dict, de
     ax.set_ylim(0, 1.01)
     ax.set_title("Latency CDF")
     ax.legend(fontsize=8, loc="lower right")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def latency_breakdown(phases: pd.DataFrame, path: Path) -> Path:
@@ -129,7 +137,7 @@ def latency_breakdown(phases: pd.DataFrame, path: Path) -> Path:
     ax.set_title("Latency breakdown by phase")
     ax.invert_yaxis()
     ax.legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.18))
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def load_curves(table: pd.DataFrame, metric: str, ylabel: str, title: str, path: Path, colours: dict,
@@ -146,7 +154,7 @@ def load_curves(table: pd.DataFrame, metric: str, ylabel: str, title: str, path:
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=8, loc="best")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def throughput_over_time(series: dict[str, pd.DataFrame], warmup_s: float, path: Path, colours: dict) -> Path:
@@ -159,7 +167,7 @@ def throughput_over_time(series: dict[str, pd.DataFrame], warmup_s: float, path:
     ax.set_ylabel("completed requests/s")
     ax.set_title("Throughput over time")
     ax.legend(fontsize=8, loc="best")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def tradeoff_curves(curves: pd.DataFrame, path: Path, tokens: str = "5") -> Path:
@@ -180,4 +188,4 @@ def tradeoff_curves(curves: pd.DataFrame, path: Path, tokens: str = "5") -> Path
     ax.set_ylabel("accuracy (mean VQA score)")
     ax.set_title("Offline trade-off (no queueing)")
     ax.legend(fontsize=8, loc="lower right")
-    return _save(fig, path)
+    return save(fig, path)

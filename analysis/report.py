@@ -123,7 +123,7 @@ def build_report(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, 
     runs = expand_run_dirs(run_dirs)
     table = pd.DataFrame([run_row(d, label, scale) for d, label, scale in runs])
     rep = Report(out, table)
-    plots.setup_style()
+    plots.setup_style(synthetic=bool((table["source_kind"] == "synthetic").any()))
     names = list(dict.fromkeys(table["variant"]))
     colours = plots.palette(names)
     base_load = table[table["load_scale"].fillna(1.0) == 1.0] if table["load_scale"].notna().any() else table

@@ -52,6 +52,24 @@ class Policy:
     def life(self, sim: "Simulation", req: "Request"):
         raise NotImplementedError
 
+    def send_global_and_infer(self, sim: "Simulation", req: "Request", up_bytes: int):
+        """Process: edge prep, the global image up, stage 1 on the server (DESIGN.md §4 steps 2-4).
+
+        Returns True once stage 1 has run, or False if admission control dropped the request
+        (its terminal record is then written).
+        """
+        env = sim.env
+        yield env.timeout(sim.edge.prep_s)
+        req.edge_done_s = env.now
+        yield from sim.send_up(req, up_bytes)
+        req.up1_end_s = env.now
+        span = yield from sim.infer(req, 1, admit=True)
+        if span is None:
+            sim.drop(req)
+            return False
+        req.s1_start_s, req.s1_end_s = span
+        return True
+
 
 def scores_at_quality(workload: Workload, column: str, q: int) -> np.ndarray:
     """A score column at JPEG quality index q.
@@ -96,14 +114,8 @@ class TwoStagePolicy(Policy):
 
     def life(self, sim: "Simulation", req: "Request"):
         env, i = sim.env, req.sample
-        yield env.timeout(sim.edge.prep_s)
-        req.edge_done_s = env.now
-        yield from sim.send_up(req, self.up1_bytes[i])
-        req.up1_end_s = env.now
-        span = yield from sim.infer(req, 1, admit=True)
-        if span is None:
-            return sim.drop(req)
-        req.s1_start_s, req.s1_end_s = span
+        if not (yield from self.send_global_and_infer(sim, req, self.up1_bytes[i])):
+            return
         req.score = self.score1[i]
         answer_bytes = self.answer1_bytes[i]
         if self.decide(req, sim):

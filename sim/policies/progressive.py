@@ -104,14 +104,8 @@ class ProgressivePolicy(Policy):
 
     def life(self, sim, req):
         env, i = sim.env, req.sample
-        yield env.timeout(sim.edge.prep_s)
-        req.edge_done_s = env.now
-        yield from sim.send_up(req, self.up1_bytes[i])
-        req.up1_end_s = env.now
-        span = yield from sim.infer(req, 1, admit=True)
-        if span is None:
-            return sim.drop(req)
-        req.s1_start_s, req.s1_end_s = span
+        if not (yield from self.send_global_and_infer(sim, req, self.up1_bytes[i])):
+            return
         levels = self.levels[i]
         for lvl in range(1, levels):
             yield from sim.send_down(req, LEVEL_REQUEST_BYTES)
