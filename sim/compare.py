@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pandas as pd
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, model_validator
 
+from sim import yamlsafe
 from sim.errors import ConfigError
 
 COMPARE_VERSION = 1
@@ -86,14 +86,8 @@ def load_compare(spec: str | os.PathLike | dict) -> tuple[CompareSpec, Path | No
     base_dir = None
     if not isinstance(spec, dict):
         path = Path(spec)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError("", f"compare file not found: {path}") from None
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise ConfigError("", f"{path}: cannot read compare file: {exc}") from None
+        spec = yamlsafe.read_file(path, "compare")
         base_dir = path.resolve().parent
-        spec = data
     if not isinstance(spec, dict):
         raise ConfigError("", "a compare file must be a YAML mapping")
     try:
@@ -119,12 +113,7 @@ def _base_scenario(spec: CompareSpec, base_dir: Path | None) -> tuple[dict, Path
         p = Path(spec.base)
         if not p.is_absolute() and base_dir is not None:
             p = base_dir / p
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError("base", f"scenario file not found: {p}") from None
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise ConfigError("base", f"{p}: cannot read scenario: {exc}") from None
+        data = yamlsafe.read_file(p, "scenario", "base")
         if not isinstance(data, dict):
             raise ConfigError("base", f"{p}: a scenario must be a YAML mapping")
         scen_dir = p.resolve().parent

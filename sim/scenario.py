@@ -29,7 +29,6 @@ from sim.policies import policies
 from sim.server import FifoScheduler, ServerBase, schedulers
 
 SCENARIO_VERSION = 1
-MAX_YAML_BYTES = 1_000_000
 #: Per-client state is O(count) up front; beyond this a typo (an extra 0s) exhausts memory.
 MAX_CLIENTS = 1_000_000
 
@@ -137,21 +136,7 @@ def parse_scenario(data: Any, *, source: str = "scenario") -> Scenario:
 def load_scenario(path: str | Path) -> tuple[Scenario, Path]:
     """Read and validate a scenario YAML file; returns (scenario, the file's directory)."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError("", f"scenario file not found: {path}") from None
-    except OSError as exc:
-        raise ConfigError("", f"cannot read scenario file {path}: {exc.strerror}") from None
-    if len(raw) > MAX_YAML_BYTES:
-        raise ConfigError("", f"{path}: scenario file is larger than {MAX_YAML_BYTES} bytes")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError("", f"{path}: not UTF-8 text (byte {exc.start})") from None
-    data = yamlsafe.load(text, str(path))  # safe_load, bounded against alias bombs and deep nesting
-    if data is None:
-        raise ConfigError("", f"{path}: the file is empty; a scenario is a YAML mapping (see scenarios/)")
+    data = yamlsafe.read_file(path, "scenario")  # safe_load, bounded against alias bombs and deep nesting
     return parse_scenario(data, source=str(path)), path.resolve().parent
 
 

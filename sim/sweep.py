@@ -30,9 +30,9 @@ from typing import Any, Iterable
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
+from sim import yamlsafe
 from sim.errors import ConfigError, UserError
 from sim.scenario import load_scenario, parse_scenario
 from traces import atomic_write
@@ -103,12 +103,7 @@ def set_path(data: dict, path: str, value: Any) -> None:
 def load_sweep(path: str | Path) -> tuple[SweepSpec, dict, Path]:
     """Read a sweep file; returns (spec, base scenario dict with an absolute trace path, its dir)."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"sweep file not found: {path}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not valid UTF-8 YAML ({str(exc).splitlines()[0]})") from None
+    data = yamlsafe.read_file(path, "sweep")
     try:
         spec = SweepSpec.model_validate(data)
     except ValidationError as exc:

@@ -1,4 +1,4 @@
-"""Bounded YAML loading for scenarios: safe_load plus limits on what a small file can expand into.
+"""Bounded YAML loading for scenario, compare and sweep files: safe_load plus limits on what a small file can expand into.
 
 yaml.safe_load already refuses code, but a 1 kB file of nested aliases ("billion laughs") composes
 to a graph that expands into ~10^9 nodes once anything walks it (validation, hashing, dumping),
@@ -10,6 +10,7 @@ Every error is a one-line ConfigError naming the file and line.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -19,6 +20,8 @@ from sim.errors import ConfigError
 #: A full scenario has a few hundred nodes; anchors and aliases are fine well below these bounds.
 MAX_NODES = 100_000
 MAX_DEPTH = 64
+#: The largest YAML file read at all (a scenario is a few kB).
+MAX_YAML_BYTES = 1_000_000
 
 
 class _BoundedLoader(yaml.SafeLoader):
@@ -92,3 +95,30 @@ def load(text: str, where: str) -> Any:
         raise ConfigError("", f"{where}: nested too deeply to read (more than {MAX_DEPTH} levels allowed)") from None
     finally:
         loader.dispose()
+
+
+def read_file(path: str | Path, what: str, field: str = "") -> Any:
+    """Read a `what` YAML file (e.g. "scenario"): size-limited, UTF-8, bounded as above.
+
+    Every failure is one ConfigError on `field` naming the file; an empty file is an error too.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(field, f"{what} file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(field, f"cannot read {what} file {path}: {exc.strerror}") from None
+    if len(raw) > MAX_YAML_BYTES:
+        raise ConfigError(field, f"{path}: {what} file is larger than {MAX_YAML_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(field, f"{path}: not UTF-8 text (byte {exc.start})") from None
+    try:
+        data = load(text, str(path))
+    except ConfigError as exc:
+        raise ConfigError(field, str(exc)) from None
+    if data is None:
+        raise ConfigError(field, f"{path}: the file is empty; a {what} file is a YAML mapping (see scenarios/)")
+    return data

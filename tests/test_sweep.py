@@ -73,3 +73,21 @@ def test_all_invalid_is_a_user_error(tmp_path, scenario_dict):
     path = write_sweep(tmp_path, scenario_dict, grid={"policy.thresholdd": [1]})
     with pytest.raises(UserError, match="every run of the sweep is invalid.*policy.thresholdd"):
         run_sweep(path, tmp_path / "out", workers=1)
+
+
+def test_sweep_and_compare_files_use_the_bounded_yaml_loader(tmp_path):
+    """Alias bombs and duplicate keys are refused in sweep and compare files, as in scenarios."""
+    from sim.compare import load_compare
+    from sim.sweep import load_sweep
+
+    bomb = tmp_path / "bomb.yaml"
+    rows = ["a: &a [1,1,1,1,1,1,1,1,1,1]"] + [
+        f"{k}: &{k} [{', '.join([f'*{p}'] * 10)}]" for p, k in zip("abcde", "bcdef")]
+    bomb.write_text("\n".join(rows) + "\n")
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("base: a.yaml\nbase: b.yaml\n")
+    for load in (load_sweep, load_compare):
+        with pytest.raises(ConfigError, match="expands to more than"):
+            load(bomb)
+        with pytest.raises(ConfigError, match="base"):
+            load(dup)
