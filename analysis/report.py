@@ -291,7 +291,7 @@ def _render(title: str, rep: Report, tradeoff_tables) -> tuple[str, str]:
         rows = [{"gate": m, **{f"k={k}": (None if v is None else round(v, 3)) for k, v in reach[m].items() if k != "best"}}
                 for m in ("min_entropy", "shannon", "margin")]
         rows += [{"gate": g, "k=all": None if reach[g] is None else round(reach[g], 3)} for g in ("random", "oracle")]
-        reach_df = pd.DataFrame(rows).fillna("–")
+        reach_df = pd.DataFrame(rows).astype(object).fillna("–")
         sepv = _separability_view(sep)
         parts += ["<h2>Offline trade-off</h2><p>Additional comm cost needed to reach 99% of always-crop accuracy "
                   "(pooled; the oracle is a bound):</p>", reach_df.to_html(index=False),

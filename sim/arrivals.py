@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
+from simpy.events import Timeout
 
 from sim.registry import Registry
 from sim.rng import Batched
@@ -49,7 +50,7 @@ def _poisson(cfg: PoissonArrivals, sim: "Simulation", n_clients: int):
     def source():
         env = sim.env
         while True:
-            yield env.timeout(gap())
+            yield Timeout(env, gap())
             if not sim.spawn(client()):
                 return
 

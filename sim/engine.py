@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 import simpy
+from simpy.events import Timeout
 
 from sim.arrivals import arrival_processes
 from sim.bandwidth import BandwidthTraceError, ConstantProfile, ShiftedProfile, load_profile, period_s
@@ -67,6 +68,9 @@ class Simulation:
         self.uplink = self._build_link("network.uplink", sc.network.uplink)
         self.downlink = self._build_link("network.downlink", sc.network.downlink)
         self.server = build_server(env, sc.server, self.streams["service"])
+        #: `book(job, admit) -> (start_s, end_s) | None` where the server knows a job's span on arrival
+        #: (FIFO, Lindley's recursion); `infer` then waits on one timeout instead of `submit`.
+        self._book = getattr(self.server, "book", None)
         self.edge_devices = EdgeDevices(env, sc.clients.edge, sc.clients.count, self.streams["edge"])
         self.policy = policies.build(sc.policy, workload, self.streams["policy"])
         self.deadline_s = sc.slo.deadline_s
@@ -143,9 +147,10 @@ class Simulation:
     def spawn(self, client_id: int) -> bool:
         """Start a request from `client_id` now; False once the stopping rule ends arrivals."""
         env = self.env
-        if self.arrived == self.max_requests or env.now >= self.arrivals_end_s:
+        now = env._now
+        if self.arrived == self.max_requests or now >= self.arrivals_end_s:
             return False
-        req = Request(self.arrived, client_id, self._draw_sample(), env.now)
+        req = Request(self.arrived, client_id, self._draw_sample(), now)
         self.arrived += 1
         env.process(self.policy.life(self, req))
         return True
@@ -187,7 +192,13 @@ class Simulation:
         Follow-up passes of an admitted request are never dropped.
         """
         self.gpu_in_system += 1
-        span = yield from self.server.submit(self._jobs[stage][req.sample], admit)
+        book = self._book
+        if book is not None:  # a server that knows the span on arrival: one timeout, no nested process
+            span = book(self._jobs[stage][req.sample], admit)
+            if span is not None:
+                yield Timeout(self.env, span[1] - self.env._now)
+        else:
+            span = yield from self.server.submit(self._jobs[stage][req.sample], admit)
         self.gpu_in_system -= 1
         if span is not None:
             if self.audit is not None:
@@ -252,7 +263,7 @@ class Simulation:
         self._terminate(req)
 
     def _terminate(self, req: Request) -> None:
-        req.done_s = self.env.now
+        req.done_s = self.env._now
         self.terminal += 1
         self._on_terminal(req)
 

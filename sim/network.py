@@ -28,9 +28,14 @@ The link runs one pending timer at a time. SimPy cannot cancel a timeout, so the
 event whose callback ignores it unless it is still `self._timer`. An arrival only ever delays
 other transfers, so it replaces the timer only if the newcomer itself would finish first;
 otherwise the old timer fires early and re-plans. A finish wakes its transfer's process after the
-propagation delay through a single scheduled event. A transfer alone on a constant-capacity link
-has a known finish, so its wake-up is scheduled at once with no timer (one SimPy event, as FIFO);
-if another transfer joins first, that wake-up goes stale and the process waits again.
+propagation delay through a single scheduled event.
+*Independent transfers*: on a constant-capacity link, while every transfer in flight runs at
+min(its cap, capacity) and those rates sum to at most the capacity (a lone transfer; capped
+clients whose caps fit), max-min gives each its own rate whatever the others do, so its finish is
+known on arrival: its wake-up is scheduled at once with no timer and no class state (one SimPy
+event, as FIFO). A newcomer that does not fit moves them all into their classes with the bits they
+still owe; their wake-ups go stale and their processes, woken early, wait again. A lone transfer
+left in the class state by a finish is likewise scheduled directly until someone joins.
 `backlog_bytes()` / `backlog_s()` give the unfinished work (per class: sum of tags - n * V, O(K)).
 
 Stats (summary.json "uplink"/"downlink"): utilisation = bits carried / capacity bits offered over
@@ -42,7 +47,6 @@ p50/p95/p99 (quantiles from a seeded reservoir of at most RESERVOIR transfers).
 from __future__ import annotations
 
 import math
-import random
 from heapq import heappop, heappush
 from itertools import count
 from pathlib import Path
@@ -83,27 +87,48 @@ class LinkConfig(BaseModel):
 
 
 class _Slowdowns:
-    """Running mean plus a deterministic reservoir sample for quantiles (memory stays bounded)."""
+    """Running mean plus a deterministic reservoir sample for quantiles (memory stays bounded).
 
-    __slots__ = ("n", "total", "sample", "_rng")
+    Links append to `buf` on their hot path (one list append); every BUFFER values, and before a
+    summary, the buffer is folded into the mean and the reservoir in one vectorised step.
+    """
+
+    __slots__ = ("n", "total", "sample", "buf", "_rng")
+    BUFFER = 8192
 
     def __init__(self):
         self.n = 0
         self.total = 0.0
         self.sample: list[float] = []
-        self._rng = random.Random(0)
+        self.buf: list[float] = []
+        self._rng = np.random.default_rng(0)
 
     def add(self, x: float) -> None:
-        self.n += 1
-        self.total += x
-        if len(self.sample) < RESERVOIR:
-            self.sample.append(x)
-        else:
-            j = self._rng.randrange(self.n)
-            if j < RESERVOIR:
-                self.sample[j] = x
+        self.buf.append(x)
+        if len(self.buf) >= self.BUFFER:
+            self.flush()
+
+    def flush(self) -> None:
+        """Fold the buffer in: algorithm R, item i (1-based) replaces slot j ~ U{0..i-1} if j < RESERVOIR."""
+        xs, self.buf = self.buf, []
+        if not xs:
+            return
+        n0 = self.n
+        self.n += len(xs)
+        self.total += math.fsum(xs)
+        room = RESERVOIR - len(self.sample)
+        if room > 0:
+            self.sample.extend(xs[:room])
+            xs = xs[room:]
+            n0 += room
+        if xs:
+            js = self._rng.integers(0, np.arange(n0 + 1, n0 + len(xs) + 1))
+            sample = self.sample
+            for k in np.flatnonzero(js < RESERVOIR).tolist():  # in order: a later item overwrites
+                sample[js[k]] = xs[k]
 
     def summary(self) -> dict:
+        self.flush()
         if not self.n:
             return {"mean": None, "p50": None, "p95": None, "p99": None, "count": 0}
         q = np.percentile(np.asarray(self.sample), [50, 95, 99])
@@ -165,7 +190,7 @@ class FifoLink(LinkBase):
     def transfer(self, nbytes: int, access=None):
         """Process: carry `nbytes` (already including overhead); returns once delivered."""
         env = self.env
-        now = env.now
+        now = env._now
         start = self.free_at_s if self.free_at_s > now else now
         bits = nbytes * 8.0
         if self.constant and (access is None or isinstance(access, (float, int))):
@@ -198,7 +223,7 @@ class FifoLink(LinkBase):
         self.bytes_carried += nbytes
         self.transfers += 1
         self._record(nbytes, finish - now)
-        yield env.timeout(finish + self.propagation_s - now)
+        yield Timeout(env, finish + self.propagation_s - now)
 
     def backlog_s(self) -> float:
         """Seconds of queued transmission ahead of a transfer starting now."""
@@ -244,6 +269,11 @@ class PsLink(LinkBase):
         self._timer_at = math.inf
         self.events = 0  # link events: arrivals + finishes + timer wake-ups
         self._spec = None  # (class, record, finish_s) of a lone transfer whose wake-up is already scheduled
+        # Independent transfers (see `transfer`): a heap of (finish_s, seq, record, rate_bps, access),
+        # the sum of their rates, and when the current run of them began.
+        self._ind: list = []
+        self._ind_bps = 0.0
+        self._ind_t0 = 0.0
         self._order: list | None = None  # active classes by cap; rebuilt when membership changes
         self._n_traced = 0  # active classes whose cap follows a trace (their order changes with time)
         self._all_capped = False  # valid while not _dirty: every active class runs at its cap ...
@@ -252,84 +282,55 @@ class PsLink(LinkBase):
     # ---------------------------------------------------------------- the process
 
     def transfer(self, nbytes: int, access=None):
-        """Process: carry `nbytes` (already including overhead); returns once delivered."""
+        """Process: carry `nbytes` (already including overhead); returns once delivered.
+
+        While the transfers in flight run at their own caps and the caps fit in the capacity,
+        nobody's rate depends on anybody else: each runs at min(cap, capacity) and its finish is
+        known on arrival. Such *independent* transfers get their wake-up scheduled at once (one
+        SimPy event, as FIFO) and never enter the class state. A newcomer that does not fit makes
+        them all join the class state (`_join`), where water-filling takes over.
+        """
         env = self.env
-        now = env.now
-        spec = self._spec
-        if spec is not None:
-            if spec[2] <= now + EPS_S:  # the lone transfer is over: book it (as _settle, inlined)
-                self._spec = None
-                cls, rec, finish_s = spec
-                self.busy_s += finish_s - self._last_s
-                self._last_s = finish_s
-                cls.heap.clear()
-                cls.n = self.n = 0
-                cls.sum_f = 0.0
-                self._active.clear()
-                self._order = None
-                self.events += 1
-                nbytes_done = rec[2]
-                self.bytes_carried += nbytes_done
-                self.transfers += 1
-                duration = finish_s - rec[1]
-                self.transfer_s += duration
-                self.slowdowns.add(duration * self.capacity_bps / (nbytes_done * 8.0) if nbytes_done > 0 else 1.0)
-                self._dirty = True
-            else:
-                self._settle(now)
+        now = env._now
+        ind = self._ind
+        if ind:
+            if ind[0][0] <= now + EPS_S:
+                self._retire(now)
+        elif self._spec is not None:
+            self._settle(now)
         if self.n == 0 and self.constant and (access is None or access.__class__ is float):
-            # An idle link: the newcomer runs alone at min(capacity, its cap) until someone joins.
             cap = self.capacity_bps
-            if access is None or access >= cap:
-                cls = self._uncapped
-            else:
+            if access is not None and access < cap:
                 cap = access
-                cls = self._shared.get(access)
-                if cls is None:
-                    cls = self._shared[access] = _CapClass(access)
-            cls.v = 0.0
-            cls.rate = cap
-            self._all_capped = cls is not self._uncapped
-            self._slack_bps = self.capacity_bps - cap
-            cls.n = self.n = 1
-            cls.sum_f = nbytes * 8.0
-            self._active.append(cls)
-            self._order = None
-            self._dirty = False
-            self._last_s = now
-            self.events += 1
-            bits = nbytes * 8.0
-            done = Event(env)
-            rec = [done, now, nbytes]
-            cls.heap.append((bits, next(self._seq), rec))
-            finish = now + bits / cap
-            self._spec = (cls, rec, finish)  # as _speculate, inlined on the hot path
-            done._ok = True
-            done._value = None
-            env.schedule(done, NORMAL, finish + self.propagation_s - now)
+            if self._ind_bps + cap <= self.capacity_bps * (1.0 + 1e-9):
+                finish = now + nbytes * 8.0 / cap
+                rec = [Timeout(env, finish + self.propagation_s - now), now, nbytes]
+                if not ind:
+                    self._ind_t0 = now
+                heappush(ind, (finish, next(self._seq), rec, cap, access))
+                self._ind_bps += cap
+                self.events += 1
+            else:
+                self._join(now)
+                rec = self._enqueue(nbytes, access, now)
         else:
+            if ind:
+                self._join(now)
             rec = self._enqueue(nbytes, access, now)
         ev = rec[0]
         while True:
             yield ev
             if rec[0] is ev:
                 return
-            ev = rec[0]  # a lone transfer's early wake-up went stale when another arrived
+            ev = rec[0]  # an early wake-up went stale when the transfer joined the class state
 
     def _enqueue(self, nbytes: int, access, now: float) -> list:
         """Add a transfer to its cap class and re-plan; returns its record."""
         env = self.env
         if now > self._last_s:
             self._advance(now)
-        if access is None:
-            cls = self._uncapped
-        elif isinstance(access, (float, int)):
-            if access >= self._cap_threshold:
-                cls = self._uncapped
-            else:
-                cls = self._shared.get(access)
-                if cls is None:
-                    cls = self._shared[access] = _CapClass(access)
+        if access is None or isinstance(access, (float, int)):
+            cls = self._class_of(access)
         else:
             cls = _CapClass(math.nan, access)
         if cls.n == 0:
@@ -386,16 +387,73 @@ class PsLink(LinkBase):
             self._active.clear()
             self._order = None
             self._dirty = True
-            self.events += 1
-            nbytes = rec[2]
-            self.bytes_carried += nbytes
-            self.transfers += 1
-            duration = finish_s - rec[1]
-            self.transfer_s += duration
-            self.slowdowns.add(duration * self.capacity_bps / (nbytes * 8.0) if nbytes > 0 else 1.0)
+            self._book(rec, finish_s)
         else:
             rec[0] = Event(self.env)
             self._dirty = True  # it needs a timer again: re-plan
+
+    def _book(self, rec: list, finish_s: float) -> None:
+        """Count a finished transfer in the link's stats."""
+        self.events += 1
+        nbytes = rec[2]
+        self.bytes_carried += nbytes
+        self.transfers += 1
+        duration = finish_s - rec[1]
+        self.transfer_s += duration
+        self.slowdowns.add(duration * self.capacity_bps / (nbytes * 8.0) if nbytes > 0 else 1.0)
+
+    # ---------------------------------------------------------------- independent transfers
+
+    def _retire(self, now: float) -> None:
+        """Book the independent transfers finished by `now` (their wake-ups are already scheduled)."""
+        ind = self._ind
+        while ind and ind[0][0] <= now + EPS_S:
+            finish_s, _, rec, rate, _ = heappop(ind)
+            self._ind_bps -= rate
+            self._book(rec, finish_s)
+            if not ind:  # the run of independent transfers is over
+                self.busy_s += finish_s - self._ind_t0
+                self._last_s = finish_s
+                self._ind_bps = 0.0
+                self._dirty = True
+
+    def _join(self, now: float) -> None:
+        """Move every independent transfer into its cap class as of `now`: its tag is what it still
+        has to send. Their scheduled wake-ups go stale (each gets a fresh event); `_plan` re-arms."""
+        self._retire(now)
+        ind = self._ind
+        if not ind:
+            return
+        self.busy_s += now - self._ind_t0
+        self._last_s = now
+        for finish_s, _, rec, rate, access in sorted(ind):
+            cls = self._class_of(access)
+            if cls.n == 0:
+                cls.v = cls.sum_f = 0.0
+                self._active.append(cls)
+            tag = cls.v + (finish_s - now) * rate
+            cls.sum_f += tag
+            heappush(cls.heap, (tag, next(self._seq), rec))
+            cls.n += 1
+            self.n += 1
+            rec[0] = Event(self.env)
+        ind.clear()
+        self._ind_bps = 0.0
+        self._order = None
+        self._dirty = True
+
+    def _class_of(self, access) -> _CapClass:
+        """The cap class of a constant access rate (None: uncapped)."""
+        if access is None or access >= self._cap_threshold:
+            return self._uncapped
+        cls = self._shared.get(access)
+        if cls is None:
+            cls = self._shared[access] = _CapClass(access)
+        return cls
+
+    def _ind_left_bits(self, now: float) -> float:
+        """Bits the independent transfers still have to send at `now`."""
+        return sum((f - now) * rate for f, _, _, rate, _ in self._ind if f > now)
 
     # ---------------------------------------------------------------- fluid state
 
@@ -536,7 +594,7 @@ class PsLink(LinkBase):
             return
 
     def _finish(self, cls: _CapClass, now: float, wake: bool = True) -> None:
-        tag, _, (done, start, nbytes) = heappop(cls.heap)
+        tag, _, rec = heappop(cls.heap)
         cls.n -= 1
         self.n -= 1
         if self._all_capped and not self._dirty:
@@ -552,13 +610,9 @@ class PsLink(LinkBase):
                 self._n_traced -= 1
             if cls.profile is None and cls is not self._uncapped and len(self._shared) > 64:
                 del self._shared[cls.cap]
-        self.events += 1
-        self.bytes_carried += nbytes
-        self.transfers += 1
-        duration = now - start
-        self.transfer_s += duration
-        self.slowdowns.add(duration * self.capacity_bps / (nbytes * 8.0) if nbytes > 0 else 1.0)
+        self._book(rec, now)
         if wake:
+            done = rec[0]
             done._ok = True  # what Event.succeed does, but delivered after the propagation delay
             done._value = None
             self.env.schedule(done, NORMAL, self.propagation_s)
@@ -573,6 +627,9 @@ class PsLink(LinkBase):
             return  # superseded
         self._timer, self._timer_at = None, math.inf
         now = self.env.now
+        if self._ind:  # no class state to plan (a timer left over from before): book who is done
+            self._retire(now)
+            return
         if self._spec is not None:
             if self._spec[2] > now + EPS_S:
                 return  # the lone transfer's wake-up is still right
@@ -586,6 +643,8 @@ class PsLink(LinkBase):
     def backlog_bytes(self) -> float:
         """Bytes the transfers in flight still have to send."""
         now = self.env.now
+        if self._ind:
+            return self._ind_left_bits(now) / 8.0
         if self._spec is not None and self._spec[2] <= now + EPS_S:
             self._settle(now)
         if now > self._last_s:
@@ -598,11 +657,17 @@ class PsLink(LinkBase):
 
     def active(self) -> int:
         """Transfers in flight now."""
-        if self._spec is not None and self._spec[2] <= self.env.now + EPS_S:
-            self._settle(self.env.now)
+        now = self.env.now
+        if self._ind:
+            self._retire(now)
+            return len(self._ind)
+        if self._spec is not None and self._spec[2] <= now + EPS_S:
+            self._settle(now)
         return self.n
 
     def stats(self, horizon_s: float) -> dict:
+        if self._ind:
+            self._retire(horizon_s)
         if self._spec is not None and self._spec[2] <= horizon_s + EPS_S:
             self._settle(horizon_s)
         return super().stats(horizon_s)

@@ -333,6 +333,45 @@ def test_many_concurrent_uncapped_transfers_cost_few_events():
     assert ps.events <= 3 * n
 
 
+def test_capped_transfers_that_fit_run_independently_until_one_does_not():
+    """8 Mbit/s link; 1 MB transfers capped at 2 Mbit/s arrive at 0, 0.5 and 1 s: they fit (6 of 8
+    Mbit/s), each runs at its cap (4 s) and costs one SimPy event. An uncapped 1 MB transfer at
+    1.5 s does not fit: the three keep 2 Mbit/s, it gets the 2 Mbit/s left until they finish."""
+    env = simpy.Environment()
+    ln = build_link(env, link("ps"))
+    done, seen = {}, []
+
+    def one(k, t, cap):
+        yield env.timeout(t)
+        yield from ln.transfer(1e6, cap)
+        done[k] = env.now
+
+    def probe():
+        for t in (1.25, 3.0):
+            yield env.timeout(t - env.now)
+            seen.append((ln.active(), ln.backlog_bytes()))
+
+    for k, t in enumerate((0.0, 0.5, 1.0)):
+        env.process(one(k, t, 2e6))
+    env.process(one(3, 1.5, None))
+    env.process(probe())
+    env.run(until=1.4)
+    # three independent transfers, nobody joined yet: three scheduled wake-ups, no timer
+    assert ln.n == 0 and len(ln._ind) == 3 and ln.events == 3
+    env.run()
+    assert [done[k] for k in range(3)] == pytest.approx([4.0, 4.5, 5.0], abs=1e-9)
+    # the uncapped one: 2 Mbit/s from 1.5 to 4 (5 Mbit), 4 Mbit/s to 4.5 (2 Mbit), 6 to 5, then 8
+    # 8 Mbit total: 5 + 2 = 7 by 4.5, the last 1 Mbit at 6 Mbit/s takes 1/6 s
+    assert done[3] == pytest.approx(4.5 + 1 / 6, abs=1e-9)
+    # at 1.25 s: three in flight, owing 1e6 - 2e6/8 * (1.25, 0.75, 0.25) bytes
+    assert seen[0][0] == 3
+    assert seen[0][1] == pytest.approx(3e6 - 0.25e6 * (1.25 + 0.75 + 0.25), rel=1e-9)
+    assert seen[1][0] == 4
+    st = ln.stats(env.now)
+    assert st["transfers"] == 4 and st["bytes_carried"] == 4e6
+    assert st["busy_fraction"] == pytest.approx(1.0)
+
+
 # ---------------------------------------------------------------- property: conservation
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+from simpy.events import Timeout
 
 from sim.recorder import TIME_COLUMNS
 from sim.registry import Registry
@@ -59,10 +60,10 @@ class Policy:
         (its terminal record is then written).
         """
         env = sim.env
-        yield env.timeout(sim.edge.prep_s)
-        req.edge_done_s = env.now
+        yield Timeout(env, sim.edge.prep_s)  # Timeout(env, d) is env.timeout(d) without a bound-method object
+        req.edge_done_s = env._now
         yield from sim.send_up(req, up_bytes)
-        req.up1_end_s = env.now
+        req.up1_end_s = env._now
         span = yield from sim.infer(req, 1, admit=True)
         if span is None:
             sim.drop(req)
@@ -121,10 +122,10 @@ class TwoStagePolicy(Policy):
         if self.decide(req, sim):
             yield from sim.infer(req, 0)
             yield from sim.send_down(req, BBOX_REQUEST_BYTES)
-            req.crop_req_end_s = env.now
-            yield env.timeout(sim.edge.crop_s)
+            req.crop_req_end_s = env._now
+            yield Timeout(env, sim.edge.crop_s)
             yield from sim.send_up(req, self.up2_bytes[i])
-            req.up2_end_s = env.now
+            req.up2_end_s = env._now
             req.s2_start_s, req.s2_end_s = yield from sim.infer(req, 2)
             req.score = self.score2[i]
             answer_bytes = self.answer2_bytes[i]

@@ -12,6 +12,7 @@ from collections import deque
 from typing import Literal
 
 import simpy
+from simpy.events import Timeout
 from pydantic import BaseModel, ConfigDict
 
 from sim.latency import Job
@@ -58,7 +59,7 @@ class FifoServer:
         span = self.book(job, admit)
         if span is None:
             return None
-        yield self.env.timeout(span[1] - self.env.now)
+        yield Timeout(self.env, span[1] - self.env._now)
         return span
 
     def book(self, job: Job, admit: bool = False) -> tuple[float, float] | None:
