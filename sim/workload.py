@@ -16,6 +16,8 @@ from traces import read_trace
 TEXT_BYTES_PER_TOKEN = 4
 #: Bytes of a bounding-box request (four int32 coordinates) on the downlink.
 BBOX_REQUEST_BYTES = 16
+#: Bytes of the edge's "send me the box" message (a request id) when the gate runs on the edge.
+ATTENTION_REQUEST_BYTES = 8
 
 
 @dataclass

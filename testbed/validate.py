@@ -78,7 +78,9 @@ def scenario_dict(tb, *, name: str, policy: dict, trace: Path, profile: Path, ra
                    "model": {"name": "testbed-model", "d_model": 32, "n_layers": 4, "params_b": 0.001,
                              "visual_tokens": visual_tokens, "vision_px": vision_px},
                    "scheduler": {"kind": "fifo"}, "latency": {"kind": "profile", "path": str(profile)}},
-        "policy": policy,
+        # The real edge client runs the gate: the stage-1 reply goes down before the decision.
+        "policy": {**policy, "gate": "edge",
+                   "gate_values_bytes_per_token": int(net.get("gate_values_bytes_per_token", 12))},
         "slo": {"deadline_s": tb.deadline_s},
     }
 
@@ -144,13 +146,40 @@ def server_pass_times(frames, attention_passes, workload) -> list[dict[str, Any]
     return [{"sample": i, **{k: float(np.median(v)) if v else None for k, v in d.items()}} for i, d in per.items()]
 
 
+def message_bytes(g, c, workload, qi: int) -> tuple[float, float, float]:
+    """Per-message HTTP bytes up and down, and the stage-1 reply's uncertainty bytes per token, from
+    idle global_only (`g`: one message each way) and always_crop (`c`: three each way, the edge-gate
+    protocol) event logs. Least squares over every request: bytes - payload = overhead x messages
+    (+ uncertainty bytes x stage-1 tokens down), so a mix of both kinds of request is charged right."""
+    from sim.workload import ATTENTION_REQUEST_BYTES, BBOX_REQUEST_BYTES, TEXT_BYTES_PER_TOKEN
+
+    sid = {s: i for i, s in enumerate(workload.sample_id)}
+    up_left, down_left, msgs, tokens = [], [], [], []
+    for ev, crop in ((g, False), (c, True)):
+        rows = ev["sample_id"].map(sid).to_numpy()
+        t1 = workload.s1_tokens[rows]
+        up_pay = workload.global_bytes[rows, qi] + workload.question_bytes[rows]
+        down_pay = t1 * TEXT_BYTES_PER_TOKEN
+        if crop:
+            up_pay = up_pay + ATTENTION_REQUEST_BYTES + workload.local_bytes[rows, qi]
+            down_pay = down_pay + BBOX_REQUEST_BYTES + workload.s2_tokens[rows] * TEXT_BYTES_PER_TOKEN
+        up_left.append(ev.uplink_bytes.to_numpy() - up_pay)
+        down_left.append(ev.downlink_bytes.to_numpy() - down_pay)
+        msgs.append(np.full(len(ev), 3.0 if crop else 1.0))
+        tokens.append(t1.astype(np.float64))
+    up_left, down_left = np.concatenate(up_left), np.concatenate(down_left)
+    msgs, tokens = np.concatenate(msgs), np.concatenate(tokens)
+    up_overhead = float(np.sum(up_left) / np.sum(msgs))
+    (down_overhead, gate_bytes), *_ = np.linalg.lstsq(np.stack([msgs, tokens], 1), down_left, rcond=None)
+    return up_overhead, float(down_overhead), float(gate_bytes)
+
+
 def calibrate_network(ns, tb, env, base_url: str, trace: Path, workload, quality: int, gap_s: float,
                       out: Path) -> dict[str, float]:
     """Requests one at a time on the idle testbed (global_only, then always_crop): the fixed software
     time per message (mean) beyond the wire time (HTTP stacks, JSON, event loops), which the simulator gets as
     extra propagation; the per-message HTTP bytes beyond its payload model (link overhead_bytes); and
     the edge's prep and crop times in the real client process."""
-    from sim.workload import TEXT_BYTES_PER_TOKEN
 
     up_bps, down_bps = tb.network.uplink.capacity_mbps * 1e6, tb.network.downlink.capacity_mbps * 1e6
     qi = workload.quality_index(quality)
@@ -165,11 +194,8 @@ def calibrate_network(ns, tb, env, base_url: str, trace: Path, workload, quality
     g, ginfo = res["global_only"]
     c, cinfo = res["always_crop"]
     g = g[g.status == "ok"]
-    rows = g["sample_id"].map({s: i for i, s in enumerate(workload.sample_id)}).to_numpy()
-    up_payload = workload.global_bytes[rows, qi] + workload.question_bytes[rows]
-    up_overhead = float(np.mean(g.uplink_bytes.to_numpy() - up_payload))
-    down_payload = workload.s1_tokens[rows] * TEXT_BYTES_PER_TOKEN
-    down_overhead = float(np.mean(g.downlink_bytes.to_numpy() - down_payload))
+    c = c[c.status == "ok"]
+    up_overhead, down_overhead, gate_bytes = message_bytes(g, c, workload, qi)
     up_fixed = np.mean((g.up1_end_s - g.edge_done_s).to_numpy() - g.uplink_bytes.to_numpy() * 8 / up_bps)
     down_fixed = np.mean((g.done_s - g.s1_end_s).to_numpy() - g.downlink_bytes.to_numpy() * 8 / down_bps)
     prep = [v for v in (ginfo["edge_prep_s"], cinfo["edge_prep_s"]) if v is not None]
@@ -178,6 +204,7 @@ def calibrate_network(ns, tb, env, base_url: str, trace: Path, workload, quality
     return {"server_rows": server_rows,
             "uplink_overhead_bytes": max(0, int(round(up_overhead))),
             "downlink_overhead_bytes": max(0, int(round(down_overhead))),
+            "gate_values_bytes_per_token": max(0, int(round(gate_bytes))),
             "uplink_fixed_s": max(0.0, float(up_fixed)), "downlink_fixed_s": max(0.0, float(down_fixed)),
             "edge_prep_s": float(np.mean(prep)), "edge_crop_s": cinfo["edge_crop_s"] or 0.0}
 

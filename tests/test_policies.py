@@ -74,3 +74,31 @@ def test_unknown_jpeg_quality_names_the_field_and_allowed_values(scenario_dict):
 
     with pytest.raises(ConfigError, match=r"policy\.jpeg_quality: 60 is not in .*10, 25, 50, 75, 95"):
         run(scenario_dict(policy={"kind": "global_only", "jpeg_quality": 60}))
+
+
+@pytest.mark.parametrize("kind", ["entropy_threshold", "always_crop", "global_only"])
+def test_edge_gate_makes_the_same_decisions_with_one_more_message_each_way(scenario_dict, synthetic_trace, kind):
+    """gate: edge sends the stage-1 reply (answer + 12 B of uncertainty per token) down before the
+    decision; a crop then costs one box request up (8 B + overhead). Decisions are unchanged."""
+    from sim.network import DEFAULT_OVERHEAD_BYTES as OH
+    from sim.workload import ATTENTION_REQUEST_BYTES, TEXT_BYTES_PER_TOKEN
+    pol = {"kind": kind} | ({"threshold": 0.6} if kind == "entropy_threshold" else {})
+    server = events_of(scenario_dict, pol)
+    edge = events_of(scenario_dict, pol | {"gate": "edge"})
+    np.testing.assert_array_equal(edge["stages"], server["stages"])
+    crop = server["stages"].to_numpy() == 2
+    s1_tokens = Workload.load(synthetic_trace).s1_tokens
+    ev = run(scenario_dict(policy=pol)).events.sort_values("request_id")
+    idx = {s: k for k, s in enumerate(Workload.load(synthetic_trace).sample_id.tolist())}
+    t1 = s1_tokens[[idx[s] for s in ev["sample_id"]]]
+    np.testing.assert_array_equal(edge["uplink_bytes"] - server["uplink_bytes"],
+                                  np.where(crop, ATTENTION_REQUEST_BYTES + OH, 0))
+    reply1 = t1 * (TEXT_BYTES_PER_TOKEN + 12)
+    np.testing.assert_array_equal(edge["downlink_bytes"] - server["downlink_bytes"],
+                                  np.where(crop, reply1 + OH, reply1 - t1 * TEXT_BYTES_PER_TOKEN))
+    extra = (edge["done_s"] - edge["arrival_s"]) - (server["done_s"] - server["arrival_s"])
+    if crop.any():  # a crop waits for a downlink and an uplink more: two 20 ms propagation delays
+        # (plus two small transfers; queueing at the GPU shifts a few requests either way)
+        assert 0.040 <= extra[crop].median() < 0.050
+    if (~crop).any():
+        assert np.abs(extra[~crop]).median() < 0.01

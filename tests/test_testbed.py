@@ -25,6 +25,28 @@ def test_rel_error_and_compare():
     assert c["uplink_bytes_per_request"]["rel_error"] == 0.0
 
 
+def test_message_bytes_recovers_per_message_overheads_and_gate_bytes(synthetic_trace):
+    """Event logs built from known overheads (170 B up, 240 B down per message, 33 B of
+    uncertainty per stage-1 token): the least-squares calibration gives them back."""
+    import pandas as pd
+
+    from sim.workload import ATTENTION_REQUEST_BYTES, BBOX_REQUEST_BYTES, TEXT_BYTES_PER_TOKEN, Workload
+    from testbed.validate import message_bytes
+
+    w = Workload.load(synthetic_trace)
+    qi = w.quality_index(75)
+    rows = np.arange(40) % w.n
+    t1, t2 = w.s1_tokens[rows], w.s2_tokens[rows]
+    up1 = w.global_bytes[rows, qi] + w.question_bytes[rows] + 170
+    down1 = t1 * (TEXT_BYTES_PER_TOKEN + 33) + 240
+    g = pd.DataFrame({"sample_id": w.sample_id[rows], "uplink_bytes": up1, "downlink_bytes": down1})
+    c = pd.DataFrame({"sample_id": w.sample_id[rows],
+                      "uplink_bytes": up1 + ATTENTION_REQUEST_BYTES + 170 + w.local_bytes[rows, qi] + 170,
+                      "downlink_bytes": down1 + BBOX_REQUEST_BYTES + 240 + t2 * TEXT_BYTES_PER_TOKEN + 240})
+    up, down, gate = message_bytes(g, c, w, qi)
+    assert (up, down, gate) == pytest.approx((170, 240, 33), abs=1e-6)
+
+
 def test_policy_decides_live_as_on_trace_rows(synthetic_trace):
     """The edge's live gate (decide_live) equals the simulator's trace-row gate for every sample."""
     from sim.workload import Workload

@@ -7,7 +7,7 @@ decide `wants_crop`. The decision reads the trace row and the live system state 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,7 +15,7 @@ from simpy.events import Timeout
 
 from sim.recorder import TIME_COLUMNS
 from sim.registry import Registry
-from sim.workload import BBOX_REQUEST_BYTES, TEXT_BYTES_PER_TOKEN, Workload
+from sim.workload import ATTENTION_REQUEST_BYTES, BBOX_REQUEST_BYTES, TEXT_BYTES_PER_TOKEN, Workload
 
 if TYPE_CHECKING:
     from sim.engine import Request, Simulation
@@ -31,6 +31,18 @@ class ImagePolicyConfig(PolicyConfig):
     """Every image-sending policy takes a JPEG quality; the trace gives the bytes per quality."""
 
     jpeg_quality: int = Field(75, ge=1, le=100)
+
+
+class TwoStageConfig(ImagePolicyConfig):
+    """Two-stage gates: where the crop decision runs, and what that costs on the wire."""
+
+    gate: Literal["server", "edge"] = Field(
+        "server", description="server: decide right after stage 1 (DESIGN.md §4); edge: the stage-1 "
+        "answer and its per-token uncertainty go down first, the edge decides and asks for the box, "
+        "as a real edge client does (testbed/): one more message each way on the crop path")
+    gate_values_bytes_per_token: int = Field(
+        12, ge=0, description="edge gate: uncertainty bytes per stage-1 token in the stage-1 reply "
+        "(default 3 float32 values: min-entropy, Shannon, margin)")
 
 
 class Policy:
@@ -100,6 +112,9 @@ class TwoStagePolicy(Policy):
         self.answer2_bytes = (workload.s2_tokens * TEXT_BYTES_PER_TOKEN).tolist()
         self.score1 = scores_at_quality(workload, "s1_score", q).tolist()
         self.score2 = scores_at_quality(workload, "s2_score", q).tolist()
+        self.gate_at_edge = getattr(cfg, "gate", "server") == "edge"
+        per_token = TEXT_BYTES_PER_TOKEN + getattr(cfg, "gate_values_bytes_per_token", 0)
+        self.reply1_edge_bytes = (workload.s1_tokens * per_token).tolist()
 
     def wants_crop(self, sample: int, sim: "Simulation") -> bool:
         raise NotImplementedError
@@ -119,7 +134,18 @@ class TwoStagePolicy(Policy):
             return
         req.score = self.score1[i]
         answer_bytes = self.answer1_bytes[i]
-        if self.decide(req, sim):
+        if self.gate_at_edge:
+            # The stage-1 reply (answer + per-token uncertainty) goes down and the edge decides; a
+            # crop costs one more message up (the box request) before the attention pass.
+            yield from sim.send_down(req, self.reply1_edge_bytes[i])
+            if not self.decide(req, sim):
+                sim.finish(req)
+                return
+            yield from sim.send_up(req, ATTENTION_REQUEST_BYTES)
+            crop = True
+        else:
+            crop = self.decide(req, sim)
+        if crop:
             yield from sim.infer(req, 0)
             yield from sim.send_down(req, BBOX_REQUEST_BYTES)
             req.crop_req_end_s = env._now

@@ -11,11 +11,11 @@ from typing import Literal
 
 import numpy as np
 
-from sim.policies.base import ImagePolicyConfig, TwoStagePolicy, policies
+from sim.policies.base import TwoStageConfig, TwoStagePolicy, policies
 from sim.workload import Workload
 
 
-class Oracle(ImagePolicyConfig):
+class Oracle(TwoStageConfig):
     kind: Literal["oracle"]
 
 

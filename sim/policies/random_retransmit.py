@@ -13,11 +13,11 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from sim.policies.base import ImagePolicyConfig, TwoStagePolicy, policies
+from sim.policies.base import TwoStageConfig, TwoStagePolicy, policies
 from sim.workload import Workload
 
 
-class RandomRetransmit(ImagePolicyConfig):
+class RandomRetransmit(TwoStageConfig):
     kind: Literal["random_retransmit"]
     p: float = Field(ge=0.0, le=1.0, description="probability of asking for the crop after stage 1")
 

@@ -13,21 +13,21 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from sim.policies.base import ImagePolicyConfig, TwoStagePolicy, policies
+from sim.policies.base import TwoStageConfig, TwoStagePolicy, policies
 from sim.workload import Workload
 
 METRIC_COLUMNS = {"min_entropy": "s1_min_entropy", "shannon": "s1_shannon", "margin": "s1_margin"}
 
 
-class GlobalOnly(ImagePolicyConfig):
+class GlobalOnly(TwoStageConfig):
     kind: Literal["global_only"]
 
 
-class AlwaysCrop(ImagePolicyConfig):
+class AlwaysCrop(TwoStageConfig):
     kind: Literal["always_crop"]
 
 
-class EntropyThreshold(ImagePolicyConfig):
+class EntropyThreshold(TwoStageConfig):
     kind: Literal["entropy_threshold"]
     metric: Literal["min_entropy", "shannon", "margin"] = "min_entropy"
     threshold: float = Field(description="η: bits for the entropies, p1−p2 in [0, 1] for margin")
