@@ -146,32 +146,42 @@ def server_pass_times(frames, attention_passes, workload) -> list[dict[str, Any]
     return [{"sample": i, **{k: float(np.median(v)) if v else None for k, v in d.items()}} for i, d in per.items()]
 
 
-def message_bytes(g, c, workload, qi: int) -> tuple[float, float, float]:
-    """Per-message HTTP bytes up and down, and the stage-1 reply's uncertainty bytes per token, from
-    idle global_only (`g`: one message each way) and always_crop (`c`: three each way, the edge-gate
-    protocol) event logs. Least squares over every request: bytes - payload = overhead x messages
-    (+ uncertainty bytes x stage-1 tokens down), so a mix of both kinds of request is charged right."""
+def message_bytes(g, c, workload, qi: int, crop_share: float) -> tuple[float, float, float]:
+    """Per-message HTTP bytes up and down, and the stage-1 reply's uncertainty bytes per token, for a
+    policy that crops `crop_share` of requests, from idle global_only (`g`: one message each way) and
+    always_crop (`c`: three each way, the edge-gate protocol) event logs.
+
+    Message kinds differ (the stage-1 upload carries the question in its URL, the box request is a
+    small JSON body), while a simulated link charges one overhead per message. So the overheads are
+    the ones that make the mean bytes per request exact at this policy's mix of one- and
+    three-message requests. The uncertainty bytes per token are the least-squares slope over the
+    stage-1 token counts (0 when every answer has the same length: then the overhead absorbs them).
+    """
     from sim.workload import ATTENTION_REQUEST_BYTES, BBOX_REQUEST_BYTES, TEXT_BYTES_PER_TOKEN
 
     sid = {s: i for i, s in enumerate(workload.sample_id)}
-    up_left, down_left, msgs, tokens = [], [], [], []
+    parts = []
     for ev, crop in ((g, False), (c, True)):
         rows = ev["sample_id"].map(sid).to_numpy()
-        t1 = workload.s1_tokens[rows]
+        t1 = workload.s1_tokens[rows].astype(np.float64)
         up_pay = workload.global_bytes[rows, qi] + workload.question_bytes[rows]
         down_pay = t1 * TEXT_BYTES_PER_TOKEN
         if crop:
             up_pay = up_pay + ATTENTION_REQUEST_BYTES + workload.local_bytes[rows, qi]
             down_pay = down_pay + BBOX_REQUEST_BYTES + workload.s2_tokens[rows] * TEXT_BYTES_PER_TOKEN
-        up_left.append(ev.uplink_bytes.to_numpy() - up_pay)
-        down_left.append(ev.downlink_bytes.to_numpy() - down_pay)
-        msgs.append(np.full(len(ev), 3.0 if crop else 1.0))
-        tokens.append(t1.astype(np.float64))
-    up_left, down_left = np.concatenate(up_left), np.concatenate(down_left)
-    msgs, tokens = np.concatenate(msgs), np.concatenate(tokens)
-    up_overhead = float(np.sum(up_left) / np.sum(msgs))
-    (down_overhead, gate_bytes), *_ = np.linalg.lstsq(np.stack([msgs, tokens], 1), down_left, rcond=None)
-    return up_overhead, float(down_overhead), float(gate_bytes)
+        parts.append((ev.uplink_bytes.to_numpy() - up_pay, ev.downlink_bytes.to_numpy() - down_pay, t1,
+                      3.0 if crop else 1.0))
+    t_all = np.concatenate([t for _, _, t, _ in parts])
+    gate_bytes = 0.0
+    if np.ptp(t_all) > 0:  # slope of the extra downlink bytes on stage-1 tokens, per message count
+        x = np.concatenate([np.stack([np.full(len(t), m), t], 1) for _, _, t, m in parts])
+        (_, gate_bytes), *_ = np.linalg.lstsq(x, np.concatenate([d for _, d, _, _ in parts]), rcond=None)
+        gate_bytes = max(0.0, float(gate_bytes))
+    w = (1.0 - crop_share, crop_share)
+    msgs = sum(wk * m for wk, (_, _, _, m) in zip(w, parts))
+    up_overhead = sum(wk * float(np.mean(u)) for wk, (u, _, _, _) in zip(w, parts)) / msgs
+    down_overhead = sum(wk * float(np.mean(d - gate_bytes * t)) for wk, (_, d, t, _) in zip(w, parts)) / msgs
+    return up_overhead, down_overhead, gate_bytes
 
 
 def calibrate_network(ns, tb, env, base_url: str, trace: Path, workload, quality: int, gap_s: float,
@@ -195,13 +205,13 @@ def calibrate_network(ns, tb, env, base_url: str, trace: Path, workload, quality
     c, cinfo = res["always_crop"]
     g = g[g.status == "ok"]
     c = c[c.status == "ok"]
-    up_overhead, down_overhead, gate_bytes = message_bytes(g, c, workload, qi)
+    up_overhead, down_overhead, gate_bytes = message_bytes(g, c, workload, qi, crop_share=0.0)
     up_fixed = np.mean((g.up1_end_s - g.edge_done_s).to_numpy() - g.uplink_bytes.to_numpy() * 8 / up_bps)
     down_fixed = np.mean((g.done_s - g.s1_end_s).to_numpy() - g.downlink_bytes.to_numpy() * 8 / down_bps)
     prep = [v for v in (ginfo["edge_prep_s"], cinfo["edge_prep_s"]) if v is not None]
     # Pass times as the real server process runs them (its event loop shares the CPU and the GIL).
     server_rows = server_pass_times([g, c], cinfo["attention_passes"], workload)
-    return {"server_rows": server_rows,
+    return {"server_rows": server_rows, "idle_logs": (g, c),
             "uplink_overhead_bytes": max(0, int(round(up_overhead))),
             "downlink_overhead_bytes": max(0, int(round(down_overhead))),
             "gate_values_bytes_per_token": max(0, int(round(gate_bytes))),
@@ -287,6 +297,7 @@ def run(tb, out: Path, *, compare_sim: bool = True, progress: bool = True) -> di
         say("calibrating the network path (idle requests, one at a time)")
         net = calibrate_network(ns, tb, env, base_url, trace, workload, quality, gap_s, out)
         server_rows = net.pop("server_rows")
+        idle_g, idle_c = net.pop("idle_logs")
         say("calibration: " + ", ".join(f"{k}={v:.4g}" for k, v in net.items()))
         meas = calibrate.with_server_times(meas, server_rows)
         prof_rows = calibrate.profile_rows(meas, workload)
@@ -299,6 +310,11 @@ def run(tb, out: Path, *, compare_sim: bool = True, progress: bool = True) -> di
                                           ("s1_min_entropy", "s1_shannon", "s1_margin")}))
                     for i in range(workload.n)]
             service_s = calibrate.mean_service_s(meas, crop)
+            ou, od, gv = message_bytes(idle_g, idle_c, workload, workload.quality_index(quality), float(np.mean(crop)))
+            net_p = dict(net, uplink_overhead_bytes=max(0, int(round(ou))), downlink_overhead_bytes=max(0, int(round(od))),
+                         gate_values_bytes_per_token=int(round(gv)))
+            say(f"{policy['kind']}: crop share {np.mean(crop):.3f}; per-message bytes up {ou:.0f}, down {od:.0f}; "
+                f"uncertainty {gv:.1f} B/token")
             for rho in tb.loads:
                 name = f"{policy['kind']}-rho{rho:g}"
                 pdir = out / name
@@ -306,7 +322,7 @@ def run(tb, out: Path, *, compare_sim: bool = True, progress: bool = True) -> di
                 rate = rho / service_s / tb.clients
                 sc = _hw_fix(scenario_dict(tb, name=name, policy=policy, trace=trace, profile=profile,
                                            rate_per_client_s=rate, visual_tokens=n_v, vision_px=px,
-                                           net=net))
+                                           net=net_p))
                 say(f"{name}: simulating (lambda = {rate * tb.clients:.3f}/s)")
                 sim_run(sc, pdir / "sim")
                 (pdir / "scenario.yaml").write_text(_yaml(sc))

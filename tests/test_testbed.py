@@ -43,8 +43,14 @@ def test_message_bytes_recovers_per_message_overheads_and_gate_bytes(synthetic_t
     c = pd.DataFrame({"sample_id": w.sample_id[rows],
                       "uplink_bytes": up1 + ATTENTION_REQUEST_BYTES + 170 + w.local_bytes[rows, qi] + 170,
                       "downlink_bytes": down1 + BBOX_REQUEST_BYTES + 240 + t2 * TEXT_BYTES_PER_TOKEN + 240})
-    up, down, gate = message_bytes(g, c, w, qi)
-    assert (up, down, gate) == pytest.approx((170, 240, 33), abs=1e-6)
+    for share in (0.0, 0.3, 1.0):
+        up, down, gate = message_bytes(g, c, w, qi, share)
+        assert (up, down, gate) == pytest.approx((170, 240, 33), abs=1e-6)
+    # a longer box request (+60 B on the crop path's uplink only) is spread over the mix's messages
+    c2 = c.assign(uplink_bytes=c.uplink_bytes + 60)
+    for share in (0.0, 0.5, 1.0):
+        up, _, _ = message_bytes(g, c2, w, qi, share)
+        assert up == pytest.approx((170 * (1 - share) + (3 * 170 + 60) * share) / (1 + 2 * share), abs=1e-6)
 
 
 def test_policy_decides_live_as_on_trace_rows(synthetic_trace):
