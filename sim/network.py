@@ -405,17 +405,30 @@ class PsLink(LinkBase):
     # ---------------------------------------------------------------- independent transfers
 
     def _retire(self, now: float) -> None:
-        """Book the independent transfers finished by `now` (their wake-ups are already scheduled)."""
+        """Book the independent transfers finished by `now` (their wake-ups are already scheduled).
+        The hot path of a lightly loaded link, so `_book` is inlined."""
         ind = self._ind
-        while ind and ind[0][0] <= now + EPS_S:
+        limit = now + EPS_S
+        per_bit = self.capacity_bps / 8.0
+        slowdowns = self.slowdowns
+        buf = slowdowns.buf
+        while ind and ind[0][0] <= limit:
             finish_s, _, rec, rate, _ = heappop(ind)
             self._ind_bps -= rate
-            self._book(rec, finish_s)
+            nbytes = rec[2]
+            duration = finish_s - rec[1]
+            self.events += 1
+            self.bytes_carried += nbytes
+            self.transfers += 1
+            self.transfer_s += duration
+            buf.append(duration * per_bit / nbytes if nbytes > 0 else 1.0)
             if not ind:  # the run of independent transfers is over
                 self.busy_s += finish_s - self._ind_t0
                 self._last_s = finish_s
                 self._ind_bps = 0.0
                 self._dirty = True
+        if len(buf) >= slowdowns.BUFFER:
+            slowdowns.flush()
 
     def _join(self, now: float) -> None:
         """Move every independent transfer into its cap class as of `now`: its tag is what it still
