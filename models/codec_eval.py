@@ -27,7 +27,7 @@ def evaluate(backend, codecs: dict[str, Any], samples: Sequence[Any], scoring: s
     from tqdm.auto import tqdm
 
     from models.extract import RESAMPLE, load_image
-    from models.progressive import capture, substitute
+    from models.progressive import generate_from_tokens, vision_tokens
     from models.scoring import score_answer
     from models.uncertainty import token_uncertainty
 
@@ -38,16 +38,15 @@ def evaluate(backend, codecs: dict[str, Any], samples: Sequence[Any], scoring: s
     t0 = time.perf_counter()
     for s in tqdm(samples, desc="codec eval", unit="sample", disable=not progress):
         img = load_image(s).resize((px, px), RESAMPLE)
-        enc = backend.encode([img], s.question)
-        with capture(backend) as seen:
-            gen = backend.generate(enc)
-        tokens = seen[0][0]
+        tokens = vision_tokens(backend, [img])[0]
+        backend.clear_cache()
+        gen = backend.generate(backend.encode([img], s.question))
         ref_scores.append(score_answer(gen.text, s.answers, scoring))
         denom = float(((tokens - tokens.mean(0)) ** 2).sum()) or 1.0
         # "level 0": no payload at all, the first codec's output for an all-zero latent (PCA: the mean token)
         blind = first._synthesise(np.zeros((tokens.shape[0], sum(first.group_sizes)))).astype(np.float32)
-        with substitute(backend, blind):
-            blind_scores.append(score_answer(backend.generate(enc).text, s.answers, scoring))
+        blind_scores.append(score_answer(generate_from_tokens(backend, blind, img, s.question).text,
+                                         s.answers, scoring))
         for name, codec in codecs.items():
             levels = codec.encode(tokens)
             row = {"bytes": [], "score": [], "ent": [], "rel_mse": [], "same": []}
@@ -55,8 +54,7 @@ def evaluate(backend, codecs: dict[str, Any], samples: Sequence[Any], scoring: s
             for lvl in range(1, len(levels) + 1):
                 cum += len(levels[lvl - 1])
                 dec = codec.decode(levels[:lvl])
-                with substitute(backend, dec):
-                    g = backend.generate(enc)
+                g = generate_from_tokens(backend, dec, img, s.question)
                 row["bytes"].append(cum)
                 row["score"].append(score_answer(g.text, s.answers, scoring))
                 row["ent"].append(float(np.mean(token_uncertainty(g.logits)[0])))

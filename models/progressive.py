@@ -85,6 +85,21 @@ def vision_tokens(backend: VLMBackend, images: Sequence[Any]) -> np.ndarray:
     return np.concatenate(seen, axis=0)
 
 
+def generate_from_tokens(backend: VLMBackend, tokens: np.ndarray, image: Any, question: str):
+    """The answer to `question` when the server receives `tokens` as the image's projector input.
+
+    Projected features are computed at encode time (and cached per image), so the tokens must
+    replace the projector input while encoding, with no stale cache entry on either side.
+    """
+    backend.clear_cache()
+    try:
+        with substitute(backend, tokens):
+            enc = backend.encode([image], question)
+        return backend.generate(enc)
+    finally:
+        backend.clear_cache()
+
+
 def progressive_row(backend: VLMBackend, codec: Codec, image: Any, question: str, answers: Sequence[str],
                     scoring: str, tokens: np.ndarray | None = None) -> dict[str, list]:
     """prog_bytes / prog_score / prog_min_entropy for one global image and question."""
@@ -95,16 +110,7 @@ def progressive_row(backend: VLMBackend, codec: Codec, image: Any, question: str
     prog_bytes = []
     for lvl in range(1, len(levels) + 1):
         cum += len(levels[lvl - 1])
-        decoded = codec.decode(levels[:lvl])
-        # Projected features are computed at encode time (and cached per image), so the decoded
-        # tokens must replace the projector input while encoding, with no stale cache entry.
-        backend.clear_cache()
-        try:
-            with substitute(backend, decoded):
-                enc = backend.encode([image], question)
-            gen = backend.generate(enc)
-        finally:
-            backend.clear_cache()
+        gen = generate_from_tokens(backend, codec.decode(levels[:lvl]), image, question)
         min_ent, _, _ = token_uncertainty(gen.logits)
         prog_bytes.append(int(cum))
         scores.append(float(score_answer(gen.text, answers, scoring)))

