@@ -24,6 +24,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from sim.engine import Request
+
 NAN = math.nan
 
 
@@ -33,20 +35,6 @@ class Arrival:
     client_id: int
     sample: int          # index into the manifest
     arrival_s: float     # offset from the run's start
-
-
-class LiveRequest:
-    """The fields sim.recorder.EventLog reads (same names as sim.engine.Request)."""
-
-    def __init__(self, a: Arrival):
-        self.request_id, self.client_id, self.sample = a.request_id, a.client_id, a.sample
-        self.arrival_s = a.arrival_s
-        self.edge_done_s = self.up1_end_s = self.s1_start_s = self.s1_end_s = NAN
-        self.crop_req_end_s = self.up2_end_s = self.s2_start_s = self.s2_end_s = self.done_s = NAN
-        self.uplink_bytes = self.downlink_bytes = self.stages = 0
-        self.score = NAN
-        self.flops = 0.0
-        self.status = "ok"
 
 
 def encode_jpeg(image, quality: int) -> bytes:
@@ -87,10 +75,9 @@ def build_policy(policy: dict, trace_path: str | Path, seed: int = 0):
 
 async def run_edge(base_url: str, samples: Sequence[Any], policy, arrivals: Sequence[Arrival], *,
                    vision_px: int, n_clients: int, timeout_s: float = 120.0,
-                   health_timeout_s: float = 60.0, t0: float | None = None) -> tuple[list[LiveRequest], dict[str, Any]]:
+                   health_timeout_s: float = 60.0, t0: float | None = None) -> tuple[list[Request], dict[str, Any]]:
     """Run the schedule; returns the finished requests and edge-side measurements."""
     import httpx
-    from PIL import Image
 
     from models.extract import RESAMPLE, load_image
 
@@ -100,7 +87,7 @@ async def run_edge(base_url: str, samples: Sequence[Any], policy, arrivals: Sequ
     clients = [httpx.AsyncClient(base_url=base_url, timeout=timeout_s, limits=httpx.Limits(max_connections=4))
                for _ in range(n_clients)]
     prep_times, crop_times, errors, attention = [], [], [], []
-    done: list[LiveRequest] = []
+    done: list[Request] = []
     end = time.time() + health_timeout_s
     while True:  # wait for the server, and open one connection per client before the clock starts
         try:
@@ -119,7 +106,7 @@ async def run_edge(base_url: str, samples: Sequence[Any], policy, arrivals: Sequ
         delay = t0 + a.arrival_s - time.time()
         if delay > 0:
             await asyncio.sleep(delay)
-        r = LiveRequest(a)
+        r = Request(a.request_id, a.client_id, a.sample, a.arrival_s)  # the simulator's own record
         http = clients[a.client_id % n_clients]
         s, orig = samples[a.sample], originals[a.sample]
         try:
@@ -185,7 +172,7 @@ async def run_edge(base_url: str, samples: Sequence[Any], policy, arrivals: Sequ
     return done, info
 
 
-def write_events(done: Sequence[LiveRequest], sample_ids: Sequence[str], policy_name: str, path: Path,
+def write_events(done: Sequence[Request], sample_ids: Sequence[str], policy_name: str, path: Path,
                  deadline_s: float = 2.0):
     """Write the requests as a DESIGN §5 event log (sorted by request id); returns the table."""
     import pyarrow.parquet as pq

@@ -102,7 +102,7 @@ def scores_at_quality(workload: Workload, column: str, q: int) -> np.ndarray:
 class TwoStagePolicy(Policy):
     """Global image first; a crop of the full-resolution original on demand (DESIGN.md §4)."""
 
-    def __init__(self, cfg: ImagePolicyConfig, workload: Workload, rng: np.random.Generator):
+    def __init__(self, cfg: TwoStageConfig, workload: Workload, rng: np.random.Generator):
         super().__init__(cfg, workload, rng)
         q = workload.quality_index(cfg.jpeg_quality)
         # Plain Python lists: the hot path indexes them once per request.
@@ -112,8 +112,8 @@ class TwoStagePolicy(Policy):
         self.answer2_bytes = (workload.s2_tokens * TEXT_BYTES_PER_TOKEN).tolist()
         self.score1 = scores_at_quality(workload, "s1_score", q).tolist()
         self.score2 = scores_at_quality(workload, "s2_score", q).tolist()
-        self.gate_at_edge = getattr(cfg, "gate", "server") == "edge"
-        per_token = TEXT_BYTES_PER_TOKEN + getattr(cfg, "gate_values_bytes_per_token", 0)
+        self.gate_at_edge = cfg.gate == "edge"
+        per_token = TEXT_BYTES_PER_TOKEN + cfg.gate_values_bytes_per_token
         self.reply1_edge_bytes = (workload.s1_tokens * per_token).tolist()
 
     def wants_crop(self, sample: int, sim: "Simulation") -> bool:
