@@ -68,7 +68,7 @@ def main(argv=None) -> int:
         be = load_backend(model)
         extract(be, read_manifest(manifest), trace, ExtractOptions(
             dataset_id=Path(manifest).stem, source_kind=be.settings.source_kind or "tiny-local",
-            notes="bench/testbed_validate.py"), manifest=manifest)
+            notes="bench/testbed_validate.py", infer_jpeg_quality=75), manifest=manifest)
     w = Workload.load(trace)
     import numpy as np
     eta = float(np.median(w.first_k_mean("s1_min_entropy", 5)))

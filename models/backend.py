@@ -36,6 +36,9 @@ Keys of edgevlm.json (all optional; unknown keys are an error):
   box_pad_px        int   pixels added on every side of the crop box (default 0, as ViCrop)
   box_pad_frac      float fraction of the window side added on every side, on top of box_pad_px
                           (default 0.0); pads "in proportion to the window"
+  box_grow          float grow the box over attended cells joined to the window whose attention is
+                          >= box_grow x the map's peak (default 0.0: off, as ViCrop); see models.boxsearch
+  box_grow_min_cells int  grow only when that region spans at least this many cells (default 1)
   attention_eps     float guard in relative attention: question / (generic + eps) (default 1e-8)
   dtype             str   "float32" | "float16" | "bfloat16" | "auto" (default "auto": the
                           checkpoint's dtype on GPU, float32 on CPU)
@@ -72,10 +75,17 @@ class BackendSettings:
     max_new_tokens: int = 16
     box_pad_px: int = 0
     box_pad_frac: float = 0.0
+    box_grow: float = 0.0
+    box_grow_min_cells: int = 1
     attention_eps: float = 1e-8
     dtype: str = "auto"
     model_id: str | None = None
     source_kind: str | None = None
+
+    def box_kwargs(self) -> dict[str, Any]:
+        """The crop-box keyword arguments of models.boxsearch.search_box these settings give."""
+        return {"pad_px": self.box_pad_px, "pad_frac": self.box_pad_frac, "grow": self.box_grow,
+                "grow_min_cells": self.box_grow_min_cells}
 
     def merged(self, overrides: dict[str, Any], where: str) -> "BackendSettings":
         """A copy with `overrides` applied; each key and value type is checked."""
@@ -90,7 +100,8 @@ class BackendSettings:
         return replace(self, **clean)
 
 
-_INT_KEYS = {"attention_layer": 0, "vision_input_px": 1, "max_new_tokens": 1, "box_pad_px": 0}
+_INT_KEYS = {"attention_layer": 0, "vision_input_px": 1, "max_new_tokens": 1, "box_pad_px": 0,
+             "box_grow_min_cells": 1}
 _DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
@@ -102,6 +113,10 @@ def _check_setting(key: str, value: Any, where: str) -> Any:
     if key == "box_pad_frac":
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 2:
             raise BackendError(f"{where}: 'box_pad_frac' must be a number in [0, 2], got {value!r}")
+        return float(value)
+    if key == "box_grow":
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
+            raise BackendError(f"{where}: 'box_grow' must be a number in [0, 1], got {value!r}")
         return float(value)
     if key == "attention_eps":
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:

@@ -14,6 +14,13 @@ The r with the highest contrast wins (ties: the smaller r). The box is the windo
 image where it is larger. If the smallest window already covers the whole image, the box is the
 whole image.
 
+`grow` > 0 (off by default, as ViCrop) lets the box grow with the attended object: cells outside the
+winning window whose attention is at least `grow` x the map's maximum and that connect (8-neighbour)
+to the window join it, and the box becomes the bounding box of the window and those cells (then the
+pad), provided that region spans at least `grow_min_cells` cells across or down; a smaller region
+keeps the window box, so small objects keep the tight ViCrop box. The window search alone cannot do this when a window rounds to fewer cells than the object
+covers, e.g. a 64-px encoder on a 768-px image, where every ViCrop window is one attention cell.
+
 Ties between equally scored windows go to the tied window nearest the centroid of all tied
 windows: a blob wider than the window gets a window centred on it (not one at its edge, which would
 inflate the contrast), and a uniform map gives a centred box.
@@ -24,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 DEFAULT_RATIOS = (1.0, 1.2, 1.4, 1.6, 1.8, 2.0)
 
@@ -76,7 +84,8 @@ def _place(centre: float, side: float, limit: int) -> tuple[int, int]:
 
 
 def search_box(rel_att, image_w: int, image_h: int, vision_input_px: int, *,
-               ratios=DEFAULT_RATIOS, pad_px: int = 0, pad_frac: float = 0.0) -> Box:
+               ratios=DEFAULT_RATIOS, pad_px: int = 0, pad_frac: float = 0.0, grow: float = 0.0,
+               grow_min_cells: int = 1) -> Box:
     """Find the crop box (original pixels) for a relative-attention map of shape (gh, gw)."""
     att = np.asarray(rel_att, dtype=np.float64)
     if att.ndim != 2 or att.size == 0:
@@ -87,6 +96,10 @@ def search_box(rel_att, image_w: int, image_h: int, vision_input_px: int, *,
         raise ValueError("image_w, image_h and vision_input_px must be positive")
     if pad_px < 0 or pad_frac < 0:
         raise ValueError(f"pad_px and pad_frac must be >= 0, got {pad_px}, {pad_frac}")
+    if not 0 <= grow <= 1:
+        raise ValueError(f"grow must lie in [0, 1], got {grow}")
+    if grow_min_cells < 1:
+        raise ValueError(f"grow_min_cells must be >= 1, got {grow_min_cells}")
     ratios = sorted(float(r) for r in ratios)
     if not ratios or ratios[0] <= 0:
         raise ValueError("ratios must be a non-empty list of positive numbers")
@@ -108,13 +121,36 @@ def search_box(rel_att, image_w: int, image_h: int, vision_input_px: int, *,
         if best is None or contrast > best[0] + 1e-12 * max(abs(best[0]), 1e-300):
             best = (contrast, r, i, j, kh, kw)
     contrast, r, i, j, kh, kw = best
-    cx = (j + kw / 2) * cell_w
-    cy = (i + kh / 2) * cell_h
     side = r * vision_input_px
-    side += 2 * (pad_px + pad_frac * side)
-    x0, x1 = _place(cx, side, int(image_w))
-    y0, y1 = _place(cy, side, int(image_h))
+    cx, cy = (j + kw / 2) * cell_w, (i + kh / 2) * cell_h
+    w = h = side
+    if grow > 0:
+        cells = _grown_cells(att, grow, i, j, kh, kw)
+        if cells is not None and max(cells[1][0] - cells[0][0], cells[1][1] - cells[0][1]) >= grow_min_cells:
+            (ci0, cj0), (ci1, cj1) = cells
+            x0, x1 = min(cx - side / 2, cj0 * cell_w), max(cx + side / 2, cj1 * cell_w)
+            y0, y1 = min(cy - side / 2, ci0 * cell_h), max(cy + side / 2, ci1 * cell_h)
+            cx, cy, w, h = (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0
+    pad = pad_px + pad_frac * side
+    x0, x1 = _place(cx, w + 2 * pad, int(image_w))
+    y0, y1 = _place(cy, h + 2 * pad, int(image_h))
     return Box(x0, y0, x1, y1, ratio=r, contrast=float(contrast))
+
+
+def _grown_cells(att: np.ndarray, grow: float, i: int, j: int, kh: int, kw: int):
+    """Cell bounds [(i0, j0), (i1, j1)) of the window plus the above-threshold cells joined to it; None if none join."""
+    peak = att.max()
+    if peak <= 0:
+        return None
+    mask = att >= grow * peak
+    win = np.zeros_like(mask)
+    win[i:i + kh, j:j + kw] = True
+    labels, _ = ndimage.label(mask | win, structure=np.ones((3, 3), dtype=bool))
+    keep = np.isin(labels, np.unique(labels[win])) & mask & ~win
+    if not keep.any():
+        return None
+    ys, xs = np.nonzero(keep | win)
+    return (int(ys.min()), int(xs.min())), (int(ys.max()) + 1, int(xs.max()) + 1)
 
 
 def box_around(box: tuple[float, float, float, float], image_w: int, image_h: int, min_side_px: int,

@@ -79,6 +79,12 @@ def add_extract_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--box-pad-px", type=int, help="pixels added on every side of the crop box (default 0)")
     p.add_argument("--box-pad-frac", type=float, help="fraction of the window side added on every side of "
                    "the crop box, on top of --box-pad-px (default 0)")
+    p.add_argument("--box-grow", type=float, help="grow the box over attended cells joined to the window with "
+                   "attention >= this fraction of the peak (default 0: off, as ViCrop)")
+    p.add_argument("--box-grow-min-cells", type=int, help="grow only when that region spans at least this many "
+                   "attention cells (default 1)")
+    p.add_argument("--infer-jpeg-quality", type=int, help="run the model on the global and local images after a "
+                   "JPEG round trip at this quality, as a server receives them (default: uncompressed)")
     p.add_argument("--box-ratios", type=_ratios, default=[1.0, 1.2, 1.4, 1.6, 1.8, 2.0],
                    help="window sides as multiples of the vision input (default: 1.0,1.2,...,2.0)")
     p.add_argument("--max-new-tokens", type=int, help="greedy decode limit per answer (default 16)")
@@ -198,7 +204,8 @@ def run_extract(args: argparse.Namespace) -> int:
         samples = read_manifest(args.dataset)
         overrides = {
             "attention_layer": args.attention_layer, "box_pad_px": args.box_pad_px,
-            "box_pad_frac": args.box_pad_frac,
+            "box_pad_frac": args.box_pad_frac, "box_grow": args.box_grow,
+            "box_grow_min_cells": args.box_grow_min_cells,
             "max_new_tokens": args.max_new_tokens, "vision_input_px": args.vision_input_px,
             "prompt_template": _unescape(args.prompt_template), "question_suffix": _unescape(args.question_suffix),
             "generic_prompt": args.generic_prompt, "dtype": args.dtype, "model_id": args.model_id,
@@ -207,7 +214,7 @@ def run_extract(args: argparse.Namespace) -> int:
             dataset_id=args.dataset_id or Path(args.dataset).stem, source_kind=args.source_kind or "real",
             jpeg_qualities=args.jpeg_qualities, box_ratios=args.box_ratios, scoring=args.scoring,
             limit=args.limit, checkpoint_every=args.checkpoint_every, overwrite=args.overwrite,
-            progress=not args.no_progress, notes=args.notes)
+            progress=not args.no_progress, notes=args.notes, infer_jpeg_quality=args.infer_jpeg_quality)
         opts.check()
         from models.backend import load_backend
         import torch

@@ -11,6 +11,9 @@ Per sample (DESIGN.md §2, §4):
   6. with a manifest gt_box, stage 2 is run again on an oracle crop (the gt box grown to the smallest
      search window, models.boxsearch.box_around) -> s2_oracle_score;
   7. JPEG sizes (models.jpeg) of global, local and original at each quality; stage-1 timings;
+  With --infer-jpeg-quality Q the model sees the global and local images as the server decodes them
+  (JPEG round trip at Q, as the edge sends them), so stage-1 decisions match a deployed server's;
+  byte sizes always come from the uncompressed images.
   8. with a fitted codec (--progressive): the global image's visual tokens are encoded into levels,
      and the LLM answers from the tokens decoded at each level -> prog_bytes, prog_score,
      prog_min_entropy (models.progressive); the edge cost goes in the metadata.
@@ -26,6 +29,7 @@ import os
 import platform
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -35,7 +39,7 @@ from PIL import Image
 
 from models.backend import VLMBackend
 from models.boxsearch import DEFAULT_RATIOS, box_around, search_box
-from models.jpeg import DEFAULT_QUALITIES, JPEG_SETTINGS, jpeg_sizes, to_rgb
+from models.jpeg import DEFAULT_QUALITIES, JPEG_SETTINGS, jpeg_round_trip, jpeg_sizes, to_rgb
 from models.manifest import Sample
 from models.scoring import SCORING_MODES, score_answer
 from models.uncertainty import token_uncertainty
@@ -46,7 +50,8 @@ from traces.version import generator_string, git_commit
 RESAMPLE = Image.Resampling.BICUBIC
 #: Provenance keys that must match for a resumed run to append to an existing trace.
 RESUME_KEYS = ("model_id", "dataset_id", "source_kind", "jpeg_qualities", "vision_input_px",
-               "visual_tokens_per_image", "attention_layer", "box_pad_px", "box_pad_frac", "box_ratios", "prompt_template",
+               "visual_tokens_per_image", "attention_layer", "box_pad_px", "box_pad_frac", "box_ratios", "box_grow", "box_grow_min_cells", "infer_jpeg_quality",
+               "prompt_template",
                "question_suffix", "generic_prompt", "max_new_tokens", "scoring", "backend", "progressive")
 COLUMNS = ("sample_id", "question_type", "image_w", "image_h", "global_jpeg_bytes", "original_jpeg_bytes",
            "local_jpeg_bytes", "prompt_tokens", "s1_answer", "s1_score", "s1_min_entropy", "s1_shannon",
@@ -77,6 +82,9 @@ class ExtractOptions:
     extra_provenance: dict[str, Any] = field(default_factory=dict)
     codec: Any = None                     # a fitted models.codec.Codec: fill the prog_* columns
     codec_path: str | None = None
+    #: run the model on what the server decodes: global and local images JPEG round-tripped at this
+    #: quality, as the edge sends them (None: the uncompressed resized images)
+    infer_jpeg_quality: int | None = None
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -96,6 +104,9 @@ class ExtractOptions:
             raise ExtractError(f"--checkpoint-every must be a positive integer, got {self.checkpoint_every}")
         if not self.box_ratios or any(r <= 0 for r in self.box_ratios):
             raise ExtractError("box ratios must be positive numbers")
+        iq = self.infer_jpeg_quality
+        if iq is not None and (not isinstance(iq, int) or isinstance(iq, bool) or not 1 <= iq <= 100):
+            raise ExtractError(f"--infer-jpeg-quality must be an integer in 1..100, got {iq!r}")
 
 
 def load_image(sample: Sample) -> Image.Image:
@@ -123,24 +134,25 @@ def process_sample(backend: VLMBackend, sample: Sample, opts: ExtractOptions) ->
         raise ExtractError(f"manifest line {sample.line}: field 'gt_box' {list(sample.gt_box)} lies outside "
                            f"the {w}x{h} image")
     px = backend.vision_input_px
-    pad = backend.settings.box_pad_px
-    pad_frac = backend.settings.box_pad_frac
+    st = backend.settings
     global_img = original.resize((px, px), RESAMPLE)
+    sent = partial(jpeg_round_trip, quality=opts.infer_jpeg_quality)   # what the server decodes
+    global_seen = sent(global_img)
 
     tokens = None
-    if opts.codec is not None:  # the projector-input tokens the edge would compress
+    if opts.codec is not None:  # the projector-input tokens the edge would compress (edge side: no JPEG)
         from models.progressive import vision_tokens
 
         tokens = vision_tokens(backend, [global_img])[0]
-    enc1 = backend.encode([global_img], sample.question)
+    enc1 = backend.encode([global_seen], sample.question)
     gen1 = backend.generate(enc1)
     min_ent, shannon, margin = token_uncertainty(gen1.logits)
 
-    maps = backend.attention_to_image(global_img, sample.question)
-    box = search_box(maps.relative, w, h, px, ratios=opts.box_ratios, pad_px=pad, pad_frac=pad_frac)
+    maps = backend.attention_to_image(global_seen, sample.question)
+    box = search_box(maps.relative, w, h, px, ratios=opts.box_ratios, **st.box_kwargs())
     local_img = original.crop(box.as_tuple()).resize((px, px), RESAMPLE)
 
-    gen2 = backend.generate(backend.encode([global_img, local_img], sample.question))
+    gen2 = backend.generate(backend.encode([global_seen, sent(local_img)], sample.question))
 
     row: dict[str, Any] = {
         "sample_id": sample.sample_id, "question_type": sample.question_type,
@@ -165,9 +177,9 @@ def process_sample(backend: VLMBackend, sample: Sample, opts: ExtractOptions) ->
                                    opts.scoring, tokens=tokens))
     if sample.gt_box is not None:
         x0, y0, x1, y1 = sample.gt_box
-        obox = box_around(sample.gt_box, w, h, px, pad_px=pad, pad_frac=pad_frac)
+        obox = box_around(sample.gt_box, w, h, px, pad_px=st.box_pad_px, pad_frac=st.box_pad_frac)
         oracle_img = original.crop(obox.as_tuple()).resize((px, px), RESAMPLE)
-        gen3 = backend.generate(backend.encode([global_img, oracle_img], sample.question))
+        gen3 = backend.generate(backend.encode([global_seen, sent(oracle_img)], sample.question))
         row.update({"s2_oracle_score": score_answer(gen3.text, sample.answers, opts.scoring),
                     "gt_x0": int(np.floor(x0)), "gt_y0": int(np.floor(y0)),
                     "gt_x1": int(np.ceil(x1)), "gt_y1": int(np.ceil(y1))})
@@ -201,6 +213,9 @@ def provenance(backend: VLMBackend, opts: ExtractOptions, manifest: Path) -> dic
         "box_ratios": [float(r) for r in opts.box_ratios],
         "box_pad_px": int(backend.settings.box_pad_px),
         "box_pad_frac": float(backend.settings.box_pad_frac),
+        "box_grow": float(backend.settings.box_grow),
+        "box_grow_min_cells": int(backend.settings.box_grow_min_cells),
+        "infer_jpeg_quality": opts.infer_jpeg_quality,
         "scoring": opts.scoring,
         "manifest": str(manifest),
         "hardware": hardware_string(backend),

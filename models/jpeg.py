@@ -40,6 +40,19 @@ def jpeg_bytes(image: Image.Image, quality: int) -> int:
     return buf.tell()
 
 
+def jpeg_round_trip(image: Image.Image, quality: int | None) -> Image.Image:
+    """What a receiver decodes after `image` is sent as JPEG at `quality` (None: the image itself)."""
+    if quality is None:
+        return image
+    if not isinstance(quality, int) or not 1 <= quality <= 100:
+        raise ValueError(f"JPEG quality must be an integer in 1..100, got {quality!r}")
+    buf = io.BytesIO()
+    to_rgb(image).save(buf, format="JPEG", quality=quality, subsampling=2, optimize=False, progressive=False)
+    buf.seek(0)
+    with Image.open(buf) as im:
+        return im.convert("RGB")
+
+
 def jpeg_sizes(image: Image.Image, qualities: Sequence[int] = DEFAULT_QUALITIES) -> list[int]:
     """JPEG sizes in bytes at each quality, in the order given."""
     rgb = to_rgb(image)

@@ -50,8 +50,7 @@ def measure(backend, samples: Sequence[Any], workload, quality: int, repeats: in
                 dec.append(gen1.t_decode_token_s)
             t = time.perf_counter()
             maps = backend.attention_to_image(g, s.question)
-            box = search_box(maps.relative, w, h, px, pad_px=backend.settings.box_pad_px,
-                             pad_frac=backend.settings.box_pad_frac)
+            box = search_box(maps.relative, w, h, px, **backend.settings.box_kwargs())
             ta.append(time.perf_counter() - t)
             t = time.perf_counter()
             local_jpeg = encode_jpeg(orig.crop(box.as_tuple()).resize((px, px), RESAMPLE), quality)

@@ -197,9 +197,7 @@ def create_app(backend, *, sample_ids: set[str] | None = None, max_queue: int = 
 
         def att():
             maps = backend.attention_to_image(s.global_img, s.question)
-            st = backend.settings
-            return search_box(maps.relative, s.image_w, s.image_h, px, pad_px=st.box_pad_px,
-                              pad_frac=st.box_pad_frac)
+            return search_box(maps.relative, s.image_w, s.image_h, px, **backend.settings.box_kwargs())
 
         box, start, end = await gpu.run(att)
         return {"request_id": rid, "box": [box.x0, box.y0, box.x1, box.y1], "start_s": start, "end_s": end}

@@ -1,8 +1,10 @@
 """`edgevlm testbed` / `edgevlm validate`: run the real system and the simulator on the same arrivals.
 
 Steps (written under OUT/):
-  1. trace.parquet   the manifest's trace by the same model (models.extract), unless TESTBED.yaml gives one;
-  2. calibration.json, profile.csv   measured pass times (testbed.calibrate) and edge prep/crop times;
+  1. trace.parquet   the manifest's trace by the same model (models.extract, on the JPEG-decoded images the
+     server sees), unless TESTBED.yaml gives one;
+  2. calibration.json, profile.csv   measured pass times (testbed.calibrate; the running server's, busy) and
+     edge prep/crop times;
   3. per (policy, load): the simulator scenario (scenario.yaml): Poisson arrivals at rho x measured
      capacity, the trace, the measured profile, edge prep/crop times, the same link rates. Its event
      log gives the arrival schedule (time, client, sample) that the real edge client then replays,
@@ -185,11 +187,16 @@ def message_bytes(g, c, workload, qi: int, crop_share: float) -> tuple[float, fl
 
 
 def calibrate_network(ns, tb, env, base_url: str, trace: Path, workload, quality: int, gap_s: float,
-                      out: Path) -> dict[str, float]:
+                      out: Path, busy_gap_s: float | None = None) -> dict[str, float]:
     """Requests one at a time on the idle testbed (global_only, then always_crop): the fixed software
     time per message (mean) beyond the wire time (HTTP stacks, JSON, event loops), which the simulator gets as
     extra propagation; the per-message HTTP bytes beyond its payload model (link overhead_bytes); and
-    the edge's prep and crop times in the real client process."""
+    the edge's prep and crop times in the real client process.
+
+    The server's pass times come from a third run (always_crop, arrivals every `busy_gap_s`, i.e. above
+    capacity) that keeps the server busy, as it is at the loaded points, where latency is most sensitive to
+    them: on this CPU an idle server's passes ran 6-8 % slower than a busy one's (bench/testbed_results.md,
+    run 3). Without `busy_gap_s` the idle passes are used."""
 
     up_bps, down_bps = tb.network.uplink.capacity_mbps * 1e6, tb.network.downlink.capacity_mbps * 1e6
     qi = workload.quality_index(quality)
@@ -211,6 +218,13 @@ def calibrate_network(ns, tb, env, base_url: str, trace: Path, workload, quality
     prep = [v for v in (ginfo["edge_prep_s"], cinfo["edge_prep_s"]) if v is not None]
     # Pass times as the real server process runs them (its event loop shares the CPU and the GIL).
     server_rows = server_pass_times([g, c], cinfo["attention_passes"], workload)
+    if busy_gap_s is not None:
+        busy = [{"request_id": k, "client_id": k % tb.clients, "sample": k % workload.n,
+                 "arrival_s": 0.2 + k * busy_gap_s} for k in range(3 * workload.n)]
+        b, binfo = _run_edge(ns, tb, env, base_url, trace, {"kind": "always_crop", "jpeg_quality": quality}, busy,
+                             out / "calibration-busy", "calibration (busy server)")
+        b = b.to_pandas()
+        server_rows = server_pass_times([b[b.status == "ok"]], binfo["attention_passes"], workload)
     return {"server_rows": server_rows, "idle_logs": (g, c),
             "uplink_overhead_bytes": max(0, int(round(up_overhead))),
             "downlink_overhead_bytes": max(0, int(round(down_overhead))),
@@ -244,13 +258,15 @@ def run(tb, out: Path, *, compare_sim: bool = True, progress: bool = True) -> di
     by_id = {s.sample_id: s for s in samples}
     backend = load_backend(tb.model)
     trace = Path(tb.trace) if tb.trace else out / "trace.parquet"
+    quality = int(tb.policies[0].get("jpeg_quality", 75))
     if not trace.exists():
         from models.extract import ExtractOptions, extract
 
         say(f"extracting the trace of {len(samples)} samples -> {trace}")
         extract(backend, samples, trace, ExtractOptions(
             dataset_id=Path(tb.manifest).stem, source_kind=backend.settings.source_kind or "tiny-local",
-            progress=progress, notes="testbed validation trace"), manifest=tb.manifest)
+            progress=progress, notes="testbed validation trace",
+            infer_jpeg_quality=quality), manifest=tb.manifest)
     workload = Workload.load(trace)
     rows_samples = []
     for sid in workload.sample_id:
@@ -258,7 +274,6 @@ def run(tb, out: Path, *, compare_sim: bool = True, progress: bool = True) -> di
             raise UserError(f"trace: sample_id {sid!r} is not in the manifest {tb.manifest}")
         rows_samples.append(by_id[sid])
 
-    quality = int(tb.policies[0].get("jpeg_quality", 75))
     say(f"calibrating ({tb.calibration.repeats} repeats x {len(rows_samples)} samples)")
     meas = calibrate.measure(backend, rows_samples, workload, quality, tb.calibration.repeats)
     prof_rows = calibrate.profile_rows(meas, workload)
@@ -294,8 +309,9 @@ def run(tb, out: Path, *, compare_sim: bool = True, progress: bool = True) -> di
         say("starting the server")
         _wait_health(base_url, ns.exec_prefix(ns.client), 180, server)
         gap_s = 3 * max(r["s1_s"] + r["att_s"] + r["s2_s"] for r in meas["rows"]) + 0.05
-        say("calibrating the network path (idle requests, one at a time)")
-        net = calibrate_network(ns, tb, env, base_url, trace, workload, quality, gap_s, out)
+        say("calibrating the network path (idle requests, one at a time) and the server's pass times (busy)")
+        busy_gap_s = float(np.mean([r["s1_s"] + r["att_s"] + r["s2_s"] for r in meas["rows"]])) / 1.5
+        net = calibrate_network(ns, tb, env, base_url, trace, workload, quality, gap_s, out, busy_gap_s)
         server_rows = net.pop("server_rows")
         idle_g, idle_c = net.pop("idle_logs")
         say("calibration: " + ", ".join(f"{k}={v:.4g}" for k, v in net.items()))

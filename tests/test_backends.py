@@ -158,8 +158,13 @@ def test_visual_grid_follows_the_config_and_settings_file(tmp_path):
     assert len(enc.image_positions[0]) == 36
     assert len(b.generate(enc).tokens) <= 2
     # command-line overrides beat the file
-    b2 = load_backend(str(ck), overrides={"attention_layer": 2})
+    b2 = load_backend(str(ck), overrides={"attention_layer": 2, "box_grow": 0.1, "box_grow_min_cells": 3})
     assert b2.attention_layer == 2
+    assert b2.settings.box_kwargs() == {"pad_px": 4, "pad_frac": 0.0, "grow": 0.1, "grow_min_cells": 3}
+    with pytest.raises(BackendError, match="'box_grow' must be a number in \\[0, 1\\], got 2"):
+        load_backend(str(ck), overrides={"box_grow": 2})
+    with pytest.raises(BackendError, match="'box_grow_min_cells' must be an integer >= 1"):
+        load_backend(str(ck), overrides={"box_grow_min_cells": 0})
     with pytest.raises(BackendError, match="attention_layer 3 is out of range.*0..2"):
         load_backend(str(ck), overrides={"attention_layer": 3})
     (ck / "edgevlm.json").write_text(json.dumps({"attention_layr": 3}))

@@ -69,6 +69,45 @@ def test_contrast_prefers_the_ratio_that_fits_the_blob():
     assert box.ratio == 2.0
 
 
+def _large_sign_map():
+    """An 8x8 map on a 768-px image (64-px input: every window is one 96-px cell) with a 4x2-cell blob."""
+    att = np.zeros((8, 8))
+    att[3:5, 2:6] = 0.3
+    att[3, 3] = 1.0
+    att[0, 7] = 0.04          # below the grow threshold, not joined
+    return att
+
+
+def test_grow_covers_the_attended_object():
+    att = _large_sign_map()
+    plain = search_box(att, 768, 768, 64, pad_px=72)
+    assert plain.as_tuple() == (232, 232, 440, 440)        # 64-px window on the peak cell (centre 336) + 72 px
+    grown = search_box(att, 768, 768, 64, pad_px=72, grow=0.05)
+    # cells 2..5 across (192..576 px) and 3..4 down (288..480 px), plus the pad
+    assert grown.as_tuple() == (192 - 72, 288 - 72, 576 + 72, 480 + 72)
+    # cells below the threshold or not joined to the window stay out
+    assert search_box(att, 768, 768, 64, grow=0.5).as_tuple() == (304, 304, 368, 368)
+    assert grown.x1 < 7 * 96
+
+
+def test_grow_min_cells_keeps_small_objects_tight():
+    att = np.zeros((8, 8))
+    att[3, 3], att[3, 4] = 1.0, 0.6       # a 2-cell blob (a small sign across a cell edge)
+    tight = search_box(att, 768, 768, 64, pad_px=72, grow=0.05, grow_min_cells=3)
+    assert tight.as_tuple() == search_box(att, 768, 768, 64, pad_px=72).as_tuple()
+    loose = search_box(att, 768, 768, 64, pad_px=72, grow=0.05, grow_min_cells=2)
+    assert (loose.x0, loose.x1) == (288 - 72, 480 + 72)
+    big = search_box(_large_sign_map(), 768, 768, 64, pad_px=72, grow=0.05, grow_min_cells=3)
+    assert big.x1 - big.x0 == 4 * 96 + 144
+
+
+def test_bad_grow_raises():
+    with pytest.raises(ValueError, match="grow"):
+        search_box(np.ones((4, 4)), 100, 100, 10, grow=1.5)
+    with pytest.raises(ValueError, match="grow_min_cells"):
+        search_box(np.ones((4, 4)), 100, 100, 10, grow=0.1, grow_min_cells=0)
+
+
 def test_bad_maps_raise():
     with pytest.raises(ValueError):
         search_box(np.ones(5), 100, 100, 50)
@@ -83,6 +122,11 @@ def test_boxes_never_leave_the_image(gh, gw, w, h, px, pad, frac, seed):
     att = np.random.default_rng(seed).random((gh, gw)) ** 4
     box = search_box(att, w, h, px, pad_px=pad, pad_frac=frac)
     assert 0 <= box.x0 < box.x1 <= w and 0 <= box.y0 < box.y1 <= h
+    grown = search_box(att, w, h, px, pad_px=pad, pad_frac=frac, grow=0.3)
+    assert 0 <= grown.x0 < grown.x1 <= w and 0 <= grown.y0 < grown.y1 <= h
+    if box.ratio is not None and box.x1 - box.x0 < w and box.y1 - box.y0 < h:
+        # growing never shrinks the box
+        assert grown.x1 - grown.x0 >= box.x1 - box.x0 and grown.y1 - grown.y0 >= box.y1 - box.y0
 
 
 @settings(max_examples=100, deadline=None)

@@ -71,6 +71,35 @@ def test_resume_limit_and_settings_mismatch(backends, data, tmp_path):
     assert s3["total_rows"] == 1
 
 
+def test_infer_jpeg_quality_feeds_the_model_what_the_server_decodes(backends, data, tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    from models.extract import RESAMPLE
+    from models.jpeg import jpeg_round_trip
+
+    b = backends["llava"]
+    seen = []
+    real_encode = b.encode
+    monkeypatch.setattr(b, "encode", lambda images, q, **kw: seen.append(list(images)) or real_encode(images, q, **kw))
+    samples = read_manifest(data)[:1]
+    out = tmp_path / "q.parquet"
+    extract(b, samples, out, ExtractOptions(dataset_id="d", progress=False, infer_jpeg_quality=20))
+    prov = read_trace(out)[1]
+    assert prov["infer_jpeg_quality"] == 20 and prov["box_grow"] == 0.0 and prov["box_grow_min_cells"] == 1
+    px = b.vision_input_px
+    with Image.open(samples[0].image_path) as im:
+        glob = im.convert("RGB").resize((px, px), RESAMPLE)
+    want = np.asarray(jpeg_round_trip(glob, 20))
+    assert not np.array_equal(want, np.asarray(glob))            # the round trip changes the pixels
+    assert np.array_equal(np.asarray(seen[0][0]), want)           # stage 1 saw the decoded global image
+    assert all(np.array_equal(np.asarray(imgs[0]), want) for imgs in seen)   # so did stage 2 and the oracle
+    with pytest.raises(ExtractError, match="infer_jpeg_quality"):
+        extract(b, read_manifest(data), out, ExtractOptions(dataset_id="d", progress=False))
+    with pytest.raises(ExtractError, match="--infer-jpeg-quality"):
+        ExtractOptions(dataset_id="d", infer_jpeg_quality=0).check()
+
+
 def test_failure_midway_keeps_finished_rows_and_no_temp_files(backends, data, tmp_path):
     b = backends["qwen"]
     bad = tmp_path / "broken.png"

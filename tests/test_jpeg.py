@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.jpeg import jpeg_bytes, jpeg_sizes, to_rgb
+from models.jpeg import jpeg_bytes, jpeg_round_trip, jpeg_sizes, to_rgb
 
 
 def _textured(w=160, h=120, seed=0):
@@ -37,3 +37,18 @@ def test_deterministic_and_mode_independent():
 def test_bad_quality_raises():
     with pytest.raises(ValueError, match="quality"):
         jpeg_bytes(_textured(), 0)
+
+
+def test_round_trip_is_what_a_receiver_decodes():
+    img = _textured()
+    assert jpeg_round_trip(img, None) is img
+    back = jpeg_round_trip(img, 30)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=30, subsampling=2, optimize=False, progressive=False)
+    want = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+    assert back.mode == "RGB" and np.array_equal(np.asarray(back), want)
+    err30 = np.abs(np.asarray(back, float) - np.asarray(img, float)).mean()
+    err95 = np.abs(np.asarray(jpeg_round_trip(img, 95), float) - np.asarray(img, float)).mean()
+    assert 0 < err95 < err30                   # lossy, less so at a higher quality
+    with pytest.raises(ValueError, match="quality"):
+        jpeg_round_trip(img, 101)

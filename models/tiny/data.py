@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from models import boxsearch
 from models import scenes as S
 
 PX = 64          # vision input
@@ -24,8 +25,12 @@ COLOR_IDS = {c: i + 1 for i, c in enumerate(S.COLORS)}             # 0 = nothing
 KIND_IDS = {"circle": 1, "square": 2, "triangle": 3, "sign": 4}     # 0 = background
 SIDE_IDS = {"left": 1, "right": 2}                                  # 0 = ignore
 N_DIGIT_CLASSES = 1 + S.CODE_LEN * 10                               # 0 = no digit centre here
-#: Sign-crop box search geometry the training crops imitate (see edgevlm.json box_pad_px).
+#: Sign-crop box search geometry the training crops imitate (see edgevlm.json box_pad_px, box_grow,
+#: box_grow_min_cells): one-cell windows padded by 72 px, grown over the object's cells when they
+#: span >= 3 cells (large signs), so the box contains the whole sign.
 BOX_PAD_PX = 72
+BOX_GROW = 0.05
+BOX_GROW_MIN_CELLS = 3
 #: Crop kinds: 0 = sign crop (box-search like), 1 = oracle crop, 2 = oracle crop with a smaller pad,
 #: 3 = shape crop, 4 = random crop.
 CROP_KINDS = ("search", "oracle", "oracle_sq", "shape", "random")
@@ -102,24 +107,34 @@ def _place(centre: float, side: float, limit: int) -> tuple[int, int]:
 
 
 def search_box(rng, o: S.SceneObject, pad=BOX_PAD_PX, exact=True) -> tuple[int, int, int, int]:
-    """A crop like the pipeline's padded relative-attention box.
+    """A crop like the pipeline's relative-attention box (models.boxsearch with this model's settings).
 
-    On a 768-px scene with 64-px input every ViCrop window (r*64 px, r in 1..2) rounds to one 96-px
-    attention cell, so the box is a (64 + 2*pad)-px square centred on the peak cell. The peak cell
-    is drawn among the object's cells in proportion to their coverage. exact=False jitters size and
-    centre for robustness.
+    The attention map is an ideal one for a model that learned the grounding loss: the object's
+    patches (as the loss's mask) at random levels, peaking on a cell drawn in proportion to its
+    coverage. On a 768-px scene with 64-px input every ViCrop window rounds to one 96-px cell, so a
+    small object gets a (64 + 2*pad)-px square centred on the peak cell and a large one the box
+    grown over its cells. exact=False jitters size and centre for robustness.
     """
     cov = _coverage(o.box, (0, 0, S.SCENE_PX, S.SCENE_PX))
-    cell = S.SCENE_PX / GRID
+    att = np.where(object_mask(o), rng.uniform(0.0, 0.7, cov.shape), 0.0)
     flat = cov.reshape(-1) + 1e-9
     k = int(rng.choice(flat.size, p=flat / flat.sum()))
-    cy, cx = (k // GRID + 0.5) * cell, (k % GRID + 0.5) * cell
-    side = PX + 2 * pad
+    att.reshape(-1)[k] = 1.0
+    b = boxsearch.search_box(att, S.SCENE_PX, S.SCENE_PX, PX, pad_px=pad, grow=BOX_GROW,
+                             grow_min_cells=BOX_GROW_MIN_CELLS)
+    cx, cy, w, h = (b.x0 + b.x1) / 2, (b.y0 + b.y1) / 2, b.x1 - b.x0, b.y1 - b.y0
+    if w > PX + 2 * pad or h > PX + 2 * pad:
+        # A grown box. Real maps join fewer edge cells than this ideal one (on held-out large signs the
+        # real box exceeds the sign by a median 110 px across, the ideal by 220), so shrink and shift
+        # it to cover the real spread.
+        w, h = w * rng.uniform(0.65, 1.05), h * rng.uniform(0.65, 1.05)
+        cx, cy = cx + rng.normal(0, 30), cy + rng.normal(0, 30)
     if not exact:
-        side = rng.uniform(0.7, 1.4) * side
+        f = rng.uniform(0.7, 1.4)
+        w, h = w * f, h * f
         cx, cy = cx + rng.normal(0, 20), cy + rng.normal(0, 20)
-    x0, x1 = _place(cx, side, S.SCENE_PX)
-    y0, y1 = _place(cy, side, S.SCENE_PX)
+    x0, x1 = _place(cx, w, S.SCENE_PX)
+    y0, y1 = _place(cy, h, S.SCENE_PX)
     return x0, y0, x1, y1
 
 

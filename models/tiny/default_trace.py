@@ -29,7 +29,7 @@ DATA_SEED = 1000
 
 
 def _worker(args):
-    model, manifest, part_out, lo, hi, dataset_id, codec_dir = args
+    model, manifest, part_out, lo, hi, dataset_id, codec_dir, infer_q = args
     import torch
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
@@ -43,7 +43,7 @@ def _worker(args):
         from models.codec import load_codec
         codec = load_codec(codec_dir)
     opts = ExtractOptions(dataset_id=dataset_id, source_kind="tiny-local", checkpoint_every=50,
-                          progress=(lo == 0), codec=codec, codec_path=codec_dir)
+                          progress=(lo == 0), codec=codec, codec_path=codec_dir, infer_jpeg_quality=infer_q)
     t0 = time.perf_counter()
     summ = extract(be, samples, part_out, opts, manifest=manifest)
     summ["wall_s"] = time.perf_counter() - t0
@@ -59,6 +59,9 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="extraction processes, 1 thread each (default 2)")
     ap.add_argument("--codec", help="fitted progressive codec for the prog_* columns (default: "
                     "<model>/codec/pca_levels when it exists)")
+    ap.add_argument("--infer-jpeg-quality", type=int, default=75,
+                    help="the model sees global and local images after a JPEG round trip at this quality, as the "
+                         "server receives them from an edge at the policies' default jpeg_quality (default 75)")
     ap.add_argument("--no-progressive", action="store_true", help="leave the prog_* columns out")
     a = ap.parse_args(argv)
     os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "33554432")
@@ -77,7 +80,7 @@ def main(argv=None) -> int:
             ap.error(f"--codec {a.codec}: no codec.json there")
         codec_dir = None
     jobs = [(a.model, str(manifest), str(parts_dir / f"part{k}.parquet"), bounds[k], bounds[k + 1], dataset_id,
-             codec_dir)
+             codec_dir, a.infer_jpeg_quality)
             for k in range(a.workers)]
     t0 = time.perf_counter()
     if a.workers == 1:
@@ -116,9 +119,12 @@ def join(a, jobs, summaries, wall_s, dataset_id):
         "extraction_workers": len(jobs),
         "extraction_samples_per_s_all_passes": round(table.num_rows / wall_s, 2),
         "training": {k: v for k, v in json.loads(train_log.read_text()).items()
-                     if k in ("seed", "steps_a", "steps_b", "batch", "pool_scenes", "pool_scenes_b", "wall_s")}
+                     if k in ("seed", "steps_a", "steps_b", "steps_c", "init_from", "text_share_c", "batch",
+                              "pool_scenes", "pool_scenes_b", "wall_s")}
         if train_log.exists() else None,
         "box_pad_px": settings["box_pad_px"],
+        "box_grow": settings.get("box_grow", 0.0),
+        "box_grow_min_cells": settings.get("box_grow_min_cells", 1),
         "notes": ("Tiny LLaVA-architecture VLM (CLIP 64px/patch 8 + 4-layer Llama, char tokenizer) trained "
                   "here on procedural scene-text VQA (models.scenes, train seed 1); this held-out set is seed "
                   f"{DATA_SEED}. Real model outputs extracted with models.extract; progressive columns "

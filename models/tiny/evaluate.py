@@ -103,8 +103,8 @@ def metrics(df, meta: dict | None = None) -> dict:
     return out
 
 
-def speed(model_dir: str, manifest: str, n: int) -> dict:
-    """Samples/s of stage 1 + relative attention + stage 2 through the real backend (no JPEG, no oracle)."""
+def _speed_worker(model_dir: str, manifest: str, lo: int, hi: int, threads: int, barrier, out) -> None:
+    """Times stage 1 + relative attention + stage 2 over samples [lo, hi) after 3 warm-up samples."""
     import torch
     from PIL import Image
     from models.backend import load_backend
@@ -112,26 +112,54 @@ def speed(model_dir: str, manifest: str, n: int) -> dict:
     from models.extract import load_image
     from models.manifest import read_manifest
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     torch.set_flush_denormal(True)
     be = load_backend(model_dir)
-    px, pad = be.vision_input_px, be.settings.box_pad_px
-    samples = read_manifest(manifest)[:n]
+    px = be.vision_input_px
+    samples = read_manifest(manifest)[lo:hi]
     imgs = [load_image(s) for s in samples]
-    t_total = 0.0
-    for k, (s, im) in enumerate(zip(samples, imgs)):
-        t0 = time.perf_counter()
+
+    def one(s, im):
         g = im.resize((px, px), Image.BICUBIC)
         be.generate(be.encode([g], s.question))
         maps = be.attention_to_image(g, s.question)
-        box = search_box(maps.relative, im.width, im.height, px, pad_px=pad)
+        box = search_box(maps.relative, im.width, im.height, px, **be.settings.box_kwargs())
         loc = im.crop(box.as_tuple()).resize((px, px), Image.BICUBIC)
         be.generate(be.encode([g, loc], s.question))
-        if k >= 3:  # warm-up excluded
-            t_total += time.perf_counter() - t0
-    done = max(1, len(samples) - 3)
+        be.clear_cache()
+
+    for s, im in zip(samples[:3], imgs[:3]):   # warm-up, not timed
+        one(s, im)
+    barrier.wait()
+    t0 = time.perf_counter()
+    for s, im in zip(samples[3:], imgs[3:]):
+        one(s, im)
+    out.put((len(samples) - 3, t0, time.perf_counter()))
+
+
+def speed(model_dir: str, manifest: str, n: int, workers: int = 1) -> dict:
+    """Samples/s of stage 1 + relative attention + stage 2 through the real backend (no JPEG, no oracle).
+
+    workers=1: one process with 2 torch threads; workers=k: k processes with 1 thread each, each on its
+    own n samples, started together, rate = all timed samples / wall time from the common start to the
+    last finish (the way the default trace is extracted)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    barrier, out = ctx.Barrier(workers), ctx.Queue()
+    procs = [ctx.Process(target=_speed_worker, args=(model_dir, manifest, k * n, (k + 1) * n,
+                                                     2 if workers == 1 else 1, barrier, out))
+             for k in range(workers)]
+    for p in procs:
+        p.start()
+    res = [out.get() for _ in procs]
+    for p in procs:
+        p.join()
+    done = sum(r[0] for r in res)
+    wall = max(r[2] for r in res) - min(r[1] for r in res)
     weights = Path(model_dir) / "model.safetensors"
-    return {"samples": done, "samples_per_s": done / t_total if t_total else float("nan"),
+    return {"samples": done, "workers": workers, "threads_per_worker": 2 if workers == 1 else 1,
+            "samples_per_s": done / wall if wall > 0 else float("nan"),
             "weight_bytes": weights.stat().st_size if weights.exists() else None}
 
 
@@ -165,7 +193,7 @@ def main(argv=None) -> int:
     ap.add_argument("--meta", help="scenes_meta.jsonl of the dataset (text readability split)")
     ap.add_argument("--model", help="checkpoint dir: also measure extraction speed and weight size")
     ap.add_argument("--dataset", help="manifest for the speed measurement")
-    ap.add_argument("--speed-samples", type=int, default=40)
+    ap.add_argument("--speed-samples", type=int, default=40, help="samples per speed run and worker (default 40)")
     ap.add_argument("--json", help="also write the numbers to this JSON file")
     a = ap.parse_args(argv)
     from traces.io import read_trace
@@ -178,13 +206,18 @@ def main(argv=None) -> int:
             e = json.loads(line)
             meta[e["sample_id"]] = e
     res = metrics(df, meta)
-    print(f"trace {a.trace}: {len(df)} rows, model {prov.get('model_id')}, box_pad_px {prov.get('box_pad_px')}")
+    print(f"trace {a.trace}: {len(df)} rows, model {prov.get('model_id')}, box_pad_px {prov.get('box_pad_px')}, "
+          f"box_grow {prov.get('box_grow')} (min cells {prov.get('box_grow_min_cells')}), "
+          f"infer_jpeg_quality {prov.get('infer_jpeg_quality')}")
     print(report(res))
     if a.model and a.dataset:
-        sp = speed(a.model, a.dataset, a.speed_samples)
-        res["speed"] = sp
-        print(f"== speed == {sp['samples_per_s']:.2f} samples/s (stage 1 + attention + stage 2, "
-              f"{sp['samples']} samples, this CPU) | weights {sp['weight_bytes'] / 1e6:.2f} MB")
+        res["speed"] = []
+        for workers in (1, 2):
+            sp = speed(a.model, a.dataset, a.speed_samples, workers)
+            res["speed"].append(sp)
+            print(f"== speed == {sp['samples_per_s']:.2f} samples/s (stage 1 + attention + stage 2, {sp['samples']} "
+                  f"samples, {workers} process(es) x {sp['threads_per_worker']} torch thread(s), this CPU) | "
+                  f"weights {sp['weight_bytes'] / 1e6:.2f} MB")
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1) + "\n")
     return 0

@@ -84,7 +84,7 @@ def build_model(seed: int = 0) -> tuple[LlavaForConditionalGeneration, LlavaProc
 MODEL_ID = "tiny-scenetext-v1"
 
 
-def edgevlm_settings(box_pad_px: int) -> dict:
+def edgevlm_settings(box_pad_px: int, box_grow: float = 0.0, box_grow_min_cells: int = 1) -> dict:
     """Backend settings for models.llava.LlavaBackend (edgevlm.json; only keys the backend knows)."""
     return {
         "model_id": MODEL_ID,
@@ -95,6 +95,8 @@ def edgevlm_settings(box_pad_px: int) -> dict:
         "vision_input_px": PX,
         "max_new_tokens": 8,
         "box_pad_px": box_pad_px,
+        "box_grow": box_grow,
+        "box_grow_min_cells": box_grow_min_cells,
         "dtype": "float32",
     }
 

@@ -450,7 +450,7 @@ def quick_eval(model, hbat, itok, n=120):
 
 
 def save(model, proc, out: Path, log: dict, wall_s: float):
-    M.save_checkpoint(model, proc, out, M.edgevlm_settings(D.BOX_PAD_PX))
+    M.save_checkpoint(model, proc, out, M.edgevlm_settings(D.BOX_PAD_PX, D.BOX_GROW, D.BOX_GROW_MIN_CELLS))
     log = dict(log, wall_s_so_far=wall_s)
     (out / "training_log.json").write_text(json.dumps(log, indent=1) + "\n")
 
