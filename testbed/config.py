@@ -13,7 +13,7 @@ Example (testbed/examples/ci.yaml):
     uplink: {capacity_mbps: 4, propagation_ms: 0, loss_pct: 0}
     downlink: {capacity_mbps: 20, propagation_ms: 0}
   server: {max_queue: 1000, threads: 1}
-  calibration: {repeats: 3}
+  calibration: {repeats: 3, server_passes: idle}   # idle | busy: where the server's pass times come from
   time_limit_s: 120        # per point: the edge run is stopped after this
   seed: 0
 """
@@ -21,7 +21,7 @@ Example (testbed/examples/ci.yaml):
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
@@ -54,6 +54,9 @@ class ServerBlock(_Strict):
 
 class Calibration(_Strict):
     repeats: PositiveInt = 3
+    #: the server's pass times for the profile: from idle requests one at a time, or from a run that
+    #: keeps the server busy (arrivals at 1.5x capacity); see testbed/README.md
+    server_passes: Literal["idle", "busy"] = "idle"
 
 
 class Testbed(_Strict):

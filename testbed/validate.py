@@ -3,7 +3,7 @@
 Steps (written under OUT/):
   1. trace.parquet   the manifest's trace by the same model (models.extract, on the JPEG-decoded images the
      server sees), unless TESTBED.yaml gives one;
-  2. calibration.json, profile.csv   measured pass times (testbed.calibrate; the running server's, busy) and
+  2. calibration.json, profile.csv   measured pass times (testbed.calibrate; the running server's) and
      edge prep/crop times;
   3. per (policy, load): the simulator scenario (scenario.yaml): Poisson arrivals at rho x measured
      capacity, the trace, the measured profile, edge prep/crop times, the same link rates. Its event
@@ -193,10 +193,9 @@ def calibrate_network(ns, tb, env, base_url: str, trace: Path, workload, quality
     extra propagation; the per-message HTTP bytes beyond its payload model (link overhead_bytes); and
     the edge's prep and crop times in the real client process.
 
-    The server's pass times come from a third run (always_crop, arrivals every `busy_gap_s`, i.e. above
-    capacity) that keeps the server busy, as it is at the loaded points, where latency is most sensitive to
-    them: on this CPU an idle server's passes ran 6-8 % slower than a busy one's (bench/testbed_results.md,
-    run 3). Without `busy_gap_s` the idle passes are used."""
+    The server's pass times come from the idle always_crop and global_only requests, or, with
+    `busy_gap_s`, from a third run (always_crop, arrivals every `busy_gap_s`, i.e. above capacity) that
+    keeps the server busy (TESTBED.yaml calibration.server_passes: busy)."""
 
     up_bps, down_bps = tb.network.uplink.capacity_mbps * 1e6, tb.network.downlink.capacity_mbps * 1e6
     qi = workload.quality_index(quality)
@@ -309,8 +308,10 @@ def run(tb, out: Path, *, compare_sim: bool = True, progress: bool = True) -> di
         say("starting the server")
         _wait_health(base_url, ns.exec_prefix(ns.client), 180, server)
         gap_s = 3 * max(r["s1_s"] + r["att_s"] + r["s2_s"] for r in meas["rows"]) + 0.05
-        say("calibrating the network path (idle requests, one at a time) and the server's pass times (busy)")
-        busy_gap_s = float(np.mean([r["s1_s"] + r["att_s"] + r["s2_s"] for r in meas["rows"]])) / 1.5
+        say(f"calibrating the network path (idle requests, one at a time) and the server's pass times "
+            f"({tb.calibration.server_passes})")
+        busy_gap_s = (float(np.mean([r["s1_s"] + r["att_s"] + r["s2_s"] for r in meas["rows"]])) / 1.5
+                      if tb.calibration.server_passes == "busy" else None)
         net = calibrate_network(ns, tb, env, base_url, trace, workload, quality, gap_s, out, busy_gap_s)
         server_rows = net.pop("server_rows")
         idle_g, idle_c = net.pop("idle_logs")

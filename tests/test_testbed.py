@@ -81,6 +81,11 @@ def test_config_errors_name_the_field(tmp_path):
     p.write_text("manifest: m.jsonl\nmodel: x\nclinets: 3\n")
     with pytest.raises(ConfigError, match="clinets"):
         load_testbed(p)
+    p.write_text("manifest: m.jsonl\nmodel: x\ncalibration: {server_passes: warm}\n")
+    with pytest.raises(ConfigError, match="calibration.server_passes.*'idle' or 'busy'"):
+        load_testbed(p)
+    p.write_text("manifest: m.jsonl\nmodel: x\ncalibration: {server_passes: busy}\n")
+    assert load_testbed(p)[0].calibration.server_passes == "busy"
 
 
 def _netns_reason():

@@ -77,7 +77,7 @@ def test_answers_in_the_format_of_each_question_type(backend):
 
 def test_reads_colour_and_position_and_a_crop_helps(backend):
     """Held-out scenes: position from the global view, colour from global + the object's crop (the
-    trace measures 0.95 and 0.97 on 574 / 604 questions), and a crop lifts colour over global-only."""
+    trace measures 0.98 and 0.99 on 574 / 604 questions), and a crop lifts colour over global-only."""
     from models.tiny.data import oracle_box
     px = backend.vision_input_px
 
@@ -93,18 +93,28 @@ def test_reads_colour_and_position_and_a_crop_helps(backend):
     assert sum(crop) >= 6 and sum(crop) > sum(glob), (crop, glob)
 
 
-def test_attention_box_finds_small_signs_far_above_chance(backend):
-    """The grounding loss taught the model where to look: the padded relative-attention box contains
-    a small sign far more often than a box of the same size placed at random (chance ~1-2%)."""
+def test_attention_box_contains_signs_far_above_chance_and_its_crop_reads_small_text(backend):
+    """The grounding loss taught the model where to look: the relative-attention box (the checkpoint's
+    pad and growth settings) contains the named sign, small or large, far more often than a box of the
+    same size placed at random (chance ~4 %; the default trace measures 0.76 / 0.51), and its crop
+    reads small codes that the 64-px global view cannot (trace: 0.00 global-only)."""
     from models.boxsearch import search_box
     px = backend.vision_input_px
-    pad = backend.settings.box_pad_px
-    small = [(s, q) for s, q in _samples("text", 24, start=6000) if not q.target.readable_global][:8]
-    hits = []
-    for scene, q in small:
-        maps = backend.attention_to_image(scene.image.resize((px, px), Image.BICUBIC), q.question)
-        assert maps.relative.shape == (8, 8) and np.isfinite(maps.relative).all()
-        b = search_box(maps.relative, S.SCENE_PX, S.SCENE_PX, px, pad_px=pad)
-        x0, y0, x1, y1 = q.target.box
-        hits.append(b.x0 <= x0 and b.y0 <= y0 and b.x1 >= x1 and b.y1 >= y1)
-    assert sum(hits) >= 2, hits
+    text = _samples("text", 40, start=6000)
+    small = [(s, q) for s, q in text if not q.target.readable_global][:8]
+    large = [(s, q) for s, q in text if q.target.readable_global][:8]
+    hits, read_crop, read_global = {"small": [], "large": []}, [], []
+    for name, group in (("small", small), ("large", large)):
+        for scene, q in group:
+            g = scene.image.resize((px, px), Image.BICUBIC)
+            maps = backend.attention_to_image(g, q.question)
+            assert maps.relative.shape == (8, 8) and np.isfinite(maps.relative).all()
+            b = search_box(maps.relative, S.SCENE_PX, S.SCENE_PX, px, **backend.settings.box_kwargs())
+            x0, y0, x1, y1 = q.target.box
+            hits[name].append(b.x0 <= x0 and b.y0 <= y0 and b.x1 >= x1 and b.y1 >= y1)
+            if name == "small":
+                crop = scene.image.crop(b.as_tuple()).resize((px, px), Image.BICUBIC)
+                read_crop.append(_answer(backend, [g, crop], q.question) == q.answers[0])
+                read_global.append(_answer(backend, [g], q.question) == q.answers[0])
+    assert sum(hits["small"]) >= 4 and sum(hits["small"]) + sum(hits["large"]) >= 7, hits
+    assert sum(read_crop) >= 2 and sum(read_crop) > sum(read_global), (read_crop, read_global)
