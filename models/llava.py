@@ -22,6 +22,7 @@ from models.hf_base import HFBackend
 class LlavaBackend(HFBackend):
     name = "llava"
     model_class_name = "LlavaForConditionalGeneration"
+    direct_greedy = True
     default_settings = BackendSettings(prompt_template="USER: {images}\n{question} ASSISTANT:", image_joiner="\n")
 
     def _check_config(self) -> None:

@@ -118,6 +118,27 @@ def test_greedy_tokens_are_argmax_of_returned_logits(backends, kind):
     assert two.prompt_tokens > enc.prompt_tokens           # image separators/markers are text tokens
 
 
+def test_direct_greedy_loop_matches_generate(backends):
+    """LLaVA decodes by a plain KV-cache loop (direct_greedy); it must give generate's tokens and logits."""
+    b = backends["llava"]
+    assert b.direct_greedy
+    px = b.vision_input_px
+    rng = np.random.default_rng(5)
+    for k in range(4):
+        imgs = [Image.fromarray(rng.integers(0, 255, (px, px, 3), dtype=np.uint8)) for _ in range(1 + k % 2)]
+        enc = b.encode(imgs, ["What colour?", "Which side?", "Read it.", "How many?"][k])
+        fast = b.generate(enc, max_new_tokens=4 + k)
+        b.direct_greedy = False
+        try:
+            ref = b.generate(enc, max_new_tokens=4 + k)
+        finally:
+            b.direct_greedy = True
+        assert fast.tokens == ref.tokens and fast.stopped_on_eos == ref.stopped_on_eos and fast.text == ref.text
+        np.testing.assert_allclose(fast.logits, ref.logits, rtol=1e-4, atol=1e-4)
+        assert fast.t_prefill_s > 0 and (fast.t_decode_token_s is None or fast.t_decode_token_s > 0)
+        b.clear_cache()
+
+
 def test_checkpoint_generation_defaults_do_not_bend_greedy(backends):
     # Real checkpoints ship sampling/penalty defaults; extraction must stay argmax of the raw logits.
     b = backends["qwen"]
