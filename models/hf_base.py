@@ -246,14 +246,33 @@ class HFBackend(VLMBackend):
 
     @torch.inference_mode()
     def generate(self, encoded: Encoded, max_new_tokens: int | None = None) -> Generation:
-        from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
-
         max_new = int(max_new_tokens or self.settings.max_new_tokens)
         eos = self.eos_token_ids()
+        steps: list[float] = []
+        inputs = self._fresh(encoded)
+        t0 = self._clock.now()
+        decode = self._greedy_loop if self.direct_greedy else self._hf_generate
+        seq, rows = decode(inputs, max_new, eos, steps)
+        logits = torch.stack(rows).float().cpu().numpy()
+        if len(seq) != logits.shape[0]:
+            raise RuntimeError(f"generate returned {len(seq)} tokens but {logits.shape[0]} logit rows")
+        stopped = bool(seq) and seq[-1] in eos
+        keep = len(seq) - 1 if stopped else len(seq)
+        keep = max(keep, 1)          # an immediate EOS still counts as the one (empty-answer) token
+        tokens = seq[:keep]
+        text = self.tokenizer.decode([t for t in tokens if t not in eos], skip_special_tokens=True).strip()
+        t_prefill = (steps[0] - t0) if steps else None
+        t_decode = (steps[-1] - steps[0]) / (len(steps) - 1) if len(steps) > 1 else None
+        return Generation(tokens=tokens, text=text, logits=logits[:keep], stopped_on_eos=stopped,
+                          t_vision_s=encoded.t_vision_s, t_prefill_s=t_prefill, t_decode_token_s=t_decode)
+
+    def _hf_generate(self, inputs: dict[str, Any], max_new: int, eos: list[int], steps: list[float]):
+        """Greedy tokens and their raw logit rows by transformers' `generate`; clock times go to `steps`."""
+        from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+
+        clock = self._clock
         pad = self.tokenizer.pad_token_id
         pad = pad if pad is not None else (eos[0] if eos else 0)
-        clock = self._clock
-        steps: list[float] = []
 
         class _StepClock(StoppingCriteria):
             def __call__(self, input_ids, scores, **kwargs):
@@ -267,28 +286,10 @@ class HFBackend(VLMBackend):
                                encoder_repetition_penalty=1.0, suppress_tokens=[], begin_suppress_tokens=[],
                                eos_token_id=eos or None, pad_token_id=pad, output_logits=True,
                                return_dict_in_generate=True, use_cache=True)
-        inputs = self._fresh(encoded)
-        t0 = clock.now()
-        if self.direct_greedy:
-            seq, rows = self._greedy_loop(inputs, max_new, eos, steps)
-            logits = torch.stack(rows).float().cpu().numpy()
-        else:
-            out = self.model.generate(**inputs, generation_config=cfg,
-                                      stopping_criteria=StoppingCriteriaList([_StepClock()]))
-            prompt_len = encoded.inputs["input_ids"].shape[1]
-            seq = out.sequences[0, prompt_len:].tolist()
-            logits = torch.stack([step[0] for step in out.logits]).float().cpu().numpy()
-        if len(seq) != logits.shape[0]:
-            raise RuntimeError(f"generate returned {len(seq)} tokens but {logits.shape[0]} logit rows")
-        stopped = bool(seq) and seq[-1] in eos
-        keep = len(seq) - 1 if stopped else len(seq)
-        keep = max(keep, 1)          # an immediate EOS still counts as the one (empty-answer) token
-        tokens = seq[:keep]
-        text = self.tokenizer.decode([t for t in tokens if t not in eos], skip_special_tokens=True).strip()
-        t_prefill = (steps[0] - t0) if steps else None
-        t_decode = (steps[-1] - steps[0]) / (len(steps) - 1) if len(steps) > 1 else None
-        return Generation(tokens=tokens, text=text, logits=logits[:keep], stopped_on_eos=stopped,
-                          t_vision_s=encoded.t_vision_s, t_prefill_s=t_prefill, t_decode_token_s=t_decode)
+        out = self.model.generate(**inputs, generation_config=cfg,
+                                  stopping_criteria=StoppingCriteriaList([_StepClock()]))
+        prompt_len = inputs["input_ids"].shape[1]
+        return out.sequences[0, prompt_len:].tolist(), [step[0] for step in out.logits]
 
     #: Greedy decoding by a plain loop over the model's KV cache instead of `generate`: the same
     #: tokens and raw logits (tests/test_backends.py compares them), about 15 % faster per answer on

@@ -30,26 +30,26 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def jpeg_bytes(image: Image.Image, quality: int) -> int:
-    """Size in bytes of `image` encoded as JPEG at `quality` (1..95 useful, 100 allowed)."""
+def jpeg_encode(image: Image.Image, quality: int) -> bytes:
+    """The JPEG file `image` encodes to at `quality` (1..95 useful, 100 allowed), at JPEG_SETTINGS."""
     if not isinstance(quality, int) or not 1 <= quality <= 100:
         raise ValueError(f"JPEG quality must be an integer in 1..100, got {quality!r}")
     buf = io.BytesIO()
     to_rgb(image).save(buf, format="JPEG", quality=quality, subsampling=2, optimize=False,
                        progressive=False)
-    return buf.tell()
+    return buf.getvalue()
+
+
+def jpeg_bytes(image: Image.Image, quality: int) -> int:
+    """Size in bytes of `image` encoded as JPEG at `quality` (1..95 useful, 100 allowed)."""
+    return len(jpeg_encode(image, quality))
 
 
 def jpeg_round_trip(image: Image.Image, quality: int | None) -> Image.Image:
     """What a receiver decodes after `image` is sent as JPEG at `quality` (None: the image itself)."""
     if quality is None:
         return image
-    if not isinstance(quality, int) or not 1 <= quality <= 100:
-        raise ValueError(f"JPEG quality must be an integer in 1..100, got {quality!r}")
-    buf = io.BytesIO()
-    to_rgb(image).save(buf, format="JPEG", quality=quality, subsampling=2, optimize=False, progressive=False)
-    buf.seek(0)
-    with Image.open(buf) as im:
+    with Image.open(io.BytesIO(jpeg_encode(image, quality))) as im:
         return im.convert("RGB")
 
 

@@ -29,7 +29,7 @@ def measure(backend, samples: Sequence[Any], workload, quality: int, repeats: in
 
     from models.boxsearch import search_box
     from models.extract import RESAMPLE, load_image
-    from testbed.edge import encode_jpeg
+    from models.jpeg import jpeg_encode
 
     px = backend.vision_input_px
     rows = []
@@ -39,7 +39,7 @@ def measure(backend, samples: Sequence[Any], workload, quality: int, repeats: in
         t1, ta, t2, tprep, tcrop, dec = [], [], [], [], [], []
         for _ in range(repeats):
             t = time.perf_counter()
-            jpeg = encode_jpeg(orig.resize((px, px), RESAMPLE), quality)
+            jpeg = jpeg_encode(orig.resize((px, px), RESAMPLE), quality)
             tprep.append(time.perf_counter() - t)
             import io
             g = Image.open(io.BytesIO(jpeg)).convert("RGB")
@@ -53,7 +53,7 @@ def measure(backend, samples: Sequence[Any], workload, quality: int, repeats: in
             box = search_box(maps.relative, w, h, px, **backend.settings.box_kwargs())
             ta.append(time.perf_counter() - t)
             t = time.perf_counter()
-            local_jpeg = encode_jpeg(orig.crop(box.as_tuple()).resize((px, px), RESAMPLE), quality)
+            local_jpeg = jpeg_encode(orig.crop(box.as_tuple()).resize((px, px), RESAMPLE), quality)
             tcrop.append(time.perf_counter() - t)
             loc = Image.open(io.BytesIO(local_jpeg)).convert("RGB")
             t = time.perf_counter()

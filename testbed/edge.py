@@ -15,7 +15,6 @@ has its own HTTP connection, so requests of different clients never share a TCP 
 from __future__ import annotations
 
 import asyncio
-import io
 import math
 import time
 from dataclasses import dataclass
@@ -35,15 +34,6 @@ class Arrival:
     client_id: int
     sample: int          # index into the manifest
     arrival_s: float     # offset from the run's start
-
-
-def encode_jpeg(image, quality: int) -> bytes:
-    """JPEG bytes at the settings of models/jpeg.py (the trace's byte columns)."""
-    from models.jpeg import to_rgb
-
-    buf = io.BytesIO()
-    to_rgb(image).save(buf, format="JPEG", quality=quality, subsampling=2, optimize=False, progressive=False)
-    return buf.getvalue()
 
 
 def http_bytes(resp) -> tuple[int, int]:
@@ -80,6 +70,7 @@ async def run_edge(base_url: str, samples: Sequence[Any], policy, arrivals: Sequ
     import httpx
 
     from models.extract import RESAMPLE, load_image
+    from models.jpeg import jpeg_encode
 
     originals = [load_image(s) for s in samples]
     quality = policy.cfg.jpeg_quality
@@ -111,7 +102,7 @@ async def run_edge(base_url: str, samples: Sequence[Any], policy, arrivals: Sequ
         s, orig = samples[a.sample], originals[a.sample]
         try:
             t = time.time()
-            jpeg = encode_jpeg(orig.resize((vision_px, vision_px), RESAMPLE), quality)
+            jpeg = jpeg_encode(orig.resize((vision_px, vision_px), RESAMPLE), quality)
             r.edge_done_s = time.time() - t0
             prep_times.append(r.edge_done_s + t0 - t)
             resp = await http.post("/v1/stage1", content=jpeg, headers={"content-type": "image/jpeg"},
@@ -142,7 +133,7 @@ async def run_edge(base_url: str, samples: Sequence[Any], policy, arrivals: Sequ
                 attention.append({"request_id": a.request_id, "sample": a.sample,
                                   "start_s": jb["start_s"] - t0, "end_s": jb["end_s"] - t0})
                 x0, y0, x1, y1 = jb["box"]
-                local = encode_jpeg(orig.crop((x0, y0, x1, y1)).resize((vision_px, vision_px), RESAMPLE), quality)
+                local = jpeg_encode(orig.crop((x0, y0, x1, y1)).resize((vision_px, vision_px), RESAMPLE), quality)
                 crop_times.append(time.time() - t)
                 resp = await http.post("/v1/stage2", content=local, headers={"content-type": "image/jpeg"},
                                        params={"request_id": a.request_id})

@@ -106,7 +106,6 @@ def join(a, jobs, summaries, wall_s, dataset_id):
     table = table.append_column(pa.field("edge_score", pa.float32()), s1)
     prov = dict(provs[0])
     prov.pop("n_samples", None)
-    settings = json.loads((Path(a.model) / "edgevlm.json").read_text())
     train_log = Path(a.model) / "training_log.json"
     prov.update({
         "source_kind": "tiny-local",
@@ -122,9 +121,6 @@ def join(a, jobs, summaries, wall_s, dataset_id):
                      if k in ("seed", "steps_a", "steps_b", "steps_c", "init_from", "text_share_c", "batch",
                               "pool_scenes", "pool_scenes_b", "wall_s")}
         if train_log.exists() else None,
-        "box_pad_px": settings["box_pad_px"],
-        "box_grow": settings.get("box_grow", 0.0),
-        "box_grow_min_cells": settings.get("box_grow_min_cells", 1),
         "notes": ("Tiny LLaVA-architecture VLM (CLIP 64px/patch 8 + 4-layer Llama, char tokenizer) trained "
                   "here on procedural scene-text VQA (models.scenes, train seed 1); this held-out set is seed "
                   f"{DATA_SEED}. Real model outputs extracted with models.extract; progressive columns "

@@ -145,10 +145,10 @@ def speed(model_dir: str, manifest: str, n: int, workers: int = 1) -> dict:
     last finish (the way the default trace is extracted)."""
     import multiprocessing as mp
 
+    threads = 2 if workers == 1 else 1
     ctx = mp.get_context("spawn")
     barrier, out = ctx.Barrier(workers), ctx.Queue()
-    procs = [ctx.Process(target=_speed_worker, args=(model_dir, manifest, k * n, (k + 1) * n,
-                                                     2 if workers == 1 else 1, barrier, out))
+    procs = [ctx.Process(target=_speed_worker, args=(model_dir, manifest, k * n, (k + 1) * n, threads, barrier, out))
              for k in range(workers)]
     for p in procs:
         p.start()
@@ -158,7 +158,7 @@ def speed(model_dir: str, manifest: str, n: int, workers: int = 1) -> dict:
     done = sum(r[0] for r in res)
     wall = max(r[2] for r in res) - min(r[1] for r in res)
     weights = Path(model_dir) / "model.safetensors"
-    return {"samples": done, "workers": workers, "threads_per_worker": 2 if workers == 1 else 1,
+    return {"samples": done, "workers": workers, "threads_per_worker": threads,
             "samples_per_s": done / wall if wall > 0 else float("nan"),
             "weight_bytes": weights.stat().st_size if weights.exists() else None}
 
