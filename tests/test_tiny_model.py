@@ -118,3 +118,15 @@ def test_attention_box_contains_signs_far_above_chance_and_its_crop_reads_small_
                 read_global.append(_answer(backend, [g], q.question) == q.answers[0])
     assert sum(hits["small"]) >= 4 and sum(hits["small"]) + sum(hits["large"]) >= 7, hits
     assert sum(read_crop) >= 2 and sum(read_crop) > sum(read_global), (read_crop, read_global)
+
+
+def test_speed_times_the_three_passes_and_a_dead_worker_fails_instead_of_hanging(tmp_path):
+    from models.tiny.evaluate import speed
+
+    manifest = S.write_dataset(tmp_path / "scenes", 5, HELDOUT_SEED, progress=False)
+    res = speed(str(CKPT), str(manifest), 5, workers=1)  # 3 warm-up samples, 2 timed
+    assert res["samples"] == 2 and res["threads_per_worker"] == 2
+    assert 0 < res["samples_per_s"] < 1e4
+    assert res["weight_bytes"] == (CKPT / "model.safetensors").stat().st_size
+    with pytest.raises(RuntimeError, match="worker exited with code"):
+        speed(str(tmp_path / "no-such-model"), str(manifest), 5, workers=2)

@@ -152,7 +152,18 @@ def speed(model_dir: str, manifest: str, n: int, workers: int = 1) -> dict:
              for k in range(workers)]
     for p in procs:
         p.start()
-    res = [out.get() for _ in procs]
+    import queue
+    res = []
+    while len(res) < workers:  # a worker that dies (bad model dir, OOM) must not hang the parent
+        try:
+            res.append(out.get(timeout=1.0))
+        except queue.Empty:
+            dead = [p for p in procs if p.exitcode not in (None, 0)]
+            if dead:
+                for p in procs:
+                    p.terminate()
+                raise RuntimeError(f"speed: worker exited with code {dead[0].exitcode} "
+                                   f"(model {model_dir}, manifest {manifest})")
     for p in procs:
         p.join()
     done = sum(r[0] for r in res)
