@@ -5,7 +5,7 @@ entropy_threshold with eta at the trace's median stage-1 uncertainty, so about h
 over a 4 Mbit/s uplink / 20 Mbit/s downlink (tbf; add propagation_ms where the kernel has netem).
 Targets: |error| <= 10% on mean and p95 latency, <= 2% on bytes and retransmission rate.
 
-  python bench/testbed_validate.py --model DIR --manifest M.jsonl --out runs/bench-testbed [--requests 120]
+  python bench/testbed_validate.py --model DIR --manifest M.jsonl --out runs/bench-testbed [--requests 150 --rounds 3]
 
 Without --model, uses models/weights/tiny-scenetext-v1 if present, else builds a tiny RANDOM-INIT
 LLaVA (labelled as such in the output). Without --manifest, generates test images. Writes
@@ -30,7 +30,9 @@ def main(argv=None) -> int:
     ap.add_argument("--model")
     ap.add_argument("--manifest")
     ap.add_argument("--out", default="runs/bench-testbed")
-    ap.add_argument("--requests", type=int, default=120)
+    ap.add_argument("--requests", type=int, default=150, help="requests per point and round (default 150)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="runs of every point, interleaved, each after a fresh calibration; pooled (default 3)")
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--loads", default="0.3,0.6,0.85")
     ap.add_argument("--uplink-mbps", type=float, default=4.0)
@@ -73,7 +75,7 @@ def main(argv=None) -> int:
     import numpy as np
     eta = float(np.median(w.first_k_mean("s1_min_entropy", 5)))
     cfg = {"name": "bench", "model": model, "manifest": str(Path(manifest).resolve()), "trace": str(trace),
-           "clients": a.clients, "requests": a.requests, "loads": [float(x) for x in a.loads.split(",")],
+           "clients": a.clients, "requests": a.requests, "rounds": a.rounds, "loads": [float(x) for x in a.loads.split(",")],
            "warmup_requests": max(1, a.requests // 10),
            "policies": [{"kind": "global_only", "jpeg_quality": 75},
                         {"kind": "entropy_threshold", "metric": "min_entropy", "threshold": eta, "tokens": 5,
@@ -85,7 +87,7 @@ def main(argv=None) -> int:
     tb, _ = load_testbed(out / "TESTBED.yaml")
     result = run(tb, out)
     lines = [f"# sim vs testbed\n\nmodel: {label} ({model}); trace source_kind "
-             f"{result['trace_source_kind']}; {a.requests} requests/point, {a.clients} clients; uplink "
+             f"{result['trace_source_kind']}; {a.requests} requests/point x {a.rounds} rounds, {a.clients} clients; uplink "
              f"{a.uplink_mbps} Mbit/s\n\ncalibration: " + json.dumps(result["calibration"]) + "\n",
              "| point | metric | sim | testbed | error | target | met | diagnostic: sim with in-situ pass times |",
              "|---|---|---|---|---|---|---|---|"]

@@ -23,12 +23,20 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.max_queue < 1:
         raise UserError("--max-queue: must be a positive integer")
     from models.backend import BackendError
+    from testbed.engine import ModelProcessError, parse_cpus
     from testbed.server import serve
 
+    cpus = parse_cpus(args.model_cpus, "--model-cpus") if args.model_cpus else None
+    if args.model_spin_s < 0:
+        raise UserError(f"--model-spin-s: must be >= 0 seconds, got {args.model_spin_s}")
+    if (cpus or args.model_spin_s) and not args.model_process:
+        raise UserError("--model-cpus / --model-spin-s: need --model-process (the passes run in the server "
+                        "process otherwise)")
     try:
         serve(model, args.host, args.port, manifest=args.manifest, max_queue=args.max_queue,
-              max_body_bytes=args.max_body_bytes, threads=args.threads)
-    except BackendError as exc:
+              max_body_bytes=args.max_body_bytes, threads=args.threads, model_process=args.model_process,
+              model_cpus=cpus, model_spin_s=args.model_spin_s)
+    except (BackendError, ModelProcessError) as exc:
         raise UserError(str(exc)) from None
     return 0
 
@@ -110,6 +118,14 @@ def register(subparsers) -> None:
     s.add_argument("--max-queue", type=int, default=64, help="refuse stage 1 with 429 beyond this many waiting passes")
     s.add_argument("--max-body-bytes", type=int, default=4 << 20, help="largest request body (413 beyond)")
     s.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    s.add_argument("--model-process", action="store_true",
+                   help="run the model passes in a process of their own, as a separate device: the HTTP event "
+                        "loop then never shares the GIL with a pass")
+    s.add_argument("--model-cpus", metavar="LIST",
+                   help="with --model-process: pin the model process to these CPUs, e.g. '1' or '2,3'")
+    s.add_argument("--model-spin-s", type=float, default=0.0, metavar="S",
+                   help="with --model-process: after each pass, busy-poll up to S seconds for the next one, so a "
+                        "dedicated core does not go idle between close passes (default 0: block)")
     s.set_defaults(func=_cmd_serve)
 
     e = subparsers.add_parser("edge", help="run a real edge client against `edgevlm serve`",

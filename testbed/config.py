@@ -6,13 +6,14 @@ Example (testbed/examples/ci.yaml):
   manifest: data/vqa.jsonl # dataset manifest (models/manifest.py), relative to this file
   trace: null              # trace of the manifest by the same model; null: extracted into the output dir
   clients: 2               # client workers (asyncio tasks in one client namespace, one connection each)
-  requests: 30             # requests per (load, policy) point
+  requests: 30             # requests per (load, policy) point and round
+  rounds: 1                # runs of every point, interleaved, each round freshly calibrated; pooled
   loads: [0.5]             # offered load rho = lambda / measured server capacity
   policies: [{kind: global_only, jpeg_quality: 75}]
   network:
     uplink: {capacity_mbps: 4, propagation_ms: 0, loss_pct: 0}
     downlink: {capacity_mbps: 20, propagation_ms: 0}
-  server: {max_queue: 1000, threads: 1}
+  server: {max_queue: 1000, threads: 1, model_process: true, model_cpus: null, model_spin_s: 5}  # null: last CPU
   calibration: {repeats: 3, server_passes: idle}   # idle | busy: where the server's pass times come from
   time_limit_s: 120        # per point: the edge run is stopped after this
   seed: 0
@@ -20,6 +21,7 @@ Example (testbed/examples/ci.yaml):
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -50,6 +52,14 @@ class ServerBlock(_Strict):
     max_queue: PositiveInt = 1000
     threads: PositiveInt = Field(1, description="torch threads of the server process")
     port: int = Field(8000, ge=1, le=65535)
+    #: the passes in a process of their own, pinned to `model_cpus` (default: the last CPU when there are
+    #: >= 2), with the server's event loop and the edge client on the other CPUs: the stand-in for a GPU,
+    #: which no HTTP stack or edge shares (see testbed/README.md). false: passes in the server process.
+    model_process: bool = True
+    model_cpus: Optional[list[int]] = None
+    #: the model process busy-polls up to this long after a pass for the next one: a core that idles
+    #: between passes ran them up to 16 % slower (testbed/README.md)
+    model_spin_s: float = Field(5.0, ge=0)
 
 
 class Calibration(_Strict):
@@ -66,6 +76,9 @@ class Testbed(_Strict):
     trace: Optional[str] = None
     clients: PositiveInt = 2
     requests: PositiveInt = 30
+    #: each point is run this many times, the points interleaved round by round, each round after a
+    #: fresh calibration; the comparison pools the rounds (see testbed/README.md)
+    rounds: PositiveInt = 1
     loads: list[float] = Field([0.5], min_length=1)
     policies: list[dict[str, Any]] = Field([{"kind": "global_only", "jpeg_quality": 75}], min_length=1)
     network: Network = Network()
@@ -96,6 +109,14 @@ def load_testbed(path: str | Path) -> tuple[Testbed, Path]:
     for k, rho in enumerate(tb.loads):
         if not 0 < rho < 1:
             raise ConfigError(f"loads.{k}", f"offered load must lie in (0, 1), got {rho}")
+    if tb.server.model_cpus is not None:
+        allowed = sorted(os.sched_getaffinity(0))
+        bad = [c for c in tb.server.model_cpus if c not in allowed]
+        if bad or not tb.server.model_cpus:
+            raise ConfigError("server.model_cpus", f"CPU {bad[0] if bad else '[]'} is not available; allowed: "
+                                                   f"{', '.join(map(str, allowed))} (or null: the last one)")
+        if not tb.server.model_process:
+            raise ConfigError("server.model_cpus", "needs server.model_process: true")
     base = path.parent.resolve()
 
     def absolute(p: str | None) -> str | None:

@@ -26,7 +26,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from fastapi import FastAPI, Request  # module level: FastAPI resolves the string annotations here
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -70,16 +69,17 @@ class GpuWorker:
 
 def create_app(backend, *, sample_ids: set[str] | None = None, max_queue: int = 64,
                max_body_bytes: int = 4 << 20):
-    """The FastAPI app serving `backend`. `sample_ids`: known ids (None accepts any)."""
+    """The FastAPI app serving `backend` (a models/ backend, or a testbed.engine engine).
+    `sample_ids`: known ids (None accepts any)."""
     from PIL import Image
 
-    from models.boxsearch import search_box
-    from models.uncertainty import token_uncertainty
+    from testbed.engine import InlineEngine, ProcessEngine
 
+    engine = backend if isinstance(backend, (InlineEngine, ProcessEngine)) else InlineEngine(backend)
     app = FastAPI(title="edgevlm serve", docs_url=None, redoc_url=None)
     gpu = GpuWorker()
     sessions: OrderedDict[int, Session] = OrderedDict()
-    px = backend.vision_input_px
+    px = engine.vision_input_px
 
     class Reject(Exception):
         def __init__(self, status: int, msg: str):
@@ -146,8 +146,8 @@ def create_app(backend, *, sample_ids: set[str] | None = None, max_queue: int = 
 
     @app.get("/v1/health")
     async def health():
-        return {"ok": True, "model_id": backend.model_id, "vision_input_px": px,
-                "visual_tokens_per_image": backend.visual_tokens_per_image, "pending": gpu.pending}
+        return {"ok": True, "model_id": engine.model_id, "vision_input_px": px,
+                "visual_tokens_per_image": engine.visual_tokens_per_image, "pending": gpu.pending}
 
     @app.post("/v1/stage1")
     async def stage1(request: Request):
@@ -166,17 +166,12 @@ def create_app(backend, *, sample_ids: set[str] | None = None, max_queue: int = 
         if img.size != (px, px):
             img = img.resize((px, px), Image.Resampling.BICUBIC)
 
-        def s1():
-            gen = backend.generate(backend.encode([img], q["question"]))
-            return gen.text, token_uncertainty(gen.logits)
-
-        (text, (mn, sh, mg)), start, end = await gpu.run(s1)
+        (text, mn, sh, mg), start, end = await gpu.run(engine.stage1, img, q["question"])
         sessions[rid] = Session(img, q["question"], w, h)
         while len(sessions) > MAX_SESSIONS:
             sessions.popitem(last=False)
-        f32 = lambda a: [float(v) for v in np.asarray(a, dtype=np.float32)]  # as the trace stores them
-        return {"request_id": rid, "answer": text, "tokens": len(mn), "s1_min_entropy": f32(mn),
-                "s1_shannon": f32(sh), "s1_margin": f32(mg), "recv_s": recv_s, "start_s": start, "end_s": end}
+        return {"request_id": rid, "answer": text, "tokens": len(mn), "s1_min_entropy": mn,
+                "s1_shannon": sh, "s1_margin": mg, "recv_s": recv_s, "start_s": start, "end_s": end}
 
     @app.post("/v1/attention")
     async def attention(request: Request):
@@ -195,12 +190,8 @@ def create_app(backend, *, sample_ids: set[str] | None = None, max_queue: int = 
             raise Reject(400, "field 'request_id' must be an integer")
         s = session(rid)
 
-        def att():
-            maps = backend.attention_to_image(s.global_img, s.question)
-            return search_box(maps.relative, s.image_w, s.image_h, px, **backend.settings.box_kwargs())
-
-        box, start, end = await gpu.run(att)
-        return {"request_id": rid, "box": [box.x0, box.y0, box.x1, box.y1], "start_s": start, "end_s": end}
+        box, start, end = await gpu.run(engine.attention_box, s.global_img, s.question, s.image_w, s.image_h)
+        return {"request_id": rid, "box": list(box), "start_s": start, "end_s": end}
 
     @app.post("/v1/stage2")
     async def stage2(request: Request):
@@ -212,12 +203,9 @@ def create_app(backend, *, sample_ids: set[str] | None = None, max_queue: int = 
         if local.size != (px, px):
             local = local.resize((px, px), Image.Resampling.BICUBIC)
 
-        def s2():
-            return backend.generate(backend.encode([s.global_img, local], s.question))
-
-        gen, start, end = await gpu.run(s2)
+        (text, tokens), start, end = await gpu.run(engine.stage2, s.global_img, local, s.question)
         sessions.pop(rid, None)
-        return {"request_id": rid, "answer": gen.text, "tokens": len(gen.tokens), "recv_s": recv_s,
+        return {"request_id": rid, "answer": text, "tokens": tokens, "recv_s": recv_s,
                 "start_s": start, "end_s": end}
 
     app.state.gpu = gpu
@@ -225,19 +213,32 @@ def create_app(backend, *, sample_ids: set[str] | None = None, max_queue: int = 
 
 
 def serve(model: str, host: str, port: int, *, manifest: str | None = None, max_queue: int = 64,
-          max_body_bytes: int = 4 << 20, threads: int = 1, ready_file: str | None = None) -> None:
-    """Load the backend and serve until interrupted."""
-    import torch
+          max_body_bytes: int = 4 << 20, threads: int = 1, model_process: bool = False,
+          model_cpus: list[int] | None = None, model_spin_s: float = 0.0, ready_file: str | None = None) -> None:
+    """Load the model and serve until interrupted. `model_process`: run the passes in a process of their
+    own (testbed.engine.ProcessEngine), pinned to `model_cpus` if given, busy-polling for the next pass
+    for up to `model_spin_s` seconds after each."""
     import uvicorn
 
-    from models.backend import load_backend
-
-    torch.set_num_threads(threads)
-    torch.set_flush_denormal(True)
-    backend = load_backend(model)
     ids = None
     if manifest:
         from models.manifest import read_manifest
         ids = {s.sample_id for s in read_manifest(manifest)}
-    app = create_app(backend, sample_ids=ids, max_queue=max_queue, max_body_bytes=max_body_bytes)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    if model_process:
+        from testbed.engine import ProcessEngine
+
+        engine = ProcessEngine(model, threads=threads, cpus=model_cpus, spin_s=model_spin_s)
+    else:
+        import torch
+
+        from models.backend import load_backend
+        from testbed.engine import InlineEngine
+
+        torch.set_num_threads(threads)
+        torch.set_flush_denormal(True)
+        engine = InlineEngine(load_backend(model))
+    try:
+        app = create_app(engine, sample_ids=ids, max_queue=max_queue, max_body_bytes=max_body_bytes)
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    finally:
+        engine.close()

@@ -53,6 +53,64 @@ def test_message_bytes_recovers_per_message_overheads_and_gate_bytes(synthetic_t
         assert up == pytest.approx((170 * (1 - share) + (3 * 170 + 60) * share) / (1 + 2 * share), abs=1e-6)
 
 
+def _round(scenario_dict, seed: int, slowdown: float) -> dict:
+    """One round as validate._run_point returns it: a simulator run, and a 'testbed' whose latencies
+    are the same requests' times `slowdown` (a known answer for the comparison)."""
+    import pyarrow.compute as pc
+
+    from sim.runner import run
+    from sim.summary import summarize
+
+    ev = run(scenario_dict(seed=seed, stop={"requests": 300})).events_table
+    i = ev.schema.get_field_index("latency_s")
+    tb = ev.set_column(i, "latency_s", pc.multiply(ev["latency_s"], slowdown))
+    warm = float(np.sort(ev["arrival_s"].to_numpy())[30])
+    summ = {k: summarize(t, warmup_s=warm, baseline_up1_bytes=None, components={})
+            for k, t in (("sim", ev), ("testbed", tb), ("in_situ", ev))}
+    kept = [t.filter(pc.greater_equal(t["arrival_s"], warm)) for t in (ev, tb, ev)]
+    return {"sim_ev": kept[0], "tb_ev": kept[1], "situ_ev": kept[2], "summaries": summ, "lambda_per_s": 1.0,
+            "requests": ev.num_rows, "testbed_ok": summ["testbed"]["counts"]["ok"], "testbed_errors": [],
+            "server_scale": 1.0, "wire": {"uplink_bytes_per_request": 1.0}, "policy": "p", "rho": 0.5,
+            "mean_service_s": 0.1}
+
+
+def test_pooled_rounds_compare_all_measured_requests(scenario_dict):
+    """One round pools to exactly its own comparison; two rounds pool every measured request (ids kept
+    apart) with throughput the mean of the rounds', and a uniform 25 % slowdown of the 'testbed' shows
+    as -20 % on mean and p95 latency and 0 on bytes."""
+    from testbed.validate import compare, pool_rounds
+
+    a, b = _round(scenario_dict, 1, 1.25), _round(scenario_dict, 2, 1.25)
+    one = pool_rounds([a])
+    assert one["metrics"] == compare(a["summaries"]["sim"], a["summaries"]["testbed"])
+    two = pool_rounds([a, b])
+    assert two["rounds"] == 2 and two["requests"] == a["requests"] + b["requests"] and len(two["per_round"]) == 2
+    m = two["metrics"]
+    assert m["latency_mean_s"]["rel_error"] == pytest.approx(-0.2)
+    assert m["latency_p95_s"]["rel_error"] == pytest.approx(-0.2)
+    assert m["uplink_bytes_per_request"]["rel_error"] == 0.0
+    lat = np.concatenate([r["sim_ev"]["latency_s"].to_numpy()[np.asarray(r["sim_ev"]["status"].to_pylist()) == "ok"]
+                          for r in (a, b)])
+    assert m["latency_mean_s"]["sim"] == pytest.approx(lat.mean())
+    assert m["throughput_per_s"]["sim"] == pytest.approx(
+        (a["summaries"]["sim"]["throughput_per_s"] + b["summaries"]["sim"]["throughput_per_s"]) / 2)
+    assert m["latency_mean_s"]["sim"] != one["metrics"]["latency_mean_s"]["sim"]  # round 2 counted
+
+
+def test_median_rows_over_calibrations():
+    """Round k's pass times are the per-sample median over calibrations 1..k; passes a calibration did
+    not time are left out of the median, and None only where none timed them."""
+    from testbed.validate import median_rows
+
+    a = [{"sample": 0, "s1_s": 1.0, "att_s": None, "s2_s": 2.0}, {"sample": 1, "s1_s": 3.0, "att_s": 1.0, "s2_s": None}]
+    b = [{"sample": 0, "s1_s": 2.0, "att_s": None, "s2_s": 4.0}, {"sample": 1, "s1_s": 5.0, "att_s": 3.0, "s2_s": None}]
+    c = [{"sample": 0, "s1_s": 9.0, "att_s": 1.0, "s2_s": 3.0}, {"sample": 1, "s1_s": 4.0, "att_s": 2.0, "s2_s": None}]
+    assert median_rows([a]) == a
+    assert median_rows([a, b, c]) == [{"sample": 0, "s1_s": 2.0, "att_s": 1.0, "s2_s": 3.0},
+                                      {"sample": 1, "s1_s": 4.0, "att_s": 2.0, "s2_s": None}]
+    assert median_rows([a, b])[0]["s1_s"] == 1.5
+
+
 def test_policy_decides_live_as_on_trace_rows(synthetic_trace):
     """The edge's live gate (decide_live) equals the simulator's trace-row gate for every sample."""
     from sim.workload import Workload
@@ -86,6 +144,31 @@ def test_config_errors_name_the_field(tmp_path):
         load_testbed(p)
     p.write_text("manifest: m.jsonl\nmodel: x\ncalibration: {server_passes: busy}\n")
     assert load_testbed(p)[0].calibration.server_passes == "busy"
+    import os
+    p.write_text(f"manifest: m.jsonl\nmodel: x\nserver: {{model_cpus: [{os.cpu_count()}]}}\n")
+    with pytest.raises(ConfigError, match=f"server.model_cpus.*CPU {os.cpu_count()} is not available; allowed: 0"):
+        load_testbed(p)
+    p.write_text("manifest: m.jsonl\nmodel: x\nserver: {model_process: false, model_cpus: [0]}\n")
+    with pytest.raises(ConfigError, match="server.model_cpus.*needs server.model_process"):
+        load_testbed(p)
+    p.write_text("manifest: m.jsonl\nmodel: x\nrounds: 0\n")
+    with pytest.raises(ConfigError, match="rounds"):
+        load_testbed(p)
+
+
+def test_cpu_split_keeps_the_model_apart_when_it_can():
+    import os
+
+    from testbed.config import Testbed
+    from testbed.validate import cpu_split
+
+    avail = sorted(os.sched_getaffinity(0))
+    model, other = cpu_split(Testbed(manifest="m"))
+    if len(avail) >= 2:
+        assert model == [avail[-1]] and other == avail[:-1]
+    else:
+        assert model == [] and other == []
+    assert cpu_split(Testbed(manifest="m", server={"model_process": False})) == ([], [])
 
 
 def _netns_reason():

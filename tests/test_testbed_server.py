@@ -97,3 +97,31 @@ def test_full_queue_answers_429(client):
     finally:
         client.app.state.gpu.pending = 0
     assert stage1(client, request_id=6).status_code == 200
+
+
+def test_model_process_answers_exactly_as_inline(tmp_path):
+    """The model in its own process (the testbed's stand-in for a GPU) gives the same answers,
+    uncertainties and box as in the server process; load and pass failures are clear errors."""
+    from PIL import Image
+
+    from models.backend import load_backend
+    from testbed.engine import InlineEngine, ModelProcessError, ProcessEngine
+
+    ckpt = build_tiny_llava(tmp_path / "ckpt", settings={"max_new_tokens": 4})
+    inline = InlineEngine(load_backend(str(ckpt)))
+    proc = ProcessEngine(str(ckpt), threads=1, cpus=[0], spin_s=0.5)  # busy-polls between passes
+    try:
+        g = Image.new("RGB", (64, 64), (200, 30, 30))
+        loc = Image.new("RGB", (64, 64), (20, 200, 30))
+        assert (proc.model_id, proc.vision_input_px, proc.visual_tokens_per_image) == \
+            (inline.model_id, inline.vision_input_px, inline.visual_tokens_per_image)
+        assert proc.stage1(g, "What color is it?") == inline.stage1(g, "What color is it?")
+        assert proc.attention_box(g, "What color?", 320, 240) == inline.attention_box(g, "What color?", 320, 240)
+        assert proc.stage2(g, loc, "What color?") == inline.stage2(g, loc, "What color?")
+        with pytest.raises(ModelProcessError, match="stage1"):
+            proc.stage1("not an image", "q")
+        assert proc.stage2(g, loc, "What color?") == inline.stage2(g, loc, "What color?")  # still serving
+    finally:
+        proc.close()
+    with pytest.raises(ModelProcessError, match="failed to load"):
+        ProcessEngine(str(tmp_path / "missing"), threads=1)
