@@ -129,31 +129,24 @@ def test_policy_decides_live_as_on_trace_rows(synthetic_trace):
 
 
 def test_config_errors_name_the_field(tmp_path):
+    import os
+
     from sim.errors import ConfigError
     from testbed.config import load_testbed
 
+    n = os.cpu_count()
+    bad = [("loads: [1.5]", "loads.0"), ("clinets: 3", "clinets"),
+           ("calibration: {server_passes: warm}", "calibration.server_passes.*'idle' or 'busy'"),
+           (f"server: {{model_cpus: [{n}]}}", f"server.model_cpus.*CPU {n} is not available; allowed: 0"),
+           ("server: {model_process: false, model_cpus: [0]}", "server.model_cpus.*needs server.model_process"),
+           ("rounds: 0", "rounds")]
     p = tmp_path / "tb.yaml"
-    p.write_text("manifest: m.jsonl\nmodel: x\nloads: [1.5]\n")
-    with pytest.raises(ConfigError, match="loads.0"):
-        load_testbed(p)
-    p.write_text("manifest: m.jsonl\nmodel: x\nclinets: 3\n")
-    with pytest.raises(ConfigError, match="clinets"):
-        load_testbed(p)
-    p.write_text("manifest: m.jsonl\nmodel: x\ncalibration: {server_passes: warm}\n")
-    with pytest.raises(ConfigError, match="calibration.server_passes.*'idle' or 'busy'"):
-        load_testbed(p)
+    for line, msg in bad:
+        p.write_text(f"manifest: m.jsonl\nmodel: x\n{line}\n")
+        with pytest.raises(ConfigError, match=msg):
+            load_testbed(p)
     p.write_text("manifest: m.jsonl\nmodel: x\ncalibration: {server_passes: busy}\n")
     assert load_testbed(p)[0].calibration.server_passes == "busy"
-    import os
-    p.write_text(f"manifest: m.jsonl\nmodel: x\nserver: {{model_cpus: [{os.cpu_count()}]}}\n")
-    with pytest.raises(ConfigError, match=f"server.model_cpus.*CPU {os.cpu_count()} is not available; allowed: 0"):
-        load_testbed(p)
-    p.write_text("manifest: m.jsonl\nmodel: x\nserver: {model_process: false, model_cpus: [0]}\n")
-    with pytest.raises(ConfigError, match="server.model_cpus.*needs server.model_process"):
-        load_testbed(p)
-    p.write_text("manifest: m.jsonl\nmodel: x\nrounds: 0\n")
-    with pytest.raises(ConfigError, match="rounds"):
-        load_testbed(p)
 
 
 def test_cpu_split_keeps_the_model_apart_when_it_can():
