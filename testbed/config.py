@@ -21,7 +21,6 @@ Example (testbed/examples/ci.yaml):
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -110,11 +109,10 @@ def load_testbed(path: str | Path) -> tuple[Testbed, Path]:
         if not 0 < rho < 1:
             raise ConfigError(f"loads.{k}", f"offered load must lie in (0, 1), got {rho}")
     if tb.server.model_cpus is not None:
-        allowed = sorted(os.sched_getaffinity(0))
-        bad = [c for c in tb.server.model_cpus if c not in allowed]
-        if bad or not tb.server.model_cpus:
-            raise ConfigError("server.model_cpus", f"CPU {bad[0] if bad else '[]'} is not available; allowed: "
-                                                   f"{', '.join(map(str, allowed))} (or null: the last one)")
+        from testbed.engine import cpus_problem
+
+        if problem := cpus_problem(tb.server.model_cpus):
+            raise ConfigError("server.model_cpus", f"{problem} (or null: the last one)")
         if not tb.server.model_process:
             raise ConfigError("server.model_cpus", "needs server.model_process: true")
     base = path.parent.resolve()

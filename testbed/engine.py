@@ -92,19 +92,26 @@ class ModelProcessError(RuntimeError):
     """The model process failed to start or to run a pass."""
 
 
+def cpus_problem(cpus: Sequence[int]) -> str | None:
+    """Why `cpus` cannot host the model process (None if they can). Checked against the machine's CPUs,
+    not this process's affinity: the server itself may be pinned to the others."""
+    allowed = list(range(os.cpu_count() or 1))
+    bad = [c for c in cpus if c not in allowed]
+    if cpus and not bad:
+        return None
+    return f"CPU {bad[0] if bad else '[]'} is not available; allowed: {', '.join(map(str, allowed))}"
+
+
 def parse_cpus(text: str, field: str) -> list[int]:
-    """'1' or '0,2' -> CPU numbers this process may run on; a clear error naming `field` otherwise."""
+    """'1' or '0,2' -> CPU numbers; a clear error naming `field` otherwise."""
     from sim.errors import UserError
 
-    allowed = list(range(os.cpu_count() or 1))  # not this process's affinity: the server itself may be pinned
     try:
         cpus = sorted({int(x) for x in text.split(",") if x.strip()})
     except ValueError:
         raise UserError(f"{field}: expected CPU numbers like '1' or '0,1', got {text!r}") from None
-    bad = [c for c in cpus if c not in allowed]
-    if not cpus or bad:
-        raise UserError(f"{field}: CPU {bad[0] if bad else text!r} is not available; allowed: "
-                        f"{', '.join(map(str, allowed))}")
+    if problem := cpus_problem(cpus):
+        raise UserError(f"{field}: {problem}")
     return cpus
 
 
