@@ -31,12 +31,16 @@ def main(argv=None) -> int:
     ap.add_argument("--manifest")
     ap.add_argument("--out", default="runs/bench-testbed")
     ap.add_argument("--requests", type=int, default=150, help="requests per point and round (default 150)")
+    ap.add_argument("--min-point-s", type=float, default=20.0,
+                    help="each point lasts at least this many seconds of arrivals (default 20)")
     ap.add_argument("--rounds", type=int, default=3,
                     help="runs of every point, interleaved, each after a fresh calibration; pooled (default 3)")
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--loads", default="0.3,0.6,0.85")
     ap.add_argument("--uplink-mbps", type=float, default=4.0)
     ap.add_argument("--propagation-ms", type=float, default=0.0)
+    ap.add_argument("--server-passes", choices=("idle", "busy"), default="idle",
+                    help="where the profile's pass times come from (TESTBED.yaml calibration.server_passes)")
     a = ap.parse_args(argv)
 
     import torch
@@ -75,19 +79,20 @@ def main(argv=None) -> int:
     import numpy as np
     eta = float(np.median(w.first_k_mean("s1_min_entropy", 5)))
     cfg = {"name": "bench", "model": model, "manifest": str(Path(manifest).resolve()), "trace": str(trace),
-           "clients": a.clients, "requests": a.requests, "rounds": a.rounds, "loads": [float(x) for x in a.loads.split(",")],
+           "clients": a.clients, "requests": a.requests, "min_point_s": a.min_point_s,
+           "rounds": a.rounds, "loads": [float(x) for x in a.loads.split(",")],
            "warmup_requests": max(1, a.requests // 10),
            "policies": [{"kind": "global_only", "jpeg_quality": 75},
                         {"kind": "entropy_threshold", "metric": "min_entropy", "threshold": eta, "tokens": 5,
                          "jpeg_quality": 75}],
            "network": {"uplink": {"capacity_mbps": a.uplink_mbps, "propagation_ms": a.propagation_ms},
                        "downlink": {"capacity_mbps": 20.0, "propagation_ms": a.propagation_ms}},
-           "calibration": {"repeats": 3}, "time_limit_s": 300}
+           "calibration": {"repeats": 3, "server_passes": a.server_passes}, "time_limit_s": 300}
     (out / "TESTBED.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     tb, _ = load_testbed(out / "TESTBED.yaml")
     result = run(tb, out)
     lines = [f"# sim vs testbed\n\nmodel: {label} ({model}); trace source_kind "
-             f"{result['trace_source_kind']}; {a.requests} requests/point x {a.rounds} rounds, {a.clients} clients; uplink "
+             f"{result['trace_source_kind']}; {a.requests} requests/point (at least {a.min_point_s:g} s of arrivals) x {a.rounds} rounds, {a.clients} clients; uplink "
              f"{a.uplink_mbps} Mbit/s\n\ncalibration: " + json.dumps(result["calibration"]) + "\n",
              "| point | metric | sim | testbed | error | target | met | diagnostic: sim with in-situ pass times |",
              "|---|---|---|---|---|---|---|---|"]

@@ -67,7 +67,7 @@ class Simulation:
         self.edge = sc.clients.edge.device  # an EdgeProfile: prep_s, crop_s, hardware
         self.uplink = self._build_link("network.uplink", sc.network.uplink)
         self.downlink = self._build_link("network.downlink", sc.network.downlink)
-        self.server = build_server(env, sc.server, self.streams["service"])
+        self.server = build_server(env, sc.server, self.streams["service"], self.streams["speed"])
         #: `book(job, admit) -> (start_s, end_s) | None` where the server knows a job's span on arrival
         #: (FIFO, Lindley's recursion); `infer` then waits on one timeout instead of `submit`.
         self._book = getattr(self.server, "book", None)

@@ -10,7 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-STREAMS = ("arrivals", "clients", "samples", "service", "policy", "network", "edge")  # append only: keeps seeds
+STREAMS = ("arrivals", "clients", "samples", "service", "policy", "network", "edge", "speed")  # append only: keeps seeds
 
 
 class Streams:

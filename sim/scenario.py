@@ -27,6 +27,7 @@ from sim.latency import RooflineLatency, latency_models
 from sim.network import LinkConfig
 from sim.policies import policies
 from sim.server import FifoScheduler, ServerBase, schedulers
+from sim.speed import ConstantSpeed, speed_models
 
 SCENARIO_VERSION = 1
 #: Per-client state is O(count) up front; beyond this a typo (an extra 0s) exhausts memory.
@@ -91,6 +92,7 @@ class NetworkConfig(Strict):
 class ServerConfig(ServerBase):
     scheduler: schedulers.config_union() = FifoScheduler()  # type: ignore[valid-type]
     latency: latency_models.config_union() = RooflineLatency()  # type: ignore[valid-type]
+    speed: speed_models.config_union() = ConstantSpeed()  # type: ignore[valid-type]
 
 
 class SloConfig(Strict):

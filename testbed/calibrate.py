@@ -120,3 +120,76 @@ def mean_service_s(meas: dict[str, Any], crop: Sequence[bool]) -> float:
     """Mean GPU seconds per request when sample i is cropped iff crop[i] (uniform sample draw)."""
     per = [r["s1_s"] + (r["att_s"] + r["s2_s"] if crop[r["sample"]] else 0.0) for r in meas["rows"]]
     return float(np.mean(per))
+
+
+def pass_records(frames, attention_passes, workload) -> list[tuple[float, float, str, int]]:
+    """(start_s, seconds, pass kind, trace row) of every pass the server stamped in one run (testbed event
+    frames, pandas, and the edge's attention pass records), in start order."""
+    sid_row = {sid: i for i, sid in enumerate(workload.sample_id)}
+    out = []
+    for df in frames:
+        df = df[df.status == "ok"]
+        out += [(a, b - a, "s1", sid_row[sid]) for sid, a, b in zip(df.sample_id, df.s1_start_s, df.s1_end_s)]
+        two = df[df.stages == 2]
+        out += [(a, b - a, "s2", sid_row[sid]) for sid, a, b in zip(two.sample_id, two.s2_start_s, two.s2_end_s)]
+    out += [(p["start_s"], p["end_s"] - p["start_s"], "att", p["sample"]) for p in attention_passes]
+    return sorted(out)
+
+
+#: lag bins (s) for the speed fit's covariances, and the drift correlation times it tries
+LAG_EDGES_S = (0.0, 0.15, 0.5, 1.0, 2.0, 4.0)
+TAUS_S = tuple(float(t) for t in np.geomspace(0.1, 30.0, 49))
+
+
+def speed_fit(runs: list[list[tuple[float, float, str, int]]]) -> dict[str, float]:
+    """The `lognormal` server speed model (sim/speed.py) of measured passes: each pass's log ratio to
+    its (kind, sample) median over all runs; jitter_sigma^2 + drift_sigma^2 = their variance, and
+    drift_sigma^2 exp(-lag / drift_tau_s) the least-squares fit to their covariance at lags 0-4 s
+    (pairs within one run). Also `mean_ratio` = the mean pass time over the median one, which turns
+    the profile's per-sample medians into means (the speed model keeps means)."""
+    by_key: dict[tuple[str, int], list[float]] = {}
+    for run in runs:
+        for _, d, kind, row in run:
+            by_key.setdefault((kind, row), []).append(d)
+    med = {k: float(np.median(v)) for k, v in by_key.items()}
+    logs = [np.array([np.log(d / med[(kind, row)]) for _, d, kind, row in run]) for run in runs]
+    allx = np.concatenate(logs) if logs else np.zeros(0)
+    if allx.size < 8:
+        return {"jitter_sigma": 0.0, "drift_sigma": 0.0, "drift_tau_s": 1.0, "mean_ratio": 1.0, "passes": int(allx.size)}
+    mu, var = float(allx.mean()), float(allx.var())
+    nb = len(LAG_EDGES_S) - 1
+    sums, counts, lag_sums = np.zeros(nb), np.zeros(nb), np.zeros(nb)
+    for run, x in zip(runs, logs):
+        t = np.array([r[0] for r in run])
+        x = x - mu
+        for i in range(len(t) - 1):
+            lag = t[i + 1:] - t[i]
+            b = np.searchsorted(LAG_EDGES_S, lag, side="right") - 1
+            ok = b < nb
+            np.add.at(sums, b[ok], x[i] * x[i + 1:][ok])
+            np.add.at(counts, b[ok], 1)
+            np.add.at(lag_sums, b[ok], lag[ok])
+    use = counts >= 20
+    cov, lag_mid, w = sums[use] / counts[use], lag_sums[use] / counts[use], counts[use]
+    best = (np.inf, 0.0, 1.0)
+    for tau in TAUS_S:
+        e = np.exp(-lag_mid / tau)
+        d = float(np.clip(np.sum(w * cov * e) / max(np.sum(w * e * e), 1e-12), 0.0, var))
+        sse = float(np.sum(w * (cov - d * e) ** 2))
+        if sse < best[0]:
+            best = (sse, d, tau)
+    _, drift2, tau = best
+    return {"jitter_sigma": float(np.sqrt(max(var - drift2, 0.0))), "drift_sigma": float(np.sqrt(drift2)),
+            "drift_tau_s": float(tau), "mean_ratio": float(np.mean(np.exp(allx))), "passes": int(allx.size)}
+
+
+def mean_times(meas: dict[str, Any], mean_ratio: float, start_delay_s: float) -> dict[str, Any]:
+    """`meas` with each pass time turned from a typical (median) one into the mean server occupancy:
+    times `mean_ratio`, plus the server's hand-off time to its model thread per pass."""
+    rows = []
+    for r in meas["rows"]:
+        r = dict(r)
+        for k in ("s1_s", "att_s", "s2_s"):
+            r[k] = r[k] * mean_ratio + start_delay_s
+        rows.append(r)
+    return {**meas, "rows": rows}

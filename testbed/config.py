@@ -7,6 +7,7 @@ Example (testbed/examples/ci.yaml):
   trace: null              # trace of the manifest by the same model; null: extracted into the output dir
   clients: 2               # client workers (asyncio tasks in one client namespace, one connection each)
   requests: 30             # requests per (load, policy) point and round
+  min_point_s: 0           # ... or more, so that each point lasts at least this many seconds of arrivals
   rounds: 1                # runs of every point, interleaved, each round freshly calibrated; pooled
   loads: [0.5]             # offered load rho = lambda / measured server capacity
   policies: [{kind: global_only, jpeg_quality: 75}]
@@ -14,7 +15,8 @@ Example (testbed/examples/ci.yaml):
     uplink: {capacity_mbps: 4, propagation_ms: 0, loss_pct: 0}
     downlink: {capacity_mbps: 20, propagation_ms: 0}
   server: {max_queue: 1000, threads: 1, model_process: true, model_cpus: null, model_spin_s: 5}  # null: last CPU
-  calibration: {repeats: 3, server_passes: idle}   # idle | busy: where the server's pass times come from
+  calibration: {repeats: 3, server_passes: idle, server_speed: lognormal}  # idle | busy: where the pass times
+                           # come from; lognormal | constant: the simulator's server speed model
   time_limit_s: 120        # per point: the edge run is stopped after this
   seed: 0
 """
@@ -66,6 +68,10 @@ class Calibration(_Strict):
     #: the server's pass times for the profile: from idle requests one at a time, or from a run that
     #: keeps the server busy (arrivals at 1.5x capacity); see testbed/README.md
     server_passes: Literal["idle", "busy"] = "idle"
+    #: lognormal: fit the server's per-pass jitter and speed drift from the calibration's passes, give the
+    #: simulator that speed model (server.speed) and mean pass times; constant: typical (median) pass
+    #: times, no variability (see testbed/README.md)
+    server_speed: Literal["lognormal", "constant"] = "lognormal"
 
 
 class Testbed(_Strict):
@@ -75,6 +81,9 @@ class Testbed(_Strict):
     trace: Optional[str] = None
     clients: PositiveInt = 2
     requests: PositiveInt = 30
+    #: each point gets at least this many seconds of arrivals (more requests at higher loads): the host's
+    #: speed has slow spells of a few seconds (testbed/README.md), which a 4-s point can sit inside
+    min_point_s: float = Field(0.0, ge=0)
     #: each point is run this many times, the points interleaved round by round, each round after a
     #: fresh calibration; the comparison pools the rounds (see testbed/README.md)
     rounds: PositiveInt = 1

@@ -75,8 +75,10 @@ async def run_edge(base_url: str, samples: Sequence[Any], policy, arrivals: Sequ
     originals = [load_image(s) for s in samples]
     quality = policy.cfg.jpeg_quality
     score1, score2 = policy.score1, policy.score2
-    clients = [httpx.AsyncClient(base_url=base_url, timeout=timeout_s, limits=httpx.Limits(max_connections=4))
-               for _ in range(n_clients)]
+    # No cap on a client's connections: a simulated client never holds a request back for an earlier one
+    # (a cap of 4 delayed 6 % of uploads by 30-130 ms at rho 0.85, waiting for a free connection).
+    unlimited = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    clients = [httpx.AsyncClient(base_url=base_url, timeout=timeout_s, limits=unlimited) for _ in range(n_clients)]
     prep_times, crop_times, errors, attention = [], [], [], []
     done: list[Request] = []
     end = time.time() + health_timeout_s

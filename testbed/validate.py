@@ -59,13 +59,26 @@ def compare(sim_summary: dict, tb_summary: dict) -> dict[str, dict[str, float | 
     return out
 
 
+def point_requests(tb, rate_per_s: float) -> int:
+    """Requests of one point: `requests`, or more where that would last under `min_point_s` of arrivals (a
+    short point at high load sits inside a few seconds of the host's speed, which can be one slow spell)."""
+    return max(tb.requests, math.ceil(tb.min_point_s * rate_per_s))
+
+
+def speed_block(fit: dict[str, float] | None) -> dict:
+    """The scenario's `server.speed` block of a `calibrate.speed_fit` (constant without one)."""
+    if fit is None:
+        return {"kind": "constant"}
+    return {"kind": "lognormal", **{k: round(fit[k], 6) for k in ("jitter_sigma", "drift_sigma", "drift_tau_s")}}
+
+
 def scenario_dict(tb, *, name: str, policy: dict, trace: Path, profile: Path, rate_per_client_s: float,
-                  visual_tokens: int, vision_px: int, net: dict[str, float]) -> dict:
+                  visual_tokens: int, vision_px: int, net: dict[str, float], speed: dict | None = None) -> dict:
     up, down = tb.network.uplink, tb.network.downlink
     prep_s, crop_s = net["edge_prep_s"], net["edge_crop_s"]
     return {
         "name": name, "seed": tb.seed, "trace": str(trace),
-        "stop": {"requests": tb.requests, "warmup_s": 0.0},
+        "stop": {"requests": point_requests(tb, rate_per_client_s * tb.clients), "warmup_s": 0.0},
         "clients": {"count": tb.clients, "arrival": {"kind": "poisson", "rate_per_s": rate_per_client_s},
                     "edge": {"device": {"name": "testbed-edge", "prep_s": prep_s, "crop_s": crop_s,
                                         "hardware": "a100-80gb"}},
@@ -79,7 +92,8 @@ def scenario_dict(tb, *, name: str, policy: dict, trace: Path, profile: Path, ra
         "server": {"replicas": 1, "max_queue": tb.server.max_queue,
                    "model": {"name": "testbed-model", "d_model": 32, "n_layers": 4, "params_b": 0.001,
                              "visual_tokens": visual_tokens, "vision_px": vision_px},
-                   "scheduler": {"kind": "fifo"}, "latency": {"kind": "profile", "path": str(profile)}},
+                   "scheduler": {"kind": "fifo"}, "latency": {"kind": "profile", "path": str(profile)},
+                   "speed": speed_block(speed)},
         # The real edge client runs the gate: the stage-1 reply goes down before the decision.
         "policy": {**policy, "gate": "edge",
                    "gate_values_bytes_per_token": int(net.get("gate_values_bytes_per_token", 12))},
@@ -226,6 +240,8 @@ def calibrate_network(ns, tb, env, base_url: str, trace: Path, workload, quality
     `busy_gap_s`, from a third run (always_crop, arrivals every `busy_gap_s`, i.e. above capacity) that
     keeps the server busy (TESTBED.yaml calibration.server_passes: busy)."""
 
+    from testbed import calibrate
+
     up_bps, down_bps = tb.network.uplink.capacity_mbps * 1e6, tb.network.downlink.capacity_mbps * 1e6
     qi = workload.quality_index(quality)
     n = max(8, 2 * workload.n)
@@ -246,6 +262,12 @@ def calibrate_network(ns, tb, env, base_url: str, trace: Path, workload, quality
     prep = [v for v in (ginfo["edge_prep_s"], cinfo["edge_prep_s"]) if v is not None]
     # Pass times as the real server process runs them (its event loop shares the CPU and the GIL).
     server_rows = server_pass_times([g, c], cinfo["attention_passes"], workload)
+    # every pass with its start time, per run (the speed fit pairs passes within one run only)
+    passes = [calibrate.pass_records([g], [], workload), calibrate.pass_records([c], cinfo["attention_passes"], workload)]
+    # the idle server's hand-off from receiving a request to starting its pass (event loop -> model thread)
+    two = c[c.stages == 2]
+    delay = np.concatenate([(g.s1_start_s - g.up1_end_s).to_numpy(), (c.s1_start_s - c.up1_end_s).to_numpy(),
+                            (two.s2_start_s - two.up2_end_s).to_numpy()])
     if busy_gap_s is not None:
         busy = [{"request_id": k, "client_id": k % tb.clients, "sample": k % workload.n,
                  "arrival_s": 0.2 + k * busy_gap_s} for k in range(3 * workload.n)]
@@ -253,7 +275,9 @@ def calibrate_network(ns, tb, env, base_url: str, trace: Path, workload, quality
                              out / "calibration-busy", "calibration (busy server)")
         b = b.to_pandas()
         server_rows = server_pass_times([b[b.status == "ok"]], binfo["attention_passes"], workload)
-    return {"server_rows": server_rows, "idle_logs": (g, c),
+        passes.append(calibrate.pass_records([b], binfo["attention_passes"], workload))
+    return {"server_rows": server_rows, "server_passes": passes, "idle_logs": (g, c),
+            "server_start_delay_s": max(0.0, float(np.mean(delay))),
             "uplink_overhead_bytes": max(0, int(round(up_overhead))),
             "downlink_overhead_bytes": max(0, int(round(down_overhead))),
             "gate_values_bytes_per_token": max(0, int(round(gate_bytes))),
@@ -262,7 +286,7 @@ def calibrate_network(ns, tb, env, base_url: str, trace: Path, workload, quality
 
 
 def _run_point(ns, tb, env, base_url: str, trace: Path, workload, policy: dict, sc: dict, meas: dict, pdir: Path,
-               name: str, say) -> dict[str, Any]:
+               name: str, say, start_delay_s: float = 0.0) -> dict[str, Any]:
     """One (policy, load) run: simulate `sc`, replay its arrivals on the testbed, re-simulate with the pass
     times the server showed (diagnostic). Returns the three event tables without the warm-up requests,
     each one's own summary, and the run's counts."""
@@ -293,10 +317,14 @@ def _run_point(ns, tb, env, base_url: str, trace: Path, workload, policy: dict, 
         if tb.warmup_requests else 0.0
     # Diagnostic, not a prediction: the same simulation with the pass times the server showed during
     # THIS run, which separates queueing-model error from service-time drift under load.
-    meas_pt = calibrate.with_server_times(meas, server_pass_times([tb_ev.to_pandas()], edge_info["attention_passes"],
-                                                                  workload))
-    prof_pt = calibrate.write_profile(calibrate.profile_rows(meas_pt, workload), pdir / "profile_in_situ.csv")
+    tb_df = tb_ev.to_pandas()
+    meas_pt = calibrate.with_server_times(meas, server_pass_times([tb_df], edge_info["attention_passes"], workload))
     sc_pt = json.loads(json.dumps(sc))
+    if sc["server"]["speed"]["kind"] != "constant":  # the speed model fitted on this run's own passes
+        fit_pt = calibrate.speed_fit([calibrate.pass_records([tb_df], edge_info["attention_passes"], workload)])
+        sc_pt["server"]["speed"] = speed_block(fit_pt)
+        meas_pt = calibrate.mean_times(meas_pt, fit_pt["mean_ratio"], start_delay_s)
+    prof_pt = calibrate.write_profile(calibrate.profile_rows(meas_pt, workload), pdir / "profile_in_situ.csv")
     sc_pt["server"]["latency"]["path"] = str(prof_pt)
     sim_run(sc_pt, pdir / "sim_in_situ")
     situ = pq.read_table(pdir / "sim_in_situ" / "events.parquet")
@@ -437,10 +465,17 @@ def run(tb, out: Path, *, compare_sim: bool = True, progress: bool = True) -> di
                                      f"edge client on {','.join(map(str, other_cpus))})" if model_cpus else ""))
         _wait_health(base_url, ns.exec_prefix(ns.client), 180, server)
         gap_s = 3 * max(r["s1_s"] + r["att_s"] + r["s2_s"] for r in meas["rows"]) + 0.05
+        # A fresh model process runs its first passes slow (allocator, caches): every sample through all
+        # three passes once, discarded, so the first calibration does not time a cold server.
+        say("warming up the server (every sample once, always_crop; not measured)")
+        _run_edge(ns, tb, env, base_url, trace, {"kind": "always_crop", "jpeg_quality": quality},
+                  [{"request_id": k, "client_id": 0, "sample": k, "arrival_s": 0.1 + 0.01 * k} for k in range(workload.n)],
+                  out / "warmup", "warm-up")
         busy_gap_s = (float(np.mean([r["s1_s"] + r["att_s"] + r["s2_s"] for r in meas["rows"]])) / 1.5
                       if tb.calibration.server_passes == "busy" else None)
         runs: dict[str, list[dict]] = {}
         seen_rows: list[list[dict]] = []  # the server's pass times of every calibration so far
+        seen_passes: list[list[tuple]] = []  # ... and every pass with its start time, per calibration run
         for rnd in range(tb.rounds):
             # Every round re-measures the network path and the server's pass times, then runs every
             # point once: a slow drift of the host's speed hits all points alike. Each point's simulation
@@ -453,20 +488,29 @@ def run(tb, out: Path, *, compare_sim: bool = True, progress: bool = True) -> di
                 f"times ({tb.calibration.server_passes})")
             net = calibrate_network(ns, tb, env, base_url, trace, workload, quality, gap_s, rdir, busy_gap_s)
             seen_rows.append(net.pop("server_rows"))
+            seen_passes += net.pop("server_passes")
             idle_g, idle_c = net.pop("idle_logs")
             say(tag + "calibration: " + ", ".join(f"{k}={v:.4g}" for k, v in net.items()))
-            meas_r = calibrate.with_server_times(meas, median_rows(seen_rows))
-            prof_rows = calibrate.profile_rows(meas_r, workload)
+            meas_r = calibrate.with_server_times(meas, median_rows(seen_rows))  # typical (median) pass times
+            fit = None
+            meas_sim = meas_r
+            if tb.calibration.server_speed == "lognormal":
+                # the pass times' spread and drift, and the mean occupancy per pass (see testbed/README.md)
+                fit = calibrate.speed_fit(seen_passes)
+                meas_sim = calibrate.mean_times(meas_r, fit["mean_ratio"], net["server_start_delay_s"])
+                say(tag + "server speed: " + ", ".join(f"{k}={v:.4g}" for k, v in fit.items()))
+            prof_rows = calibrate.profile_rows(meas_sim, workload)
             profile = calibrate.write_profile(prof_rows, rdir / "profile.csv")
-            (rdir / "calibration.json").write_text(json.dumps({"rows": meas_r["rows"], "profile": prof_rows, **net},
+            (rdir / "calibration.json").write_text(json.dumps({"rows": meas_r["rows"], "profile": prof_rows,
+                                                              "server_speed": fit, **net},
                                                               indent=1))
-            calibrations.append({"round": rnd + 1, "server_scale": meas_r["server_scale"], **net})
+            calibrations.append({"round": rnd + 1, "server_scale": meas_r["server_scale"], "server_speed": fit, **net})
             for policy in tb.policies:
                 pol = build_policy(policy, trace)
                 crop = [bool(pol.decide_live({c: workload.token_values(c)[i] for c in
                                               ("s1_min_entropy", "s1_shannon", "s1_margin")}))
                         for i in range(workload.n)]
-                service_s = calibrate.mean_service_s(meas_r, crop)
+                service_s = calibrate.mean_service_s(meas_sim, crop)
                 ou, od, gv = message_bytes(idle_g, idle_c, workload, workload.quality_index(quality),
                                            float(np.mean(crop)))
                 net_p = dict(net, uplink_overhead_bytes=max(0, int(round(ou))),
@@ -479,10 +523,11 @@ def run(tb, out: Path, *, compare_sim: bool = True, progress: bool = True) -> di
                     pdir.mkdir(parents=True, exist_ok=True)
                     rate = rho / service_s / tb.clients
                     sc = _hw_fix(scenario_dict(tb, name=name, policy=policy, trace=trace, profile=profile,
-                                               rate_per_client_s=rate, visual_tokens=n_v, vision_px=px, net=net_p))
+                                               rate_per_client_s=rate, visual_tokens=n_v, vision_px=px, net=net_p,
+                                               speed=fit))
                     sc["seed"] = tb.seed + rnd  # fresh arrivals and samples each round
                     r = _run_point(ns, tb, env, base_url, trace, workload, policy, sc, meas_r, pdir, name,
-                                   lambda m, t=tag: say(t + m))
+                                   lambda m, t=tag: say(t + m), net["server_start_delay_s"])
                     r.update(rho=rho, policy=policy["kind"], mean_service_s=service_s)
                     runs.setdefault(name, []).append(r)
         for name, rs in runs.items():

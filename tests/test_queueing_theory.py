@@ -16,7 +16,8 @@ from sim.summary import batch_means_ci
 MEAN_SERVICE_S = 0.1
 
 
-def server_sojourns(scenario_dict, rho: float, latency: dict, requests: int, seed: int) -> np.ndarray:
+def server_sojourns(scenario_dict, rho: float, latency: dict, requests: int, seed: int,
+                    speed: dict | None = None) -> np.ndarray:
     lam = rho / MEAN_SERVICE_S
     sc = scenario_dict(
         seed=seed,
@@ -24,7 +25,7 @@ def server_sojourns(scenario_dict, rho: float, latency: dict, requests: int, see
         clients={"count": 50, "arrival": {"kind": "poisson", "rate_per_s": lam / 50},
                  "edge": {"device": "ideal"}, "link_classes": [{"share": 1, "uplink_mbps": 1e9}]},
         network={"uplink": {"capacity_mbps": 1e9}, "downlink": {"capacity_mbps": 1e9}},
-        server={"scheduler": {"kind": "fifo"}, "latency": latency},
+        server={"scheduler": {"kind": "fifo"}, "latency": latency, **({"speed": speed} if speed else {})},
         policy={"kind": "global_only"},
     )
     ev = run(sc).events.sort_values("request_id")

@@ -139,7 +139,8 @@ def test_config_errors_name_the_field(tmp_path):
            ("calibration: {server_passes: warm}", "calibration.server_passes.*'idle' or 'busy'"),
            (f"server: {{model_cpus: [{n}]}}", f"server.model_cpus.*CPU {n} is not available; allowed: 0"),
            ("server: {model_process: false, model_cpus: [0]}", "server.model_cpus.*needs server.model_process"),
-           ("rounds: 0", "rounds")]
+           ("rounds: 0", "rounds"), ("min_point_s: -1", "min_point_s"),
+           ("calibration: {server_speed: wobbly}", "calibration.server_speed.*'lognormal' or 'constant'")]
     p = tmp_path / "tb.yaml"
     for line, msg in bad:
         p.write_text(f"manifest: m.jsonl\nmodel: x\n{line}\n")
@@ -147,6 +148,47 @@ def test_config_errors_name_the_field(tmp_path):
             load_testbed(p)
     p.write_text("manifest: m.jsonl\nmodel: x\ncalibration: {server_passes: busy}\n")
     assert load_testbed(p)[0].calibration.server_passes == "busy"
+
+
+@pytest.mark.parametrize("jitter,drift,tau", [(0.06, 0.0, 1.0), (0.05, 0.08, 1.5), (0.0, 0.1, 0.5)])
+def test_speed_fit_recovers_the_speed_model_that_timed_the_passes(jitter, drift, tau):
+    """Passes timed as calibration times them (3 runs of 150 requests 0.3 s apart; 12 samples with their
+    own base times; half the requests with attention + stage-2 passes 25 ms later) under sim/speed.py's
+    lognormal model: the fit gives back its spread, its drift share (within 0.2) and, within a factor 2.5, its tau."""
+    from sim.speed import LognormalSpeed, build_speed
+    from testbed.calibrate import speed_fit
+
+    rng = np.random.default_rng(5)
+    base = {k: rng.uniform(0.02, 0.04, 12) for k in ("s1", "att", "s2")}
+    runs = []
+    for r in range(3):
+        f = build_speed(LognormalSpeed(jitter_sigma=jitter, drift_sigma=drift, drift_tau_s=tau),
+                        np.random.default_rng(r))
+        run = []
+        for k in range(150):
+            t, row = 0.3 * k, k % 12
+            kinds = ("s1", "att", "s2") if k % 2 else ("s1",)
+            for j, kind in enumerate(kinds):
+                run.append((t + 0.025 * j, base[kind][row] * f(t + 0.025 * j), kind, row))
+        runs.append(run)
+    fit = speed_fit(runs)
+    total = math.hypot(jitter, drift)
+    assert math.hypot(fit["jitter_sigma"], fit["drift_sigma"]) == pytest.approx(total, rel=0.12)
+    assert fit["drift_sigma"] ** 2 / total ** 2 == pytest.approx(drift ** 2 / total ** 2, abs=0.2)
+    if drift:
+        assert tau / 2.5 < fit["drift_tau_s"] < tau * 2.5
+    assert fit["mean_ratio"] == pytest.approx(math.exp(total ** 2 / 2), abs=0.01)
+    assert fit["passes"] == 3 * 150 * 2
+
+
+def test_points_last_at_least_min_point_s():
+    """`requests` per point, or more where that many would arrive in under `min_point_s` seconds."""
+    from testbed.config import Testbed
+    from testbed.validate import point_requests
+
+    assert point_requests(Testbed(manifest="m", requests=150), 35.0) == 150
+    tb = Testbed(manifest="m", requests=150, min_point_s=20)
+    assert point_requests(tb, 35.0) == 700 and point_requests(tb, 6.1) == 150 and point_requests(tb, 7.55) == 151
 
 
 def test_cpu_split_keeps_the_model_apart_when_it_can():

@@ -5,6 +5,9 @@ admission control (`max_queue` waiting jobs) drops new work; `queue_length()`; a
 which lands in summary.json under "gpu": utilisation, jobs, dropped, mean batch size and the
 time-average number of waiting jobs.
 
+`server.speed` (registry in sim/speed.py) scales every pass, batch or iteration by a factor read at its
+start: constant by default, or lognormal per-pass jitter plus a shared drift.
+
 Schedulers (registry `server.scheduler`): `fifo` (sim/server/fifo.py), `static` and `continuous`
 (sim/server/batching.py). Routing over `replicas`: `least_loaded` (fewest jobs waiting or running; for
 `fifo`, the replica that frees first, i.e. one shared FCFS queue) or `round_robin`.
@@ -29,20 +32,20 @@ schedulers: Registry = Registry("server.scheduler")
 
 
 @schedulers.register(FifoScheduler)
-def _fifo(cfg: FifoScheduler, env: simpy.Environment, server_cfg, latency):
-    return FifoServer(env, server_cfg.replicas, latency.service_s, server_cfg.max_queue, server_cfg.routing)
+def _fifo(cfg: FifoScheduler, env: simpy.Environment, server_cfg, latency, speed=None):
+    return FifoServer(env, server_cfg.replicas, latency.service_s, server_cfg.max_queue, server_cfg.routing, speed)
 
 
 @schedulers.register(StaticScheduler)
-def _static(cfg: StaticScheduler, env: simpy.Environment, server_cfg, latency):
+def _static(cfg: StaticScheduler, env: simpy.Environment, server_cfg, latency, speed=None):
     return BatchServer(env, server_cfg.replicas, latency, server_cfg.max_queue, server_cfg.routing, cfg,
-                       StaticReplica)
+                       StaticReplica, speed)
 
 
 @schedulers.register(ContinuousScheduler)
-def _continuous(cfg: ContinuousScheduler, env: simpy.Environment, server_cfg, latency):
+def _continuous(cfg: ContinuousScheduler, env: simpy.Environment, server_cfg, latency, speed=None):
     return BatchServer(env, server_cfg.replicas, latency, server_cfg.max_queue, server_cfg.routing, cfg,
-                       ContinuousReplica)
+                       ContinuousReplica, speed)
 
 
 def build_latency(cfg, rng: np.random.Generator, model: ModelProfile, hardware: HardwareProfile, where: str):
@@ -50,9 +53,13 @@ def build_latency(cfg, rng: np.random.Generator, model: ModelProfile, hardware: 
     return latency_models.build(cfg, rng, model, hardware, where)
 
 
-def build_server(env: simpy.Environment, cfg, rng: np.random.Generator):
-    """Build the server of a validated `ServerConfig`."""
+def build_server(env: simpy.Environment, cfg, rng: np.random.Generator, speed_rng: np.random.Generator | None = None):
+    """Build the server of a validated `ServerConfig` (`speed_rng`: the speed model's own stream)."""
+    from sim.speed import build_speed
+
     latency = build_latency(cfg.latency, rng, cfg.model, cfg.hardware, "server")
+    speed_cfg = getattr(cfg, "speed", None)  # ServerConfig has it; a bare ServerBase (edge devices) does not
+    speed = None if speed_cfg is None else build_speed(speed_cfg, speed_rng if speed_rng is not None else rng)
     kind = cfg.scheduler.kind
     if kind != "fifo":
         if not latency.batchable:
@@ -62,7 +69,7 @@ def build_server(env: simpy.Environment, cfg, rng: np.random.Generator):
             raise ConfigError("server.scheduler.max_batch",
                               f"{cfg.scheduler.max_batch} is above the largest batch the latency profile "
                               f"measured ({latency.max_batch}); allowed: 1..{latency.max_batch}")
-    return schedulers.build(cfg.scheduler, env, cfg, latency)
+    return schedulers.build(cfg.scheduler, env, cfg, latency, speed)
 
 
 class ServerBase(BaseModel):

@@ -55,9 +55,10 @@ class BatchServer:
     """Replicas with their own queues; a job goes to one by `routing`, then waits for its batch."""
 
     def __init__(self, env: simpy.Environment, replicas: int, latency, max_queue: int | None, routing: str,
-                 cfg, replica_cls):
+                 cfg, replica_cls, speed=None):
         self.env = env
         self.latency = latency
+        self.speed = speed  # factor(start_s) on each batch's or iteration's time (sim/speed.py), or None
         self.cfg = cfg
         self.max_queue = max_queue
         self.round_robin = routing == "round_robin"
@@ -151,6 +152,8 @@ class StaticReplica:
             srv.waiting -= k
             srv.wait_s += sum(start - t for _, _, t in batch)
             dur = batch_s([j for j, _, _ in batch])
+            if srv.speed is not None:
+                dur *= srv.speed(start)
             self.n_running = k
             srv.busy_s += dur
             srv.batches += 1
@@ -204,6 +207,8 @@ class ContinuousReplica:
                 reserved += final
             start = env.now
             dur = iteration_s([j for j, _, _ in new], n_dec, ctx)
+            if srv.speed is not None:
+                dur *= srv.speed(start)
             srv.busy_s += dur
             srv.batches += 1
             srv.batched_seqs += n_dec + len(new)

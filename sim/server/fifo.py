@@ -27,10 +27,11 @@ class FifoServer:
     """Batch-1 FCFS over `replicas` identical GPUs; optional admission limit on waiting jobs."""
 
     def __init__(self, env: simpy.Environment, replicas: int, service_s, max_queue: int | None,
-                 routing: str = "least_loaded"):
+                 routing: str = "least_loaded", speed=None):
         self.env = env
         self.replicas = replicas
         self.service_s = service_s
+        self.speed = speed  # factor(start_s) on each pass's time (sim/speed.py), or None
         self.max_queue = max_queue
         self.round_robin = routing == "round_robin" and replicas > 1
         self._free = [0.0] * replicas
@@ -81,6 +82,8 @@ class FifoServer:
         if start < now:
             start = now
         dur = self.service_s(job)
+        if self.speed is not None:
+            dur *= self.speed(start)
         end = start + dur
         if k < 0:
             heapq.heappush(free, end)
