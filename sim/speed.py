@@ -11,6 +11,8 @@ typical pass time under-predicts latency. A registry keyed by `kind` (`server.sp
   afresh for every pass; X(t) is an Ornstein-Uhlenbeck process with stationary standard deviation
   `drift_sigma` and correlation exp(-lag / drift_tau_s), shared by all passes of the server: two
   passes a short time apart run at nearly the same speed. A pass's factor is read at its start.
+  `stream: k` draws another speed path with the run's arrivals, samples and all else unchanged, for
+  replications: with a drift slower than the run, one run is one draw of the speed, not its average.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class LognormalSpeed(_Strict):
     jitter_sigma: float = Field(0.0, ge=0, le=2, description="std of the per-pass log factor")
     drift_sigma: float = Field(0.0, ge=0, le=2, description="stationary std of the shared log-speed drift")
     drift_tau_s: PositiveFloat = Field(1.0, description="correlation time of the drift, seconds")
+    stream: int = Field(0, ge=0, description="another speed path (independent random numbers) with every "
+                                             "other draw of the run unchanged: replications of one workload")
 
 
 class DriftingSpeed:
@@ -74,6 +78,8 @@ def _constant(cfg: ConstantSpeed, rng: np.random.Generator):
 
 @speed_models.register(LognormalSpeed)
 def _lognormal(cfg: LognormalSpeed, rng: np.random.Generator):
+    if cfg.stream:
+        rng = np.random.Generator(rng.bit_generator.jumped(cfg.stream))
     return DriftingSpeed(cfg, rng) if cfg.jitter_sigma > 0 or cfg.drift_sigma > 0 else None
 
 

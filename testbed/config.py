@@ -72,6 +72,9 @@ class Calibration(_Strict):
     #: simulator that speed model (server.speed) and mean pass times; constant: typical (median) pass
     #: times, no variability (see testbed/README.md)
     server_speed: Literal["lognormal", "constant"] = "lognormal"
+    #: with a lognormal speed, each point is simulated this many times (server.speed.stream 0..N-1, same
+    #: arrivals and samples) and the runs pooled: a drift slower than a point makes one run one draw
+    speed_replications: PositiveInt = 10
 
 
 class Testbed(_Strict):

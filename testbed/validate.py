@@ -285,23 +285,40 @@ def calibrate_network(ns, tb, env, base_url: str, trace: Path, workload, quality
             "edge_prep_s": float(np.mean(prep)), "edge_crop_s": cinfo["edge_crop_s"] or 0.0}
 
 
-def _run_point(ns, tb, env, base_url: str, trace: Path, workload, policy: dict, sc: dict, meas: dict, pdir: Path,
-               name: str, say, start_delay_s: float = 0.0) -> dict[str, Any]:
-    """One (policy, load) run: simulate `sc`, replay its arrivals on the testbed, re-simulate with the pass
-    times the server showed (diagnostic). Returns the three event tables without the warm-up requests,
-    each one's own summary, and the run's counts."""
-    import pyarrow.compute as pc
+def _simulate(sc: dict, out: Path, replications: int):
+    """Run `sc` once, or with a lognormal server speed `replications` times, each on its own speed path
+    (server.speed.stream k: same arrivals and samples). Returns the first run's events (the arrivals the
+    testbed replays), all runs' events pooled (request ids + k x 10^6) and each run's event table."""
     import pyarrow.parquet as pq
 
     from sim.runner import run as sim_run
+
+    n = replications if sc["server"]["speed"]["kind"] != "constant" else 1
+    tables = []
+    for k in range(n):
+        sck = json.loads(json.dumps(sc))
+        if n > 1:
+            sck["server"]["speed"]["stream"] = k
+        d = out if k == 0 else out.with_name(f"{out.name}-replication{k}")
+        sim_run(sck, d)
+        tables.append(pq.read_table(d / "events.parquet").sort_by("request_id"))
+    return tables[0], _concat(tables, step=10**6), tables
+
+
+def _run_point(ns, tb, env, base_url: str, trace: Path, workload, policy: dict, sc: dict, meas: dict, pdir: Path,
+               name: str, say, start_delay_s: float = 0.0) -> dict[str, Any]:
+    """One (policy, load) run: simulate `sc`, replay its arrivals on the testbed, re-simulate with the pass
+    times the server showed (diagnostic). Returns the three event tables without the warm-up requests
+    (the simulator's pooled over its speed replications), each one's own summary, and the run's counts."""
+    import pyarrow.compute as pc
+
     from sim.summary import summarize
     from testbed import calibrate
 
     rate = sc["clients"]["arrival"]["rate_per_s"] * tb.clients
     say(f"{name}: simulating (lambda = {rate:.3f}/s)")
-    sim_run(sc, pdir / "sim")
+    ev, sim_pool, sim_reps = _simulate(sc, pdir / "sim", tb.calibration.speed_replications)
     (pdir / "scenario.yaml").write_text(_yaml(sc))
-    ev = pq.read_table(pdir / "sim" / "events.parquet").sort_by("request_id")
     sid_to_row = {s: i for i, s in enumerate(workload.sample_id)}
     schedule = [{"request_id": int(r), "client_id": int(c), "sample": sid_to_row[s], "arrival_s": float(a)}
                 for r, c, s, a in zip(ev.column("request_id").to_pylist(), ev.column("client_id").to_pylist(),
@@ -326,18 +343,23 @@ def _run_point(ns, tb, env, base_url: str, trace: Path, workload, policy: dict, 
         meas_pt = calibrate.mean_times(meas_pt, fit_pt["mean_ratio"], start_delay_s)
     prof_pt = calibrate.write_profile(calibrate.profile_rows(meas_pt, workload), pdir / "profile_in_situ.csv")
     sc_pt["server"]["latency"]["path"] = str(prof_pt)
-    sim_run(sc_pt, pdir / "sim_in_situ")
-    situ = pq.read_table(pdir / "sim_in_situ" / "events.parquet")
+    _, situ, situ_reps = _simulate(sc_pt, pdir / "sim_in_situ", tb.calibration.speed_replications)
 
     def kept(t):
         return t.filter(pc.greater_equal(t["arrival_s"], warm))
 
-    summ = {k: summarize(t, warmup_s=warm, baseline_up1_bytes=None, components={})
-            for k, t in (("sim", ev), ("testbed", tb_ev), ("in_situ", situ))}
+    def summary(t, reps=None):
+        s = summarize(t, warmup_s=warm, baseline_up1_bytes=None, components={})
+        if reps and len(reps) > 1:  # pooled replications: latency and bytes over all; throughput per run
+            s["throughput_per_s"] = float(np.mean([summarize(r, warmup_s=warm, baseline_up1_bytes=None,
+                                                             components={})["throughput_per_s"] for r in reps]))
+        return s
+
+    summ = {"sim": summary(sim_pool, sim_reps), "testbed": summary(tb_ev), "in_situ": summary(situ, situ_reps)}
     for label, k in (("", "sim"), (f" (diagnostic, in-situ pass times x{meas_pt['server_scale']:.2f})", "in_situ")):
         say(f"{name}{label}: " + "  ".join(f"{m} {_pct(v['rel_error'])}" for m, v in
                                            compare(summ[k], summ["testbed"]).items()))
-    return {"sim_ev": kept(ev), "tb_ev": kept(tb_ev), "situ_ev": kept(situ), "summaries": summ,
+    return {"sim_ev": kept(sim_pool), "tb_ev": kept(tb_ev), "situ_ev": kept(situ), "summaries": summ,
             "lambda_per_s": rate, "requests": n, "testbed_ok": summ["testbed"]["counts"]["ok"],
             "testbed_errors": edge_info["errors"][:5], "server_scale": meas_pt["server_scale"],
             "wire": {"uplink_bytes_per_request": (q1[0] - q0[0]) / n, "downlink_bytes_per_request": (q1[1] - q0[1]) / n,
@@ -345,15 +367,15 @@ def _run_point(ns, tb, env, base_url: str, trace: Path, workload, policy: dict, 
                      "tcp_retrans_segs": tcp1["retrans_segs"] - tcp0["retrans_segs"]}}
 
 
-def _concat(tables):
-    """Event tables of several rounds as one, request ids made distinct (round k adds k x 10^9)."""
+def _concat(tables, step: int = 10**9):
+    """Event tables of several runs as one, request ids made distinct (run k adds k x `step`)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     out = []
     for k, t in enumerate(tables):
         i = t.schema.get_field_index("request_id")
-        rid = pc.add(t["request_id"], pa.scalar(k * 10**9, t.schema.field(i).type))
+        rid = pc.add(t["request_id"], pa.scalar(k * step, t.schema.field(i).type))
         out.append(t.set_column(i, "request_id", rid))
     return pa.concat_tables(out)
 

@@ -67,6 +67,12 @@ def test_speed_runs_are_deterministic_and_config_errors_name_the_field(scenario_
     a, b = run(scenario_dict(**kw)).events, run(scenario_dict(**kw)).events
     assert a.equals(b)
     assert not a.equals(run(scenario_dict(stop={"requests": 400})).events)
+    # another speed stream: the same arrivals and samples, other pass times
+    kw["server"]["speed"]["stream"] = 1
+    c = run(scenario_dict(**kw)).events
+    for col in ("arrival_s", "sample_id", "client_id"):
+        assert c[col].equals(a[col])
+    assert not np.allclose(c["s1_end_s"] - c["s1_start_s"], a["s1_end_s"] - a["s1_start_s"])
     for speed, field in (({"kind": "warp"}, "server.speed"), ({"kind": "lognormal", "drift_tau_s": 0}, "drift_tau_s"),
                          ({"kind": "lognormal", "jitter_sigma": -1}, "jitter_sigma")):
         with pytest.raises(ConfigError, match=field):
