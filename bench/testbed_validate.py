@@ -35,6 +35,8 @@ def main(argv=None) -> int:
                     help="each point lasts at least this many seconds of arrivals (default 20)")
     ap.add_argument("--rounds", type=int, default=3,
                     help="runs of every point, interleaved, each after a fresh calibration; pooled (default 3)")
+    ap.add_argument("--replays", type=int, default=1,
+                    help="testbed runs of each point's arrivals; the extra ones measure the testbed's repeatability")
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--loads", default="0.3,0.6,0.85")
     ap.add_argument("--uplink-mbps", type=float, default=4.0)
@@ -80,7 +82,7 @@ def main(argv=None) -> int:
     eta = float(np.median(w.first_k_mean("s1_min_entropy", 5)))
     cfg = {"name": "bench", "model": model, "manifest": str(Path(manifest).resolve()), "trace": str(trace),
            "clients": a.clients, "requests": a.requests, "min_point_s": a.min_point_s,
-           "rounds": a.rounds, "loads": [float(x) for x in a.loads.split(",")],
+           "rounds": a.rounds, "replays": a.replays, "loads": [float(x) for x in a.loads.split(",")],
            "warmup_requests": max(1, a.requests // 10),
            "policies": [{"kind": "global_only", "jpeg_quality": 75},
                         {"kind": "entropy_threshold", "metric": "min_entropy", "threshold": eta, "tokens": 5,

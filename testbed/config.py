@@ -9,6 +9,7 @@ Example (testbed/examples/ci.yaml):
   requests: 30             # requests per (load, policy) point and round
   min_point_s: 0           # ... or more, so that each point lasts at least this many seconds of arrivals
   rounds: 1                # runs of every point, interleaved, each round freshly calibrated; pooled
+  replays: 1               # testbed runs of each point's arrivals (extra ones measure its repeatability)
   loads: [0.5]             # offered load rho = lambda / measured server capacity
   policies: [{kind: global_only, jpeg_quality: 75}]
   network:
@@ -90,6 +91,9 @@ class Testbed(_Strict):
     #: each point is run this many times, the points interleaved round by round, each round after a
     #: fresh calibration; the comparison pools the rounds (see testbed/README.md)
     rounds: PositiveInt = 1
+    #: each point's arrivals run this many times on the testbed (the first is compared with the simulator;
+    #: the others against the first: the testbed's own repeatability, the floor of any error)
+    replays: PositiveInt = 1
     loads: list[float] = Field([0.5], min_length=1)
     policies: list[dict[str, Any]] = Field([{"kind": "global_only", "jpeg_quality": 75}], min_length=1)
     network: Network = Network()

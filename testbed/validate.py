@@ -359,9 +359,17 @@ def _run_point(ns, tb, env, base_url: str, trace: Path, workload, policy: dict, 
     for label, k in (("", "sim"), (f" (diagnostic, in-situ pass times x{meas_pt['server_scale']:.2f})", "in_situ")):
         say(f"{name}{label}: " + "  ".join(f"{m} {_pct(v['rel_error'])}" for m, v in
                                            compare(summ[k], summ["testbed"]).items()))
+    # The testbed against itself: the same arrivals and samples replayed; how far a replay lands from the
+    # first run is the noise floor of any simulator-vs-testbed error at this point.
+    replays = []
+    for k in range(1, tb.replays):
+        rev, _ = _run_edge(ns, tb, env, base_url, trace, policy, schedule, pdir / f"replay{k}", f"{name} replay {k}")
+        replays.append(compare(summary(rev), summ["testbed"]))
+        say(f"{name} testbed replay {k} vs first: " + "  ".join(
+            f"{m} {_pct(replays[-1][m]['rel_error'])}" for m in ("latency_mean_s", "latency_p95_s")))
     return {"sim_ev": kept(sim_pool), "tb_ev": kept(tb_ev), "situ_ev": kept(situ), "summaries": summ,
             "lambda_per_s": rate, "requests": n, "testbed_ok": summ["testbed"]["counts"]["ok"],
-            "testbed_errors": edge_info["errors"][:5], "server_scale": meas_pt["server_scale"],
+            "testbed_errors": edge_info["errors"][:5], "server_scale": meas_pt["server_scale"], "replays": replays,
             "wire": {"uplink_bytes_per_request": (q1[0] - q0[0]) / n, "downlink_bytes_per_request": (q1[1] - q0[1]) / n,
                      "tcp_out_segs": tcp1["out_segs"] - tcp0["out_segs"],
                      "tcp_retrans_segs": tcp1["retrans_segs"] - tcp0["retrans_segs"]}}
@@ -403,6 +411,8 @@ def pool_rounds(rs: list[dict[str, Any]]) -> dict[str, Any]:
              "diagnostic_in_situ_service": {
                  "server_scale_vs_calibration": [r["server_scale"] for r in rs],
                  "metrics": compare(pooled("situ_ev", "in_situ"), tb_sum)}}
+    if any(r.get("replays") for r in rs):
+        point["testbed_replays_vs_first"] = [r["replays"] for r in rs]
     if len(rs) > 1:
         point["per_round"] = [{"lambda_per_s": r["lambda_per_s"], "server_scale_in_situ": r["server_scale"],
                                "metrics": compare(r["summaries"]["sim"], r["summaries"]["testbed"])} for r in rs]

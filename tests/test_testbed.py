@@ -140,7 +140,8 @@ def test_config_errors_name_the_field(tmp_path):
            (f"server: {{model_cpus: [{n}]}}", f"server.model_cpus.*CPU {n} is not available; allowed: 0"),
            ("server: {model_process: false, model_cpus: [0]}", "server.model_cpus.*needs server.model_process"),
            ("rounds: 0", "rounds"), ("min_point_s: -1", "min_point_s"),
-           ("calibration: {server_speed: wobbly}", "calibration.server_speed.*'lognormal' or 'constant'")]
+           ("calibration: {server_speed: wobbly}", "calibration.server_speed.*'lognormal' or 'constant'"),
+           ("replays: 0", "replays")]
     p = tmp_path / "tb.yaml"
     for line, msg in bad:
         p.write_text(f"manifest: m.jsonl\nmodel: x\n{line}\n")
@@ -247,6 +248,7 @@ def test_ci_short_validation(tmp_path):
     write_manifest(tmp_path / "vqa.jsonl", make_images(tmp_path, 4))
     (tmp_path / "tb.yaml").write_text(yaml.safe_dump({
         "name": "ci", "model": "ckpt", "manifest": "vqa.jsonl", "clients": 2, "requests": 16, "loads": [0.5],
+        "replays": 2,
         "policies": [{"kind": "global_only", "jpeg_quality": 75}],
         "network": {"uplink": {"capacity_mbps": 4}, "downlink": {"capacity_mbps": 20}},
         "calibration": {"repeats": 1}, "time_limit_s": 120}))
@@ -265,6 +267,12 @@ def test_ci_short_validation(tmp_path):
     assert np.all(np.diff(order, axis=1) >= -1e-6)  # each request's steps happen in protocol order
     for k, m in point["metrics"].items():
         assert m["sim"] is not None and m["testbed"] is not None and math.isfinite(m["rel_error"]), k
+    # The simulator ran over its speed replications (pooled); the testbed replayed the same arrivals once more.
+    assert pq.read_table(tmp_path / "out" / point["point"] / "sim-replication9" / "events.parquet").num_rows == 16
+    (replays,) = point["testbed_replays_vs_first"]
+    (again,) = replays
+    assert again["uplink_bytes_per_request"]["rel_error"] == pytest.approx(0, abs=0.01)
+    assert math.isfinite(again["latency_mean_s"]["rel_error"]) and again["latency_mean_s"]["testbed"] > 0
     # Byte accounting is calibrated on separate idle requests; it must carry over to the loaded run.
     assert abs(point["metrics"]["uplink_bytes_per_request"]["rel_error"]) < 0.02
     assert (tmp_path / "out" / point["point"] / "cdf.png").stat().st_size > 1000
