@@ -5,7 +5,7 @@ Example (testbed/examples/ci.yaml):
   model: null              # checkpoint dir; null: models/weights/tiny-scenetext-v1 if present
   manifest: data/vqa.jsonl # dataset manifest (models/manifest.py), relative to this file
   trace: null              # trace of the manifest by the same model; null: extracted into the output dir
-  clients: 2               # client workers (asyncio tasks in one client namespace, one connection each)
+  clients: 2               # client workers (asyncio tasks in one client namespace, own connections each)
   requests: 30             # requests per (load, policy) point and round
   min_point_s: 0           # ... or more, so that each point lasts at least this many seconds of arrivals
   rounds: 1                # runs of every point, interleaved, each round freshly calibrated; pooled

@@ -9,7 +9,8 @@ the simulator's schema (sim/recorder.py). Bytes are HTTP message bytes: request/
 headers and body (TCP/IP headers and handshakes are not counted).
 
 All clients run as asyncio tasks of one process (one client namespace in the testbed); each client
-has its own HTTP connection, so requests of different clients never share a TCP stream.
+has its own pool of HTTP connections (uncapped: a request never waits for an earlier one's connection),
+so requests of different clients never share a TCP stream.
 """
 
 from __future__ import annotations

@@ -63,6 +63,21 @@ def _next_message(conn, spin_s: float):
     return conn.recv()
 
 
+def _lock_memory() -> bool:
+    """mlockall(MCL_CURRENT | MCL_FUTURE): keep the process's pages, its libraries' code included, resident,
+    as a GPU's memory is. On a host that reclaims idle pages proactively (this one runs DAMON `pageout`
+    on pages idle for ~6 s), an unlocked model process re-reads evicted code and weights from disk in
+    the middle of a pass. False where not allowed (no root, RLIMIT_MEMLOCK)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return libc.mlockall(1 | 2) == 0
+    except (OSError, AttributeError):
+        return False
+
+
 def _model_main(conn, model: str, threads: int, cpus: Sequence[int] | None, spin_s: float = 0.0) -> None:
     """The model process: load the backend, then answer (op, args) messages until None."""
     try:
@@ -76,7 +91,7 @@ def _model_main(conn, model: str, threads: int, cpus: Sequence[int] | None, spin
         torch.set_flush_denormal(True)
         eng = InlineEngine(load_backend(model))
         conn.send(("ready", {"model_id": eng.model_id, "vision_input_px": eng.vision_input_px,
-                             "visual_tokens_per_image": eng.visual_tokens_per_image}))
+                             "visual_tokens_per_image": eng.visual_tokens_per_image, "mlocked": _lock_memory()}))
     except Exception as exc:  # reported to the parent, which raises it there
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         return
@@ -140,6 +155,7 @@ class ProcessEngine:
         self.vision_input_px = facts["vision_input_px"]
         self.visual_tokens_per_image = facts["visual_tokens_per_image"]
         self.cpus = list(cpus or [])
+        self.mlocked = bool(facts.get("mlocked"))
 
     def _recv(self) -> tuple[str, Any]:
         try:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -228,6 +229,9 @@ def serve(model: str, host: str, port: int, *, manifest: str | None = None, max_
         from testbed.engine import ProcessEngine
 
         engine = ProcessEngine(model, threads=threads, cpus=model_cpus, spin_s=model_spin_s)
+        print(f"edgevlm serve: model process on CPUs {engine.cpus or 'any'}, memory "
+              f"{'locked (mlockall)' if engine.mlocked else 'NOT locked (mlockall refused; pages may be reclaimed)'}",
+              file=sys.stderr, flush=True)
     else:
         import torch
 

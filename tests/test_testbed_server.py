@@ -110,6 +110,9 @@ def test_model_process_answers_exactly_as_inline(tmp_path):
     ckpt = build_tiny_llava(tmp_path / "ckpt", settings={"max_new_tokens": 4})
     inline = InlineEngine(load_backend(str(ckpt)))
     proc = ProcessEngine(str(ckpt), threads=1, cpus=[0], spin_s=0.5)  # busy-polls between passes
+    # where it says its memory is locked, the kernel agrees (VmLck); root may lock (CI runs as root)
+    locked_kb = int(next(line.split()[1] for line in open(f"/proc/{proc._proc.pid}/status") if line.startswith("VmLck")))
+    assert proc.mlocked == (locked_kb > 10_000)
     try:
         g = Image.new("RGB", (64, 64), (200, 30, 30))
         loc = Image.new("RGB", (64, 64), (20, 200, 30))
