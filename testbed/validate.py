@@ -3,14 +3,16 @@
 Steps (written under OUT/):
   1. trace.parquet   the manifest's trace by the same model (models.extract, on the JPEG-decoded images the
      server sees), unless TESTBED.yaml gives one;
-  2. calibration.json, profile.csv   measured pass times (testbed.calibrate; the running server's) and
-     edge prep/crop times;
+  2. calibration.json, profile.csv   measured pass times (testbed.calibrate; the running server's), the
+     server's speed variability (calibrate.speed_fit -> the scenario's server.speed) and edge prep/crop
+     times; repeated every round (`rounds`);
   3. per (policy, load): the simulator scenario (scenario.yaml): Poisson arrivals at rho x measured
      capacity, the trace, the measured profile, edge prep/crop times, the same link rates. Its event
      log gives the arrival schedule (time, client, sample) that the real edge client then replays,
      so both see the same arrivals and the same samples;
   4. the testbed: server and client namespaces joined by a shaped veth pair (testbed.netns);
-     `edgevlm serve` in one, `edgevlm edge` in the other; events_testbed.parquet;
+     `edgevlm serve` in one, `edgevlm edge` in the other; events_testbed.parquet (and replayK/ with
+     `replays`: the same arrivals again, the testbed's repeatability);
   5. comparison.json per point and OUT/comparison.json overall: mean/p50/p95 latency, throughput,
      uplink and downlink bytes/request, retransmission rate (the crop rate, as sim.summary), each
      sim vs testbed with relative error (sim - testbed) / testbed; cdf.png overlays the latency CDFs.
@@ -497,8 +499,8 @@ def run(tb, out: Path, *, compare_sim: bool = True, progress: bool = True) -> di
                                      f"edge client on {','.join(map(str, other_cpus))})" if model_cpus else ""))
         _wait_health(base_url, ns.exec_prefix(ns.client), 180, server)
         gap_s = 3 * max(r["s1_s"] + r["att_s"] + r["s2_s"] for r in meas["rows"]) + 0.05
-        # A fresh model process runs its first passes slow (allocator, caches): every sample through all
-        # three passes once, discarded, so the first calibration does not time a cold server.
+        # Every sample through all three passes once, unmeasured, so the first calibration does not time
+        # the model process's first passes (first allocations, cold caches).
         say("warming up the server (every sample once, always_crop; not measured)")
         _run_edge(ns, tb, env, base_url, trace, {"kind": "always_crop", "jpeg_quality": quality},
                   [{"request_id": k, "client_id": 0, "sample": k, "arrival_s": 0.1 + 0.01 * k} for k in range(workload.n)],
