@@ -149,6 +149,7 @@ def speed_fit(runs: list[list[tuple[float, float, str, int]]]) -> dict[str, floa
     host's speed minutes apart, which no model of a point predicts) from reading as a strong slow
     drift. Also `mean_ratio` = the mean pass time over the median one, over all runs, which turns the
     profile's per-sample medians into means (the speed model keeps means)."""
+    runs = [run for run in runs if run]
     by_key: dict[tuple[str, int], list[float]] = {}
     for run in runs:
         for _, d, kind, row in run:
@@ -158,11 +159,11 @@ def speed_fit(runs: list[list[tuple[float, float, str, int]]]) -> dict[str, floa
     allx = np.concatenate(logs) if logs else np.zeros(0)
     if allx.size < 8:
         return {"jitter_sigma": 0.0, "drift_sigma": 0.0, "drift_tau_s": 1.0, "mean_ratio": 1.0, "passes": int(allx.size)}
-    centred = [x - x.mean() for x in logs if x.size]
+    centred = [x - x.mean() for x in logs]
     var = float(np.concatenate(centred).var())
     nb = len(LAG_EDGES_S) - 1
     sums, counts, lag_sums = np.zeros(nb), np.zeros(nb), np.zeros(nb)
-    for run, x in zip([r for r in runs if r], centred):
+    for run, x in zip(runs, centred):
         t = np.array([r[0] for r in run])
         for i in range(len(t) - 1):
             lag = t[i + 1:] - t[i]

@@ -48,6 +48,17 @@ class InlineEngine:
         gen = be.generate(be.encode([img, local], question))
         return gen.text, len(gen.tokens)
 
+    @classmethod
+    def load(cls, model: str, threads: int) -> "InlineEngine":
+        """The backend in `model` with `threads` torch threads and denormals flushed (small-model speed)."""
+        import torch
+
+        from models.backend import load_backend
+
+        torch.set_num_threads(threads)
+        torch.set_flush_denormal(True)
+        return cls(load_backend(model))
+
     def close(self) -> None:
         pass
 
@@ -66,8 +77,8 @@ def _next_message(conn, spin_s: float):
 def _lock_memory() -> bool:
     """mlockall(MCL_CURRENT | MCL_FUTURE): keep the process's pages, its libraries' code included, resident,
     as a GPU's memory is. On a host that reclaims idle pages proactively (this one runs DAMON `pageout`
-    on pages idle for ~6 s), an unlocked model process re-reads evicted code and weights from disk in
-    the middle of a pass. False where not allowed (no root, RLIMIT_MEMLOCK)."""
+    on pages idle for ~6 s), an unlocked model process can stall mid-pass re-reading evicted code or
+    weights. False where not allowed (no root, RLIMIT_MEMLOCK)."""
     import ctypes
     import ctypes.util
 
@@ -83,13 +94,7 @@ def _model_main(conn, model: str, threads: int, cpus: Sequence[int] | None, spin
     try:
         if cpus:
             os.sched_setaffinity(0, set(cpus))
-        import torch
-
-        from models.backend import load_backend
-
-        torch.set_num_threads(threads)
-        torch.set_flush_denormal(True)
-        eng = InlineEngine(load_backend(model))
+        eng = InlineEngine.load(model, threads)
         conn.send(("ready", {"model_id": eng.model_id, "vision_input_px": eng.vision_input_px,
                              "visual_tokens_per_image": eng.visual_tokens_per_image, "mlocked": _lock_memory()}))
     except Exception as exc:  # reported to the parent, which raises it there

@@ -233,14 +233,9 @@ def serve(model: str, host: str, port: int, *, manifest: str | None = None, max_
               f"{'locked (mlockall)' if engine.mlocked else 'NOT locked (mlockall refused; pages may be reclaimed)'}",
               file=sys.stderr, flush=True)
     else:
-        import torch
-
-        from models.backend import load_backend
         from testbed.engine import InlineEngine
 
-        torch.set_num_threads(threads)
-        torch.set_flush_denormal(True)
-        engine = InlineEngine(load_backend(model))
+        engine = InlineEngine.load(model, threads)
     try:
         app = create_app(engine, sample_ids=ids, max_queue=max_queue, max_body_bytes=max_body_bytes)
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
