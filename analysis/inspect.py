@@ -10,7 +10,7 @@ import pandas as pd
 
 def inspect_trace(path: str | Path) -> dict:
     """Everything `trace inspect` prints, as a dict of tables (DataFrames) and provenance."""
-    from sim.workload import Workload
+    from edgevlm.sim.workload import Workload
 
     wl = Workload.load(path)
     t = wl.table
@@ -40,7 +40,7 @@ def inspect_trace(path: str | Path) -> dict:
 
 def plot_trace(info: dict, out_dir: str | Path) -> list[Path]:
     """Histograms of min-entropy by stage-1 correctness, and of byte sizes, as PNGs."""
-    from analysis import plots
+    from edgevlm.analysis import plots
 
     plots.setup_style(synthetic=info["provenance"].get("source_kind") == "synthetic")
     import matplotlib.pyplot as plt

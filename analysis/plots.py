@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from analysis.events import PHASES  # noqa: E402
+from edgevlm.analysis.events import PHASES  # noqa: E402
 
 DPI = 110
 BOUND_STYLE = dict(color="0.25", linestyle="--", linewidth=1.2)

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis import plots
-from analysis.events import PHASES, phase_breakdown, read_events, run_scenario, throughput_series
-from traces import atomic_write
+from edgevlm.analysis import plots
+from edgevlm.analysis.events import PHASES, phase_breakdown, read_events, run_scenario, throughput_series
+from edgevlm.traces import atomic_write
 
 
 @dataclass
@@ -46,7 +46,7 @@ def _stage1_flops(scenario: dict) -> float | None:
     """FLOPs of one global-only pass for the scenario's server model (the relative-compute unit)."""
     from pydantic import ValidationError
 
-    from sim.profiles import MODELS, ModelProfile, resolve
+    from edgevlm.sim.profiles import MODELS, ModelProfile, resolve
 
     try:
         model = ModelProfile.model_validate(resolve(_get(scenario, "server", "model") or "llava-1.5-7b", MODELS, "model"))
@@ -109,7 +109,7 @@ def expand_run_dirs(paths: list[str | os.PathLike]) -> list[tuple[Path, str | No
                     rd = p / "runs" / (r["variant"] + (f"-load{r['load_scale']:g}" if multi else ""))
                 out.append((rd, r["variant"], float(r["load_scale"]) if "load_scale" in r else None))
         else:
-            from sim.errors import UserError
+            from edgevlm.sim.errors import UserError
 
             raise UserError(f"{p}: not a run directory (no summary.json) nor a compare output (no results.parquet)")
     return out
@@ -174,8 +174,8 @@ def _bin_s(row) -> float:
 
 def _tradeoff(table: pd.DataFrame, out: Path):
     """The offline trade-off of the runs' trace (curves, separability, summary), or None if unavailable."""
-    from analysis.tradeoff import tradeoff
-    from sim.workload import Workload
+    from edgevlm.analysis.tradeoff import tradeoff
+    from edgevlm.sim.workload import Workload
 
     path = table["trace_path"].dropna()
     if path.empty or not Path(path.iloc[0]).is_file():

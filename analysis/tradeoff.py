@@ -134,7 +134,7 @@ def separability(values: np.ndarray, correct: np.ndarray, edges: np.ndarray,
 def tradeoff(workload, *, jpeg_quality: int = 75, model: str = "llava-1.5-7b", points: int = 101,
              bins: int = 20, correct_min: float = 0.5, tokens=TOKENS) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """(curves table, separability table, JSON summary) of a Workload; see the module docstring."""
-    from sim.profiles import MODELS
+    from edgevlm.sim.profiles import MODELS
 
     prof = MODELS[model]
     n_v = prof.visual_tokens
@@ -239,16 +239,16 @@ def tradeoff(workload, *, jpeg_quality: int = 75, model: str = "llava-1.5-7b", p
 
 
 def _cmd_tradeoff(args: argparse.Namespace) -> int:
-    from sim.errors import UserError
-    from sim.runner import write_json
-    from sim.workload import Workload
-    from traces import TraceError, atomic_write
+    from edgevlm.sim.errors import UserError
+    from edgevlm.sim.runner import write_json
+    from edgevlm.sim.workload import Workload
+    from edgevlm.traces import TraceError, atomic_write
 
     if args.points < 2:
         raise UserError("--points: must be at least 2")
     if args.bins < 1:
         raise UserError("--bins: must be a positive integer")
-    from sim.profiles import MODELS
+    from edgevlm.sim.profiles import MODELS
 
     if args.model not in MODELS:
         raise UserError(f"--model: unknown model {args.model!r}; allowed: {', '.join(MODELS)}")

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from sim.compare import run_compare  # noqa: E402
+from edgevlm.sim.compare import run_compare  # noqa: E402
 
 UNLOADED_ETAS = (0.2, 0.3, 0.4, 0.6)
 

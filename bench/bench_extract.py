@@ -30,9 +30,9 @@ def main() -> int:
     import torch
     from PIL import Image
 
-    from models.backend import load_backend
-    from models.extract import RESAMPLE, ExtractOptions, extract
-    from models.manifest import read_manifest
+    from edgevlm.models.backend import load_backend
+    from edgevlm.models.extract import RESAMPLE, ExtractOptions, extract
+    from edgevlm.models.manifest import read_manifest
     from tests.models_fixtures import build_tiny_llava, build_tiny_qwen, make_images, write_manifest
 
     torch.set_num_threads(args.threads)

@@ -27,10 +27,10 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import simpy  # noqa: E402
 
-from sim import run  # noqa: E402
-from sim.workload import Workload  # noqa: E402
-from traces.synthetic import write_synthetic  # noqa: E402
-from traces.version import git_commit  # noqa: E402
+from edgevlm.sim import run  # noqa: E402
+from edgevlm.sim.workload import Workload  # noqa: E402
+from edgevlm.traces.synthetic import write_synthetic  # noqa: E402
+from edgevlm.traces.version import git_commit  # noqa: E402
 
 
 def bare_simpy_two_fifo(n_requests: int, seed: int = 0) -> float:
@@ -155,7 +155,7 @@ def case_sweep(ctx: Ctx) -> dict:
     """Case 5: sweep throughput, runs per minute on a process pool of 2 workers."""
     import yaml
 
-    from sim.sweep import run_sweep
+    from edgevlm.sim.sweep import run_sweep
 
     base = two_stage_scenario(ctx.trace, ctx.n(20_000))
     spec = {"base": base, "grid": {"policy.threshold": [0.3, 0.6, 0.9, 1.2]}, "seeds": [1, 2]}
@@ -262,7 +262,7 @@ def case_ps_many_clients(ctx: Ctx) -> dict:
 def link_event_cost(active: int, events: int, capped: bool, seed: int = 0) -> tuple[float, float]:
     """Seconds per link event with `active` transfers kept in flight (closed loop), and the mean
     number active. capped: three access-cap classes (0.5x, 1x, 4x the fair share), else uncapped."""
-    from sim.network import LinkConfig, PsLink
+    from edgevlm.sim.network import LinkConfig, PsLink
 
     rng = np.random.default_rng(seed)
     capacity_bps = 1e9

@@ -52,12 +52,12 @@ def main(argv=None) -> int:
     import torch
     import yaml
 
-    from models.backend import load_backend
-    from models.extract import ExtractOptions, extract
-    from models.manifest import read_manifest
-    from sim.workload import Workload
-    from testbed.config import DEFAULT_MODEL, load_testbed
-    from testbed.validate import run
+    from edgevlm.models.backend import load_backend
+    from edgevlm.models.extract import ExtractOptions, extract
+    from edgevlm.models.manifest import read_manifest
+    from edgevlm.sim.workload import Workload
+    from edgevlm.testbed.config import DEFAULT_MODEL, load_testbed
+    from edgevlm.testbed.validate import run
 
     torch.set_num_threads(1)
     out = Path(a.out).resolve()

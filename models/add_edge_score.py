@@ -3,7 +3,7 @@
 This is the tiny model's full-edge convention (models/tiny/default_trace.py): one single-pass answer on
 the 64-px global image, so the full-edge score is the stage-1 score. Recorded in provenance `edge_model`.
 
-    python -m models.add_edge_score TRACE
+    python -m edgevlm.models.add_edge_score TRACE
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import sys
 
 import pyarrow as pa
 
-from traces.io import read_trace, write_trace
+from edgevlm.traces.io import read_trace, write_trace
 
 
 def main(argv=None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m models.add_edge_score TRACE", file=sys.stderr)
+        print("usage: python -m edgevlm.models.add_edge_score TRACE", file=sys.stderr)
         return 2
     table, prov = read_trace(args[0])
     if "edge_score" in table.column_names:

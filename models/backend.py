@@ -269,7 +269,7 @@ def load_backend(path: str, *, backend: str = "auto", device: str = "cpu",
         raise BackendError(f"--backend {backend!r} must be one of {', '.join(BACKENDS)}")
     kind = detect_backend(path) if backend == "auto" else backend
     if kind == "llava":
-        from models.llava import LlavaBackend
+        from edgevlm.models.llava import LlavaBackend
         return LlavaBackend.load(path, device=device, overrides=overrides)
-    from models.qwen import QwenVLBackend
+    from edgevlm.models.qwen import QwenVLBackend
     return QwenVLBackend.load(path, device=device, overrides=overrides)

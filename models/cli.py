@@ -2,7 +2,7 @@
 
 register(subparsers) adds the `extract` sub-command to the `trace` sub-parsers of sim/cli.py; the
 handler imports torch/transformers only when it runs, so `--help` stays fast. Standalone:
-    python -m models.cli extract --model DIR --dataset manifest.jsonl --out traces/x.parquet
+    python -m edgevlm.models.cli extract --model DIR --dataset manifest.jsonl --out traces/x.parquet
 """
 
 from __future__ import annotations
@@ -150,12 +150,12 @@ def run_fit_codec(args: argparse.Namespace) -> int:
     """Handler of `fit-codec`: calibration tokens from the manifest's images, fit, save."""
     from pathlib import Path
 
-    from models.backend import BackendError
-    from models.manifest import ManifestError, read_manifest
+    from edgevlm.models.backend import BackendError
+    from edgevlm.models.manifest import ManifestError, read_manifest
 
     try:
-        from models.codec import CodecError
-        from models.fit_codec import fit_codec_on_manifest
+        from edgevlm.models.codec import CodecError
+        from edgevlm.models.fit_codec import fit_codec_on_manifest
     except ImportError as exc:
         print(f"edgevlm: error: fit-codec needs the [models] extra ({exc})", file=sys.stderr)
         return EXIT_USAGE
@@ -191,12 +191,12 @@ def run_extract(args: argparse.Namespace) -> int:
     """Handler of `extract`: lazy heavy imports; bad input prints one line and returns 2."""
     from pathlib import Path
 
-    from models.backend import BackendError
-    from models.manifest import ManifestError, read_manifest
-    from traces.io import TraceError
+    from edgevlm.models.backend import BackendError
+    from edgevlm.models.manifest import ManifestError, read_manifest
+    from edgevlm.traces.io import TraceError
 
     try:
-        from models.extract import ExtractError, ExtractOptions, extract
+        from edgevlm.models.extract import ExtractError, ExtractOptions, extract
     except ImportError as exc:  # torch/transformers/pillow missing
         print(f"edgevlm: error: trace extract needs the [models] extra ({exc})", file=sys.stderr)
         return EXIT_USAGE
@@ -216,7 +216,7 @@ def run_extract(args: argparse.Namespace) -> int:
             limit=args.limit, checkpoint_every=args.checkpoint_every, overwrite=args.overwrite,
             progress=not args.no_progress, notes=args.notes, infer_jpeg_quality=args.infer_jpeg_quality)
         opts.check()
-        from models.backend import load_backend
+        from edgevlm.models.backend import load_backend
         import torch
 
         torch.set_flush_denormal(True)
@@ -231,8 +231,8 @@ def run_extract(args: argparse.Namespace) -> int:
         if args.codec and not args.progressive:
             raise ExtractError("--codec is used only with --progressive")
         if args.progressive:
-            from models.codec import CodecError, load_codec
-            from models.progressive import projector
+            from edgevlm.models.codec import CodecError, load_codec
+            from edgevlm.models.progressive import projector
 
             projector(backend)                     # LLaVA only: fails early with a clear message
             codec_dir = args.codec or str(Path(args.model) / "codec" / "pca_levels")
@@ -253,7 +253,7 @@ def run_extract(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m models.cli", description="edgevlm model tools")
+    ap = argparse.ArgumentParser(prog="python -m edgevlm.models.cli", description="edgevlm model tools")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     register(sub)
     args = ap.parse_args(argv)

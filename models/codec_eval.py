@@ -7,7 +7,7 @@ codec and level: mean cumulative bytes, mean score, mean min-entropy, relative t
 first level whose accuracy reaches 95% of the top level's. A "no payload" accuracy (the first codec's
 output for an all-zero latent, i.e. the mean token for PCA) shows how much the answers depend on the image.
 
-    python -m models.codec_eval --model DIR --dataset MANIFEST --codec DIR [--codec DIR ...] \
+    python -m edgevlm.models.codec_eval --model DIR --dataset MANIFEST --codec DIR [--codec DIR ...] \
         [--limit N] [--json out.json]
 """
 
@@ -26,10 +26,10 @@ def evaluate(backend, codecs: dict[str, Any], samples: Sequence[Any], scoring: s
              progress: bool = True) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
-    from models.extract import RESAMPLE, load_image
-    from models.progressive import generate_from_tokens, vision_tokens
-    from models.scoring import score_answer
-    from models.uncertainty import token_uncertainty
+    from edgevlm.models.extract import RESAMPLE, load_image
+    from edgevlm.models.progressive import generate_from_tokens, vision_tokens
+    from edgevlm.models.scoring import score_answer
+    from edgevlm.models.uncertainty import token_uncertainty
 
     px = backend.vision_input_px
     ref_scores, blind_scores = [], []
@@ -99,7 +99,7 @@ def format_report(res: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m models.codec_eval", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m edgevlm.models.codec_eval", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True)
     ap.add_argument("--dataset", required=True, metavar="MANIFEST")
     ap.add_argument("--codec", action="append", required=True, help="fitted codec directory (repeatable)")
@@ -111,9 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = ap.parse_args(argv)
     import torch
 
-    from models.backend import BackendError, load_backend
-    from models.codec import CodecError, load_codec
-    from models.manifest import ManifestError, read_manifest
+    from edgevlm.models.backend import BackendError, load_backend
+    from edgevlm.models.codec import CodecError, load_codec
+    from edgevlm.models.manifest import ManifestError, read_manifest
 
     torch.set_num_threads(a.threads)
     torch.set_flush_denormal(True)
@@ -135,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.json:
         from pathlib import Path
 
-        from traces.io import atomic_write
+        from edgevlm.traces.io import atomic_write
         atomic_write(a.json, lambda tmp: Path(tmp).write_text(json.dumps(res, indent=2)))
     return 0
 

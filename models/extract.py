@@ -37,15 +37,15 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from models.backend import VLMBackend
-from models.boxsearch import DEFAULT_RATIOS, box_around, search_box
-from models.jpeg import DEFAULT_QUALITIES, JPEG_SETTINGS, jpeg_round_trip, jpeg_sizes, to_rgb
-from models.manifest import Sample
-from models.scoring import SCORING_MODES, score_answer
-from models.uncertainty import token_uncertainty
-from traces.io import TraceError, read_trace, write_trace
-from traces.schema import FIELD_BY_NAME, SOURCE_KINDS
-from traces.version import generator_string, git_commit
+from edgevlm.models.backend import VLMBackend
+from edgevlm.models.boxsearch import DEFAULT_RATIOS, box_around, search_box
+from edgevlm.models.jpeg import DEFAULT_QUALITIES, JPEG_SETTINGS, jpeg_round_trip, jpeg_sizes, to_rgb
+from edgevlm.models.manifest import Sample
+from edgevlm.models.scoring import SCORING_MODES, score_answer
+from edgevlm.models.uncertainty import token_uncertainty
+from edgevlm.traces.io import TraceError, read_trace, write_trace
+from edgevlm.traces.schema import FIELD_BY_NAME, SOURCE_KINDS
+from edgevlm.traces.version import generator_string, git_commit
 
 RESAMPLE = Image.Resampling.BICUBIC
 #: Provenance keys that must match for a resumed run to append to an existing trace.
@@ -141,7 +141,7 @@ def process_sample(backend: VLMBackend, sample: Sample, opts: ExtractOptions) ->
 
     tokens = None
     if opts.codec is not None:  # the projector-input tokens the edge would compress (edge side: no JPEG)
-        from models.progressive import vision_tokens
+        from edgevlm.models.progressive import vision_tokens
 
         tokens = vision_tokens(backend, [global_img])[0]
     enc1 = backend.encode([global_seen], sample.question)
@@ -171,7 +171,7 @@ def process_sample(backend: VLMBackend, sample: Sample, opts: ExtractOptions) ->
         "t_decode_token_s": gen1.t_decode_token_s,
     }
     if opts.codec is not None:
-        from models.progressive import progressive_row
+        from edgevlm.models.progressive import progressive_row
 
         row.update(progressive_row(backend, opts.codec, global_img, sample.question, sample.answers,
                                    opts.scoring, tokens=tokens))
@@ -225,7 +225,7 @@ def provenance(backend: VLMBackend, opts: ExtractOptions, manifest: Path) -> dic
     }
     prov.update(backend.describe())
     if opts.codec is not None:
-        from models.progressive import edge_metadata
+        from edgevlm.models.progressive import edge_metadata
 
         prov.update(edge_metadata(backend, opts.codec))
         prov["progressive"]["path"] = opts.codec_path

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from models.backend import (
+from edgevlm.models.backend import (
     AttentionMaps,
     BackendError,
     BackendSettings,

@@ -15,8 +15,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from models.backend import BackendError, BackendSettings
-from models.hf_base import HFBackend
+from edgevlm.models.backend import BackendError, BackendSettings
+from edgevlm.models.hf_base import HFBackend
 
 
 class LlavaBackend(HFBackend):

@@ -21,10 +21,10 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from models.backend import BackendError, VLMBackend
-from models.codec import Codec
-from models.scoring import score_answer
-from models.uncertainty import token_uncertainty
+from edgevlm.models.backend import BackendError, VLMBackend
+from edgevlm.models.codec import Codec
+from edgevlm.models.scoring import score_answer
+from edgevlm.models.uncertainty import token_uncertainty
 
 
 def projector(backend: VLMBackend):

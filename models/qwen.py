@@ -12,8 +12,8 @@ from typing import Any, Sequence
 
 import torch
 
-from models.backend import BackendError, BackendSettings
-from models.hf_base import HFBackend
+from edgevlm.models.backend import BackendError, BackendSettings
+from edgevlm.models.hf_base import HFBackend
 
 QWEN_TEMPLATE = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
                  "<|im_start|>user\n{images}{question}<|im_end|>\n<|im_start|>assistant\n")

@@ -6,7 +6,7 @@ fonts come in two size classes so that part of the text is readable from the 64-
 and the rest needs a zoomed crop. Questions: `color` (of a named shape), `text` (on a named sign)
 and `position` (which side the named sign is on). Ground-truth boxes are kept.
 
-CLI: ``python -m models.scenes --out DIR --n N --seed S`` writes DIR/images/*.jpg, DIR/manifest.jsonl
+CLI: ``python -m edgevlm.models.scenes --out DIR --n N --seed S`` writes DIR/images/*.jpg, DIR/manifest.jsonl
 (image, question, answers, question_type, gt_box) and DIR/scenes_meta.jsonl (per-sample details).
 """
 
@@ -257,7 +257,7 @@ def _write_one(args) -> tuple[dict, dict]:
 def write_dataset(out: str | os.PathLike, n: int, seed: int, *, progress: bool = True) -> Path:
     """Write n samples (images, manifest.jsonl, scenes_meta.jsonl) under out; returns the manifest path."""
     from tqdm import tqdm
-    from traces.io import atomic_write
+    from edgevlm.traces.io import atomic_write
 
     if n <= 0:
         raise ValueError(f"n: must be a positive integer, got {n}")
@@ -273,7 +273,7 @@ def write_dataset(out: str | os.PathLike, n: int, seed: int, *, progress: bool =
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m models.scenes",
+    p = argparse.ArgumentParser(prog="python -m edgevlm.models.scenes",
                                 description="Generate the procedural scene-text VQA dataset (images + JSONL manifest).")
     p.add_argument("--out", required=True, help="output directory (images/, manifest.jsonl, scenes_meta.jsonl)")
     p.add_argument("--n", type=int, default=1000, help="number of samples, one question per scene (default 1000)")

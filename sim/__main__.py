@@ -1,3 +1,3 @@
-from sim.cli import main
+from edgevlm.sim.cli import main
 
 raise SystemExit(main())

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 from simpy.events import Timeout
 
-from sim.registry import Registry
-from sim.rng import Batched
+from edgevlm.sim.registry import Registry
+from edgevlm.sim.rng import Batched
 
 if TYPE_CHECKING:
-    from sim.engine import Simulation
+    from edgevlm.sim.engine import Simulation
 
 arrival_processes: Registry = Registry("clients.arrival")
 

@@ -30,7 +30,7 @@ from typing import Annotated, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 
-from sim.errors import UserError
+from edgevlm.sim.errors import UserError
 
 MAHIMAHI_PACKET_BYTES = 1500
 PACKET_BITS = MAHIMAHI_PACKET_BYTES * 8

@@ -114,10 +114,10 @@ def check_run_dir(run_dir: str | Path, per_invariant: int = 5) -> Report:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from sim.errors import UserError
-    from sim.recorder import EVENT_SCHEMA
-    from sim.rundir import AUDIT_FILE, EVENTS_FILE, SCENARIO_FILE, SUMMARY_FILE
-    from sim.scenario import load_scenario
+    from edgevlm.sim.errors import UserError
+    from edgevlm.sim.recorder import EVENT_SCHEMA
+    from edgevlm.sim.rundir import AUDIT_FILE, EVENTS_FILE, SCENARIO_FILE, SUMMARY_FILE
+    from edgevlm.sim.scenario import load_scenario
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -170,9 +170,9 @@ def check_run_dir(run_dir: str | Path, per_invariant: int = 5) -> Report:
 
 
 def _load_trace(summary: dict, report: Report):
-    from sim.rundir import file_sha256
-    from sim.workload import Workload
-    from traces import TraceError
+    from edgevlm.sim.rundir import file_sha256
+    from edgevlm.sim.workload import Workload
+    from edgevlm.traces import TraceError
 
     info = summary.get("trace") or {}
     path = Path(str(info.get("path", "")))
@@ -257,7 +257,7 @@ def _check_terminal(ev: dict, summary: dict, sc, complete: bool, bad) -> None:
 
 
 def _check_monotone(ev: dict, summary: dict, sc, bad) -> None:
-    from sim.policies import policies
+    from edgevlm.sim.policies import policies
 
     # Each protocol's own step order (e.g. full_edge infers on the device before the uplink).
     TIME_COLUMNS = policies.builder(sc.policy.kind).step_order
@@ -302,7 +302,7 @@ def _audit_links(audit) -> dict[str, dict[str, np.ndarray]] | None:
     """Per link, the audit's transfers as arrays (request_id, bytes, start_s, end_s)."""
     if audit is None:
         return None
-    from sim.audit import LINKS
+    from edgevlm.sim.audit import LINKS
 
     res = audit.column("resource").to_numpy(zero_copy_only=False).astype(str)
     cols = {c: audit.column(c).to_numpy(zero_copy_only=False) for c in ("request_id", "bytes", "start_s", "end_s")}
@@ -422,7 +422,7 @@ def _worst_window(a: np.ndarray, b: np.ndarray, bits: np.ndarray, cap_bps: float
 
 
 def _check_bytes(ev: dict, summary: dict, links, complete: bool, bad) -> None:
-    from sim.audit import LINKS
+    from edgevlm.sim.audit import LINKS
 
     ids = ev["request_id"]
     for link in LINKS:
@@ -482,7 +482,7 @@ def _check_gpu(ev: dict, summary: dict, sc, audit, complete: bool, report: Repor
         end = audit.column("end_s").to_numpy()[g]
         source = "GPU passes in the audit"
     else:
-        from sim.policies import policies
+        from edgevlm.sim.policies import policies
 
         stages = policies.builder(sc.policy.kind).server_stages
         spans = [(ev[f"s{k}_start_s"], ev[f"s{k}_end_s"]) for k in stages] or [(np.empty(0), np.empty(0))]
@@ -521,8 +521,8 @@ def _peak_concurrency(start: np.ndarray, end: np.ndarray) -> tuple[int, float]:
 
 
 def _check_summary(events, summary: dict, sc, workload, bad) -> None:
-    from sim.runner import baseline_bytes
-    from sim.summary import summarize
+    from edgevlm.sim.runner import baseline_bytes
+    from edgevlm.sim.summary import summarize
 
     util = summary.get("utilisation")
     if not isinstance(util, dict):

@@ -12,25 +12,25 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from sim.errors import UserError
-from traces import TraceError
+from edgevlm.sim.errors import UserError
+from edgevlm.traces import TraceError
 
 EXIT_USAGE = 2
 
 #: Modules that add top-level sub-commands: each has `register(subparsers)` (or `module:function`) and keeps heavy imports
 #: inside its handlers, so `edgevlm --help` stays fast. A module that fails to import is skipped.
-COMMAND_MODULES: tuple[str, ...] = ("sim.sweep", "sim.check", "analysis.cli", "analysis.tradeoff", "testbed.cli")
+COMMAND_MODULES: tuple[str, ...] = ("edgevlm.sim.sweep", "edgevlm.sim.check", "edgevlm.analysis.cli", "edgevlm.analysis.tradeoff", "edgevlm.testbed.cli")
 #: Modules that add `edgevlm trace ...` sub-commands the same way. models.cli is optional: the
 #: simulator itself never needs torch.
-TRACE_COMMAND_MODULES: tuple[str, ...] = ("models.cli", "analysis.cli:register_trace")
+TRACE_COMMAND_MODULES: tuple[str, ...] = ("edgevlm.models.cli", "edgevlm.analysis.cli:register_trace")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from sim.runner import default_scenario_path, run
-    from sim.scenario import load_scenario
+    from edgevlm.sim.runner import default_scenario_path, run
+    from edgevlm.sim.scenario import load_scenario
 
     if args.replay:
-        from sim.replay import cmd_replay
+        from edgevlm.sim.replay import cmd_replay
 
         return cmd_replay(args)
     path = Path(args.scenario) if args.scenario else default_scenario_path()
@@ -38,7 +38,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.seed is not None:
         scenario = scenario.model_copy(update={"seed": args.seed})
     out = Path(args.out) if args.out else Path("runs") / scenario.name
-    from sim.runner import Workload, resolve_trace
+    from edgevlm.sim.runner import Workload, resolve_trace
 
     try:
         workload = Workload.load(resolve_trace(scenario.trace, base_dir))
@@ -88,7 +88,7 @@ def format_summary(s: dict) -> str:
 
 
 def _cmd_trace_validate(args: argparse.Namespace) -> int:
-    from traces import read_trace
+    from edgevlm.traces import read_trace
 
     table, prov = read_trace(args.trace)
     print(f"{args.trace}: valid v{prov['format_version']} trace, {table.num_rows} rows, "
@@ -97,7 +97,7 @@ def _cmd_trace_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_trace_synthetic(args: argparse.Namespace) -> int:
-    from traces.synthetic import write_synthetic
+    from edgevlm.traces.synthetic import write_synthetic
 
     if args.samples <= 0:
         raise UserError("--samples: must be a positive integer")

@@ -11,8 +11,8 @@ from __future__ import annotations
 import simpy
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
-from sim.latency import Job, RooflineLatency, latency_models
-from sim.profiles import EDGES, MODELS, EdgeProfile, ModelProfile, dump, resolve
+from edgevlm.sim.latency import Job, RooflineLatency, latency_models
+from edgevlm.sim.profiles import EDGES, MODELS, EdgeProfile, ModelProfile, dump, resolve
 
 
 class EdgeConfig(BaseModel):

@@ -14,17 +14,17 @@ from typing import Callable
 import simpy
 from simpy.events import Timeout
 
-from sim.arrivals import arrival_processes
-from sim.bandwidth import BandwidthTraceError, ConstantProfile, ShiftedProfile, load_profile, period_s
-from sim.edge import EdgeDevices
-from sim.errors import ConfigError
-from sim.latency import Job
-from sim.network import build_link
-from sim.policies import policies
-from sim.rng import Batched, Streams
-from sim.scenario import Scenario
-from sim.server import build_server
-from sim.workload import Workload
+from edgevlm.sim.arrivals import arrival_processes
+from edgevlm.sim.bandwidth import BandwidthTraceError, ConstantProfile, ShiftedProfile, load_profile, period_s
+from edgevlm.sim.edge import EdgeDevices
+from edgevlm.sim.errors import ConfigError
+from edgevlm.sim.latency import Job
+from edgevlm.sim.network import build_link
+from edgevlm.sim.policies import policies
+from edgevlm.sim.rng import Batched, Streams
+from edgevlm.sim.scenario import Scenario
+from edgevlm.sim.server import build_server
+from edgevlm.sim.workload import Workload
 
 #: Tokens of the generic prompt ("Write a general description of the image.") in the attention pass.
 GENERIC_PROMPT_TOKENS = 12

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from sim.errors import ConfigError
+from edgevlm.sim.errors import ConfigError
 
 
 MAX_INT = 10 ** 12

@@ -34,9 +34,9 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 
-from sim.errors import ConfigError
-from sim.registry import Registry
-from sim.rng import Batched
+from edgevlm.sim.errors import ConfigError
+from edgevlm.sim.registry import Registry
+from edgevlm.sim.rng import Batched
 
 latency_models: Registry = Registry("server.latency")
 

@@ -57,7 +57,7 @@ import simpy
 from simpy.events import NORMAL, Event, Timeout
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validator
 
-from sim.bandwidth import BandwidthTraceConfig, ConstantProfile, load_profile
+from edgevlm.sim.bandwidth import BandwidthTraceConfig, ConstantProfile, load_profile
 
 #: Default per-message overhead: an HTTP/1.1 request or response line with ~8 typical headers
 #: (~250 B) plus one TCP/IPv4 header (40 B) on a persistent connection, rounded to 300 B. Per-segment

@@ -19,18 +19,18 @@ from typing import Any
 
 import numpy as np
 
-from sim.errors import UserError
-from sim.rundir import AUDIT_FILE, EVENTS_FILE, SCENARIO_FILE, SUMMARY_FILE, file_sha256
+from edgevlm.sim.errors import UserError
+from edgevlm.sim.rundir import AUDIT_FILE, EVENTS_FILE, SCENARIO_FILE, SUMMARY_FILE, file_sha256
 
 MAX_LINES = 20
 
 
 def replay(run_dir: str | Path, out: str | Path | None = None) -> tuple[list[str], list[str]]:
     """Rerun RUN_DIR into `out` (a temporary directory if None); returns (differences, notes)."""
-    from sim.runner import resolve_trace, run
-    from sim.scenario import load_scenario
-    from sim.workload import Workload
-    from traces import TraceError
+    from edgevlm.sim.runner import resolve_trace, run
+    from edgevlm.sim.scenario import load_scenario
+    from edgevlm.sim.workload import Workload
+    from edgevlm.traces import TraceError
 
     run_dir = Path(run_dir)
     try:

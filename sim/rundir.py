@@ -12,7 +12,7 @@ import os
 from importlib import metadata
 from pathlib import Path
 
-from sim.errors import UserError
+from edgevlm.sim.errors import UserError
 
 SUMMARY_FILE = "summary.json"
 EVENTS_FILE = "events.parquet"

@@ -22,18 +22,18 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sim import rundir
-from sim.audit import AuditLog
-from sim.engine import Simulation
-from sim.errors import ConfigError
-from sim.interrupt import RunInterrupted, SimulationInterrupted, discount_future_work, stop_on_sigint
-from sim.recorder import EventLog
-from sim.rundir import AUDIT_FILE
-from sim.scenario import Scenario, load_scenario, parse_scenario
-from sim.summary import dictionary_codes, read_summary_columns, summarize
-from sim.workload import Workload
-from traces import TraceError, atomic_write
-from traces.version import git_commit, package_version
+from edgevlm.sim import rundir
+from edgevlm.sim.audit import AuditLog
+from edgevlm.sim.engine import Simulation
+from edgevlm.sim.errors import ConfigError
+from edgevlm.sim.interrupt import RunInterrupted, SimulationInterrupted, discount_future_work, stop_on_sigint
+from edgevlm.sim.recorder import EventLog
+from edgevlm.sim.rundir import AUDIT_FILE
+from edgevlm.sim.scenario import Scenario, load_scenario, parse_scenario
+from edgevlm.sim.summary import dictionary_codes, read_summary_columns, summarize
+from edgevlm.sim.workload import Workload
+from edgevlm.traces import TraceError, atomic_write
+from edgevlm.traces.version import git_commit, package_version
 
 DEFAULT_SCENARIO = "quickstart.yaml"
 
@@ -66,7 +66,7 @@ def default_scenario_path() -> Path:
     local = Path("scenarios") / DEFAULT_SCENARIO
     if local.is_file():
         return local
-    return Path(str(resources.files("scenarios").joinpath(DEFAULT_SCENARIO)))
+    return Path(str(resources.files("edgevlm.scenarios").joinpath(DEFAULT_SCENARIO)))
 
 
 def resolve_trace(trace: str, base_dir: Path | None) -> Path:
@@ -74,7 +74,7 @@ def resolve_trace(trace: str, base_dir: Path | None) -> Path:
     p = Path(trace)
     candidates = [p] if p.is_absolute() else (
         ([base_dir / p, base_dir.parent / p] if base_dir else []) + [Path.cwd() / p]
-        + [Path(str(resources.files("traces"))) / p.name])
+        + [Path(str(resources.files("edgevlm.traces"))) / p.name])
     for c in candidates:
         if c.is_file():
             return c

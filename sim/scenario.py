@@ -17,17 +17,17 @@ from typing import Any, Optional, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
 
-from sim import yamlsafe
-from sim.arrivals import arrival_processes
-from sim.errors import ConfigError
-from sim.bandwidth import BandwidthTraceConfig
-from sim.edge import EdgeConfig
-from sim.hardening import check_values
-from sim.latency import RooflineLatency, latency_models
-from sim.network import LinkConfig
-from sim.policies import policies
-from sim.server import FifoScheduler, ServerBase, schedulers
-from sim.speed import ConstantSpeed, speed_models
+from edgevlm.sim import yamlsafe
+from edgevlm.sim.arrivals import arrival_processes
+from edgevlm.sim.errors import ConfigError
+from edgevlm.sim.bandwidth import BandwidthTraceConfig
+from edgevlm.sim.edge import EdgeConfig
+from edgevlm.sim.hardening import check_values
+from edgevlm.sim.latency import RooflineLatency, latency_models
+from edgevlm.sim.network import LinkConfig
+from edgevlm.sim.policies import policies
+from edgevlm.sim.server import FifoScheduler, ServerBase, schedulers
+from edgevlm.sim.speed import ConstantSpeed, speed_models
 
 SCENARIO_VERSION = 1
 #: Per-client state is O(count) up front; beyond this a typo (an extra 0s) exhausts memory.

@@ -23,8 +23,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 
-from sim.registry import Registry
-from sim.rng import Batched
+from edgevlm.sim.registry import Registry
+from edgevlm.sim.rng import Batched
 
 speed_models: Registry = Registry("server.speed")
 

@@ -32,10 +32,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
-from sim import yamlsafe
-from sim.errors import ConfigError, UserError
-from sim.scenario import load_scenario, parse_scenario
-from traces import atomic_write
+from edgevlm.sim import yamlsafe
+from edgevlm.sim.errors import ConfigError, UserError
+from edgevlm.sim.scenario import load_scenario, parse_scenario
+from edgevlm.traces import atomic_write
 
 _PATH_PART = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)((?:\[\d+\])*)")
 
@@ -116,7 +116,7 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, dict, Path]:
         base = scenario.model_dump(mode="json", exclude_none=True)
     else:
         base, scenario_dir = dict(spec.base), base_dir
-    from sim.runner import resolve_trace
+    from edgevlm.sim.runner import resolve_trace
 
     base["trace"] = str(resolve_trace(str(base.get("trace", "")), scenario_dir).resolve())
     return spec, base, base_dir
@@ -154,7 +154,7 @@ def expand(spec: SweepSpec, base: dict) -> list[tuple[dict[str, Any], dict]]:
 def run_one(scenario: dict, run_dir: str, audit: bool = False) -> dict[str, Any]:
     """Run one scenario into run_dir (or reuse a complete earlier result), then re-verify it with
     `edgevlm check`'s invariants; returns flat metrics plus `check_ok` / `check_violations`."""
-    from sim.runner import run
+    from edgevlm.sim.runner import run
 
     summary_path = Path(run_dir) / "summary.json"
     if summary_path.is_file():
@@ -177,7 +177,7 @@ def run_one(scenario: dict, run_dir: str, audit: bool = False) -> dict[str, Any]
 
 def check_columns(run_dir: str | Path) -> dict[str, Any]:
     """`edgevlm check` on a finished run directory, as two result columns."""
-    from sim.check import check_run_dir
+    from edgevlm.sim.check import check_run_dir
 
     report = check_run_dir(run_dir)
     return {"check_ok": report.ok,

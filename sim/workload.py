@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from traces import read_trace
+from edgevlm.traces import read_trace
 
 #: Bytes of UTF-8 text per LM token, used to size questions and answers on the wire.
 TEXT_BYTES_PER_TOKEN = 4
@@ -77,7 +77,7 @@ class Workload:
         return self.provenance.get("source_kind") == "synthetic"
 
     def quality_index(self, quality: int, path: str = "policy.jpeg_quality") -> int:
-        from sim.errors import ConfigError
+        from edgevlm.sim.errors import ConfigError
 
         if quality not in self.qualities:
             raise ConfigError(path, f"{quality} is not in the trace's jpeg_qualities; allowed: "

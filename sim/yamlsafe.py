@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from sim.errors import ConfigError
+from edgevlm.sim.errors import ConfigError
 
 #: A full scenario has a few hundred nodes; anchors and aliases are fine well below these bounds.
 MAX_NODES = 100_000

@@ -27,9 +27,9 @@ def measure(backend, samples: Sequence[Any], workload, quality: int, repeats: in
     """Per-sample median times of each pass, plus edge prep/crop times."""
     from PIL import Image
 
-    from models.boxsearch import search_box
-    from models.extract import RESAMPLE, load_image
-    from models.jpeg import jpeg_encode
+    from edgevlm.models.boxsearch import search_box
+    from edgevlm.models.extract import RESAMPLE, load_image
+    from edgevlm.models.jpeg import jpeg_encode
 
     px = backend.vision_input_px
     rows = []
@@ -86,7 +86,7 @@ def with_server_times(meas: dict[str, Any], server_rows: list[dict[str, Any]]) -
 
 def profile_rows(meas: dict[str, Any], workload) -> list[tuple[str, int, int, float]]:
     """(phase, batch, tokens, seconds) rows reproducing the measured mean pass times (see module doc)."""
-    from sim.engine import GENERIC_PROMPT_TOKENS
+    from edgevlm.sim.engine import GENERIC_PROMPT_TOKENS
 
     rows = meas["rows"]
     n_v = meas["visual_tokens"]
@@ -109,7 +109,7 @@ def profile_rows(meas: dict[str, Any], workload) -> list[tuple[str, int, int, fl
 
 
 def write_profile(rows, path: str | Path) -> Path:
-    from traces.io import atomic_write
+    from edgevlm.traces.io import atomic_write
 
     text = "phase,batch,tokens,seconds\n" + "".join(f"{p},{b},{t},{s:.6f}\n" for p, b, t, s in rows)
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))

@@ -8,11 +8,11 @@ import json
 import sys
 from pathlib import Path
 
-from sim.errors import UserError
+from edgevlm.sim.errors import UserError
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from testbed.config import DEFAULT_MODEL
+    from edgevlm.testbed.config import DEFAULT_MODEL
 
     model = args.model
     if model is None:
@@ -22,9 +22,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         model = str(DEFAULT_MODEL)
     if args.max_queue < 1:
         raise UserError("--max-queue: must be a positive integer")
-    from models.backend import BackendError
-    from testbed.engine import ModelProcessError, parse_cpus
-    from testbed.server import serve
+    from edgevlm.models.backend import BackendError
+    from edgevlm.testbed.engine import ModelProcessError, parse_cpus
+    from edgevlm.testbed.server import serve
 
     cpus = parse_cpus(args.model_cpus, "--model-cpus") if args.model_cpus else None
     if args.model_spin_s < 0:
@@ -46,9 +46,9 @@ def _cmd_edge(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from models.manifest import ManifestError, read_manifest
-    from sim.workload import Workload
-    from testbed.edge import Arrival, build_policy, run_edge, write_events
+    from edgevlm.models.manifest import ManifestError, read_manifest
+    from edgevlm.sim.workload import Workload
+    from edgevlm.testbed.edge import Arrival, build_policy, run_edge, write_events
 
     try:
         samples = {s.sample_id: s for s in read_manifest(args.manifest)}
@@ -85,8 +85,8 @@ def _cmd_edge(args: argparse.Namespace) -> int:
 
 
 def _cmd_testbed(args: argparse.Namespace, compare_sim: bool = False) -> int:
-    from testbed.config import load_testbed
-    from testbed.validate import run
+    from edgevlm.testbed.config import load_testbed
+    from edgevlm.testbed.validate import run
 
     tb, _ = load_testbed(args.testbed)
     out = Path(args.out) if args.out else Path("runs") / f"testbed-{tb.name}"

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sim.engine import Request
+from edgevlm.sim.engine import Request
 
 NAN = math.nan
 
@@ -51,9 +51,9 @@ def build_policy(policy: dict, trace_path: str | Path, seed: int = 0):
     """The simulator's policy object for `policy` (a scenario `policy` block) over the trace."""
     from pydantic import TypeAdapter, ValidationError
 
-    from sim.errors import ConfigError
-    from sim.policies import policies
-    from sim.workload import Workload
+    from edgevlm.sim.errors import ConfigError
+    from edgevlm.sim.policies import policies
+    from edgevlm.sim.workload import Workload
 
     try:
         cfg = TypeAdapter(policies.config_union()).validate_python(policy)
@@ -70,8 +70,8 @@ async def run_edge(base_url: str, samples: Sequence[Any], policy, arrivals: Sequ
     """Run the schedule; returns the finished requests and edge-side measurements."""
     import httpx
 
-    from models.extract import RESAMPLE, load_image
-    from models.jpeg import jpeg_encode
+    from edgevlm.models.extract import RESAMPLE, load_image
+    from edgevlm.models.jpeg import jpeg_encode
 
     originals = [load_image(s) for s in samples]
     quality = policy.cfg.jpeg_quality
@@ -171,12 +171,12 @@ def write_events(done: Sequence[Request], sample_ids: Sequence[str], policy_name
     """Write the requests as a DESIGN §5 event log (sorted by request id); returns the table."""
     import pyarrow.parquet as pq
 
-    from sim.recorder import EventLog
+    from edgevlm.sim.recorder import EventLog
 
     log = EventLog(np.asarray(sample_ids, dtype=object), policy_name, deadline_s)
     for r in sorted(done, key=lambda r: r.request_id):
         log(r)
     table = log.close()
-    from traces.io import atomic_write
+    from edgevlm.traces.io import atomic_write
     atomic_write(path, lambda tmp: pq.write_table(table, tmp))
     return table

@@ -26,7 +26,7 @@ class InlineEngine:
 
     def stage1(self, img, question: str) -> tuple[str, list[float], list[float], list[float]]:
         """Answer on the global image and its per-token uncertainty (float32, as the trace stores it)."""
-        from models.uncertainty import token_uncertainty
+        from edgevlm.models.uncertainty import token_uncertainty
 
         be = self.backend
         gen = be.generate(be.encode([img], question))
@@ -35,7 +35,7 @@ class InlineEngine:
 
     def attention_box(self, img, question: str, image_w: int, image_h: int) -> tuple[int, int, int, int]:
         """The relative-attention box in original-image pixels."""
-        from models.boxsearch import search_box
+        from edgevlm.models.boxsearch import search_box
 
         be = self.backend
         maps = be.attention_to_image(img, question)
@@ -53,7 +53,7 @@ class InlineEngine:
         """The backend in `model` with `threads` torch threads and denormals flushed (small-model speed)."""
         import torch
 
-        from models.backend import load_backend
+        from edgevlm.models.backend import load_backend
 
         torch.set_num_threads(threads)
         torch.set_flush_denormal(True)
@@ -124,7 +124,7 @@ def cpus_problem(cpus: Sequence[int]) -> str | None:
 
 def parse_cpus(text: str, field: str) -> list[int]:
     """'1' or '0,2' -> CPU numbers; a clear error naming `field` otherwise."""
-    from sim.errors import UserError
+    from edgevlm.sim.errors import UserError
 
     try:
         cpus = sorted({int(x) for x in text.split(",") if x.strip()})

@@ -74,7 +74,7 @@ def create_app(backend, *, sample_ids: set[str] | None = None, max_queue: int = 
     `sample_ids`: known ids (None accepts any)."""
     from PIL import Image
 
-    from testbed.engine import InlineEngine, ProcessEngine
+    from edgevlm.testbed.engine import InlineEngine, ProcessEngine
 
     engine = backend if isinstance(backend, (InlineEngine, ProcessEngine)) else InlineEngine(backend)
     app = FastAPI(title="edgevlm serve", docs_url=None, redoc_url=None)
@@ -223,17 +223,17 @@ def serve(model: str, host: str, port: int, *, manifest: str | None = None, max_
 
     ids = None
     if manifest:
-        from models.manifest import read_manifest
+        from edgevlm.models.manifest import read_manifest
         ids = {s.sample_id for s in read_manifest(manifest)}
     if model_process:
-        from testbed.engine import ProcessEngine
+        from edgevlm.testbed.engine import ProcessEngine
 
         engine = ProcessEngine(model, threads=threads, cpus=model_cpus, spin_s=model_spin_s)
         print(f"edgevlm serve: model process on CPUs {engine.cpus or 'any'}, memory "
               f"{'locked (mlockall)' if engine.mlocked else 'NOT locked (mlockall refused; pages may be reclaimed)'}",
               file=sys.stderr, flush=True)
     else:
-        from testbed.engine import InlineEngine
+        from edgevlm.testbed.engine import InlineEngine
 
         engine = InlineEngine.load(model, threads)
     try:

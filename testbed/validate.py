@@ -105,7 +105,7 @@ def scenario_dict(tb, *, name: str, policy: dict, trace: Path, profile: Path, ra
 
 def _hw_fix(d: dict) -> dict:
     """The edge device needs a hardware block; reuse the server's default accelerator by name."""
-    from sim.profiles import EDGES
+    from edgevlm.sim.profiles import EDGES
 
     d["clients"]["edge"]["device"]["hardware"] = EDGES["imx95"].hardware.model_dump()
     return d
@@ -143,12 +143,12 @@ def _run_edge(ns, tb, env, base_url: str, trace: Path, policy: dict, schedule: l
     """One `edgevlm edge` run in the client namespace; returns (events table, edge info)."""
     import pyarrow.parquet as pq
 
-    from sim.errors import UserError
+    from edgevlm.sim.errors import UserError
 
     pdir.mkdir(parents=True, exist_ok=True)
     (pdir / "schedule.json").write_text(json.dumps(schedule))
     cmd = ns.exec_prefix(ns.client) + [
-        sys.executable, "-m", "sim.cli", "edge", "--server", base_url, "--manifest", tb.manifest,
+        sys.executable, "-m", "edgevlm", "edge", "--server", base_url, "--manifest", tb.manifest,
         "--trace", str(trace), "--policy", json.dumps(policy), "--schedule", str(pdir / "schedule.json"),
         "--clients", str(tb.clients), "--out", str(pdir / "events_testbed.parquet"),
         "--deadline-s", str(tb.deadline_s)]
@@ -204,7 +204,7 @@ def message_bytes(g, c, workload, qi: int, crop_share: float) -> tuple[float, fl
     three-message requests. The uncertainty bytes per token are the least-squares slope over the
     stage-1 token counts (0 when every answer has the same length: then the overhead absorbs them).
     """
-    from sim.workload import ATTENTION_REQUEST_BYTES, BBOX_REQUEST_BYTES, TEXT_BYTES_PER_TOKEN
+    from edgevlm.sim.workload import ATTENTION_REQUEST_BYTES, BBOX_REQUEST_BYTES, TEXT_BYTES_PER_TOKEN
 
     sid = {s: i for i, s in enumerate(workload.sample_id)}
     parts = []
@@ -242,7 +242,7 @@ def calibrate_network(ns, tb, env, base_url: str, trace: Path, workload, quality
     `busy_gap_s`, from a third run (always_crop, arrivals every `busy_gap_s`, i.e. above capacity) that
     keeps the server busy (TESTBED.yaml calibration.server_passes: busy)."""
 
-    from testbed import calibrate
+    from edgevlm.testbed import calibrate
 
     up_bps, down_bps = tb.network.uplink.capacity_mbps * 1e6, tb.network.downlink.capacity_mbps * 1e6
     qi = workload.quality_index(quality)
@@ -293,7 +293,7 @@ def _simulate(sc: dict, out: Path, replications: int):
     testbed replays), all runs' events pooled (request ids + k x 10^6) and each run's event table."""
     import pyarrow.parquet as pq
 
-    from sim.runner import run as sim_run
+    from edgevlm.sim.runner import run as sim_run
 
     n = replications if sc["server"]["speed"]["kind"] != "constant" else 1
     tables = []
@@ -314,8 +314,8 @@ def _run_point(ns, tb, env, base_url: str, trace: Path, workload, policy: dict, 
     (the simulator's pooled over its speed replications), each one's own summary, and the run's counts."""
     import pyarrow.compute as pc
 
-    from sim.summary import summarize
-    from testbed import calibrate
+    from edgevlm.sim.summary import summarize
+    from edgevlm.testbed import calibrate
 
     rate = sc["clients"]["arrival"]["rate_per_s"] * tb.clients
     say(f"{name}: simulating (lambda = {rate:.3f}/s)")
@@ -394,7 +394,7 @@ def pool_rounds(rs: list[dict[str, Any]]) -> dict[str, Any]:
     """One point's comparison over its rounds: latency, bytes and retransmission rate from all measured
     requests of all rounds together; throughput the mean of the rounds' (each over its own window).
     With one round this is exactly that round's comparison."""
-    from sim.summary import summarize
+    from edgevlm.sim.summary import summarize
 
     def pooled(key: str, summ: str) -> dict:
         s = summarize(_concat([r[key] for r in rs]), warmup_s=0.0, baseline_up1_bytes=None, components={})
@@ -425,13 +425,13 @@ def run(tb, out: Path, *, compare_sim: bool = True, progress: bool = True) -> di
     """The whole measurement of one TESTBED.yaml; returns the overall comparison dict."""
     import torch
 
-    from models.backend import load_backend
-    from models.manifest import read_manifest
-    from sim.errors import UserError
-    from sim.workload import Workload
-    from testbed import calibrate
-    from testbed.edge import build_policy
-    from testbed.netns import Netns, NetnsUnavailable, Shape
+    from edgevlm.models.backend import load_backend
+    from edgevlm.models.manifest import read_manifest
+    from edgevlm.sim.errors import UserError
+    from edgevlm.sim.workload import Workload
+    from edgevlm.testbed import calibrate
+    from edgevlm.testbed.edge import build_policy
+    from edgevlm.testbed.netns import Netns, NetnsUnavailable, Shape
 
     def say(msg: str) -> None:
         if progress:
@@ -446,7 +446,7 @@ def run(tb, out: Path, *, compare_sim: bool = True, progress: bool = True) -> di
     trace = Path(tb.trace) if tb.trace else out / "trace.parquet"
     quality = int(tb.policies[0].get("jpeg_quality", 75))
     if not trace.exists():
-        from models.extract import ExtractOptions, extract
+        from edgevlm.models.extract import ExtractOptions, extract
 
         say(f"extracting the trace of {len(samples)} samples -> {trace}")
         extract(backend, samples, trace, ExtractOptions(
@@ -488,7 +488,7 @@ def run(tb, out: Path, *, compare_sim: bool = True, progress: bool = True) -> di
         model_cpus, other_cpus = cpu_split(tb)
         server_log = open(out / "server.log", "w")
         server = subprocess.Popen(
-            ns.exec_prefix(ns.server) + [sys.executable, "-m", "sim.cli", "serve", "--model", tb.model,
+            ns.exec_prefix(ns.server) + [sys.executable, "-m", "edgevlm", "serve", "--model", tb.model,
                                          "--host", ns.server_ip, "--port", str(tb.server.port),
                                          "--manifest", tb.manifest, "--max-queue", str(tb.server.max_queue),
                                          "--threads", str(tb.server.threads)]
@@ -618,6 +618,6 @@ def plot_cdf(sim_events, tb_events, path: Path, title: str) -> None:
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
-    from traces.io import atomic_write
+    from edgevlm.traces.io import atomic_write
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from traces.synthetic import write_synthetic
+from edgevlm.traces.synthetic import write_synthetic
 
 # CI machines are shared and noisy: no per-example deadline, and a fixed example sequence so a
 # green run stays green (the examples still cover the strategies; `--hypothesis-seed` varies them).

@@ -162,6 +162,6 @@ def qwen_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def backends(llava_dir, qwen_dir):
-    from models.backend import load_backend
+    from edgevlm.models.backend import load_backend
 
     return {"llava": load_backend(str(llava_dir)), "qwen": load_backend(str(qwen_dir))}

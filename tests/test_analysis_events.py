@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.events import (PHASES, link_utilisation_series, phase_breakdown, queue_length_series, read_events,
+from edgevlm.analysis.events import (PHASES, link_utilisation_series, phase_breakdown, queue_length_series, read_events,
                              throughput_series)
-from sim import run
+from edgevlm.sim import run
 
 
 @pytest.fixture(scope="module")

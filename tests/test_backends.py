@@ -13,8 +13,8 @@ pytest.importorskip("transformers")
 
 from PIL import Image  # noqa: E402
 
-from models.backend import BackendError, load_backend  # noqa: E402
-from models.uncertainty import token_uncertainty  # noqa: E402
+from edgevlm.models.backend import BackendError, load_backend  # noqa: E402
+from edgevlm.models.uncertainty import token_uncertainty  # noqa: E402
 from tests.models_fixtures import backends, build_tiny_llava, llava_dir, one_thread, qwen_dir  # noqa: E402,F401
 
 pytestmark = pytest.mark.models

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.boxsearch import box_around, search_box
+from edgevlm.models.boxsearch import box_around, search_box
 
 
 def _contains(box, x, y):

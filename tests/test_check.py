@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from sim import run
-from sim.audit import AUDIT_SCHEMA
-from sim.check import _worst_window, check_run_dir
-from sim.recorder import EVENT_SCHEMA
+from edgevlm.sim import run
+from edgevlm.sim.audit import AUDIT_SCHEMA
+from edgevlm.sim.check import _worst_window, check_run_dir
+from edgevlm.sim.recorder import EVENT_SCHEMA
 from tests.test_cli import edgevlm
 
 

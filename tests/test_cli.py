@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def edgevlm(*args, cwd=ROOT):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "sim", *args], cwd=cwd, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "edgevlm", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=300)
 
 

@@ -10,8 +10,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from models.codec import CODECS, CodecError, load_codec, make_codec  # noqa: E402
-from models.codec.base import HEADER, doubling_sizes, unpack_level  # noqa: E402
+from edgevlm.models.codec import CODECS, CodecError, load_codec, make_codec  # noqa: E402
+from edgevlm.models.codec.base import HEADER, doubling_sizes, unpack_level  # noqa: E402
 
 D = 48
 
@@ -177,8 +177,8 @@ def calib_data(tmp_path_factory):
 
 
 def test_fit_codec_cli_and_progressive_extract(llava_dir, data, calib_data, tmp_path):
-    from models.cli import main
-    from traces.io import read_trace
+    from edgevlm.models.cli import main
+    from edgevlm.traces.io import read_trace
 
     assert main(["fit-codec", "--model", str(llava_dir), "--dataset", str(calib_data), "--levels", "3"]) == 0
     codec_dir = llava_dir / "codec" / "pca_levels"
@@ -205,9 +205,9 @@ def test_progressive_row_matches_codec_and_uncompressed_top(llava_dir, data):
     """prog_bytes are the codec's own cumulative payload lengths; near-lossless levels keep the answer."""
     from PIL import Image
 
-    from models.backend import load_backend
-    from models.manifest import read_manifest
-    from models.progressive import capture, generate_from_tokens, progressive_row, vision_tokens
+    from edgevlm.models.backend import load_backend
+    from edgevlm.models.manifest import read_manifest
+    from edgevlm.models.progressive import capture, generate_from_tokens, progressive_row, vision_tokens
 
     b = load_backend(str(llava_dir))
     s = read_manifest(data)[0]
@@ -238,7 +238,7 @@ def test_progressive_row_matches_codec_and_uncompressed_top(llava_dir, data):
     low = generate_with(codec.decode(codec.encode(toks)[:1]))
     assert not np.allclose(low.logits[0], top.logits[0])
     # models.codec_eval measures through the same path: exact at the top level, refining per level
-    from models.codec_eval import evaluate
+    from edgevlm.models.codec_eval import evaluate
     res = evaluate(b, {"pca": codec}, [s], scoring="vqa", progress=False)["codecs"]["pca"]
     assert res["same_answer_as_uncompressed"][-1] == 1.0
     assert res["rel_mse"][0] > res["rel_mse"][-1]
@@ -248,8 +248,8 @@ def test_vision_flops_formula_matches_counted(llava_dir):
     """The analytic ViT FLOPs equal torch's FLOP counter on the tiny tower (all layers)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from models.backend import load_backend
-    from models.progressive import vision_encoder_flops
+    from edgevlm.models.backend import load_backend
+    from edgevlm.models.progressive import vision_encoder_flops
 
     b = load_backend(str(llava_dir))
     b.model.set_attn_implementation({"vision_config": "eager"})   # the counter does not see fused SDPA
@@ -264,7 +264,7 @@ def test_vision_flops_formula_matches_counted(llava_dir):
 
 
 def test_progressive_errors(llava_dir, data, tmp_path, capsys):
-    from models.cli import main
+    from edgevlm.models.cli import main
 
     rc = main(["extract", "--model", str(llava_dir), "--dataset", str(data), "--out", str(tmp_path / "x.parquet"),
                "--progressive", "--codec", str(tmp_path / "none"), "--no-progress"])
@@ -273,7 +273,7 @@ def test_progressive_errors(llava_dir, data, tmp_path, capsys):
 
 
 def test_progressive_resume_needs_same_codec(llava_dir, data, calib_data, tmp_path, capsys):
-    from models.cli import main
+    from edgevlm.models.cli import main
 
     c3 = tmp_path / "c3"
     c2 = tmp_path / "c2"

@@ -13,10 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-import sim.recorder
-from sim import run
-from sim.check import check_run_dir
-from sim.interrupt import RunInterrupted
+from edgevlm.sim import recorder as sim_recorder
+from edgevlm.sim import run
+from edgevlm.sim.check import check_run_dir
+from edgevlm.sim.interrupt import RunInterrupted
 from tests.test_cli import ROOT, edgevlm
 
 
@@ -27,14 +27,14 @@ def leftovers(out):
 def test_sigint_mid_run_writes_a_consistent_partial_run(scenario_dict, tmp_path, monkeypatch):
     """A real SIGINT, raised deterministically at the 300th terminal request."""
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    original = sim.recorder.EventLog.__call__
+    original = sim_recorder.EventLog.__call__
 
     def call(self, req):
         original(self, req)
         if self.rows_written + len(self._rows) == 300:
             os.kill(os.getpid(), signal.SIGINT)
 
-    monkeypatch.setattr(sim.recorder.EventLog, "__call__", call)
+    monkeypatch.setattr(sim_recorder.EventLog, "__call__", call)
     out = tmp_path / "run"
     overloaded = {"count": 20, "arrival": {"kind": "poisson", "rate_per_s": 0.5}}  # the GPU queue grows
     with pytest.raises(RunInterrupted) as info:
@@ -64,7 +64,7 @@ def _long_scenario(tmp_path, synthetic_trace):
 
 def _start(args):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "sim", *args], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-m", "edgevlm", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim import run
-from sim.workload import BBOX_REQUEST_BYTES, TEXT_BYTES_PER_TOKEN
-from traces import read_trace
+from edgevlm.sim import run
+from edgevlm.sim.workload import BBOX_REQUEST_BYTES, TEXT_BYTES_PER_TOKEN
+from edgevlm.traces import read_trace
 
 
 def test_same_scenario_and_seed_give_identical_bytes(scenario_dict, tmp_path):
@@ -117,9 +117,9 @@ def test_periodic_arrivals_are_evenly_spaced_per_client(scenario_dict):
 
 
 def test_link_classes_get_their_shares_of_clients(scenario_dict):
-    from sim.engine import Simulation
-    from sim.scenario import parse_scenario
-    from sim.workload import Workload
+    from edgevlm.sim.engine import Simulation
+    from edgevlm.sim.scenario import parse_scenario
+    from edgevlm.sim.workload import Workload
 
     sc = parse_scenario(scenario_dict(clients={
         "count": 10, "arrival": {"kind": "poisson", "rate_per_s": 1},

@@ -11,10 +11,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from models.extract import ExtractError, ExtractOptions, extract  # noqa: E402
-from models.manifest import read_manifest  # noqa: E402
+from edgevlm.models.extract import ExtractError, ExtractOptions, extract  # noqa: E402
+from edgevlm.models.manifest import read_manifest  # noqa: E402
 from tests.models_fixtures import backends, data, llava_dir, one_thread, qwen_dir  # noqa: E402,F401
-from traces.io import read_trace  # noqa: E402
+from edgevlm.traces.io import read_trace  # noqa: E402
 
 QUALITIES = [10, 25, 50, 75, 95]
 pytestmark = pytest.mark.models
@@ -75,8 +75,8 @@ def test_infer_jpeg_quality_feeds_the_model_what_the_server_decodes(backends, da
     import numpy as np
     from PIL import Image
 
-    from models.extract import RESAMPLE
-    from models.jpeg import jpeg_round_trip
+    from edgevlm.models.extract import RESAMPLE
+    from edgevlm.models.jpeg import jpeg_round_trip
 
     b = backends["llava"]
     seen = []
@@ -123,7 +123,7 @@ def test_failure_midway_keeps_finished_rows_and_no_temp_files(backends, data, tm
 
 
 def test_cli_extract_and_errors(llava_dir, data, tmp_path, capsys):
-    from models.cli import main
+    from edgevlm.models.cli import main
 
     out = tmp_path / "cli.parquet"
     rc = main(["extract", "--model", str(llava_dir), "--dataset", str(data), "--out", str(out),
@@ -161,7 +161,7 @@ def test_cli_extract_and_errors(llava_dir, data, tmp_path, capsys):
 def test_cli_register_into_trace_subparsers_and_help_is_light():
     import argparse
 
-    from models.cli import register, run_extract
+    from edgevlm.models.cli import register, run_extract
 
     ap = argparse.ArgumentParser(prog="edgevlm")
     trace = ap.add_subparsers(dest="command").add_parser("trace").add_subparsers(dest="trace_command")

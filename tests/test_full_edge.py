@@ -6,13 +6,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from sim import run
-from sim.errors import ConfigError
-from sim.latency import Job, Roofline
-from sim.profiles import EDGES, MODELS
-from sim.workload import TEXT_BYTES_PER_TOKEN
-from traces import read_trace
-from traces.io import write_trace
+from edgevlm.sim import run
+from edgevlm.sim.errors import ConfigError
+from edgevlm.sim.latency import Job, Roofline
+from edgevlm.sim.profiles import EDGES, MODELS
+from edgevlm.sim.workload import TEXT_BYTES_PER_TOKEN
+from edgevlm.traces import read_trace
+from edgevlm.traces.io import write_trace
 
 
 def trace_rows(path, sample_ids):

@@ -24,11 +24,11 @@ import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from sim import run
-from sim.check import check_run_dir
-from sim.cli import main
-from traces.schema import METADATA_KEY, REQUIRED_COLUMNS
-from traces.synthetic import write_synthetic
+from edgevlm.sim import run
+from edgevlm.sim.check import check_run_dir
+from edgevlm.sim.cli import main
+from edgevlm.traces.schema import METADATA_KEY, REQUIRED_COLUMNS
+from edgevlm.traces.synthetic import write_synthetic
 
 QUALITIES = [10, 25, 50, 75, 95]  # the synthetic generator's
 #: Examples per property (1010 in all); EDGEVLM_FUZZ_SCALE=0.1 gives a quick local pass.

@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from sim.cli import main
+from edgevlm.sim.cli import main
 from tests.conftest import base_scenario
-from traces.synthetic import write_synthetic
+from edgevlm.traces.synthetic import write_synthetic
 
 
 def cli_error(capsys, *argv) -> str:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.jpeg import jpeg_bytes, jpeg_round_trip, jpeg_sizes, to_rgb
+from edgevlm.models.jpeg import jpeg_bytes, jpeg_round_trip, jpeg_sizes, to_rgb
 
 
 def _textured(w=160, h=120, seed=0):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from sim import run
-from sim.errors import ConfigError
-from sim.latency import Job, Roofline, read_profile
-from sim.profiles import HARDWARE, MODELS
+from edgevlm.sim import run
+from edgevlm.sim.errors import ConfigError
+from edgevlm.sim.latency import Job, Roofline, read_profile
+from edgevlm.sim.profiles import HARDWARE, MODELS
 
 JOB = Job(1, 1, 576, 20, 8)
 
@@ -146,7 +146,7 @@ def test_bad_profile_through_the_cli_exits_2_with_one_line(scenario_dict, tmp_pa
 
 
 def test_profile_config_needs_a_path(scenario_dict):
-    from sim.scenario import parse_scenario
+    from edgevlm.sim.scenario import parse_scenario
 
     with pytest.raises(ConfigError, match=r"^server\.latency\.path: required field is missing"):
         parse_scenario(scenario_dict(server={"latency": {"kind": "profile"}}))

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from models.manifest import ManifestError, read_manifest
+from edgevlm.models.manifest import ManifestError, read_manifest
 
 
 def _write(tmp_path, lines):

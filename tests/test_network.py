@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import simpy
 
-from sim.bandwidth import PACKET_BITS, mahimahi_lines, parse_mahimahi, write_mahimahi
-from sim.network import FifoLink, LinkConfig, PsLink, build_link
-from sim.summary import batch_means_ci
+from edgevlm.sim.bandwidth import PACKET_BITS, mahimahi_lines, parse_mahimahi, write_mahimahi
+from edgevlm.sim.network import FifoLink, LinkConfig, PsLink, build_link
+from edgevlm.sim.summary import batch_means_ci
 
 MEAN_SERVICE_S = 0.1
 CAPACITY_MBPS = 8.0
@@ -231,7 +231,7 @@ def test_access_trace_caps_each_client(tmp_path):
     """A client whose access trace gives 2 Mbit/s gets 2 Mbit/s on a fat PS link."""
     path = tmp_path / "acc.csv"
     path.write_text("0,2\n")
-    from sim.bandwidth import parse_csv
+    from edgevlm.sim.bandwidth import parse_csv
 
     prof = parse_csv(path)
     done, _ = drive(link("ps", capacity_mbps=100), [0, 0], [mbit(2), mbit(50)], access=[prof, None])
@@ -248,7 +248,7 @@ def test_access_trace_caps_each_client(tmp_path):
     ("1\n2.5\n", 2, "integer"),
 ])
 def test_mahimahi_parse_errors_name_file_and_line(tmp_path, text, line, needle):
-    from sim.bandwidth import BandwidthTraceError
+    from edgevlm.sim.bandwidth import BandwidthTraceError
 
     path = tmp_path / "bad.up"
     path.write_text(text)
@@ -264,7 +264,7 @@ def test_mahimahi_parse_errors_name_file_and_line(tmp_path, text, line, needle):
     ("0\n", "", "loop period"),
 ])
 def test_mahimahi_rejects_empty_and_zero_period(tmp_path, text, where, needle):
-    from sim.bandwidth import BandwidthTraceError
+    from edgevlm.sim.bandwidth import BandwidthTraceError
 
     path = tmp_path / "bad.up"
     path.write_text(text)
@@ -280,7 +280,7 @@ def test_mahimahi_rejects_empty_and_zero_period(tmp_path, text, where, needle):
     ("1,5\n", 1, "t_s = 0"),
 ])
 def test_csv_parse_errors_name_file_and_line(tmp_path, text, line, needle):
-    from sim.bandwidth import BandwidthTraceError, parse_csv
+    from edgevlm.sim.bandwidth import BandwidthTraceError, parse_csv
 
     path = tmp_path / "bad.csv"
     path.write_text(text)
@@ -290,7 +290,7 @@ def test_csv_parse_errors_name_file_and_line(tmp_path, text, line, needle):
 
 
 def test_csv_all_zero_and_empty_are_rejected(tmp_path):
-    from sim.bandwidth import BandwidthTraceError, parse_csv
+    from edgevlm.sim.bandwidth import BandwidthTraceError, parse_csv
 
     (tmp_path / "z.csv").write_text("0,0\n5,0\n")
     with pytest.raises(BandwidthTraceError, match="zero"):
@@ -301,7 +301,7 @@ def test_csv_all_zero_and_empty_are_rejected(tmp_path):
 
 
 def test_missing_trace_file_is_a_clear_error(tmp_path):
-    from sim.bandwidth import BandwidthTraceError
+    from edgevlm.sim.bandwidth import BandwidthTraceError
 
     with pytest.raises(BandwidthTraceError, match="not found"):
         parse_mahimahi(tmp_path / "nope.up")
@@ -408,7 +408,7 @@ def test_bytes_are_conserved_with_mixed_disciplines_and_many_concurrent_transfer
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    from sim.bandwidth import ShiftedProfile, parse_csv
+    from edgevlm.sim.bandwidth import ShiftedProfile, parse_csv
 
     csv_profile = parse_csv(trace_files["csv"])
     capacities = {
@@ -482,7 +482,7 @@ def test_maxmin_with_a_time_varying_access_trace(tmp_path):
     """C = 6. A's access trace gives 2 Mbit/s for 1 s, then 6. B is uncapped.
     [0,1): fair 3, A capped at 2, B gets 4. At t=1 A has 3 Mbit left, B 6: cap 6 > fair 3, so 3 each.
     A ends at 2.0; B has 3 left alone at 6 -> 2.5."""
-    from sim.bandwidth import parse_csv
+    from edgevlm.sim.bandwidth import parse_csv
 
     path = tmp_path / "acc.csv"
     path.write_text("t_s,mbps\n0,2\n1,6\n")

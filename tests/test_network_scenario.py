@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import yaml
 
-from sim import run
-from sim.bandwidth import ShiftedProfile, mahimahi_lines, write_mahimahi
-from sim.engine import Simulation
-from sim.errors import ConfigError
-from sim.network import DEFAULT_OVERHEAD_BYTES, FifoLink, PsLink
-from sim.scenario import parse_scenario
-from sim.workload import Workload
+from edgevlm.sim import run
+from edgevlm.sim.bandwidth import ShiftedProfile, mahimahi_lines, write_mahimahi
+from edgevlm.sim.engine import Simulation
+from edgevlm.sim.errors import ConfigError
+from edgevlm.sim.network import DEFAULT_OVERHEAD_BYTES, FifoLink, PsLink
+from edgevlm.sim.scenario import parse_scenario
+from edgevlm.sim.workload import Workload
 
 
 @pytest.fixture

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim import run
-from sim.policies.two_stage import uncertainty
-from sim.workload import Workload
-from traces import read_trace
+from edgevlm.sim import run
+from edgevlm.sim.policies.two_stage import uncertainty
+from edgevlm.sim.workload import Workload
+from edgevlm.traces import read_trace
 
 COMPARED = ["request_id", "arrival_s", "done_s", "uplink_bytes", "downlink_bytes", "stages", "score", "flops"]
 
@@ -70,7 +70,7 @@ def test_cropping_more_costs_more_bytes(scenario_dict):
 
 
 def test_unknown_jpeg_quality_names_the_field_and_allowed_values(scenario_dict):
-    from sim.errors import ConfigError
+    from edgevlm.sim.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"policy\.jpeg_quality: 60 is not in .*10, 25, 50, 75, 95"):
         run(scenario_dict(policy={"kind": "global_only", "jpeg_quality": 60}))
@@ -80,8 +80,8 @@ def test_unknown_jpeg_quality_names_the_field_and_allowed_values(scenario_dict):
 def test_edge_gate_makes_the_same_decisions_with_one_more_message_each_way(scenario_dict, synthetic_trace, kind):
     """gate: edge sends the stage-1 reply (answer + 12 B of uncertainty per token) down before the
     decision; a crop then costs one box request up (8 B + overhead). Decisions are unchanged."""
-    from sim.network import DEFAULT_OVERHEAD_BYTES as OH
-    from sim.workload import ATTENTION_REQUEST_BYTES, TEXT_BYTES_PER_TOKEN
+    from edgevlm.sim.network import DEFAULT_OVERHEAD_BYTES as OH
+    from edgevlm.sim.workload import ATTENTION_REQUEST_BYTES, TEXT_BYTES_PER_TOKEN
     pol = {"kind": kind} | ({"threshold": 0.6} if kind == "entropy_threshold" else {})
     server = events_of(scenario_dict, pol)
     edge = events_of(scenario_dict, pol | {"gate": "edge"})

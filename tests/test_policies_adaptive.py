@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sim import run
-from sim.compare import run_compare
-from sim.engine import Simulation
-from sim.policies.adaptive import AdaptiveThreshold, AdaptiveThresholdPolicy
-from sim.scenario import parse_scenario
-from sim.workload import Workload
+from edgevlm.sim import run
+from edgevlm.sim.compare import run_compare
+from edgevlm.sim.engine import Simulation
+from edgevlm.sim.policies.adaptive import AdaptiveThreshold, AdaptiveThresholdPolicy
+from edgevlm.sim.scenario import parse_scenario
+from edgevlm.sim.workload import Workload
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXED = [0.3, 0.6, 1.0, 1.2, 1.4, 1.6, 1.8, 2.2]  # and global_only: the best fixed eta is searched wide
@@ -104,7 +104,7 @@ def test_load_state_readers_work_whatever_the_link(scenario_dict):
 
 def test_gpu_queue_length_counts_waiting_passes_during_a_run(scenario_dict):
     """Sampled at every crop decision, the engine's count equals the FIFO server's own queue."""
-    from sim.workload import Workload as W
+    from edgevlm.sim.workload import Workload as W
 
     sc = parse_scenario(scenario_dict(server={"replicas": 1, "model": "llava-1.5-7b", "max_queue": 10**6},
                                       policy={"kind": "entropy_threshold", "threshold": 0.3}))
@@ -138,8 +138,8 @@ def test_same_seed_gives_identical_adaptive_runs(scenario_dict):
 
 def test_uplink_bytes_are_counted_in_flight_on_a_link_without_backlog(scenario_dict, monkeypatch):
     """A link with no backlog method (as a PS link may be): the engine counts bytes sent, not delivered."""
-    import sim.engine as engine
-    from sim.network import FifoLink, build_link
+    import edgevlm.sim.engine as engine
+    from edgevlm.sim.network import FifoLink, build_link
 
     class NoBacklog(FifoLink):
         backlog_s = backlog_bytes = None  # hides the FIFO's own readings

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim import run
-from sim.errors import ConfigError
-from sim.workload import Workload
-from traces import read_trace
-from traces.io import write_trace
-from traces.synthetic import generate_table, provenance
+from edgevlm.sim import run
+from edgevlm.sim.errors import ConfigError
+from edgevlm.sim.workload import Workload
+from edgevlm.traces import read_trace
+from edgevlm.traces.io import write_trace
+from edgevlm.traces.synthetic import generate_table, provenance
 
 COMPARED = ["request_id", "arrival_s", "done_s", "uplink_bytes", "downlink_bytes", "stages", "score", "flops"]
 
@@ -71,7 +71,7 @@ def test_full_cloud_sends_the_original_once_and_scores_hd(scenario_dict, synthet
     np.testing.assert_array_equal(ev["uplink_bytes"], want)
     np.testing.assert_allclose(ev["score"], rows["hd_score"], rtol=1e-6)
     assert (ev["stages"] == 1).all() and ev["crop_req_end_s"].isna().all() and ev["s2_start_s"].isna().all()
-    from sim.profiles import MODELS
+    from edgevlm.sim.profiles import MODELS
 
     m = MODELS["llava-1.5-7b"]
     np.testing.assert_allclose(ev["flops"], [m.flops(t) for t in rows["hd_visual_tokens"]])
@@ -101,7 +101,7 @@ def test_per_quality_scores_are_used_when_the_table_has_them(synthetic_trace):
     """A workload with `s1_score_by_quality` reads the score at the policy's quality."""
     import pyarrow as pa
 
-    from sim.policies.base import scores_at_quality
+    from edgevlm.sim.policies.base import scores_at_quality
 
     w = Workload.load(synthetic_trace)
     per_q = pa.array([[0.1 * j for j in range(len(w.qualities))]] * w.n, pa.list_(pa.float32()))

@@ -8,12 +8,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from sim.cli import main
-from sim.compare import load_compare, run_compare
-from sim.errors import ConfigError
-from sim.policies import policies
-from sim.scenario import load_scenario
-from traces import read_trace
+from edgevlm.sim.cli import main
+from edgevlm.sim.compare import load_compare, run_compare
+from edgevlm.sim.errors import ConfigError
+from edgevlm.sim.policies import policies
+from edgevlm.sim.scenario import load_scenario
+from edgevlm.traces import read_trace
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "scenarios"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim import run
-from sim.errors import ConfigError
-from traces import read_trace
-from traces.io import write_trace
-from traces.synthetic import generate_table, provenance
+from edgevlm.sim import run
+from edgevlm.sim.errors import ConfigError
+from edgevlm.traces import read_trace
+from edgevlm.traces.io import write_trace
+from edgevlm.traces.synthetic import generate_table, provenance
 
 
 def run_prog(scenario_dict, **policy):
@@ -30,7 +30,7 @@ def test_zero_thresholds_take_every_level_and_pay_the_cumulative_bytes(scenario_
     np.testing.assert_array_equal(ev["uplink_bytes"], cum + rows["prompt_tokens"].to_numpy() * 4 + 3 * overhead)
     np.testing.assert_allclose(ev["score"], [s[-1] for s in rows["prog_score"]], rtol=1e-6)
     # One GPU pass per level.
-    from sim.profiles import MODELS
+    from edgevlm.sim.profiles import MODELS
 
     np.testing.assert_allclose(ev["flops"], 3 * MODELS["llava-1.5-7b"].flops(576))
     # Timestamps in protocol order: level 1, then the increments, then the answer.

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.tradeoff import Group, separability, tradeoff
-from sim.cli import main
-from sim.workload import Workload
+from edgevlm.analysis.tradeoff import Group, separability, tradeoff
+from edgevlm.sim.cli import main
+from edgevlm.sim.workload import Workload
 
 
 # ---------------------------------------------------------------- entropy helpers, by hand
@@ -19,7 +19,7 @@ from sim.workload import Workload
 # hand-computed values on small distributions given as probabilities (logits = ln p, -inf for p = 0).
 
 def _uncertainty(p):
-    from models.uncertainty import token_uncertainty
+    from edgevlm.models.uncertainty import token_uncertainty
 
     p = np.asarray(p, dtype=np.float64)
     with np.errstate(divide="ignore"):

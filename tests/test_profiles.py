@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import yaml
 
-from sim import run
-from sim.errors import ConfigError
-from sim.scenario import parse_scenario
+from edgevlm.sim import run
+from edgevlm.sim.errors import ConfigError
+from edgevlm.sim.scenario import parse_scenario
 
 CUSTOM = {"name": "tiny-vlm", "d_model": 1024, "n_layers": 8, "params_b": 0.3, "visual_tokens": 64,
           "vision_px": 224, "vision_tflops": 0.01}

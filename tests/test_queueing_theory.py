@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim import run
-from sim.summary import batch_means_ci
+from edgevlm.sim import run
+from edgevlm.sim.summary import batch_means_ci
 
 MEAN_SERVICE_S = 0.1
 

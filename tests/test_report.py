@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def compare_out(tmp_path_factory):
     """The shipped compare_policies.yaml through the CLI, on a short horizon."""
     out = tmp_path_factory.mktemp("compare")
-    proc = subprocess.run([sys.executable, "-m", "sim", "compare", "scenarios/compare_policies.yaml", "--out", str(out),
+    proc = subprocess.run([sys.executable, "-m", "edgevlm", "compare", "scenarios/compare_policies.yaml", "--out", str(out),
                            "--requests", "1500", "--no-progress"], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)
     assert proc.returncode == 0, proc.stderr
@@ -63,7 +63,7 @@ def test_table_numbers_equal_those_recomputed_from_events(compare_out):
 
 
 def test_report_rebuilds_from_runs_without_resimulating(compare_out, tmp_path):
-    from analysis.report import build_report
+    from edgevlm.analysis.report import build_report
 
     runs = sorted((compare_out / "runs").iterdir())[:3]
     rep = build_report(runs, tmp_path / "rep", tradeoff=False)
@@ -76,9 +76,9 @@ def test_report_rebuilds_from_runs_without_resimulating(compare_out, tmp_path):
 def test_load_axis_draws_load_curves(tmp_path, synthetic_trace):
     import yaml
 
-    from analysis.report import build_report
+    from edgevlm.analysis.report import build_report
     from conftest import base_scenario
-    from sim.compare import run_compare
+    from edgevlm.sim.compare import run_compare
 
     spec = {"name": "load", "base": base_scenario(synthetic_trace, stop={"requests": 800}),
             "variants": [{"name": "g", "policy": {"kind": "global_only"}},
@@ -125,7 +125,7 @@ def test_report_renders_in_headless_chromium(compare_out):
 
 
 def test_trace_inspect_prints_provenance_and_accuracy(tmp_path, synthetic_trace):
-    proc = subprocess.run([sys.executable, "-m", "sim", "trace", "inspect", str(synthetic_trace), "--plot",
+    proc = subprocess.run([sys.executable, "-m", "edgevlm", "trace", "inspect", str(synthetic_trace), "--plot",
                            str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -9,10 +9,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sim import parse_scenario, run
-from sim.cli import main
-from sim.recorder import EVENT_SCHEMA
-from sim.rundir import LIBRARIES, file_sha256
+from edgevlm.sim import parse_scenario, run
+from edgevlm.sim.cli import main
+from edgevlm.sim.recorder import EVENT_SCHEMA
+from edgevlm.sim.rundir import LIBRARIES, file_sha256
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def test_replay_names_the_summary_value_that_differs(copy_of, capsys):
 
 
 def test_replay_reports_a_changed_trace(recorded, tmp_path, capsys, synthetic_trace):
-    from traces.synthetic import write_synthetic
+    from edgevlm.traces.synthetic import write_synthetic
 
     _, a, _ = recorded
     dst = tmp_path / "run"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sim.errors import ConfigError
-from sim.scenario import load_scenario, parse_scenario
+from edgevlm.sim.errors import ConfigError
+from edgevlm.sim.scenario import load_scenario, parse_scenario
 
 
 def error_of(data) -> str:

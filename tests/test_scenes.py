@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from models import scenes as S
+from edgevlm.models import scenes as S
 
 
 def test_same_seed_same_pixels_and_questions():
@@ -45,7 +45,7 @@ def test_written_manifest_is_valid_and_deterministic(tmp_path):
 
 
 def test_manifest_reads_with_the_extraction_reader(tmp_path):
-    manifest = pytest.importorskip("models.manifest")
+    manifest = pytest.importorskip("edgevlm.models.manifest")
     path = S.write_dataset(tmp_path, 5, seed=2, progress=False)
     samples = manifest.read_manifest(path)
     assert len(samples) == 5 and all(s.image_path.is_file() and s.gt_box for s in samples)

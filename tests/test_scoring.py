@@ -2,7 +2,7 @@
 
 import pytest
 
-from models.scoring import exact_match, normalize_answer, score_answer, vqa_accuracy
+from edgevlm.models.scoring import exact_match, normalize_answer, score_answer, vqa_accuracy
 
 
 @pytest.mark.parametrize("raw, norm", [

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import simpy
 
-from sim import run
-from sim.latency import Job
-from sim.profiles import HARDWARE, MODELS
-from sim.scenario import ServerConfig
-from sim.server import build_latency, build_server
+from edgevlm.sim import run
+from edgevlm.sim.latency import Job
+from edgevlm.sim.profiles import HARDWARE, MODELS
+from edgevlm.sim.scenario import ServerConfig
+from edgevlm.sim.server import build_latency, build_server
 
 from tests.test_queueing_theory import assert_theory_in_ci
 
@@ -152,7 +152,7 @@ def test_continuous_under_poisson_overload_keeps_pace_with_the_prediction():
 
 @pytest.fixture(scope="module")
 def trace_jobs(synthetic_trace):
-    from sim.workload import Workload
+    from edgevlm.sim.workload import Workload
 
     w = Workload.load(synthetic_trace)
     prompt = w.table.column("prompt_tokens").to_numpy()
@@ -218,7 +218,7 @@ def test_summary_reports_gpu_utilisation_queue_and_batch(scenario_dict):
 
 @pytest.mark.parametrize("sched", [{"kind": "static"}, {"kind": "continuous"}])
 def test_batching_with_a_whole_job_latency_model_is_a_clear_error(scenario_dict, sched):
-    from sim.errors import ConfigError
+    from edgevlm.sim.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"server\.latency: kind 'exponential' times whole jobs .*roofline"):
         run(scenario_dict(server={"scheduler": sched, "latency": {"kind": "exponential", "mean_s": 0.1}}))

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from sim import run
-from sim.errors import ConfigError
-from sim.speed import LognormalSpeed, build_speed
+from edgevlm.sim import run
+from edgevlm.sim.errors import ConfigError
+from edgevlm.sim.speed import LognormalSpeed, build_speed
 
 from tests.test_queueing_theory import MEAN_SERVICE_S, assert_theory_in_ci, server_sojourns
 

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from sim.errors import ConfigError, UserError
-from sim.sweep import SweepSpec, expand, parse_path, run_sweep, set_path
+from edgevlm.sim.errors import ConfigError, UserError
+from edgevlm.sim.sweep import SweepSpec, expand, parse_path, run_sweep, set_path
 
 
 def write_sweep(tmp_path, scenario_dict, **spec) -> str:
@@ -77,8 +77,8 @@ def test_all_invalid_is_a_user_error(tmp_path, scenario_dict):
 
 def test_sweep_and_compare_files_use_the_bounded_yaml_loader(tmp_path):
     """Alias bombs and duplicate keys are refused in sweep and compare files, as in scenarios."""
-    from sim.compare import load_compare
-    from sim.sweep import load_sweep
+    from edgevlm.sim.compare import load_compare
+    from edgevlm.sim.sweep import load_sweep
 
     bomb = tmp_path / "bomb.yaml"
     rows = ["a: &a [1,1,1,1,1,1,1,1,1,1]"] + [

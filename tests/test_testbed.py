@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from testbed.validate import compare, rel_error
+from edgevlm.testbed.validate import compare, rel_error
 
 
 def test_rel_error_and_compare():
@@ -30,8 +30,8 @@ def test_message_bytes_recovers_per_message_overheads_and_gate_bytes(synthetic_t
     uncertainty per stage-1 token): the least-squares calibration gives them back."""
     import pandas as pd
 
-    from sim.workload import ATTENTION_REQUEST_BYTES, BBOX_REQUEST_BYTES, TEXT_BYTES_PER_TOKEN, Workload
-    from testbed.validate import message_bytes
+    from edgevlm.sim.workload import ATTENTION_REQUEST_BYTES, BBOX_REQUEST_BYTES, TEXT_BYTES_PER_TOKEN, Workload
+    from edgevlm.testbed.validate import message_bytes
 
     w = Workload.load(synthetic_trace)
     qi = w.quality_index(75)
@@ -58,8 +58,8 @@ def _round(scenario_dict, seed: int, slowdown: float) -> dict:
     are the same requests' times `slowdown` (a known answer for the comparison)."""
     import pyarrow.compute as pc
 
-    from sim.runner import run
-    from sim.summary import summarize
+    from edgevlm.sim.runner import run
+    from edgevlm.sim.summary import summarize
 
     ev = run(scenario_dict(seed=seed, stop={"requests": 300})).events_table
     i = ev.schema.get_field_index("latency_s")
@@ -78,7 +78,7 @@ def test_pooled_rounds_compare_all_measured_requests(scenario_dict):
     """One round pools to exactly its own comparison; two rounds pool every measured request (ids kept
     apart) with throughput the mean of the rounds', and a uniform 25 % slowdown of the 'testbed' shows
     as -20 % on mean and p95 latency and 0 on bytes."""
-    from testbed.validate import compare, pool_rounds
+    from edgevlm.testbed.validate import compare, pool_rounds
 
     a, b = _round(scenario_dict, 1, 1.25), _round(scenario_dict, 2, 1.25)
     one = pool_rounds([a])
@@ -100,7 +100,7 @@ def test_pooled_rounds_compare_all_measured_requests(scenario_dict):
 def test_median_rows_over_calibrations():
     """Round k's pass times are the per-sample median over calibrations 1..k; passes a calibration did
     not time are left out of the median, and None only where none timed them."""
-    from testbed.validate import median_rows
+    from edgevlm.testbed.validate import median_rows
 
     a = [{"sample": 0, "s1_s": 1.0, "att_s": None, "s2_s": 2.0}, {"sample": 1, "s1_s": 3.0, "att_s": 1.0, "s2_s": None}]
     b = [{"sample": 0, "s1_s": 2.0, "att_s": None, "s2_s": 4.0}, {"sample": 1, "s1_s": 5.0, "att_s": 3.0, "s2_s": None}]
@@ -113,8 +113,8 @@ def test_median_rows_over_calibrations():
 
 def test_policy_decides_live_as_on_trace_rows(synthetic_trace):
     """The edge's live gate (decide_live) equals the simulator's trace-row gate for every sample."""
-    from sim.workload import Workload
-    from testbed.edge import build_policy
+    from edgevlm.sim.workload import Workload
+    from edgevlm.testbed.edge import build_policy
 
     w = Workload.load(synthetic_trace)
     cols = ("s1_min_entropy", "s1_shannon", "s1_margin")
@@ -131,8 +131,8 @@ def test_policy_decides_live_as_on_trace_rows(synthetic_trace):
 def test_config_errors_name_the_field(tmp_path):
     import os
 
-    from sim.errors import ConfigError
-    from testbed.config import load_testbed
+    from edgevlm.sim.errors import ConfigError
+    from edgevlm.testbed.config import load_testbed
 
     n = os.cpu_count()
     bad = [("loads: [1.5]", "loads.0"), ("clinets: 3", "clinets"),
@@ -156,8 +156,8 @@ def test_speed_fit_recovers_the_speed_model_that_timed_the_passes(jitter, drift,
     """Passes timed as calibration times them (3 runs of 150 requests 0.3 s apart; 12 samples with their
     own base times; half the requests with attention + stage-2 passes 25 ms later) under sim/speed.py's
     lognormal model: the fit gives back its spread, its drift share (within 0.2) and, within a factor 2.5, its tau."""
-    from sim.speed import LognormalSpeed, build_speed
-    from testbed.calibrate import speed_fit
+    from edgevlm.sim.speed import LognormalSpeed, build_speed
+    from edgevlm.testbed.calibrate import speed_fit
 
     rng = np.random.default_rng(5)
     base = {k: rng.uniform(0.02, 0.04, 12) for k in ("s1", "att", "s2")}
@@ -184,8 +184,8 @@ def test_speed_fit_recovers_the_speed_model_that_timed_the_passes(jitter, drift,
 
 def test_points_last_at_least_min_point_s():
     """`requests` per point, or more where that many would arrive in under `min_point_s` seconds."""
-    from testbed.config import Testbed
-    from testbed.validate import point_requests
+    from edgevlm.testbed.config import Testbed
+    from edgevlm.testbed.validate import point_requests
 
     assert point_requests(Testbed(manifest="m", requests=150), 35.0) == 150
     tb = Testbed(manifest="m", requests=150, min_point_s=20)
@@ -195,8 +195,8 @@ def test_points_last_at_least_min_point_s():
 def test_cpu_split_keeps_the_model_apart_when_it_can():
     import os
 
-    from testbed.config import Testbed
-    from testbed.validate import cpu_split
+    from edgevlm.testbed.config import Testbed
+    from edgevlm.testbed.validate import cpu_split
 
     avail = sorted(os.sched_getaffinity(0))
     model, other = cpu_split(Testbed(manifest="m"))
@@ -208,7 +208,7 @@ def test_cpu_split_keeps_the_model_apart_when_it_can():
 
 
 def _netns_reason():
-    from testbed.netns import unavailable_reason
+    from edgevlm.testbed.netns import unavailable_reason
     return unavailable_reason()
 
 
@@ -218,7 +218,7 @@ def test_netns_teardown_even_on_failure():
         pytest.skip(reason)
     import subprocess
 
-    from testbed.netns import Netns, Shape
+    from edgevlm.testbed.netns import Netns, Shape
 
     with pytest.raises(RuntimeError, match="boom"):
         with Netns(Shape(4.0), Shape(20.0)) as ns:
@@ -239,9 +239,9 @@ def test_ci_short_validation(tmp_path):
     import pyarrow.parquet as pq
     import yaml
 
-    from sim.recorder import EVENT_SCHEMA
-    from testbed.config import load_testbed
-    from testbed.validate import run
+    from edgevlm.sim.recorder import EVENT_SCHEMA
+    from edgevlm.testbed.config import load_testbed
+    from edgevlm.testbed.validate import run
     from tests.models_fixtures import build_tiny_llava, make_images, write_manifest
 
     build_tiny_llava(tmp_path / "ckpt", settings={"max_new_tokens": 4, "source_kind": "synthetic"})

@@ -21,8 +21,8 @@ pytestmark = pytest.mark.models
 def client(tmp_path_factory):
     from fastapi.testclient import TestClient
 
-    from models.backend import load_backend
-    from testbed.server import create_app
+    from edgevlm.models.backend import load_backend
+    from edgevlm.testbed.server import create_app
 
     ckpt = build_tiny_llava(tmp_path_factory.mktemp("llava") / "ckpt", settings={"max_new_tokens": 4})
     app = create_app(load_backend(str(ckpt)), sample_ids={"s-1", "s-2"}, max_queue=8, max_body_bytes=50_000)
@@ -104,8 +104,8 @@ def test_model_process_answers_exactly_as_inline(tmp_path):
     uncertainties and box as in the server process; load and pass failures are clear errors."""
     from PIL import Image
 
-    from models.backend import load_backend
-    from testbed.engine import InlineEngine, ModelProcessError, ProcessEngine
+    from edgevlm.models.backend import load_backend
+    from edgevlm.testbed.engine import InlineEngine, ModelProcessError, ProcessEngine
 
     ckpt = build_tiny_llava(tmp_path / "ckpt", settings={"max_new_tokens": 4})
     inline = InlineEngine(load_backend(str(ckpt)))

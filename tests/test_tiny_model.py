@@ -13,7 +13,7 @@ pytest.importorskip("transformers")
 
 from PIL import Image  # noqa: E402
 
-from models import scenes as S  # noqa: E402
+from edgevlm.models import scenes as S  # noqa: E402
 
 CKPT = Path(__file__).resolve().parents[1] / "models" / "weights" / "tiny-scenetext-v1"
 HELDOUT_SEED = 1000  # the default trace's dataset seed; the model trained on seed 1
@@ -22,7 +22,7 @@ HELDOUT_SEED = 1000  # the default trace's dataset seed; the model trained on se
 @pytest.fixture(scope="module")
 def backend():
     import torch
-    from models.backend import load_backend
+    from edgevlm.models.backend import load_backend
     torch.set_num_threads(2)
     torch.set_flush_denormal(True)
     if not (CKPT / "model.safetensors").exists():
@@ -78,7 +78,7 @@ def test_answers_in_the_format_of_each_question_type(backend):
 def test_reads_colour_and_position_and_a_crop_helps(backend):
     """Held-out scenes: position from the global view, colour from global + the object's crop (the
     trace measures 0.98 and 0.99 on 574 / 604 questions), and a crop lifts colour over global-only."""
-    from models.tiny.data import oracle_box
+    from edgevlm.models.tiny.data import oracle_box
     px = backend.vision_input_px
 
     def small(img, box=None):
@@ -98,7 +98,7 @@ def test_attention_box_contains_signs_far_above_chance_and_its_crop_reads_small_
     pad and growth settings) contains the named sign, small or large, far more often than a box of the
     same size placed at random (chance ~4 %; the default trace measures 0.76 / 0.51), and its crop
     reads small codes that the 64-px global view cannot (trace: 0.00 global-only)."""
-    from models.boxsearch import search_box
+    from edgevlm.models.boxsearch import search_box
     px = backend.vision_input_px
     text = _samples("text", 40, start=6000)
     small = [(s, q) for s, q in text if not q.target.readable_global][:8]
@@ -121,7 +121,7 @@ def test_attention_box_contains_signs_far_above_chance_and_its_crop_reads_small_
 
 
 def test_speed_times_the_three_passes_and_a_dead_worker_fails_instead_of_hanging(tmp_path):
-    from models.tiny.evaluate import speed
+    from edgevlm.models.tiny.evaluate import speed
 
     manifest = S.write_dataset(tmp_path / "scenes", 5, HELDOUT_SEED, progress=False)
     res = speed(str(CKPT), str(manifest), 5, workers=1)  # 3 warm-up samples, 2 timed

@@ -8,9 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from traces import TraceError, read_provenance, read_trace, write_trace
-from traces.schema import REQUIRED_COLUMNS
-from traces.synthetic import generate_table, provenance
+from edgevlm.traces import TraceError, read_provenance, read_trace, write_trace
+from edgevlm.traces.schema import REQUIRED_COLUMNS
+from edgevlm.traces.synthetic import generate_table, provenance
 
 
 @pytest.fixture
@@ -128,7 +128,7 @@ def test_every_required_column_is_in_the_synthetic_trace(small):
 def test_shipped_default_trace_is_valid_and_labelled():
     from pathlib import Path
 
-    import traces
+    from edgevlm import traces
 
     shipped = sorted(Path(traces.__file__).parent.glob("*.parquet"))
     assert shipped, "no trace shipped in traces/"

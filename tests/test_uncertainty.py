@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from models.uncertainty import token_uncertainty
+from edgevlm.models.uncertainty import token_uncertainty
 
 
 def test_uniform_distribution_hand_values():

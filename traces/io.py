@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from traces.schema import (
+from edgevlm.traces.schema import (
     ENTROPY_COLUMNS,
     FIELD_BY_NAME,
     FORMAT_VERSION,

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from traces.io import write_trace
+from edgevlm.traces.io import write_trace
 
 JPEG_QUALITIES = [10, 25, 50, 75, 95]
 QUALITY_FACTORS = np.array([0.28, 0.5, 0.75, 1.0, 2.1])
@@ -122,7 +122,7 @@ def generate_table(n_samples: int = 2000, seed: int = 0) -> pa.Table:
 
 def provenance(n_samples: int, seed: int) -> dict:
     """Provenance for a synthetic trace: labelled synthetic, with the generator and its parameters."""
-    from traces.version import generator_string
+    from edgevlm.traces.version import generator_string
 
     return {
         "source_kind": "synthetic",

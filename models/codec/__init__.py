@@ -3,9 +3,9 @@
 See models/codec/base.py for the interface and the level payload format.
 """
 
-from models.codec.base import Codec, CodecError, load_codec
-from models.codec.nested_ae import NestedAE
-from models.codec.pca import PcaLevels
+from edgevlm.models.codec.base import Codec, CodecError, load_codec
+from edgevlm.models.codec.nested_ae import NestedAE
+from edgevlm.models.codec.pca import PcaLevels
 
 #: Registry: codec kind -> class.
 CODECS = {PcaLevels.kind: PcaLevels, NestedAE.kind: NestedAE}

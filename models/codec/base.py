@@ -213,7 +213,7 @@ class Codec(ABC):
     # ----- persistence ------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
         """Write codec.json + codec.npz into `directory` (each written atomically)."""
-        from traces.io import atomic_write
+        from edgevlm.traces.io import atomic_write
 
         self._require_fitted()
         d = Path(directory)
@@ -236,13 +236,13 @@ class Codec(ABC):
 
 def load_codec(directory: str | Path) -> Codec:
     """A fitted codec from a directory written by Codec.save."""
-    from models.codec import CODECS
+    from edgevlm.models.codec import CODECS
 
     d = Path(directory)
     jp, npz = d / JSON_NAME, d / NPZ_NAME
     if not jp.is_file() or not npz.is_file():
         raise CodecError(f"--codec {d}: expected {JSON_NAME} and {NPZ_NAME} there (write them with "
-                         f"`python -m models.cli fit-codec`)")
+                         f"`python -m edgevlm.models.cli fit-codec`)")
     try:
         meta = json.loads(jp.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:

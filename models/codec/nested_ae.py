@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from models.codec.base import QMAX, Codec, CodecError, check_group_sizes, doubling_sizes
+from edgevlm.models.codec.base import QMAX, Codec, CodecError, check_group_sizes, doubling_sizes
 
 _C = math.sqrt(2.0 / math.pi)
 

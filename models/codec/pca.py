@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from models.codec.base import Codec, CodecError, check_group_sizes, doubling_sizes
+from edgevlm.models.codec.base import Codec, CodecError, check_group_sizes, doubling_sizes
 
 
 class PcaLevels(Codec):

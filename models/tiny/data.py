@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from models import boxsearch
-from models import scenes as S
+from edgevlm.models import boxsearch
+from edgevlm.models import scenes as S
 
 PX = 64          # vision input
 GRID = 8         # patches per side (patch 8)

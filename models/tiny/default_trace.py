@@ -11,7 +11,7 @@ HD/tiling (hd_score, hd_visual_tokens) is left out: the tiny model was trained o
 images (global + one crop) and on crops of the box-search size only, so tiling would measure an
 untrained input layout, not an HD baseline.
 
-CLI: python -m models.tiny.default_trace --model models/weights/tiny-scenetext-v1 --n 2100
+CLI: python -m edgevlm.models.tiny.default_trace --model models/weights/tiny-scenetext-v1 --n 2100
 """
 
 from __future__ import annotations
@@ -33,14 +33,14 @@ def _worker(args):
     import torch
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
-    from models.backend import load_backend
-    from models.extract import ExtractOptions, extract
-    from models.manifest import read_manifest
+    from edgevlm.models.backend import load_backend
+    from edgevlm.models.extract import ExtractOptions, extract
+    from edgevlm.models.manifest import read_manifest
     samples = read_manifest(manifest)[lo:hi]
     be = load_backend(model)
     codec = None
     if codec_dir:
-        from models.codec import load_codec
+        from edgevlm.models.codec import load_codec
         codec = load_codec(codec_dir)
     opts = ExtractOptions(dataset_id=dataset_id, source_kind="tiny-local", checkpoint_every=50,
                           progress=(lo == 0), codec=codec, codec_path=codec_dir, infer_jpeg_quality=infer_q)
@@ -51,7 +51,7 @@ def _worker(args):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m models.tiny.default_trace", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m edgevlm.models.tiny.default_trace", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="models/weights/tiny-scenetext-v1")
     ap.add_argument("--data", default="runs/scenes-heldout", help="dataset directory (rendered if missing)")
     ap.add_argument("--n", type=int, default=2100, help="held-out samples (default 2100)")
@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-progressive", action="store_true", help="leave the prog_* columns out")
     a = ap.parse_args(argv)
     os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "33554432")
-    from models import scenes as S
+    from edgevlm.models import scenes as S
     data = Path(a.data)
     manifest = data / "manifest.jsonl"
     if not manifest.exists() or len(manifest.read_text().splitlines()) != a.n:
@@ -95,7 +95,7 @@ def main(argv=None) -> int:
 
 def join(a, jobs, summaries, wall_s, dataset_id):
     import pyarrow as pa
-    from traces.io import read_trace, write_trace
+    from edgevlm.traces.io import read_trace, write_trace
     tables, provs = [], []
     for job in jobs:
         t, p = read_trace(job[2])

@@ -10,7 +10,7 @@ scenes_meta.jsonl, and prints:
      AUROC, histogram overlap and Bhattacharyya distance for min-entropy, Shannon and margin;
   3. optionally (--model, --dataset) extraction speed in samples/s for stage 1 + attention +
      stage 2 through the backend, and the weight size.
-CLI: python -m models.tiny.evaluate --trace traces/tiny-scenetext-v1.parquet --meta DIR/scenes_meta.jsonl
+CLI: python -m edgevlm.models.tiny.evaluate --trace traces/tiny-scenetext-v1.parquet --meta DIR/scenes_meta.jsonl
 """
 
 from __future__ import annotations
@@ -107,10 +107,10 @@ def _speed_worker(model_dir: str, manifest: str, lo: int, hi: int, threads: int,
     """Times stage 1 + relative attention + stage 2 over samples [lo, hi) after 3 warm-up samples."""
     import torch
     from PIL import Image
-    from models.backend import load_backend
-    from models.boxsearch import search_box
-    from models.extract import load_image
-    from models.manifest import read_manifest
+    from edgevlm.models.backend import load_backend
+    from edgevlm.models.boxsearch import search_box
+    from edgevlm.models.extract import load_image
+    from edgevlm.models.manifest import read_manifest
 
     torch.set_num_threads(threads)
     torch.set_flush_denormal(True)
@@ -199,7 +199,7 @@ def report(res: dict) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m models.tiny.evaluate", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m edgevlm.models.tiny.evaluate", description=__doc__.split("\n")[0])
     ap.add_argument("--trace", required=True, help="trace extracted from the tiny model")
     ap.add_argument("--meta", help="scenes_meta.jsonl of the dataset (text readability split)")
     ap.add_argument("--model", help="checkpoint dir: also measure extraction speed and weight size")
@@ -207,7 +207,7 @@ def main(argv=None) -> int:
     ap.add_argument("--speed-samples", type=int, default=40, help="samples per speed run and worker (default 40)")
     ap.add_argument("--json", help="also write the numbers to this JSON file")
     a = ap.parse_args(argv)
-    from traces.io import read_trace
+    from edgevlm.traces.io import read_trace
     table, prov = read_trace(a.trace)
     df = table.to_pandas()
     meta = None

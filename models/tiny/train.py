@@ -12,7 +12,7 @@ Plain end-to-end training from scratch learned nothing in 15 CPU minutes (issue 
 - Stage-2 sequences (global + crop) use crops drawn from the padded box-search distribution and
   ground-truth crops, so the model reads crops of the size the pipeline will hand it.
 
-CLI: ``python -m models.tiny.train --out models/weights/tiny-scenetext-v1 --seed 1``
+CLI: ``python -m edgevlm.models.tiny.train --out models/weights/tiny-scenetext-v1 --seed 1``
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models import scenes as S
-from models.tiny import data as D
-from models.tiny import model as M
+from edgevlm.models import scenes as S
+from edgevlm.models.tiny import data as D
+from edgevlm.models.tiny import model as M
 
 HELDOUT_SEED = 999
 QT_PROBS = {"text": 0.45, "color": 0.30, "position": 0.25}
@@ -456,14 +456,14 @@ def save(model, proc, out: Path, log: dict, wall_s: float):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m models.tiny.train", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m edgevlm.models.tiny.train", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="checkpoint directory to write")
     ap.add_argument("--seed", type=int, default=1, help="training seed (scene pool seed and init; default 1)")
     ap.add_argument("--pool-dir", default="runs/pool", help="where pool shards are cached (default runs/pool)")
     ap.add_argument("--pool-scenes", type=int, default=2000,
                     help="training scenes rendered (default 2000; Stage A uses the first 1000)")
     ap.add_argument("--wait-for-pool", action="store_true",
-                    help="wait for pool shards that another process (python -m models.tiny.data) is rendering")
+                    help="wait for pool shards that another process (python -m edgevlm.models.tiny.data) is rendering")
     ap.add_argument("--steps-a", type=int, default=350, help="Stage A steps (default 350)")
     ap.add_argument("--steps-b", type=int, default=550, help="Stage B steps (default 550)")
     ap.add_argument("--batch", type=int, default=24, help="batch size (default 24)")

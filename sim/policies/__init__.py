@@ -4,9 +4,9 @@ Importing this package registers every built-in policy; a new one registers itse
 and is imported here.
 """
 
-from sim.policies import two_stage  # noqa: F401  (registers global_only, always_crop, entropy_threshold)
-from sim.policies import adaptive, full_cloud, oracle, progressive, random_retransmit  # noqa: F401
-from sim.policies import full_edge  # noqa: F401  (registers full_edge)
-from sim.policies.base import ImagePolicyConfig, Policy, PolicyConfig, TwoStagePolicy, policies
+from edgevlm.sim.policies import two_stage  # noqa: F401  (registers global_only, always_crop, entropy_threshold)
+from edgevlm.sim.policies import adaptive, full_cloud, oracle, progressive, random_retransmit  # noqa: F401
+from edgevlm.sim.policies import full_edge  # noqa: F401  (registers full_edge)
+from edgevlm.sim.policies.base import ImagePolicyConfig, Policy, PolicyConfig, TwoStagePolicy, policies
 
 __all__ = ["ImagePolicyConfig", "Policy", "PolicyConfig", "TwoStagePolicy", "policies"]

@@ -39,9 +39,9 @@ from typing import Literal, Optional
 import numpy as np
 from pydantic import Field, PositiveFloat, PositiveInt
 
-from sim.policies.base import TwoStagePolicy, policies
-from sim.policies.two_stage import EntropyThreshold, uncertainty
-from sim.workload import Workload
+from edgevlm.sim.policies.base import TwoStagePolicy, policies
+from edgevlm.sim.policies.two_stage import EntropyThreshold, uncertainty
+from edgevlm.sim.workload import Workload
 
 
 class AdaptiveThreshold(EntropyThreshold):

@@ -13,12 +13,12 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from simpy.events import Timeout
 
-from sim.recorder import TIME_COLUMNS
-from sim.registry import Registry
-from sim.workload import ATTENTION_REQUEST_BYTES, BBOX_REQUEST_BYTES, TEXT_BYTES_PER_TOKEN, Workload
+from edgevlm.sim.recorder import TIME_COLUMNS
+from edgevlm.sim.registry import Registry
+from edgevlm.sim.workload import ATTENTION_REQUEST_BYTES, BBOX_REQUEST_BYTES, TEXT_BYTES_PER_TOKEN, Workload
 
 if TYPE_CHECKING:
-    from sim.engine import Request, Simulation
+    from edgevlm.sim.engine import Request, Simulation
 
 policies: Registry = Registry("policy")
 

@@ -14,10 +14,10 @@ from typing import Literal
 
 import numpy as np
 
-from sim.errors import ConfigError
-from sim.latency import Job
-from sim.policies.base import ImagePolicyConfig, Policy, policies, scores_at_quality
-from sim.workload import TEXT_BYTES_PER_TOKEN, Workload
+from edgevlm.sim.errors import ConfigError
+from edgevlm.sim.latency import Job
+from edgevlm.sim.policies.base import ImagePolicyConfig, Policy, policies, scores_at_quality
+from edgevlm.sim.workload import TEXT_BYTES_PER_TOKEN, Workload
 
 HD_COLUMNS = ("hd_score", "hd_visual_tokens")
 

@@ -15,9 +15,9 @@ from typing import Literal
 
 import numpy as np
 
-from sim.errors import ConfigError
-from sim.policies.base import Policy, PolicyConfig, policies
-from sim.workload import TEXT_BYTES_PER_TOKEN, Workload
+from edgevlm.sim.errors import ConfigError
+from edgevlm.sim.policies.base import Policy, PolicyConfig, policies
+from edgevlm.sim.workload import TEXT_BYTES_PER_TOKEN, Workload
 
 
 class FullEdge(PolicyConfig):

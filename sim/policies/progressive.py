@@ -29,9 +29,9 @@ from typing import Literal, Optional
 import numpy as np
 from pydantic import Field, PositiveInt, field_validator
 
-from sim.errors import ConfigError
-from sim.policies.base import Policy, PolicyConfig, policies
-from sim.workload import TEXT_BYTES_PER_TOKEN, Workload
+from edgevlm.sim.errors import ConfigError
+from edgevlm.sim.policies.base import Policy, PolicyConfig, policies
+from edgevlm.sim.workload import TEXT_BYTES_PER_TOKEN, Workload
 
 PROG_COLUMNS = ("prog_bytes", "prog_score", "prog_min_entropy")
 #: Bytes of a next-level request on the downlink (a level index and the image id).

@@ -13,8 +13,8 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from sim.policies.base import TwoStageConfig, TwoStagePolicy, policies
-from sim.workload import Workload
+from edgevlm.sim.policies.base import TwoStageConfig, TwoStagePolicy, policies
+from edgevlm.sim.workload import Workload
 
 
 class RandomRetransmit(TwoStageConfig):

@@ -13,8 +13,8 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from sim.policies.base import TwoStageConfig, TwoStagePolicy, policies
-from sim.workload import Workload
+from edgevlm.sim.policies.base import TwoStageConfig, TwoStagePolicy, policies
+from edgevlm.sim.workload import Workload
 
 METRIC_COLUMNS = {"min_entropy": "s1_min_entropy", "shannon": "s1_shannon", "margin": "s1_margin"}
 

@@ -21,12 +21,12 @@ import numpy as np
 import simpy
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_serializer, field_validator
 
-from sim.errors import ConfigError
-from sim.latency import latency_models
-from sim.profiles import HARDWARE, MODELS, HardwareProfile, ModelProfile, dump, resolve
-from sim.registry import Registry
-from sim.server.batching import BatchServer, ContinuousReplica, ContinuousScheduler, StaticReplica, StaticScheduler
-from sim.server.fifo import FifoScheduler, FifoServer
+from edgevlm.sim.errors import ConfigError
+from edgevlm.sim.latency import latency_models
+from edgevlm.sim.profiles import HARDWARE, MODELS, HardwareProfile, ModelProfile, dump, resolve
+from edgevlm.sim.registry import Registry
+from edgevlm.sim.server.batching import BatchServer, ContinuousReplica, ContinuousScheduler, StaticReplica, StaticScheduler
+from edgevlm.sim.server.fifo import FifoScheduler, FifoServer
 
 schedulers: Registry = Registry("server.scheduler")
 
@@ -55,7 +55,7 @@ def build_latency(cfg, rng: np.random.Generator, model: ModelProfile, hardware: 
 
 def build_server(env: simpy.Environment, cfg, rng: np.random.Generator, speed_rng: np.random.Generator | None = None):
     """Build the server of a validated `ServerConfig` (`speed_rng`: the speed model's own stream)."""
-    from sim.speed import build_speed
+    from edgevlm.sim.speed import build_speed
 
     latency = build_latency(cfg.latency, rng, cfg.model, cfg.hardware, "server")
     speed_cfg = getattr(cfg, "speed", None)  # ServerConfig has it; a bare ServerBase (edge devices) does not

@@ -29,7 +29,7 @@ from typing import Literal
 import simpy
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
-from sim.latency import Job
+from edgevlm.sim.latency import Job
 
 
 class _Strict(BaseModel):

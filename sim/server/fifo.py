@@ -15,7 +15,7 @@ import simpy
 from simpy.events import Timeout
 from pydantic import BaseModel, ConfigDict
 
-from sim.latency import Job
+from edgevlm.sim.latency import Job
 
 
 class FifoScheduler(BaseModel):

@@ -1,0 +1,3 @@
+from edgevlm.sim.cli import main
+
+raise SystemExit(main())
