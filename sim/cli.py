@@ -19,7 +19,8 @@ EXIT_USAGE = 2
 
 #: Modules that add top-level sub-commands: each has `register(subparsers)` (or `module:function`) and keeps heavy imports
 #: inside its handlers, so `edgevlm --help` stays fast. A module that fails to import is skipped.
-COMMAND_MODULES: tuple[str, ...] = ("edgevlm.sim.sweep", "edgevlm.sim.check", "edgevlm.analysis.cli", "edgevlm.analysis.tradeoff", "edgevlm.testbed.cli")
+COMMAND_MODULES: tuple[str, ...] = ("edgevlm.sim.sweep", "edgevlm.sim.check", "edgevlm.analysis.cli", "edgevlm.analysis.tradeoff",
+                                    "edgevlm.analysis.reproduce.cli", "edgevlm.testbed.cli")
 #: Modules that add `edgevlm trace ...` sub-commands the same way. models.cli is optional: the
 #: simulator itself never needs torch.
 TRACE_COMMAND_MODULES: tuple[str, ...] = ("edgevlm.models.cli", "edgevlm.analysis.cli:register_trace")
