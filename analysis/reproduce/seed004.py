@@ -3,7 +3,9 @@
 
 The abstract gives no numbers, only claims; each becomes a rule here:
   network latency    progressive's mean network time (uplink + second-stage round trips + downlink, from the
-                     event log) is at most half of full-cloud's ("significantly reduces").
+                     event log) is at most half of full-cloud's ("significantly reduces"). With more than two
+                     levels the round trip also holds the intermediate levels' GPU passes (the event log keeps
+                     only the first and last pass), so this overstates progressive's network time.
   vs full-edge       in this simulator full-edge runs the whole VLM on the device and sends only the answer,
                      so its network time is ~0; the comparable claim is end-to-end latency: progressive's
                      mean is at most half of full-edge's.
@@ -167,7 +169,7 @@ TABLE_COLUMNS = {"variant": "variant", "policy": "policy", "stable": "stable", "
 
 def table(df: pd.DataFrame, skipped: dict) -> pd.DataFrame:
     """The 1 Mbit/s comparison as the report shows it, with the variants the trace cannot run."""
-    t = df[list(TABLE_COLUMNS)].rename(columns=TABLE_COLUMNS).copy()
+    t = df[list(TABLE_COLUMNS)].rename(columns=TABLE_COLUMNS).astype(object)
     t["note"] = [("unstable: " + w) if not s else "" for s, w in zip(df["stable"], df["unstable_why"])]
     for name, miss in skipped.items():
         t.loc[len(t)] = {"variant": name, "note": "not available: needs " + ", ".join(miss)}
