@@ -4,7 +4,8 @@ Each device keeps the base scenario's per-device request rate and access link; t
 uplink and the one GPU server are what the devices contend for. For each N every policy runs with
 the same seed (common random numbers), `REQUESTS` requests after the base scenario's warm-up.
 Ranking: at each N the policies are ordered by accuracy within the deadline (mean score, late or
-dropped answers count 0; ties, e.g. all 0 under overload, go to the lower p95 latency); a ranking change is an N where that order differs from the previous N's.
+dropped answers count 0; ties, e.g. all 0 under overload, go to the lower p95 latency); a ranking
+change is an N where that order differs from the previous N's.
 Unstable points (simruns.stability) are marked: their latency grows with the horizon.
 """
 

@@ -8,6 +8,7 @@ quality (`infer_jpeg_quality`), so accuracy does not depend on the quality there
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 
 from edgevlm.analysis.reproduce.items import MissingColumn
 
@@ -18,15 +19,19 @@ class TraceView:
     """A Workload plus the lookups the seed items need; every miss raises MissingColumn."""
 
     def __init__(self, workload):
-        self.w = workload
         self.prov = workload.provenance
-        self.names = set(workload.table.column_names)
-        self.q_ref = self._reference_quality()
+        self.q_ref = self._reference_quality(workload.qualities)
+        if getattr(workload, "per_quality", False) is True and getattr(workload, "quality", self.q_ref) != self.q_ref:
+            workload = workload.at_quality(self.q_ref)  # a v2 workload: its view at the reference quality
+        self.w = workload
+        # v2 keeps the whole per-quality table in `source`; its `table` is the view at one quality.
+        src = getattr(workload, "source", None)
+        self.full = src if isinstance(src, pa.Table) else workload.table
+        self.names = set(self.full.column_names) | set(workload.table.column_names)
         self.qi = workload.qualities.index(self.q_ref)
 
-    def _reference_quality(self) -> int:
+    def _reference_quality(self, qs: list[int]) -> int:
         """The quality the v1 scores were measured at (infer_jpeg_quality), else 75, else the highest."""
-        qs = self.w.qualities
         for q in (self.prov.get("infer_jpeg_quality"), 75):
             if q in qs:
                 return int(q)
@@ -72,8 +77,8 @@ class TraceView:
         """(rows, qualities) array of `<name>_q` / `<name>_by_quality`, or None / MissingColumn."""
         for suffix in PER_QUALITY_SUFFIXES:
             col = name + suffix
-            if col in self.names:
-                vals = self.w.table.column(col).to_pylist()
+            if col in self.full.column_names:
+                vals = self.full.column(col).to_pylist()
                 if any(v is None or len(v) != len(self.w.qualities) for v in vals):
                     raise MissingColumn([f"column {col} with one value per jpeg_qualities entry in every row"])
                 return np.array(vals, dtype=np.float64)
@@ -97,8 +102,8 @@ class TraceView:
             if np.isnan(arr).any():
                 raise MissingColumn([f"column {name} without nulls"])
         hd_bytes = self.per_quality("hd_jpeg_bytes", required=False)
-        if hd_bytes is None and "hd_jpeg_bytes" in self.names:
-            hd_bytes = np.array(self.w.table.column("hd_jpeg_bytes").to_pylist(), dtype=np.float64)
+        if hd_bytes is None and "hd_jpeg_bytes" in self.full.column_names:
+            hd_bytes = np.array(self.full.column("hd_jpeg_bytes").to_pylist(), dtype=np.float64)
         if hd_bytes is not None:
             per_row = hd_bytes[:, self.qi] if hd_bytes.ndim == 2 else hd_bytes
             return {"score": score, "tokens": tokens, "bytes": per_row, "bytes_column": "hd_jpeg_bytes"}

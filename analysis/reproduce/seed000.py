@@ -19,6 +19,7 @@ Definitions, as in the paper (section and equation numbers are the paper's):
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,17 @@ FIG12_TOL = 0.15  # gate / full-retransmission relative cost <= 0.625 + 0.15
 MIN_STEP_SAMPLES = 5  # Fig. 7(a): a step counts when both groups have this many answers that long
 
 
+def seed_group(s1: np.ndarray, s2: np.ndarray, local: np.ndarray, crop_compute: float) -> Group:
+    """A tradeoff.Group whose comm cost is the seed's: sum_C local bytes / sum local bytes.
+
+    On main, Group normalises by its `base_bytes` (passed the local bytes here); the trace-v2 branch makes
+    the local bytes the unit itself and drops that argument. Both give the same numbers.
+    """
+    if "base_bytes" in inspect.signature(Group).parameters:
+        return Group(s1, s2, local, local, crop_compute)
+    return Group(s1, s2, local, crop_compute)
+
+
 class Seed000:
     """Offline arrays of one trace and the curves the items share."""
 
@@ -64,8 +76,7 @@ class Seed000:
         prof = MODELS[MODEL]
         self.prof = prof
         self.crop_compute = (prof.flops(prof.visual_tokens) + prof.flops(2 * prof.visual_tokens)) / prof.flops(prof.visual_tokens)
-        # base_bytes = local bytes makes Group's comm cost the seed's: sum_C local / sum local.
-        self.group = Group(self.s1, self.s2, self.l, self.l, self.crop_compute)
+        self.group = seed_group(self.s1, self.s2, self.l, self.crop_compute)
         self.acc_initial, self.acc_full = self.group.acc_global, self.group.acc_crop
         self.target = COMPARABLE * self.acc_full
         self.correct = self.s1 >= CORRECT_MIN
@@ -298,11 +309,11 @@ def fig12_data(s: Seed000) -> dict:
     for j, q in enumerate(qs):
         g, l = v.global_bytes(j), v.local_bytes(j)
         if entropy_q:
-            lists = v.w.table.column("s1_min_entropy_q").to_pylist()
+            lists = v.full.column("s1_min_entropy_q").to_pylist()
             vals = np.array([np.mean(row[j]) for row in lists])
         else:
             vals = s.gate_values("min_entropy")
-        grp = Group(s1q[:, j], s2q[:, j], l, l, s.crop_compute)
+        grp = seed_group(s1q[:, j], s2q[:, j], l, s.crop_compute)
         _, rate, acc, comm = grp.threshold_prefix(vals, True)
         per_q.append({"quality": q, "global_only": (g.sum() / ref, float(s1q[:, j].mean())),
                       "full": ((g.sum() + l.sum()) / ref, float(s2q[:, j].mean())),
