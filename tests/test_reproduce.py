@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -356,36 +355,14 @@ def test_bad_trace_is_one_error_line(tmp_path):
 # ---------------------------------------------------------------- the reports in a browser
 
 
-def _chromium():
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return shutil.which(name)
-    return None
-
-
 @pytest.mark.parametrize("which", ["seed000_out", "seed004_out"])
 def test_report_renders_in_headless_chromium(which, request):
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (dev extra)")
-    browser, driver_bin = _chromium(), shutil.which("chromedriver")
-    if not browser or not driver_bin:
-        pytest.skip("no Chromium/ChromeDriver here (Debian: apt-get install chromium chromium-driver)")
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
+    from tests.browser import IMAGE_WIDTHS, run_scripts
 
     out = request.getfixturevalue(which)
-    opts = Options()
-    opts.binary_location = browser
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"):
-        opts.add_argument(flag)
-    drv = webdriver.Chrome(service=Service(driver_bin), options=opts)
-    try:
-        drv.get((out / "report.html").resolve().as_uri())
-        widths = drv.execute_script("return Array.from(document.images).map(i => i.complete ? i.naturalWidth : 0)")
-        rows = drv.execute_script("return Array.from(document.querySelectorAll('#items tbody tr')).map(r => r.id)")
-    finally:
-        drv.quit()
-    items = json.loads((out / "report.html").with_name("reproduce.json").read_text())["items"]
+    widths, rows = run_scripts(out / "report.html", IMAGE_WIDTHS,
+                               "return Array.from(document.querySelectorAll('#items tbody tr')).map(r => r.id)")
+    items = json.loads((out / "reproduce.json").read_text())["items"]
     pngs = sorted(out.glob("*.png"))
     assert len(widths) == len(pngs) and all(w > 0 for w in widths), widths
     assert rows == [f"row-{i['key']}" for i in items]
