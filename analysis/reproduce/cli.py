@@ -9,7 +9,8 @@ from pathlib import Path
 from edgevlm.sim.errors import UserError
 
 SEEDS = {"seed000": "Song & Kim, Collaborative Edge-to-Server Inference for Vision-Language Models",
-         "seed004": "Hsu et al., Progressive Semantic Communication for Edge-Cloud VLM Inference (abstract)"}
+         "seed004": "Hsu et al., arXiv 2604.26508: progressive semantic communication for edge-cloud VLM "
+                    "inference (abstract only)"}
 
 
 def default_trace() -> Path:
@@ -60,9 +61,10 @@ def reproduce(seed: str, trace: Path, out: Path, *, at_scale: bool = False, prog
                                   figures={"latency_1mbps.png": seed004.figure(df, out / "latency_1mbps.png")},
                                   tables={"The 1 Mbit/s comparison (compare file "
                                           f"{seed004.compare_file().name}, {len(df)} runs)": seed004.table(df, skipped)},
-                                  notes=[seed004.__doc__.split("\n\n", 1)[1].strip()])
+                                  notes=[seed004.__doc__.split("\n\n", 1)[1].strip()],
+                                  paper_setting="the paper's VLM on its i.MX95 and GPU-server testbed")
         for it in items:
-            it.figure = "latency_1mbps.png" if it.key != "s4_same_answer" else None
+            it.figure = "latency_1mbps.png" if it.verdict != "not available" and it.key != "s4_same_answer" else None
         spec = {k: v for k, v in spec.items()} if at_scale else None
         if spec is not None:
             spec["variants"] = [v for v in spec["variants"] if not v["name"].startswith("progressive_L")]
@@ -97,7 +99,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     if not args.quiet:
         from edgevlm.analysis.reproduce.report import provenance_line
 
-        print(provenance_line(rep.trace))
+        print(provenance_line(rep.trace, rep.paper_setting))
         width = max(len(i.key) for i in rep.items)
         for it in rep.items:
             print(f"  {it.key:<{width}}  {it.verdict_line()}")

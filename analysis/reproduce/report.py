@@ -29,10 +29,11 @@ class Reproduction:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # title -> table shown after the items
     at_scale: dict[str, Any] | None = None  # {"table", "rankings", "summary", "figure"}
     notes: list[str] = field(default_factory=list)
+    paper_setting: str = "LLaVA-1.5-7B on TextVQA"  # the paper's model and data, for the provenance line
 
     def to_json(self) -> dict:
         out = {"format_version": FORMAT_VERSION, "seed": self.seed, "paper": self.paper, "trace": _plain(self.trace),
-               "our_numbers_come_from": provenance_line(self.trace), "notes": self.notes,
+               "our_numbers_come_from": provenance_line(self.trace, self.paper_setting), "notes": self.notes,
                "verdicts": {i.key: i.verdict for i in self.items}, "items": [i.to_json() for i in self.items],
                "tables": {k: _records(v) for k, v in self.tables.items()}}
         if self.at_scale is not None:
@@ -53,7 +54,7 @@ def trace_info(workload) -> dict[str, Any]:
             "jpeg_qualities": list(workload.qualities)}
 
 
-def provenance_line(trace: dict) -> str:
+def provenance_line(trace: dict, paper_setting: str = "LLaVA-1.5-7B on TextVQA") -> str:
     """Plainly where our numbers come from, by the trace's source_kind."""
     kind = trace.get("source_kind")
     who = f"{trace.get('model_id')} on {trace.get('dataset_id')}"
@@ -62,7 +63,7 @@ def provenance_line(trace: dict) -> str:
     if kind == "synthetic":
         return f"SYNTHETIC trace ({who}): invented numbers for tests; they describe no model."
     return (f"Our numbers come from the tiny model and its procedural scenes ({who}, source_kind {kind}), not from "
-            "LLaVA-1.5-7B on TextVQA as in the paper: a verdict says whether the paper's effect appears in this "
+            f"{paper_setting} as in the paper: a verdict says whether the paper's effect appears in this "
             "setting, and the paper's values are not expected. Pass --trace with a real trace to compare a real model.")
 
 
@@ -99,7 +100,7 @@ CSS = ("body{font-family:sans-serif;max-width:1150px;margin:2em auto;color:#222}
        "table{border-collapse:collapse;font-size:13px;margin:6px 0}td,th{border:1px solid #ccc;padding:3px 7px;"
        "vertical-align:top}th{background:#f3f3f3}.warn{color:#a00}.reproduced{color:#176b17;font-weight:bold}"
        ".differs{color:#a35200;font-weight:bold}.na{color:#777;font-weight:bold}"
-       "img{max-width:100%;border:1px solid #eee;margin:6px 0}.note{color:#555;font-size:13px}")
+       "img{max-width:100%;border:1px solid #eee;margin:6px 0}.note{color:#555;font-size:13px}pre.note{white-space:pre-wrap}")
 
 
 def _cls(verdict: str) -> str:
@@ -109,12 +110,13 @@ def _cls(verdict: str) -> str:
 def render(rep: Reproduction) -> str:
     title = f"Reproducing {rep.seed}: {rep.paper}"
     kind = rep.trace.get("source_kind")
+    where = provenance_line(rep.trace, rep.paper_setting)
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
-             f"<p class='{'warn' if kind != 'real' else ''}'><b>{html.escape(provenance_line(rep.trace))}</b></p>",
+             f"<p class='{'warn' if kind != 'real' else ''}'><b>{html.escape(where)}</b></p>",
              f"<p>Trace: {html.escape(Path(str(rep.trace.get('path'))).name)} ({rep.trace.get('rows')} rows, "
              f"format v{rep.trace.get('format_version')}, JPEG qualities {rep.trace.get('jpeg_qualities')}).</p>"]
-    parts += [f"<p class='note'>{html.escape(n)}</p>" for n in rep.notes]
+    parts += [f"<pre class='note'>{html.escape(n)}</pre>" for n in rep.notes]
     counts = {v: sum(i.verdict == v for i in rep.items) for v in (REPRODUCED, "differs", NOT_AVAILABLE)}
     parts.append(f"<h2>Verdicts</h2><p>{counts[REPRODUCED]} reproduced, {counts['differs']} differ, "
                  f"{counts[NOT_AVAILABLE]} not available.</p>")
