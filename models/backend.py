@@ -226,6 +226,17 @@ class VLMBackend(ABC):
     @abstractmethod
     def attention_to_image(self, image: Any, question: str) -> AttentionMaps: ...
 
+    def generate_batch(self, encodeds: Sequence[Encoded], max_new_tokens: int | None = None) -> list[Generation]:
+        """generate() for several prompts; implementations batch them (models.batched uses this)."""
+        return [self.generate(e, max_new_tokens) for e in encodeds]
+
+    def attention_batch(self, images: Sequence[Any], questions: Sequence[str]) -> list[AttentionMaps]:
+        """attention_to_image() for several (image, question) pairs; implementations batch them."""
+        return [self.attention_to_image(i, q) for i, q in zip(images, questions)]
+
+    def prefetch(self, images: Sequence[Any]) -> None:
+        """Encode these images' visual features in one pass so later calls find them cached (optional)."""
+
     def describe(self) -> dict[str, Any]:
         """Backend facts for trace provenance."""
         s = self.settings
