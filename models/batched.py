@@ -15,7 +15,7 @@ answers, uncertainties to 1e-5, boxes). Timings in a batched trace are those of 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Sequence
 
 from edgevlm.models.backend import AttentionMaps, BackendSettings, Encoded, Generation, VLMBackend
@@ -129,8 +129,8 @@ def _execute(backend: VLMBackend, calls: list[tuple[int, _Call]]) -> None:
             for c in group:
                 p = c.args[0]
                 real = backend.encode(p.images, p.question, add_suffix=p.add_suffix)
-                p.inputs, p.image_positions, p.prompt_tokens, p.t_vision_s = (
-                    real.inputs, real.image_positions, real.prompt_tokens, real.t_vision_s)
+                for f in fields(Encoded):
+                    setattr(p, f.name, getattr(real, f.name))
                 encs.append(real)
             for c, g in zip(group, backend.generate_batch(encs, limit)):
                 c.result = g

@@ -62,7 +62,7 @@ def add_extract_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="checkpoint directory (or HF hub id in the local cache)")
     p.add_argument("--dataset", required=True, metavar="MANIFEST", help="JSONL dataset manifest")
     p.add_argument("--out", required=True, help="trace file to write (.parquet); resumed if it exists")
-    p.add_argument("--backend", default="auto", choices=("auto", "llava", "qwen2_5_vl"),
+    p.add_argument("--backend", default="auto", choices=("auto", "llava", "qwen2_5_vl", "instructblip"),
                    help="model family (default: from config.json model_type)")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ... (default: cpu)")
     p.add_argument("--limit", type=int, help="use only the first N samples of the manifest")

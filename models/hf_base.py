@@ -143,6 +143,16 @@ class HFBackend(VLMBackend):
     def _decoder_layers(self):
         return self.model.model.language_model.layers
 
+    def _lm(self):
+        """The module generation and attention passes call with Encoded.inputs (the whole VLM here)."""
+        return self.model
+
+    def _image_map(self, row: torch.Tensor, encoded: Encoded, offset: int) -> np.ndarray:
+        """The (rows, cols) map of image 0 from one head-averaged attention row over all positions."""
+        pos = torch.as_tensor(self._grid_positions(encoded.image_positions[0]) + offset, device=row.device)
+        rows, cols = self.visual_grid()
+        return row[pos].reshape(rows, cols).cpu().numpy().astype(np.float64)
+
     @property
     def image_token_id(self) -> int:
         return int(self.model.config.image_token_id)
@@ -297,17 +307,19 @@ class HFBackend(VLMBackend):
         """One left-padded batch of several prompts' inputs, and each prompt's left offset."""
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-        length = max(int(e.inputs["input_ids"].shape[1]) for e in encodeds)
-        offsets = [length - int(e.inputs["input_ids"].shape[1]) for e in encodeds]
+        lengths = [int(e.inputs["attention_mask"].shape[1]) for e in encodeds]
+        length = max(lengths)
+        offsets = [length - n for n in lengths]
         batch: dict[str, Any] = {}
         for key, first in encodeds[0].inputs.items():
             if key == "mm_encoder_outputs":
                 batch[key] = {m: BaseModelOutputWithPooling(pooler_output=[f for e in encodeds
                                                                            for f in e.inputs[key][m].pooler_output])
                               for m in first}
-            elif first.dim() == 2 and first.shape[0] == 1 and first.shape[1] == encodeds[0].inputs["input_ids"].shape[1]:
+            elif first.dim() >= 2 and first.shape[0] == 1 and first.shape[1] == lengths[0]:   # per position
                 fill = self.pad_id() if key == "input_ids" else 0
-                batch[key] = torch.cat([torch.nn.functional.pad(e.inputs[key], (off, 0), value=fill)
+                batch[key] = torch.cat([torch.cat([e.inputs[key].new_full((1, off, *first.shape[2:]), fill),
+                                                   e.inputs[key]], dim=1)
                                         for e, off in zip(encodeds, offsets)], dim=0)
             else:                                     # per-image rows (e.g. Qwen's image_grid_thw)
                 batch[key] = torch.cat([e.inputs[key] for e in encodeds], dim=0)
@@ -336,7 +348,8 @@ class HFBackend(VLMBackend):
 
     def _greedy_loop_batch(self, inputs: dict[str, Any], max_new: int, eos: list[int], steps: list[float]):
         mask, pos = inputs["attention_mask"], inputs.get("position_ids")
-        out = self.model(**inputs, use_cache=True, logits_to_keep=1)
+        lm = self._lm()
+        out = lm(**inputs, use_cache=True, logits_to_keep=1)
         n = mask.shape[0]
         seqs: list[list[int]] = [[] for _ in range(n)]
         done = torch.zeros(n, dtype=torch.bool, device=mask.device)
@@ -357,8 +370,8 @@ class HFBackend(VLMBackend):
             if pos is not None:
                 pos = pos[:, -1:] + 1
                 extra["position_ids"] = pos
-            out = self.model(input_ids=tok[:, None], attention_mask=mask, past_key_values=out.past_key_values,
-                             use_cache=True, **extra)
+            out = lm(input_ids=tok[:, None], attention_mask=mask, past_key_values=out.past_key_values,
+                     use_cache=True, **extra)
 
     def _hf_generate_batch(self, inputs: dict[str, Any], max_new: int, eos: list[int], steps: list[float]):
         seq, rows = self._hf_generate(inputs, max_new, eos, steps, batched=True)
@@ -413,7 +426,8 @@ class HFBackend(VLMBackend):
 
     def _greedy_loop(self, inputs: dict[str, Any], max_new: int, eos: list[int], steps: list[float]):
         """Greedy tokens and their raw logit rows; appends the clock time after each token to `steps`."""
-        out = self.model(**inputs, use_cache=True, logits_to_keep=1)
+        lm = self._lm()
+        out = lm(**inputs, use_cache=True, logits_to_keep=1)
         mask = inputs["attention_mask"]
         seq, rows = [], []
         while True:
@@ -425,8 +439,8 @@ class HFBackend(VLMBackend):
             if tok in eos or len(seq) >= max_new:
                 return seq, rows
             mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
-            out = self.model(input_ids=torch.tensor([[tok]], device=mask.device), attention_mask=mask,
-                             past_key_values=out.past_key_values, use_cache=True)
+            out = lm(input_ids=torch.tensor([[tok]], device=mask.device), attention_mask=mask,
+                     past_key_values=out.past_key_values, use_cache=True)
 
     # ----- attention ---------------------------------------------------------------------------
     @torch.inference_mode()
@@ -452,7 +466,7 @@ class HFBackend(VLMBackend):
         handle = self._decoder_layers()[layer].self_attn.register_forward_hook(hook)
         self.model.set_attn_implementation({"text_config": "eager"})
         try:
-            self.model(**inputs, use_cache=False, logits_to_keep=1)
+            self._lm()(**inputs, use_cache=False, logits_to_keep=1)
         except _LayerReached:
             pass
         finally:
@@ -461,13 +475,8 @@ class HFBackend(VLMBackend):
         w = captured.get("w")
         if w is None:
             raise RuntimeError(f"decoder layer {layer} returned no attention weights under eager attention")
-        rows, cols = self.visual_grid()
-        grids = []
-        for b, (enc, off) in enumerate(zip(encodeds, offsets)):
-            pos = torch.as_tensor(self._grid_positions(enc.image_positions[0]) + off, device=w.device)
-            row = w[b, :, -1, :].float().mean(dim=0)[pos]
-            grids.append(row.reshape(rows, cols).cpu().numpy().astype(np.float64))
-        return grids
+        return [self._image_map(w[b, :, -1, :].float().mean(dim=0), enc, off)
+                for b, (enc, off) in enumerate(zip(encodeds, offsets))]
 
     def attention_to_image(self, image: Any, question: str) -> AttentionMaps:
         layer = self.attention_layer
