@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from edgevlm.models.backend import BackendError, BackendSettings, Encoded
-from edgevlm.models.hf_base import HFBackend
+from edgevlm.models.hf_base import HFBackend, _first_line
 
 INSTRUCTBLIP_TEMPLATE = "{images}Question: {question} Short answer:"
 
@@ -56,7 +56,7 @@ class InstructBlipBackend(HFBackend):
                                                                       **({} if sub.is_dir() else {"subfolder": "qformer_tokenizer"}))
         except (OSError, ValueError) as exc:
             raise BackendError(f"--model {path!r}: no Q-Former tokenizer (qformer_tokenizer/, as "
-                               f"InstructBlipProcessor.save_pretrained writes it): {exc}") from None
+                               f"InstructBlipProcessor.save_pretrained writes it): {_first_line(exc)}") from None
         return backend
 
     def _check_config(self) -> None:
