@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from edgevlm.models.cli import main
-from edgevlm.models.datasets import DATASETS, AnnotationError, Source, build_manifest, build_records
+from edgevlm.models.datasets import DATASETS, AnnotationError, Source, build_records
 from edgevlm.models.manifest import read_manifest
 from edgevlm.models.scoring import (aokvqa_direct_answer, anls, gqa_match, levenshtein, pope_yes_no,
                                     score_answer, vqa_accuracy, yes_no_match)

@@ -4,7 +4,6 @@ extraction to a valid trace, and batched == one-at-a-time."""
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
