@@ -42,6 +42,23 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def float32_logits(model) -> bool:
+    """With float16/bfloat16 weights, compute the LM head in float32 (a float32 copy of its weight; the
+    half-precision output is replaced), so logits and the uncertainties taken from them keep float32
+    precision. Returns whether it applied (not for float32 models)."""
+    head = model.get_output_embeddings()
+    if head is None or head.weight.dtype not in (torch.float16, torch.bfloat16):
+        return False
+    weight = head.weight.detach().float()
+    bias = None if getattr(head, "bias", None) is None else head.bias.detach().float()
+
+    def hook(module, args, output):
+        return torch.nn.functional.linear(args[0].float(), weight, bias)
+
+    head.register_forward_hook(hook)
+    return True
+
+
 class _LayerReached(Exception):
     """Raised by the attention hook to stop a forward pass once the wanted layer has run."""
 
@@ -110,6 +127,7 @@ class HFBackend(VLMBackend):
             raise BackendError(f"--model {path!r}: cannot load a {cls.model_class_name} checkpoint with "
                                f"tokenizer and image processor ({_first_line(exc)})") from None
         model.to(dev).eval()
+        float32_logits(model)
         model_id = settings.model_id or str(path)
         return cls(model, tokenizer, image_processor, settings, model_id, dev)
 
