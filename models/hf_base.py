@@ -75,6 +75,20 @@ class _Clock:
         return time.perf_counter()
 
 
+class FixedViTGrid:
+    """Geometry of a fixed-size ViT (LLaVA's CLIP tower, InstructBLIP's ViT): the input is the tower's
+    image_size square, the grid (image_size / patch_size) cells a side."""
+
+    @property
+    def vision_input_px(self) -> int:
+        return int(self.model.config.vision_config.image_size)
+
+    def visual_grid(self) -> tuple[int, int]:
+        vc = self.model.config.vision_config
+        g = vc.image_size // vc.patch_size
+        return (g, g)
+
+
 class HFBackend(VLMBackend):
     """Common load/encode/generate/attention logic; subclasses supply the model-specific parts."""
 

@@ -31,12 +31,12 @@ import numpy as np
 import torch
 
 from edgevlm.models.backend import BackendError, BackendSettings, Encoded
-from edgevlm.models.hf_base import HFBackend, _first_line
+from edgevlm.models.hf_base import FixedViTGrid, HFBackend, _first_line
 
 INSTRUCTBLIP_TEMPLATE = "{images}Question: {question} Short answer:"
 
 
-class InstructBlipBackend(HFBackend):
+class InstructBlipBackend(FixedViTGrid, HFBackend):
     name = "instructblip"
     model_class_name = "InstructBlipForConditionalGeneration"
     direct_greedy = True
@@ -71,15 +71,6 @@ class InstructBlipBackend(HFBackend):
             raise BackendError(f"vision_config image_size {vc.image_size} is not a multiple of patch_size {vc.patch_size}")
         self.model.qformer.config._attn_implementation = "eager"   # its cross-attention weights are needed
         self._vit_cache: dict[int, tuple[Any, torch.Tensor]] = {}
-
-    @property
-    def vision_input_px(self) -> int:
-        return int(self.model.config.vision_config.image_size)
-
-    def visual_grid(self) -> tuple[int, int]:
-        vc = self.model.config.vision_config
-        g = vc.image_size // vc.patch_size
-        return (g, g)
 
     @property
     def n_queries(self) -> int:
