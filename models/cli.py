@@ -62,7 +62,7 @@ def add_extract_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="checkpoint directory (or HF hub id in the local cache)")
     p.add_argument("--dataset", required=True, metavar="MANIFEST", help="JSONL dataset manifest")
     p.add_argument("--out", required=True, help="trace file to write (.parquet); resumed if it exists")
-    p.add_argument("--backend", default="auto", choices=("auto", "llava", "qwen2_5_vl"),
+    p.add_argument("--backend", default="auto", choices=("auto", "llava", "qwen2_5_vl", "instructblip"),
                    help="model family (default: from config.json model_type)")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ... (default: cpu)")
     p.add_argument("--limit", type=int, help="use only the first N samples of the manifest")
@@ -100,6 +100,8 @@ def add_extract_arguments(p: argparse.ArgumentParser) -> None:
                    help="weights dtype (default auto: checkpoint dtype on GPU, float32 on CPU)")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice; 1 is often "
                    "fastest for small models on a shared machine)")
+    p.add_argument("--batch-size", type=int, default=1, help="samples extracted together: stage 1, attention "
+                   "passes and stage 2 batched (default 1; results equal to one at a time, timings are the batch's)")
     p.add_argument("--checkpoint-every", type=int, default=25, help="rewrite the output every N samples (default 25)")
     p.add_argument("--notes", default="", help="free text stored in provenance")
     p.add_argument("--overwrite", action="store_true", help="replace --out instead of resuming it")
@@ -133,8 +135,47 @@ def add_fit_codec_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="CPU threads for torch")
 
 
+_MANIFEST_DESCRIPTION = """\
+Write a JSONL dataset manifest for `trace extract` from a benchmark's own annotation files, as
+distributed: questions, human answers, question types where the benchmark has them, its official
+scoring rule per line, and the prompt its standard (LLaVA-1.5) evaluation uses. Every record and
+every image is checked before anything is written.
+
+datasets:
+{datasets}"""
+
+
+def add_manifest_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dataset", metavar="DATASET", help="benchmark name (see the list above)")
+    p.add_argument("--annotations", required=True, metavar="FILE", help="the benchmark's annotation/question file")
+    p.add_argument("--images", required=True, metavar="DIR", help="folder holding the benchmark's images")
+    p.add_argument("--out", required=True, metavar="M.jsonl", help="manifest to write (atomically)")
+    p.add_argument("--split", help="split/setting where the layout depends on it (vqav2: val2014; aokvqa: val; "
+                   "pope: random|popular|adversarial; textvqa: keep only this set_name)")
+    p.add_argument("--limit", type=int, help="keep only the first N questions")
+    p.add_argument("--questions", metavar="FILE", help="vqav2: the v2_OpenEnded_mscoco_<split>_questions.json file")
+    p.add_argument("--ocr", metavar="FILE", help="textvqa_ocr: the TextVQA_Rosetta_OCR_v0.2_<split>.json file")
+
+
+def run_manifest(args: argparse.Namespace) -> int:
+    """Handler of `manifest`: bad annotation files print one line naming file, record and field; exit 2."""
+    from pathlib import Path
+
+    from edgevlm.models.datasets import AnnotationError, Source, build_manifest
+
+    opt = lambda v: Path(v) if v else None  # noqa: E731
+    try:
+        n = build_manifest(args.dataset, Source(Path(args.annotations), Path(args.images), args.split,
+                                                opt(args.questions), opt(args.ocr)), args.out, args.limit)
+    except AnnotationError as exc:
+        print(f"edgevlm: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"wrote {args.out}: {n} {args.dataset} samples")
+    return 0
+
+
 def register(subparsers) -> argparse.ArgumentParser:
-    """Add `extract` to the given (trace) sub-parsers object."""
+    """Add `extract`, `fit-codec` and `manifest` to the given (trace) sub-parsers object."""
     p = subparsers.add_parser("extract", help="extract a trace from a real VLM over a dataset manifest",
                               description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_extract_arguments(p)
@@ -143,6 +184,14 @@ def register(subparsers) -> argparse.ArgumentParser:
                               description=_FIT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_fit_codec_arguments(f)
     f.set_defaults(func=run_fit_codec)
+    from edgevlm.models.datasets import DATASETS   # light: json/pathlib only
+
+    m = subparsers.add_parser("manifest", help="write a dataset manifest from a benchmark's annotation files",
+                              description=_MANIFEST_DESCRIPTION.format(datasets="\n".join(
+                                  f"  {a.name:<12} {a.summary}" for a in DATASETS.values())),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_manifest_arguments(m)
+    m.set_defaults(func=run_manifest)
     return p
 
 
@@ -214,7 +263,8 @@ def run_extract(args: argparse.Namespace) -> int:
             dataset_id=args.dataset_id or Path(args.dataset).stem, source_kind=args.source_kind or "real",
             jpeg_qualities=args.jpeg_qualities, box_ratios=args.box_ratios, scoring=args.scoring,
             limit=args.limit, checkpoint_every=args.checkpoint_every, overwrite=args.overwrite,
-            progress=not args.no_progress, notes=args.notes, infer_jpeg_quality=args.infer_jpeg_quality)
+            progress=not args.no_progress, notes=args.notes, infer_jpeg_quality=args.infer_jpeg_quality,
+            batch_size=args.batch_size)
         opts.check()
         from edgevlm.models.backend import load_backend
         import torch
