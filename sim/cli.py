@@ -70,7 +70,8 @@ def format_summary(s: dict) -> str:
     rows = [
         ("scenario", f"{s['scenario']}  policy={s['policy']}"
                      + (" (a BOUND, not a policy)" if s.get("policy_is_bound") else "") + f"  seed={s['seed']}"),
-        ("trace", f"{Path(trace['path']).name}  [{trace.get('source_kind')}]{label}"),
+        ("trace", f"{Path(trace['path']).name}  [{trace.get('source_kind')}]{label}"
+                  + (f"  -- {trace['note']}" if trace.get("note") else "")),
         ("requests", f"{s['counts']['arrived']} arrived, {s['counts']['ok']} ok, "
                      f"{s['counts']['dropped']} dropped; {s['counts']['measured']} after warm-up"),
         ("throughput", f(s["throughput_per_s"], "{:.2f}") + " req/s   goodput " + f(s["goodput_per_s"], "{:.2f}")
@@ -78,8 +79,9 @@ def format_summary(s: dict) -> str:
         ("latency mean", ci(lat["mean"]) + " s"),
         ("latency p50/p95/p99", " / ".join(f(lat[k]["value"]) for k in ("p50", "p95", "p99")) + " s"),
         ("accuracy", ci(s["accuracy"])),
-        ("uplink bytes/req", f(s["bytes_per_request"]["uplink"], "{:,.0f}")
-         + "   additional comm cost " + f(s["additional_comm_cost"])),
+        ("uplink bytes/req", f(s["bytes_per_request"]["uplink"], "{:,.0f}")),
+        ("comm cost (seed)", "additional " + f(s["additional_comm_cost"]) + " (global-only 0, always-crop 1)"
+         + "   relative " + f(s.get("relative_comm_cost")) + " (x global image at q100)"),
         ("retransmission rate", f(s["retransmission_rate"])),
         ("utilisation", "  ".join(f"{k} {f(v, '{:.1%}')}" for k, v in s["utilisation"].items())),
     ]
