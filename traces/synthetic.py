@@ -28,7 +28,8 @@ model. Real traces come from models/. The generative story, per sample:
 v2 (`generate_table_v2`, qualities `JPEG_QUALITIES_V2`): the same story at every quality q,
 with the compression hurting. Stage 1 is right at q with probability
 sigmoid(a_type - 1.5 z - 4·(1 - q/100)^2); one uniform per sample is compared with that
-probability at every q, so a sample right at q is right at every higher q. Entropies, the box
+probability at every q, so a sample right at q is right at every higher q (partial credit is
+drawn once per sample too, so every score is non-decreasing in q). Entropies, the box
 (jittered by up to (1 - q/100)·100 px), the crop bytes and stage 2 (a fix probability scaled by
 0.4 + 0.6·q/100, again one uniform per sample) are drawn per quality; HD is right at q with
 probability 0.9 × that of stage 2 + 0.1.
@@ -144,8 +145,8 @@ def _token_uncertainties(rng: np.random.Generator, right: bool, z: float, t: int
 
 
 def _partial(rng: np.random.Generator, right: np.ndarray) -> np.ndarray:
-    """1 if right, else 0 or (with probability 0.2) 1/3 partial VQA credit."""
-    return np.where(right, 1.0, np.where(rng.random(right.shape) < 0.2, 1 / 3, 0.0))
+    """(n, n_q): 1 if right, else 0 or (with probability 0.2, drawn once per sample) 1/3 partial VQA credit."""
+    return np.where(right, 1.0, np.where(rng.random(right.shape[0])[:, None] < 0.2, 1 / 3, 0.0))
 
 
 def generate_table_v2(n_samples: int = 2000, seed: int = 0) -> pa.Table:
