@@ -453,7 +453,7 @@ def run(tb, out: Path, *, compare_sim: bool = True, progress: bool = True) -> di
             dataset_id=Path(tb.manifest).stem, source_kind=backend.settings.source_kind or "tiny-local",
             progress=progress, notes="testbed validation trace",
             infer_jpeg_quality=quality), manifest=tb.manifest)
-    workload = Workload.load(trace)
+    workload = Workload.load(trace).at_quality(quality, "policies[0].jpeg_quality")
     rows_samples = []
     for sid in workload.sample_id:
         if sid not in by_id:
