@@ -136,23 +136,12 @@ V2_OPTIONAL_PER_QUALITY = {
     "hd_jpeg_bytes": ("hd_jpeg_bytes", pa.int32()),
 }
 
-#: Optional v2 columns that do not depend on the JPEG quality.
-V2_OPTIONAL_SHARED_FIELDS = [
-    pa.field("question_type", pa.string()),
-    pa.field("gt_x0", pa.int32()),
-    pa.field("gt_y0", pa.int32()),
-    pa.field("gt_x1", pa.int32()),
-    pa.field("gt_y1", pa.int32()),
-    pa.field("hd_visual_tokens", pa.int32()),  # visual tokens of the HD pass (all tiles + thumbnail)
-    pa.field("hd_tiles", pa.int32()),          # input-size images in the HD pass (grid tiles + thumbnail)
-    pa.field("edge_score", pa.float32()),      # the edge's own model on its uncompressed view
-    pa.field("prog_bytes", _i32_list),
-    pa.field("prog_score", _f32_list),
-    pa.field("prog_min_entropy", _f32_list),
-    pa.field("t_vision_s", pa.float32()),
-    pa.field("t_prefill_s", pa.float32()),
-    pa.field("t_decode_token_s", pa.float32()),
-]
+#: Optional v2 columns that do not depend on the JPEG quality: v1's, as in v1 (hd_visual_tokens
+#: counts all tiles + thumbnail; edge_score is the edge's own model on its uncompressed view), and
+#: hd_tiles, the input-size images in the HD pass (grid tiles + thumbnail).
+V2_OPTIONAL_SHARED_FIELDS = [FIELD_BY_NAME[c] for c in (
+    "question_type", "gt_x0", "gt_y0", "gt_x1", "gt_y1", "hd_visual_tokens", "edge_score",
+    *PROG_COLUMNS, "t_vision_s", "t_prefill_s", "t_decode_token_s")] + [pa.field("hd_tiles", pa.int32())]
 
 
 def _per_q_field(name: str, elem: pa.DataType, nullable: bool) -> pa.Field:
