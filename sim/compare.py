@@ -250,7 +250,8 @@ def format_table(df: pd.DataFrame) -> str:
     t["variant"] = [v + (" (bound)" if b else "") for v, b in zip(t["variant"], t["policy_is_bound"])]
     if t["load_scale"].nunique() == 1:
         t = t.drop(columns="load_scale")
-    t = t[[c for c in TABLE_COLUMNS if c in t.columns]].rename(columns=TABLE_COLUMNS)
+    t = t[[c for c in TABLE_COLUMNS if c in t.columns]]
+    t = t.astype({c: float for c in t.columns if c != "variant"}).rename(columns=TABLE_COLUMNS)  # None -> "-"
     text = t.to_string(index=False, float_format=lambda x: f"{x:.3f}", na_rep="-")
     legend = ("add comm: the seed's additional comm cost, (bytes - global-only) / (always-crop - global-only) "
               "at the same JPEG quality; rel comm: image bytes / global image bytes at JPEG q100 (seed Fig. 12)")
