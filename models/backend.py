@@ -18,8 +18,9 @@ Settings (BackendSettings) start from the per-model defaults of the implementati
 `edgevlm.json` file in a local checkpoint directory overrides them, and CLI flags override both.
 Keys of edgevlm.json (all optional; unknown keys are an error):
   model_id          str   id written to trace provenance (default: the path given to --model)
-  source_kind       str   provenance source_kind when --source-kind is not given: "real" (default),
-                          "tiny-local" (set this in a locally trained tiny model) or "synthetic"
+  source_kind       str   provenance source_kind when --source-kind is not given: "real" (published
+                          weights), "tiny-local" (a model trained here) or "synthetic"; a local model
+                          directory that declares none needs --source-kind (`trace extract` refuses)
   prompt_template   str   prompt with "{images}" and "{question}" (LLaVA default:
                           "USER: {images}\\n{question} ASSISTANT:"); for two images {images} becomes
                           the image placeholder twice, joined by image_joiner

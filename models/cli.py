@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Sequence
 
 EXIT_USAGE = 2
@@ -58,6 +59,19 @@ def _ratios(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
 
 
+def declared_source_kind(model: str, declared: str | None) -> str:
+    """The source_kind a model declares; a local directory must declare one (edgevlm.json) or the
+    user must say it, so a model trained here is never labelled `real` by default."""
+    from edgevlm.models.extract import ExtractError
+
+    if declared is not None:
+        return declared
+    if Path(model).is_dir():
+        raise ExtractError(f"--source-kind is required: {Path(model) / 'edgevlm.json'} declares no source_kind "
+                           "(tiny-local for a model trained here, real for published weights, synthetic)")
+    return "real"
+
+
 def add_extract_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="checkpoint directory (or HF hub id in the local cache)")
     p.add_argument("--dataset", required=True, metavar="MANIFEST", help="JSONL dataset manifest")
@@ -69,7 +83,9 @@ def add_extract_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset-id", help="dataset name for provenance (default: the manifest's file stem)")
     p.add_argument("--model-id", help="model name for provenance (default: edgevlm.json model_id or --model)")
     p.add_argument("--source-kind", choices=("real", "tiny-local", "synthetic"),
-                   help="provenance source_kind (default: edgevlm.json source_kind, else real)")
+                   help="provenance source_kind: real (published weights), tiny-local (a model trained here) "
+                        "or synthetic; default: the model directory's edgevlm.json source_kind (required "
+                        "when it declares none); a hub id without a directory is real")
     p.add_argument("--jpeg-qualities", type=_qualities, default=[10, 25, 50, 75, 95],
                    help="comma-separated JPEG qualities (default: 10,25,50,75,95)")
     p.add_argument("--scoring", default="auto", choices=("auto", "vqa", "exact"),
@@ -277,7 +293,7 @@ def run_extract(args: argparse.Namespace) -> int:
         backend = load_backend(args.model, backend=args.backend, device=args.device,
                                overrides={k: v for k, v in overrides.items() if v is not None})
         if args.source_kind is None:
-            opts.source_kind = backend.settings.source_kind or "real"
+            opts.source_kind = declared_source_kind(args.model, backend.settings.source_kind)
         if args.codec and not args.progressive:
             raise ExtractError("--codec is used only with --progressive")
         if args.progressive:

@@ -177,16 +177,16 @@ def _load_trace(summary: dict, report: Report):
     info = summary.get("trace") or {}
     path = Path(str(info.get("path", "")))
     if not path.is_file():
-        report.skipped.append(f"summary additional_comm_cost (trace {path} not found)")
+        report.skipped.append(f"summary additional/relative_comm_cost (trace {path} not found)")
         return None
     want = info.get("sha256")
     if want is not None and file_sha256(path) != want:
-        report.skipped.append(f"summary additional_comm_cost (trace {path} changed since the run)")
+        report.skipped.append(f"summary additional/relative_comm_cost (trace {path} changed since the run)")
         return None
     try:
         return Workload.load(path)
     except TraceError as exc:
-        report.skipped.append(f"summary additional_comm_cost (trace unreadable: {exc})")
+        report.skipped.append(f"summary additional/relative_comm_cost (trace unreadable: {exc})")
         return None
 
 
@@ -521,7 +521,7 @@ def _peak_concurrency(start: np.ndarray, end: np.ndarray) -> tuple[int, float]:
 
 
 def _check_summary(events, summary: dict, sc, workload, bad) -> None:
-    from edgevlm.sim.runner import baseline_bytes
+    from edgevlm.sim.commcost import comm_bytes
     from edgevlm.sim.summary import summarize
 
     util = summary.get("utilisation")
@@ -529,13 +529,12 @@ def _check_summary(events, summary: dict, sc, workload, bad) -> None:
         bad("summary", "summary.json has no 'utilisation' block")
         return
     components = {name: summary.get(name) for name in util}
-    base = None
-    if workload is not None:
-        base = baseline_bytes(sc, workload, events.column("sample_id"))
-    body = summarize(events, warmup_s=sc.stop.warmup_s, baseline_up1_bytes=base, components=components)
+    comm = comm_bytes(sc.policy, workload, events) if workload is not None else None
+    body = summarize(events, warmup_s=sc.stop.warmup_s, comm=comm, components=components)
     body = json.loads(json.dumps(body, default=float))  # the types summary.json holds
     if workload is None:
         body.pop("additional_comm_cost")
+        body.pop("relative_comm_cost")
     for path, got, want in _diff(summary, body, ""):
         bad("summary", f"{path[1:]} is {got!r} in summary.json, {want!r} recomputed from the events")
 

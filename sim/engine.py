@@ -58,6 +58,7 @@ class Simulation:
     def __init__(self, scenario: Scenario, workload: Workload, on_terminal: Callable[[Request], None],
                  base_dir: Path | None = None):
         self.scenario = sc = scenario
+        workload = workload.for_policy(sc.policy)  # the trace as measured at the policy's JPEG quality
         self.base_dir = Path(base_dir) if base_dir is not None else None  # relative bandwidth traces
         self._profiles: dict = {}  # each bandwidth trace file is parsed once per run
         self.workload = workload

@@ -1,5 +1,5 @@
 """`full_cloud`: the HD baseline. The edge sends the full-resolution original once (the trace's
-`original_jpeg_bytes` at `jpeg_quality`); the server runs one pass at the HD visual-token count
+`original_jpeg_bytes` at `jpeg_quality`, or a v2 trace's `hd_jpeg_bytes`); the server runs one pass at the HD visual-token count
 (`hd_visual_tokens`, e.g. LLaVA-1.5-HD tiles) and answers with `hd_score`. No second stage.
 
 Event log: edge_done_s, up1_end_s (the original arrived), s1_start_s/s1_end_s (the HD pass),
@@ -50,7 +50,7 @@ class FullCloudPolicy(Policy):
         super().__init__(cfg, workload, rng)
         cols = require_columns(workload, HD_COLUMNS, "full_cloud")
         q = workload.quality_index(cfg.jpeg_quality)
-        self.up_bytes = (workload.original_bytes[:, q] + workload.question_bytes).tolist()
+        self.up_bytes = (workload.hd_upload_bytes[:, q] + workload.question_bytes).tolist()
         self.answer_bytes = (workload.s1_tokens * TEXT_BYTES_PER_TOKEN).tolist()
         self.score = scores_at_quality(workload, "hd_score", q).tolist()
         self.hd_tokens = cols["hd_visual_tokens"].astype(np.int64).tolist()
