@@ -19,7 +19,6 @@ Definitions, as in the paper (section and equation numbers are the paper's):
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import numpy as np
@@ -54,13 +53,7 @@ MIN_STEP_SAMPLES = 5  # Fig. 7(a): a step counts when both groups have this many
 
 
 def seed_group(s1: np.ndarray, s2: np.ndarray, local: np.ndarray, crop_compute: float) -> Group:
-    """A tradeoff.Group whose comm cost is the seed's: sum_C local bytes / sum local bytes.
-
-    On main, Group normalises by its `base_bytes` (passed the local bytes here); the trace-v2 branch makes
-    the local bytes the unit itself and drops that argument. Both give the same numbers.
-    """
-    if "base_bytes" in inspect.signature(Group).parameters:
-        return Group(s1, s2, local, local, crop_compute)
+    """A tradeoff.Group whose comm cost is the seed's: sum_C local bytes / sum local bytes."""
     return Group(s1, s2, local, crop_compute)
 
 
