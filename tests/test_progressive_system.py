@@ -169,3 +169,33 @@ def test_the_scaled_cell_at_1000_devices_is_stable_for_the_heaviest_variants(tmp
     for _, r in table.iterrows():
         assert r["stable"], r.to_dict()
         assert r["offered_per_s"] == pytest.approx(25.0, rel=0.05)
+
+
+def test_phase_breakdown_counts_every_progressive_round_and_sums_to_the_latency(scenario_dict, tmp_path):
+    from edgevlm.analysis.events import phase_breakdown
+
+    res = run(prog_scenario(scenario_dict), tmp_path / "r")
+    ph = phase_breakdown(tmp_path / "r")
+    ev = res.events.sort_values("request_id").reset_index(drop=True)
+    assert np.abs(ph["other"]).max() < 1e-9 and ph["crop_round_trip"].eq(0).all()
+    # uplink = level 1 + every increment; downlink = every level request + the answer
+    up1 = (ev["up1_end_s"] - ev["edge_done_s"]).to_numpy()
+    np.testing.assert_allclose(ph["uplink"], up1 + ev["prog_up_s"].fillna(0).to_numpy(), atol=1e-9)
+    refined = ev["prog_levels"].to_numpy() > 1
+    assert (ph["downlink"][refined] > ph["downlink"][~refined].max()).all()  # extra round trips cost downlink
+
+
+def test_full_cloud_native_sends_the_original_and_runs_one_ordinary_pass(scenario_dict, synthetic_trace):
+    from edgevlm.sim.workload import Workload
+
+    res = run(scenario_dict(policy={"kind": "full_cloud", "jpeg_quality": 75, "resolution": "native"}))
+    ev = res.events
+    w = Workload.load(synthetic_trace)
+    idx = {s: i for i, s in enumerate(w.table.column("sample_id").to_pylist())}
+    rows = np.array([idx[s] for s in ev["sample_id"]])
+    q = w.quality_index(75)
+    overhead = res.scenario.network.uplink.overhead_bytes
+    np.testing.assert_array_equal(ev["uplink_bytes"], w.original_bytes[rows, q] + w.question_bytes[rows] + overhead)
+    np.testing.assert_allclose(ev["score"], w.s1_score[rows], rtol=1e-6)
+    np.testing.assert_allclose(ev["flops"], MODELS["llava-1.5-7b"].flops(576))
+    assert (ev["stages"] == 1).all()
