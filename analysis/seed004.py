@@ -138,6 +138,13 @@ def format_markdown(table: pd.DataFrame) -> str:
     return head + "\n".join("| " + " | ".join(str(v) for v in r) + " |" for r in t.itertuples(index=False))
 
 
+def format_levels(levels: pd.DataFrame) -> str:
+    cols = list(levels.columns)
+    head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
+    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+    return head + "\n".join("| " + " | ".join(fmt(v) for v in r) + " |" for r in levels.itertuples(index=False))
+
+
 def plot_network(table: pd.DataFrame, path: str | os.PathLike) -> Path:
     import matplotlib
 
@@ -185,10 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     table = seed004_table(dirs)
     atomic_write(out / "seed004.csv", lambda tmp: table.to_csv(tmp, index=False))
     md = format_markdown(table)
-    trace = run_scenario(table.attrs.get("run", dirs[0] / "runs" / "full_edge")).get("trace")
+    first_run = pd.read_parquet(dirs[0] / "results.parquet")["run_dir"].iloc[0]
+    trace = run_scenario(first_run).get("trace")
     if trace:
         lv = level_table(trace, args.codec_eval)
-        md += "\n\nPer level (trace " + str(trace) + "):\n\n" + lv.to_markdown(index=False, floatfmt=".3f")
+        md += f"\n\nPer level (trace {trace}):\n\n" + format_levels(lv)
     atomic_write(out / "seed004.md", lambda tmp: Path(tmp).write_text(md + "\n"))
     plot_network(table, out / "seed004_network_latency.png")
     print(md)
