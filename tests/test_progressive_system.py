@@ -199,3 +199,18 @@ def test_full_cloud_native_sends_the_original_and_runs_one_ordinary_pass(scenari
     np.testing.assert_allclose(ev["score"], w.s1_score[rows], rtol=1e-6)
     np.testing.assert_allclose(ev["flops"], MODELS["llava-1.5-7b"].flops(576))
     assert (ev["stages"] == 1).all()
+
+
+def test_level_table_reads_trace_levels_and_the_codec_eval_same_answer_rate():
+    import json
+
+    from edgevlm.analysis.seed004 import level_table
+
+    root = Path(__file__).resolve().parent.parent
+    ev_json = root / "models/weights/tiny-scenetext-v1/codec/eval_heldout700.json"
+    lv = level_table(root / "traces/tiny-scenetext-v1.parquet", ev_json)
+    want = json.loads(ev_json.read_text())["codecs"]["pca_levels"]
+    assert lv["level"].tolist() == [1, 2, 3, 4]
+    assert lv["same_answer"].tolist() == want["same_answer_as_uncompressed"]
+    assert lv["cum_bytes"].is_monotonic_increasing and (lv["trace_samples"] == 2100).all()
+    assert lv["accuracy"].iloc[0] < lv["accuracy"].iloc[-1]
