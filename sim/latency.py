@@ -19,7 +19,8 @@ Kinds:
 - `parametric`: vision per image, prefill at a token rate, a fixed time per decode step whatever the
   batch size (memory-bound decode). Defaults: llama.cpp figures for LLaVA-1.5-7B on an A100 (DESIGN §7).
   A job's `pre_flops` (codec decoder, projector on received tokens) costs nothing here or in `profile`:
-  neither kind has a FLOP rate; use `roofline` to time it.
+  neither kind has a FLOP rate; use `roofline` to time it. A `profile` prefill was measured with the
+  vision encoder, so it still charges one for a token pass (images = 0): an overestimate.
 - `exponential`, `deterministic`: ignore the job's shape; for checks against queueing theory. They
   time whole jobs only, so they cannot be batched.
 """
