@@ -151,14 +151,14 @@ def test_every_variant_of_the_shipped_1mbps_compare_is_stable(compare, tmp_path)
 
 def test_the_scaled_cell_at_1000_devices_is_stable_for_the_heaviest_variants(tmp_path):
     """N = 1000 (compare_seed004_scale.yaml): full_cloud loads the 20 Mbit/s cell uplink to ~0.8 and
-    progressive_entropy the GPUs most; both must settle (served = offered, no latency drift)."""
+    progressive (entropy-driven) the GPUs most; both must settle (served = offered, no latency drift)."""
     from edgevlm.analysis.seed004 import seed004_table
     from edgevlm.sim.compare import load_compare, run_compare
 
     spec, _ = load_compare(SCENARIOS / "compare_seed004_scale.yaml")
     data = spec.model_dump()
     data["base"] = str(SCENARIOS / "seed004_1mbps.yaml")
-    data["variants"] = [v for v in data["variants"] if v["name"] in ("full_cloud_N1000", "progressive_entropy_N1000")]
+    data["variants"] = [v for v in data["variants"] if v["name"] in ("full_cloud_N1000", "progressive_N1000")]
     assert len(data["variants"]) == 2
     for v in data["variants"]:
         v["set"]["stop"] = {"requests": 15000, "warmup_s": 60}
