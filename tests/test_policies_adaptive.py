@@ -151,9 +151,12 @@ def test_uplink_bytes_are_counted_in_flight_on_a_link_without_backlog(scenario_d
     pol = {"kind": "entropy_threshold", "threshold": 0.5}
     net = {"uplink": {"capacity_mbps": 20, "discipline": "fifo", "propagation_ms": 20},
            "downlink": {"capacity_mbps": 100, "discipline": "fifo", "propagation_ms": 20}}
-    plain = run(scenario_dict(policy=pol, network=net)).events
+    # access caps at the capacity: a FIFO uplink whose caps bind is rejected (issue 20)
+    cli = {"count": 20, "arrival": {"kind": "poisson", "rate_per_s": 0.05},
+           "link_classes": [{"share": 1.0, "uplink_mbps": 20}]}
+    plain = run(scenario_dict(policy=pol, network=net, clients=cli)).events
     monkeypatch.setattr(engine, "build_link", build)
-    sc = parse_scenario(scenario_dict(policy=pol, network=net))
+    sc = parse_scenario(scenario_dict(policy=pol, network=net, clients=cli))
     sim = Simulation(sc, Workload.load(sc.trace), lambda r: None)
     assert sim._count_uplink
     seen = []
@@ -162,5 +165,5 @@ def test_uplink_bytes_are_counted_in_flight_on_a_link_without_backlog(scenario_d
     sim.run()
     assert sim.uplink_bytes_in_flight == 0 and max(seen) > 0
     # counting changes nothing in the run itself
-    counted = run(scenario_dict(policy=pol, network=net)).events
+    counted = run(scenario_dict(policy=pol, network=net, clients=cli)).events
     assert counted.equals(plain)
