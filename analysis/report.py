@@ -98,6 +98,10 @@ def expand_run_dirs(paths: list[str | os.PathLike]) -> list[tuple[Path, str | No
     """Run directories with their labels: a compare output (results.parquet + runs/) expands to its runs."""
     out: list[tuple[Path, str | None, float | None]] = []
     for p in map(Path, paths):
+        if not p.exists():
+            from edgevlm.sim.errors import UserError
+
+            raise UserError(f"{p}: not found")
         if (p / "summary.json").is_file():
             out.append((p, None, None))
         elif (p / "results.parquet").is_file() and (p / "runs").is_dir():

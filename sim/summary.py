@@ -4,7 +4,8 @@ Requests that arrive before `warmup_s` are left out. The measurement window runs
 to the last arrival. Throughput and goodput count completions inside that window, so an
 overloaded system reports its capacity, not its arrival rate. Confidence intervals use batch
 means: the measured requests, in arrival order, are cut into `N_BATCHES` contiguous batches, and
-a Student-t interval is taken over the batch statistics.
+a Student-t interval is taken over the batch statistics. A run whose backlog grows has no steady
+state (sim/stability.py): it is marked `"stable": false` with the evidence, and its latency CIs are null.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 from scipy import stats
+
+from edgevlm.sim.stability import assess
 
 N_BATCHES = 30
 QUANTILES = {"p50": 50.0, "p95": 95.0, "p99": 99.0}
@@ -88,6 +91,12 @@ def summarize(events: pa.Table, *, warmup_s: float, baseline_up1_bytes: np.ndarr
     if baseline_up1_bytes is not None and n_meas:
         base = np.asarray(baseline_up1_bytes, dtype=np.float64)[order][measured].sum()
         out["additional_comm_cost"] = float((up.sum() - base) / base)
+    stability = assess(arrival, done, (warmup_s, window_end))
+    out["stable"] = stability["stable"]
+    out["stability"] = stability
+    if stability["stable"] is False:  # no steady state: a batch-means CI of latency would be meaningless
+        for stat in out["latency_s"].values():
+            stat.update({"ci95": [None, None], "half_width": None})
     out["utilisation"] = {name: comp.get("utilisation") for name, comp in components.items()}
     out.update(components)
     return out
