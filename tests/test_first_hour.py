@@ -120,7 +120,7 @@ def test_compare_and_sweep_files_use_the_scenario_error_style(tmp_path, scenario
     cmp.write_text(yaml.safe_dump({"base": "base.yaml", "variants": [
         {"name": "x", "policy": {"kind": "entropy_treshold", "threshold": 0.5}}]}))
     lines = error_lines(*cli("compare", str(cmp), "--out", str(tmp_path / "o"))[::2])
-    assert len(lines) == 1 and "policy.kind: unknown kind 'entropy_treshold' (did you mean 'entropy_threshold'?)" in lines[0]
+    assert len(lines) == 1 and "policy: unknown kind 'entropy_treshold' (did you mean 'entropy_threshold'?)" in lines[0]
 
 
 # ---------------------------------------------------------------- 9: one path rule everywhere
