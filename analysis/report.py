@@ -164,7 +164,7 @@ def build_report(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, 
         ev = read_events(r["run_dir"], ["latency_s", "arrival_s", "status"])
         ok = (ev["status"] == "ok") & (ev["arrival_s"] >= r["warmup_s"])
         lat[r["variant"]] = ev.loc[ok, "latency_s"].to_numpy()
-        phases[r["variant"]] = phase_breakdown(r["run_dir"], warmup_s=r["warmup_s"])[list(PHASES)].mean()
+        phases[r["variant"] + (" UNSTABLE*" if r.get("stable") is False else "")] = phase_breakdown(r["run_dir"], warmup_s=r["warmup_s"])[list(PHASES)].mean()
         series[r["variant"]] = throughput_series(r["run_dir"], dt_s=_bin_s(r))
     deadline = base_load["deadline_s"].dropna()
     figs["latency_cdf"] = plots.latency_cdfs(lat, out / "latency_cdf.png", colours,

@@ -187,6 +187,7 @@ def flatten_summary(s: dict) -> dict[str, Any]:
     row: dict[str, Any] = {
         "arrived": s["counts"]["arrived"], "ok": s["counts"]["ok"], "dropped": s["counts"]["dropped"],
         "throughput_per_s": s["throughput_per_s"], "goodput_per_s": s["goodput_per_s"],
+        "stable": s.get("stable"),
     }
     for key, stat in s["latency_s"].items():
         row[f"latency_{key}_s"] = stat["value"]
@@ -341,7 +342,7 @@ def register(subparsers) -> None:
 
 
 #: Metric columns of the printed sweep table (after the axes), with their headers.
-TABLE_METRICS = {"status": "status", "accuracy": "acc", "goodput_per_s": "goodput/s", "latency_mean_s": "lat mean",
+TABLE_METRICS = {"status": "status", "stable": "stable", "accuracy": "acc", "goodput_per_s": "goodput/s", "latency_mean_s": "lat mean",
                  "latency_p95_s": "lat p95", "deadline_met_rate": "met", "gpu_utilisation": "gpu util"}
 
 
