@@ -187,7 +187,17 @@ def config_error(exc: ValidationError, data: dict, root: type[BaseModel] | None 
             if "input" in err and kind not in ("model_type", "dict_type") and not isinstance(err["input"], dict):
                 msg += f" (got {_short(err['input'])})"
         lines.append((path, msg))
-    return ConfigError.many(lines)
+    return ConfigError.many(_merge_alternatives(lines))
+
+
+def _merge_alternatives(lines: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """One line per field: a value failing every member of a union (`int | 'all'`) is one mistake."""
+    merged: dict[str, list[str]] = {}
+    for path, msg in lines:
+        merged.setdefault(path, [])
+        if msg not in merged[path]:
+            merged[path].append(msg)
+    return [(path, "; or ".join(msgs)) for path, msgs in merged.items()]
 
 
 def _short(value: Any) -> str:
