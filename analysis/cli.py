@@ -54,7 +54,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from edgevlm.analysis.inspect import format_inspect, inspect_trace, plot_trace
 
-    info = inspect_trace(args.trace)
+    from edgevlm.sim.runner import resolve_trace
+
+    info = inspect_trace(resolve_trace(args.trace, None))
     print(format_inspect(info))
     if args.plot:
         for p in plot_trace(info, args.plot):

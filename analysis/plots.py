@@ -18,7 +18,11 @@ import seaborn as sns  # noqa: E402
 
 from edgevlm.analysis.events import PHASES  # noqa: E402
 
-DPI = 110
+#: 6.4 in x 144 dpi = 920 px: sharp on a laptop screen at the report's width (max 1100 px)
+DPI = 144
+#: Below this share of requests within the deadline, a variant is marked and kept off the Pareto front.
+MIN_DEADLINE_MET = 0.5
+UNSTABLE_STYLE = dict(marker="X", s=110, color="firebrick", zorder=5)
 BOUND_STYLE = dict(color="0.25", linestyle="--", linewidth=1.2)
 SYNTHETIC_STAMP = "SYNTHETIC trace: invented numbers, for tests only"
 _stamp: str | None = None
@@ -32,8 +36,9 @@ def setup_style(synthetic: bool = False) -> None:
 
 
 def palette(names: list[str]) -> dict[str, tuple]:
-    """A fixed colour per variant name, stable across figures."""
-    colours = sns.color_palette("colorblind", n_colors=max(len(names), 1))
+    """A fixed colour per variant name, stable across figures; tab10 keeps ten names on distinct hues
+    (the colorblind palette's orange and ochre read alike), husl beyond ten."""
+    colours = sns.color_palette("tab10" if len(names) <= 10 else "husl", n_colors=max(len(names), 1))
     return {n: colours[i % len(colours)] for i, n in enumerate(names)}
 
 
@@ -58,41 +63,67 @@ def pareto_front(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.array(front, dtype=int)
 
 
+def _misses_deadline(r) -> bool:
+    met = r.get("deadline_met_rate")
+    return met is not None and met == met and met < MIN_DEADLINE_MET
+
+
 def accuracy_vs_bytes(table: pd.DataFrame, path: Path, colours: dict) -> Path:
-    """Accuracy against uplink bytes per request, the Pareto front of real policies, the oracle as a bound."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    """Accuracy against uplink bytes per request: the Pareto front of deployable policies that meet the
+    deadline, variants that mostly miss it marked, the oracle as a bound (dashed)."""
+    fig, ax = plt.subplots(figsize=(8.6, 4.6))
     pol = table[~table["policy_is_bound"]]
-    x, y = pol["uplink_bytes_per_request"].to_numpy() / 1e3, pol["accuracy"].to_numpy()
-    front = pareto_front(x, y)
+    meets = pol[[not _misses_deadline(r) for _, r in pol.iterrows()]]
+    x, y = meets["uplink_bytes_per_request"].to_numpy() / 1e3, meets["accuracy"].to_numpy()
+    front = meets.index[pareto_front(x, y)] if len(meets) else []
     if len(front) > 1:
-        ax.plot(x[front], y[front], color="0.6", linewidth=2, zorder=1, label="Pareto front")
-    for _, r in pol.iterrows():
-        on_front = r.name in pol.index[front]
-        ax.scatter(r["uplink_bytes_per_request"] / 1e3, r["accuracy"], s=70 if on_front else 45,
-                   color=colours[r["variant"]], edgecolor="black" if on_front else "none", zorder=3, label=r["variant"])
+        f = meets.loc[front]
+        ax.plot(f["uplink_bytes_per_request"] / 1e3, f["accuracy"], color="0.6", linewidth=2, zorder=1,
+                label="Pareto front (policies meeting the deadline)")
+    for i, r in pol.iterrows():
+        on_front = i in front
+        ax.scatter(r["uplink_bytes_per_request"] / 1e3, r["accuracy"], s=80 if on_front else 50,
+                   color=colours[r["variant"]], edgecolor="black" if on_front else "none", linewidth=1.4,
+                   zorder=3, label=r["variant"])
+        if _misses_deadline(r):
+            ax.scatter(r["uplink_bytes_per_request"] / 1e3, r["accuracy"], marker="o", s=260, facecolor="none",
+                       edgecolor="firebrick", linewidth=1.5, zorder=2)
     for _, r in table[table["policy_is_bound"]].iterrows():
         ax.axhline(r["accuracy"], **BOUND_STYLE)
         ax.scatter(r["uplink_bytes_per_request"] / 1e3, r["accuracy"], marker="*", s=160, color="0.25", zorder=4,
-                   label=f"{r['variant']} (bound)")
+                   label=f"{r['variant']} (bound, not a policy)")
+    handles, _ = ax.get_legend_handles_labels()
+    from matplotlib.lines import Line2D
+
+    handles += [Line2D([], [], label="dashed: oracle accuracy (upper bound)", **BOUND_STYLE),
+                Line2D([], [], marker="o", linestyle="", markerfacecolor="white", markeredgecolor="black",
+                       markersize=8, label="black edge: on the Pareto front"),
+                Line2D([], [], marker="o", linestyle="", markerfacecolor="none", markeredgecolor="firebrick",
+                       markersize=12, label=f"red ring: < {MIN_DEADLINE_MET:.0%} within the deadline (off the front)")]
     ax.set_xlabel("uplink bytes per request (kB)")
     ax.set_ylabel("accuracy (mean VQA score)")
     ax.set_title("Accuracy vs bytes")
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return save(fig, path)
 
 
 def accuracy_vs_compute(table: pd.DataFrame, path: Path, colours: dict) -> Path:
-    """Accuracy against FLOPs per request relative to one stage-1 pass (eq. 17-20)."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    """Accuracy against server FLOPs per request relative to one global-only server pass (eq. 17-20).
+
+    Only server work counts: a variant that runs on the edge device (full_edge) sits at 0 by definition."""
+    fig, ax = plt.subplots(figsize=(8.6, 4.6))
     for _, r in table.iterrows():
         bound = bool(r["policy_is_bound"])
         ax.scatter(r["relative_computation"], r["accuracy"], marker="*" if bound else "o", s=160 if bound else 50,
                    color="0.25" if bound else colours[r["variant"]],
-                   label=r["variant"] + (" (bound)" if bound else ""), zorder=3)
-    ax.set_xlabel("relative computation (FLOPs / FLOPs of global-only)")
+                   label=r["variant"] + (" (bound, not a policy)" if bound else ""), zorder=3)
+        if r["relative_computation"] == 0:
+            ax.annotate("all work on the edge device:\nno server FLOPs", (0, r["accuracy"]), xytext=(12, -4),
+                        textcoords="offset points", fontsize=8, va="top")
+    ax.set_xlabel("server computation per request\n(FLOPs / one global-only server pass; edge-device work not counted)")
     ax.set_ylabel("accuracy (mean VQA score)")
-    ax.set_title("Accuracy vs computation")
-    ax.legend(fontsize=8, loc="best")
+    ax.set_title("Accuracy vs server computation")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return save(fig, path)
 
 
@@ -141,32 +172,42 @@ def latency_breakdown(phases: pd.DataFrame, path: Path) -> Path:
 
 
 def load_curves(table: pd.DataFrame, metric: str, ylabel: str, title: str, path: Path, colours: dict,
-                saturation_util: float = 0.95) -> Path:
-    """A metric against offered load per variant; points where the GPU or uplink saturates are marked."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+                log_y: bool = False, deadline_s: float | None = None) -> Path:
+    """A metric against offered load per variant; unstable points (the queue grows) are marked."""
+    fig, ax = plt.subplots(figsize=(8.6, 4.6))
     for name, g in table.groupby("variant", sort=False):
         g = g.sort_values("offered_load_per_s")
         ax.plot(g["offered_load_per_s"], g[metric], marker="o", color=colours[name], label=name)
-        sat = g[(g["gpu_utilisation"] >= saturation_util) | (g["uplink_utilisation"] >= saturation_util)]
-        ax.scatter(sat["offered_load_per_s"], sat[metric], marker="X", s=90, color="firebrick", zorder=4)
-    ax.scatter([], [], marker="X", s=90, color="firebrick", label=f"saturated (util ≥ {saturation_util:.0%})")
+        bad = g[g["stable"].eq(False)] if "stable" in g else g.iloc[:0]
+        ax.scatter(bad["offered_load_per_s"], bad[metric], **UNSTABLE_STYLE)
+    ax.scatter([], [], label="UNSTABLE: queue grows (value depends on run length)", **UNSTABLE_STYLE)
+    if deadline_s:
+        ax.axhline(deadline_s, color="firebrick", linestyle=":", label=f"deadline {deadline_s:g} s")
+    if log_y:
+        ax.set_yscale("log")
     ax.set_xlabel("offered load (requests/s)")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return save(fig, path)
 
 
 def throughput_over_time(series: dict[str, pd.DataFrame], warmup_s: float, path: Path, colours: dict) -> Path:
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    for name, s in series.items():
-        ax.plot(s["t_s"], s["completed_per_s"], color=colours[name], label=name, linewidth=1)
-    if warmup_s > 0:
-        ax.axvspan(0, warmup_s, color="0.85", label="warm-up (excluded)")
-    ax.set_xlabel("simulated time (s)")
-    ax.set_ylabel("completed requests/s")
-    ax.set_title("Throughput over time")
-    ax.legend(fontsize=8, loc="best")
+    """Completions per second over time, one small panel per variant on shared axes."""
+    n = max(len(series), 1)
+    cols = 2 if n > 1 else 1
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(8.6, 1.7 * rows + 0.8), sharex=True, sharey=True, squeeze=False)
+    for ax, (name, s) in zip(axes.flat, series.items()):
+        ax.plot(s["t_s"], s["completed_per_s"], color=colours[name], linewidth=1)
+        if warmup_s > 0:
+            ax.axvspan(0, warmup_s, color="0.85")
+        ax.set_title(name, fontsize=9, loc="left")
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    fig.supxlabel("simulated time (s)" + ("; grey: warm-up (excluded)" if warmup_s > 0 else ""), fontsize=10)
+    fig.supylabel("completed requests/s", fontsize=10)
+    fig.suptitle("Throughput over time")
     return save(fig, path)
 
 

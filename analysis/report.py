@@ -30,6 +30,8 @@ class Report:
     table: pd.DataFrame
     figures: dict[str, Path] = field(default_factory=dict)
     phase_table: pd.DataFrame | None = None
+    #: which load the figures without a load axis show
+    single_load: str = ""
     html_path: Path | None = None
     md_path: Path | None = None
 
@@ -92,14 +94,35 @@ def run_row(run_dir: Path, label: str | None = None, load_scale: float | None = 
         "source_kind": _get(s, "trace", "source_kind"), "trace_path": _get(s, "trace", "path"),
         "trace_note": _get(s, "trace", "note"),
         "jpeg_quality": _get(sc, "policy", "jpeg_quality"), "run_dir": str(run_dir),
+        "stable": s.get("stable"), "offered_per_s": _get(s, "stability", "offered_per_s"),
+        "served_per_s": _get(s, "stability", "served_per_s"),
+        "scenario": s["scenario"], "trace_model_id": _get(s, "trace", "model_id"),
+        "stop_requests": _get(sc, "stop", "requests"), "stop_time_s": _get(sc, "stop", "time_s"),
+        "server": _server_text(sc),
     })
     return row
+
+
+def _server_text(sc: dict) -> str:
+    """'llava-1.5-7b on 1 x a100-80gb, fifo scheduler, roofline latency' from a stored scenario."""
+    server = sc.get("server") or {}
+
+    def name(v, default):
+        return v.get("name", "custom") if isinstance(v, dict) else (v or default)
+
+    return (f"{name(server.get('model'), 'llava-1.5-7b')} on {server.get('replicas', 1)} x "
+            f"{name(server.get('hardware'), 'default hardware')}, {_get(server, 'scheduler', 'kind') or 'fifo'} "
+            f"scheduler, {_get(server, 'latency', 'kind') or 'roofline'} latency")
 
 
 def expand_run_dirs(paths: list[str | os.PathLike]) -> list[tuple[Path, str | None, float | None]]:
     """Run directories with their labels: a compare output (results.parquet + runs/) expands to its runs."""
     out: list[tuple[Path, str | None, float | None]] = []
     for p in map(Path, paths):
+        if not p.exists():
+            from edgevlm.sim.errors import UserError
+
+            raise UserError(f"{p}: not found")
         if (p / "summary.json").is_file():
             out.append((p, None, None))
         elif (p / "results.parquet").is_file() and (p / "runs").is_dir():
@@ -132,6 +155,7 @@ def build_report(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, 
     if base_load.empty:
         base_load = table.drop_duplicates("variant")
     base_load = base_load.drop_duplicates("variant")
+    rep.single_load = _single_load_text(base_load)
     figs = rep.figures
     figs["accuracy_vs_bytes"] = plots.accuracy_vs_bytes(base_load, out / "accuracy_vs_bytes.png", colours)
     if base_load["relative_computation"].notna().any():
@@ -142,7 +166,7 @@ def build_report(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, 
         ev = read_events(r["run_dir"], ["latency_s", "arrival_s", "status"])
         ok = (ev["status"] == "ok") & (ev["arrival_s"] >= r["warmup_s"])
         lat[r["variant"]] = ev.loc[ok, "latency_s"].to_numpy()
-        phases[r["variant"]] = phase_breakdown(r["run_dir"], warmup_s=r["warmup_s"])[list(PHASES)].mean()
+        phases[r["variant"] + (" UNSTABLE*" if r.get("stable") is False else "")] = phase_breakdown(r["run_dir"], warmup_s=r["warmup_s"])[list(PHASES)].mean()
         series[r["variant"]] = throughput_series(r["run_dir"], dt_s=_bin_s(r))
     deadline = base_load["deadline_s"].dropna()
     figs["latency_cdf"] = plots.latency_cdfs(lat, out / "latency_cdf.png", colours,
@@ -152,8 +176,9 @@ def build_report(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, 
     figs["throughput_over_time"] = plots.throughput_over_time(series, float(base_load["warmup_s"].max()),
                                                               out / "throughput_over_time.png", colours)
     if table.groupby("variant")["offered_load_per_s"].nunique().max() > 1:
-        figs["load_latency"] = plots.load_curves(table, "latency_p95_s", "p95 latency (s)", "Load vs p95 latency",
-                                                 out / "load_latency.png", colours)
+        figs["load_latency"] = plots.load_curves(table, "latency_p95_s", "p95 latency (s, log scale)",
+                                                 "Load vs p95 latency", out / "load_latency.png", colours,
+                                                 log_y=True, deadline_s=float(deadline.iloc[0]) if len(deadline) else None)
         figs["goodput_vs_load"] = plots.load_curves(table, "goodput_per_s", "goodput (requests/s within deadline)",
                                                     "Goodput vs load", out / "goodput_vs_load.png", colours)
     tradeoff_tables = _tradeoff(table, out) if tradeoff else None
@@ -167,6 +192,39 @@ def build_report(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, 
     atomic_write(rep.html_path, lambda tmp: Path(tmp).write_text(html_text, encoding="utf-8"))
     atomic_write(rep.md_path, lambda tmp: Path(tmp).write_text(md_text, encoding="utf-8"))
     return rep
+
+
+def _single_load_text(base_load: pd.DataFrame) -> str:
+    scale = base_load["load_scale"].dropna()
+    offered = base_load["offered_load_per_s"].dropna()
+    return ((f"load × {scale.iloc[0]:g} of the base scenario" if len(scale) else "each run's own load")
+            + (f" (offered {offered.iloc[0]:.2f} requests/s)" if offered.nunique() == 1 else ""))
+
+
+def _uniq(values) -> str:
+    vals = [str(v) for v in dict.fromkeys(v for v in values if v is not None and not (isinstance(v, float) and np.isnan(v)))]
+    return ", ".join(vals) if vals else "–"
+
+
+def context_rows(rep: Report) -> list[tuple[str, str]]:
+    """What the report shows: scenario, trace and its source, requests, seed, deadline, server, figure load."""
+    t = rep.table
+    names = _uniq(n.split(".")[0] for n in t["scenario"])
+    stop = _uniq(f"{int(r)} requests per run" if r is not None and r == r else f"{ts:g} s of arrivals per run"
+                 for r, ts in zip(t["stop_requests"], t["stop_time_s"]))
+    warm = _uniq(f"{w:g} s" for w in t["warmup_s"])
+    traces = _uniq(f"{Path(p).name} [{k}; model {m}]" for p, k, m in zip(t["trace_path"], t["source_kind"],
+                                                                         t["trace_model_id"]))
+    return [
+        ("scenario", f"{names}: {t['variant'].nunique()} variant(s), {len(t)} run(s)"),
+        ("trace", traces),
+        ("requests", f"{stop}; warm-up {warm} excluded; {_uniq(t['requests_measured'])} measured"),
+        ("seed", _uniq(t["seed"]) + " (common random numbers: the same arrivals and samples in every variant)"),
+        ("deadline", _uniq(f"{d:g} s" for d in t["deadline_s"])),
+        ("server", _uniq(t["server"])),
+        ("single-load figures", f"accuracy vs bytes/compute, latency CDF and breakdown, throughput over time: "
+                                f"{rep.single_load}"),
+    ]
 
 
 def _bin_s(row) -> float:
@@ -206,7 +264,8 @@ DISPLAY = [  # (column, header, format, CI column)
     ("relative_comm_cost", "rel. comm cost (q100=1)", "{:.3f}", None),
     ("retransmission_rate", "retx rate", "{:.3f}", None),
     ("gpu_utilisation", "GPU util", "{:.1%}", None), ("uplink_utilisation", "uplink util", "{:.1%}", None),
-    ("relative_computation", "rel. compute", "{:.2f}", None), ("flops_per_request", "TFLOPs/req", "{:.2f}", None),
+    ("relative_computation", "rel. server compute", "{:.2f}", None),
+    ("flops_per_request", "server TFLOPs/req", "{:.2f}", None),
 ]
 
 
@@ -232,9 +291,31 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
                     text += f" ± {fmt.format(r[ci])}"
             if col == "variant" and r["policy_is_bound"]:
                 text += " (bound)"
+            if col == "variant" and r.get("stable") is False:
+                text += " UNSTABLE*"
             cells[head] = text
         rows.append(cells)
     return pd.DataFrame(rows)
+
+
+def unstable_note(table: pd.DataFrame) -> str:
+    """'* UNSTABLE: queue grows; ...' with each unstable run's served vs offered rate ('' if none)."""
+    from edgevlm.sim.stability import UNSTABLE_NOTE
+
+    bad = table[table["stable"].eq(False)] if "stable" in table else table.iloc[:0]
+    if bad.empty:
+        return ""
+    return (f"* {UNSTABLE_NOTE}: " + "; ".join(
+        f"{r['variant']}" + (f" at load × {r['load_scale']:g}" if r["load_scale"] == r["load_scale"]
+                             and r["load_scale"] is not None else "")
+        + f" serves {r['served_per_s']:.2f} of {r['offered_per_s']:.2f} requests/s offered"
+        for _, r in bad.iterrows()) + ". Their latency is shown without a CI: it has no steady state.")
+
+
+def phase_view(phases: pd.DataFrame) -> pd.DataFrame:
+    """Mean seconds per phase: one number format, all-zero phases dropped."""
+    keep = [c for c in phases.columns if (phases[c].abs() > 0).any()]
+    return phases[keep].map(lambda v: f"{v:.3f}")
 
 
 def _md_table(df: pd.DataFrame) -> str:
@@ -246,11 +327,11 @@ def _md_table(df: pd.DataFrame) -> str:
 
 FIGURE_TITLES = {
     "accuracy_vs_bytes": "Accuracy vs uplink bytes per request (Pareto front; the oracle is a bound)",
-    "accuracy_vs_compute": "Accuracy vs relative computation",
+    "accuracy_vs_compute": "Accuracy vs server computation (edge-device work is not counted)",
     "latency_cdf": "Latency CDFs",
     "latency_breakdown": "Latency breakdown by phase",
-    "throughput_over_time": "Throughput over time (warm-up shaded)",
-    "load_latency": "p95 latency vs offered load (saturated points marked)",
+    "throughput_over_time": "Throughput over time, one panel per variant (warm-up shaded)",
+    "load_latency": "p95 latency vs offered load (log scale; deadline and unstable points marked)",
     "goodput_vs_load": "Goodput vs offered load",
     "tradeoff": "Offline trade-off: accuracy vs additional comm cost per metric, random, oracle bound",
 }
@@ -267,27 +348,34 @@ def _render(title: str, rep: Report, tradeoff_tables) -> tuple[str, str]:
     synthetic = (table["source_kind"] == "synthetic").any()
     note = ("<p class='warn'><b>SYNTHETIC trace</b>: invented numbers from traces/synthetic.py, for tests only; "
             "these results describe no model.</p>") if synthetic else ""
-    sources = ", ".join(sorted({f"{Path(p).name} [{k}]" for p, k in zip(table["trace_path"], table["source_kind"])}))
     trace_notes = sorted(set(table["trace_note"].dropna())) if "trace_note" in table else []
     note += "".join(f"<p class='warn'>Note: {html.escape(n)}.</p>" for n in trace_notes)
     cost_legend = ("add. comm cost: the seed's additional communication cost, (bytes − global-only) / "
                    "(always-crop − global-only) at the same JPEG quality (0 = global-only, 1 = always-crop); "
                    "rel. comm cost: image bytes / global image bytes at JPEG quality 100 (the seed's Fig. 12 axis). "
                    "Both count image payloads of served requests; bytes/req counts everything on the uplink.")
+    ctx = context_rows(rep)
+    unstable = unstable_note(table)
+    caveat = ("Values are steady-state (after warm-up), ± the 95% batch-means CI half-width"
+              + (", except rows marked UNSTABLE*." if unstable else "."))
+    ctx_html = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in ctx)
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
              "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;"
              "text-align:right}th{background:#f3f3f3}td:first-child{text-align:left}.warn{color:#a00}"
+             "table.context td,table.context th{text-align:left}"
              "img{max-width:100%;border:1px solid #eee;margin:6px 0}</style></head><body>",
-             f"<h1>{html.escape(title)}</h1>{note}<p>Trace: {html.escape(sources)}. Values are steady-state "
-             "(after warm-up), ± the 95% batch-means CI half-width.</p>",
+             f"<h1>{html.escape(title)}</h1>{note}",
+             f"<h2>What this report shows</h2><table class='context'>{ctx_html}</table>",
+             f"<p>{html.escape(caveat)}</p>",
              "<h2>Summary</h2>", disp.to_html(index=False, escape=True, table_id="summary"),
+             f"<p class='warn'>{html.escape(unstable)}</p>" if unstable else "",
              f"<p>{html.escape(cost_legend)}</p>"]
     md = [f"# {title}", "", "**SYNTHETIC trace: invented numbers, for tests only.**" if synthetic else "",
           *(f"**Note: {n}.**" for n in trace_notes),
-          f"Trace: {sources}. Values are steady-state, ± the 95% batch-means CI half-width.", "", "## Summary", "",
-          _md_table(disp), "", cost_legend, ""]
-    phases = rep.phase_table.round(4)
+          "## What this report shows", "", _md_table(pd.DataFrame(ctx, columns=["", "value"])), "",
+          caveat, "", "## Summary", "", _md_table(disp), "", unstable, "", cost_legend, ""]
+    phases = phase_view(rep.phase_table)
     parts.append("<h2>Mean latency by phase (s)</h2>" + phases.to_html())
     md += ["## Mean latency by phase (s)", "", _md_table(phases.reset_index(names="variant")), ""]
     parts.append("<h2>Figures</h2>")

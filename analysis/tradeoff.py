@@ -256,8 +256,10 @@ def _cmd_tradeoff(args: argparse.Namespace) -> int:
 
     if args.model not in MODELS:
         raise UserError(f"--model: unknown model {args.model!r}; allowed: {', '.join(MODELS)}")
+    from edgevlm.sim.runner import resolve_trace
+
     try:
-        workload = Workload.load(args.trace)
+        workload = Workload.load(resolve_trace(args.trace, None))
     except (TraceError, FileNotFoundError, OSError) as exc:
         raise UserError(f"trace: {exc}") from None
     curves, sep, summary = tradeoff(workload, jpeg_quality=args.jpeg_quality, model=args.model, points=args.points,

@@ -402,8 +402,7 @@ class HFBackend(VLMBackend):
             if pos is not None:
                 pos = pos[:, -1:] + 1
                 extra["position_ids"] = pos
-            out = lm(input_ids=tok[:, None], attention_mask=mask, past_key_values=out.past_key_values,
-                     use_cache=True, **extra)
+            out = lm(input_ids=tok[:, None], attention_mask=mask, use_cache=True, **_cache_kwarg(out), **extra)
 
     def _hf_generate_batch(self, inputs: dict[str, Any], max_new: int, eos: list[int], steps: list[float]):
         seq, rows = self._hf_generate(inputs, max_new, eos, steps, batched=True)
@@ -472,7 +471,7 @@ class HFBackend(VLMBackend):
                 return seq, rows
             mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
             out = lm(input_ids=torch.tensor([[tok]], device=mask.device), attention_mask=mask,
-                     past_key_values=out.past_key_values, use_cache=True)
+                     use_cache=True, **_cache_kwarg(out))
 
     # ----- attention ---------------------------------------------------------------------------
     @torch.inference_mode()
@@ -522,3 +521,13 @@ class HFBackend(VLMBackend):
         d["dtype"] = str(self.model.dtype).replace("torch.", "")
         d["n_layers"] = self.n_layers
         return d
+
+
+def _cache_kwarg(out: Any) -> dict[str, Any]:
+    """The KV cache of a forward output as the keyword the next forward takes: `cache` where the
+    installed transformers names it so (>= 5.x; `past_key_values` there warns FutureWarning, to be
+    removed in 5.40), `past_key_values` before."""
+    keys = out.keys() if hasattr(out, "keys") else ()
+    if "cache" in keys:
+        return {"cache": out["cache"]}
+    return {"past_key_values": out["past_key_values"]}

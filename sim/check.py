@@ -56,6 +56,8 @@ class Report:
     skipped: list[str] = field(default_factory=list)
     requests: int = 0
     audit_rows: int | None = None
+    #: summary.json "complete": False for a run stopped early (Ctrl-C); None if unknown
+    complete: bool | None = None
 
     @property
     def ok(self) -> bool:
@@ -66,11 +68,13 @@ class Report:
 
     def format(self, limit: int = 20) -> str:
         audit = "no audit" if self.audit_rows is None else f"audit: {self.audit_rows} rows"
+        partial = ("; PARTIAL run (interrupted before the end: summary \"complete\": false; counts and bytes "
+                   "checked as upper bounds)") if self.complete is False else ""
         if self.ok:
-            lines = [f"{self.run_dir}: OK, all checked invariants hold ({self.requests} requests, {audit})"]
+            lines = [f"{self.run_dir}: OK, all checked invariants hold ({self.requests} requests, {audit}){partial}"]
         else:
             lines = [f"{self.run_dir}: {len(self.violations)} violation(s) of "
-                     f"{', '.join(self.invariants_failed())} ({self.requests} requests, {audit})"]
+                     f"{', '.join(self.invariants_failed())} ({self.requests} requests, {audit}){partial}"]
             lines += [f"  {v}" for v in self.violations[:limit]]
             if len(self.violations) > limit:
                 lines.append(f"  ... and {len(self.violations) - limit} more")
@@ -120,8 +124,10 @@ def check_run_dir(run_dir: str | Path, per_invariant: int = 5) -> Report:
     from edgevlm.sim.scenario import load_scenario
 
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"{run_dir}: not a run directory")
+    if not run_dir.exists():
+        raise UserError(f"{run_dir}: not found")
+    if not is_run_dir(run_dir):
+        raise UserError(f"{run_dir}: not a run directory (no summary.json, events.parquet or scenario.yaml)")
     report = Report(run_dir)
     bad = _Collector(report, per_invariant)
 
@@ -164,9 +170,33 @@ def check_run_dir(run_dir: str | Path, per_invariant: int = 5) -> Report:
         return report
 
     report.requests = events.num_rows
+    report.complete = summary.get("complete") if isinstance(summary.get("complete"), bool) else None
     workload = _load_trace(summary, report)
     check_tables(events, summary, sc, audit=audit, workload=workload, report=report, collector=bad)
     return report
+
+
+def is_run_dir(path: Path) -> bool:
+    """A directory `edgevlm run` wrote to: one of its outputs, or a killed run's temporary event log."""
+    from edgevlm.sim.rundir import EVENTS_FILE, OUTPUTS
+
+    return path.is_dir() and (any((path / name).exists() for name in OUTPUTS)
+                              or (path / f".{EVENTS_FILE}.tmp").exists())
+
+
+def runs_of(path: Path) -> list[Path]:
+    """The run directories to check at `path`: itself, or each run of a compare/sweep output (DIR/runs/*)."""
+    from edgevlm.sim.errors import UserError
+
+    if not path.exists():
+        raise UserError(f"{path}: not found")
+    if is_run_dir(path):
+        return [path]
+    runs = sorted(p for p in (path / "runs").glob("*") if is_run_dir(p)) if (path / "results.parquet").is_file() else []
+    if not runs:
+        raise UserError(f"{path}: not a run directory (no summary.json, events.parquet or scenario.yaml), nor a "
+                        "compare or sweep output (results.parquet and runs/)")
+    return runs
 
 
 def _load_trace(summary: dict, report: Report):
@@ -597,9 +627,12 @@ _MISSING = _Missing()
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    report = check_run_dir(args.run_dir, per_invariant=args.max)
-    print(report.format(limit=args.max * len(INVARIANTS)), file=sys.stdout if report.ok else sys.stderr)
-    return 0 if report.ok else 1
+    ok = True
+    for run_dir in runs_of(Path(args.run_dir)):  # a compare or sweep output: each of its runs
+        report = check_run_dir(run_dir, per_invariant=args.max)
+        print(report.format(limit=args.max * len(INVARIANTS)), file=sys.stdout if report.ok else sys.stderr)
+        ok = ok and report.ok
+    return 0 if ok else 1
 
 
 def register(subparsers) -> None:
@@ -608,8 +641,9 @@ def register(subparsers) -> None:
         description="Re-verify a finished run from its files alone (events.parquet, summary.json, scenario.yaml, "
                     "the trace it names, and audit.parquet if the run used --audit): one terminal record per "
                     "request, monotone step times, no link over capacity in any window, bytes conserved, GPU "
-                    "never over 100%%, summary equal to its recomputation. Exit 0 if all hold, 1 listing the "
-                    "first violations, 2 if RUN_DIR is not a run directory.")
+                    "never over 100%, summary equal to its recomputation. Exit 0 if all hold, 1 listing the "
+                    "first violations, 2 if RUN_DIR is not a run directory. A compare or sweep output directory checks each of its "
+                    "runs.")
     p.add_argument("run_dir", help="a directory written by `edgevlm run` (use --audit for the full check)")
     p.add_argument("--max", type=int, default=5, help="violations listed per invariant (default 5)")
     p.set_defaults(func=_cmd_check)

@@ -29,13 +29,18 @@ TRACE_COMMAND_MODULES: tuple[str, ...] = ("edgevlm.models.cli", "edgevlm.analysi
 def _cmd_run(args: argparse.Namespace) -> int:
     from edgevlm.sim.runner import default_scenario_path, run
     from edgevlm.sim.scenario import load_scenario
+    from edgevlm.sim.yamlsafe import read_file as read_yaml
 
     if args.replay:
         from edgevlm.sim.replay import cmd_replay
 
         return cmd_replay(args)
+    from edgevlm.sim.scenario import DEFAULT_TRACE
+
     path = Path(args.scenario) if args.scenario else default_scenario_path()
     scenario, base_dir = load_scenario(path)
+    if scenario.trace == DEFAULT_TRACE and not args.quiet and "trace" not in (read_yaml(path, "scenario") or {}):
+        print(f"note: the scenario names no trace; using the shipped default {DEFAULT_TRACE}", file=sys.stderr)
     if args.seed is not None:
         scenario = scenario.model_copy(update={"seed": args.seed})
     out = Path(args.out) if args.out else Path("runs") / scenario.name
@@ -65,7 +70,10 @@ def format_summary(s: dict) -> str:
         lo, hi = d["ci95"]
         return f(d["value"], fmt) + ("" if lo is None else f"  [{fmt.format(lo)}, {fmt.format(hi)}]")
 
+    from edgevlm.sim.stability import UNSTABLE_NOTE
+
     lat = s["latency_s"]
+    st = s.get("stability") or {}
     trace = s["trace"]
     label = " (SYNTHETIC, tests only)" if trace.get("source_kind") == "synthetic" else ""
     rows = [
@@ -77,6 +85,10 @@ def format_summary(s: dict) -> str:
                      f"{s['counts']['dropped']} dropped; {s['counts']['measured']} after warm-up"),
         ("throughput", f(s["throughput_per_s"], "{:.2f}") + " req/s   goodput " + f(s["goodput_per_s"], "{:.2f}")
          + " req/s"),
+        *([("stability", f"{UNSTABLE_NOTE} (served {f(st['served_per_s'], '{:.2f}')} of "
+                          f"{f(st['offered_per_s'], '{:.2f}')} req/s offered; backlog {st['backlog']['start']} -> "
+                          f"{st['backlog']['end']} requests); no steady-state CIs")]
+          if s.get("stable") is False else []),
         ("latency mean", ci(lat["mean"]) + " s"),
         ("latency p50/p95/p99", " / ".join(f(lat[k]["value"]) for k in ("p50", "p95", "p99")) + " s"),
         ("accuracy", ci(s["accuracy"])),
@@ -92,9 +104,10 @@ def format_summary(s: dict) -> str:
 
 
 def _cmd_trace_validate(args: argparse.Namespace) -> int:
+    from edgevlm.sim.runner import resolve_trace
     from edgevlm.traces import read_trace
 
-    table, prov = read_trace(args.trace)
+    table, prov = read_trace(resolve_trace(args.trace, None))
     print(f"{args.trace}: valid v{prov['format_version']} trace, {table.num_rows} rows, "
           f"source_kind={prov['source_kind']}, model={prov['model_id']}, dataset={prov['dataset_id']}, "
           f"jpeg_qualities={prov['jpeg_qualities']}"
@@ -169,7 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except (UserError, TraceError) as exc:
-        print(f"edgevlm: error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines() or [""]:  # several errors: one line each
+            print(f"edgevlm: error: {line}", file=sys.stderr)
         return EXIT_USAGE
     except MemoryError:
         print("edgevlm: error: out of memory; make the scenario smaller (clients.count, stop)", file=sys.stderr)

@@ -93,14 +93,9 @@ def load_compare(spec: str | os.PathLike | dict) -> tuple[CompareSpec, Path | No
     try:
         return CompareSpec.model_validate(spec), base_dir
     except ValidationError as exc:
-        errors = exc.errors(include_url=False)
-        err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-        where = ".".join(str(p) for p in err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key; allowed keys: " + ", ".join(CompareSpec.model_fields if len(err["loc"]) == 1
-                                                           else Variant.model_fields)
-        raise ConfigError(where, msg) from None
+        from edgevlm.sim.scenario import config_error
+
+        raise config_error(exc, spec, CompareSpec) from None
 
 
 def _base_scenario(spec: CompareSpec, base_dir: Path | None) -> tuple[dict, Path | None]:
@@ -117,8 +112,9 @@ def _base_scenario(spec: CompareSpec, base_dir: Path | None) -> tuple[dict, Path
         if not isinstance(data, dict):
             raise ConfigError("base", f"{p}: a scenario must be a YAML mapping")
         scen_dir = p.resolve().parent
-    if "trace" in data:
-        data["trace"] = str(resolve_trace(str(data["trace"]), scen_dir).resolve())
+    from edgevlm.sim.scenario import DEFAULT_TRACE
+
+    data["trace"] = str(resolve_trace(str(data.get("trace", DEFAULT_TRACE)), scen_dir).resolve())
     return data, scen_dir
 
 
@@ -139,7 +135,7 @@ def expand(spec: CompareSpec, base_dir: Path | None, overrides: dict | None = No
     base, _ = _base_scenario(spec, base_dir)
     base = deep_merge(base, spec.set)
     scales = spec.load.scale if spec.load else [1.0]
-    runs = []
+    runs, errors = [], []
     for i, v in enumerate(spec.variants):
         data = deep_merge(base, v.set)
         data["policy"] = copy.deepcopy(v.policy)
@@ -150,12 +146,18 @@ def expand(spec: CompareSpec, base_dir: Path | None, overrides: dict | None = No
             try:
                 sc = parse_scenario(d)
             except ConfigError as exc:
-                raise ConfigError(f"variants[{i}] ({v.name})", str(exc)) from None
+                errors.extend(f"variants[{i}] ({v.name}): {line}" for line in str(exc).splitlines())
+                break
             runs.append((v.name, s, sc))
+    if errors:
+        raise ConfigError("", "\n".join(errors))
     return runs
 
 
 ROW_METRICS = {
+    "stable": ("stable",),
+    "offered_per_s": ("stability", "offered_per_s"),
+    "served_per_s": ("stability", "served_per_s"),
     "throughput_per_s": ("throughput_per_s",),
     "goodput_per_s": ("goodput_per_s",),
     "score_goodput_per_s": ("score_goodput_per_s",),
@@ -196,7 +198,9 @@ def run_compare(spec: str | os.PathLike | dict, out_dir: str | os.PathLike | Non
     re-verified by `edgevlm check` (columns check_ok, check_violations); `audit` records
     audit.parquet so link capacity and GPU busy time are verified too.
     """
+    from edgevlm.sim.preflight import check_runs
     from edgevlm.sim.sweep import check_columns
+    from edgevlm.traces import TraceError
     from edgevlm.sim.profiles import MODELS
     from edgevlm.sim.runner import run
     from edgevlm.sim.workload import Workload
@@ -204,6 +208,15 @@ def run_compare(spec: str | os.PathLike | dict, out_dir: str | os.PathLike | Non
     parsed, file_dir = load_compare(spec)
     runs = expand(parsed, base_dir or file_dir, overrides)
     workloads: dict[str, Workload] = {}
+    for _, _, sc in runs:
+        if sc.trace not in workloads:
+            try:
+                workloads[sc.trace] = Workload.load(sc.trace)
+            except TraceError as exc:
+                raise ConfigError("trace", str(exc)) from None
+    # every variant is checked against the trace before any run directory is touched
+    check_runs([(f"variant {name}" + (f" at load {scale:g}" if parsed.load else ""), sc, workloads[sc.trace], None)
+                for name, scale, sc in runs])
     rows = []
     bar = None
     if progress:
@@ -212,8 +225,6 @@ def run_compare(spec: str | os.PathLike | dict, out_dir: str | os.PathLike | Non
         bar = tqdm(total=len(runs), unit="run", desc=parsed.name, dynamic_ncols=True)
     try:
         for name, scale, sc in runs:
-            if sc.trace not in workloads:
-                workloads[sc.trace] = Workload.load(sc.trace)
             run_dir = None
             if out_dir is not None:
                 run_dir = Path(out_dir) / "runs" / (name + (f"-load{scale:g}" if parsed.load else ""))
@@ -245,14 +256,23 @@ TABLE_COLUMNS = {"variant": "variant", "load_scale": "load", "accuracy": "acc", 
 
 
 def format_table(df: pd.DataFrame) -> str:
-    """The compare results as a text table; bounds are marked '(bound)'."""
+    """The compare results as a text table; bounds are marked '(bound)', unstable runs 'UNSTABLE*'."""
+    from edgevlm.sim.stability import UNSTABLE_NOTE
+
     t = df.copy()
-    t["variant"] = [v + (" (bound)" if b else "") for v, b in zip(t["variant"], t["policy_is_bound"])]
+    unstable = t["stable"].eq(False) if "stable" in t else pd.Series(False, index=t.index)
+    t["variant"] = [v + (" (bound)" if b else "") + (" UNSTABLE*" if u else "")
+                    for v, b, u in zip(t["variant"], t["policy_is_bound"], unstable)]
     if t["load_scale"].nunique() == 1:
         t = t.drop(columns="load_scale")
     t = t[[c for c in TABLE_COLUMNS if c in t.columns]]
     t = t.astype({c: float for c in t.columns if c != "variant"}).rename(columns=TABLE_COLUMNS)  # None -> "-"
     text = t.to_string(index=False, float_format=lambda x: f"{x:.3f}", na_rep="-")
+    if unstable.any():
+        text += f"\n* {UNSTABLE_NOTE}: " + "; ".join(
+            f"{r.variant}" + (f" at load {r.load_scale:g}" if df["load_scale"].nunique() > 1 else "")
+            + f" serves {r.served_per_s:.2f} of {r.offered_per_s:.2f} req/s offered"
+            for r in df[unstable].itertuples())
     legend = ("add comm: the seed's additional comm cost, (bytes - global-only) / (always-crop - global-only) "
               "at the same JPEG quality; rel comm: image bytes / global image bytes at JPEG q100 (seed Fig. 12)")
     notes = sorted({n for n in df.get("trace_note", pd.Series(dtype=object)).dropna()})

@@ -12,4 +12,15 @@ class ConfigError(UserError):
 
     def __init__(self, path: str, message: str):
         self.path = path
+        #: every (path, message) found; several when a file has several mistakes
+        self.errors: list[tuple[str, str]] = [(path, message)]
         super().__init__(f"{path}: {message}" if path else message)
+
+    @classmethod
+    def many(cls, errors: list[tuple[str, str]]) -> "ConfigError":
+        """One error for several mistakes: `path` is the first's; the message has one line per mistake."""
+        first = cls(*errors[0])
+        if len(errors) > 1:
+            first.args = ("\n".join(f"{p}: {m}" if p else m for p, m in errors),)
+            first.errors = list(errors)
+        return first

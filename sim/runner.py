@@ -28,6 +28,7 @@ from edgevlm.sim.commcost import comm_bytes
 from edgevlm.sim.engine import Simulation
 from edgevlm.sim.errors import ConfigError
 from edgevlm.sim.interrupt import RunInterrupted, SimulationInterrupted, discount_future_work, stop_on_sigint
+from edgevlm.sim.preflight import Sink, build_checked
 from edgevlm.sim.recorder import EventLog
 from edgevlm.sim.rundir import AUDIT_FILE
 from edgevlm.sim.scenario import Scenario, load_scenario, parse_scenario
@@ -103,13 +104,15 @@ def run(scenario: Scenario | dict | str | os.PathLike, out_dir: str | os.PathLik
         except TraceError as exc:
             raise ConfigError("trace", str(exc)) from None
     out = Path(out_dir) if out_dir is not None else None
+    # Every check against the trace and files runs here, before the run directory is touched.
+    sim, sink = build_checked(scenario, workload, base_dir)
     if out is not None:
         rundir.prepare(out)
-    return _simulate(scenario, workload, out, progress, audit, base_dir)
+    return _simulate(scenario, workload, out, progress, audit, sim, sink)
 
 
-def _simulate(sc: Scenario, workload: Workload, out: Path | None, progress: bool, audit: bool = False,
-              base_dir: Path | None = None) -> Result:
+def _simulate(sc: Scenario, workload: Workload, out: Path | None, progress: bool, audit: bool,
+              sim: Simulation, sink: Sink) -> Result:
     meta = {b"edgevlm_scenario": sc.to_yaml().encode(), b"edgevlm_scenario_hash": sc.hash().encode()}
     tmp_events = tmp_audit = None
     if out is not None:
@@ -126,8 +129,8 @@ def _simulate(sc: Scenario, workload: Workload, out: Path | None, progress: bool
                 _bar.refresh()
 
     interrupted = False
+    sink.target = on_terminal
     try:
-        sim = Simulation(sc, workload, on_terminal, base_dir=base_dir)
         if audit:
             sim.audit = AuditLog(tmp_audit)
         with stop_on_sigint(sim.env):
@@ -138,6 +141,8 @@ def _simulate(sc: Scenario, workload: Workload, out: Path | None, progress: bool
         table = log.close()
         audit_table = sim.audit.close() if audit else None
         if bar is not None:
+            if not interrupted:  # a time-based stop's total was an estimate: end at the real count
+                bar.total = sim.terminal
             bar.n = sim.terminal
     except BaseException:
         for tmp in (tmp_events, tmp_audit):

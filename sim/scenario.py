@@ -30,6 +30,8 @@ from edgevlm.sim.server import FifoScheduler, ServerBase, schedulers
 from edgevlm.sim.speed import ConstantSpeed, speed_models
 
 SCENARIO_VERSION = 1
+#: The trace a scenario without `trace:` runs on: the shipped tiny-local trace (found by runner.resolve_trace).
+DEFAULT_TRACE = "traces/tiny-scenetext-v1.parquet"
 #: Per-client state is O(count) up front; beyond this a typo (an extra 0s) exhausts memory.
 MAX_CLIENTS = 1_000_000
 
@@ -104,7 +106,7 @@ class Scenario(Strict):
 
     name: str = Field("scenario", min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
     seed: int = Field(0, ge=0)
-    trace: str
+    trace: str = Field(DEFAULT_TRACE, min_length=1, description="trace file; default: the shipped tiny-local trace")
     stop: StopConfig
     clients: ClientsConfig
     network: NetworkConfig = NetworkConfig()
@@ -130,7 +132,7 @@ def parse_scenario(data: Any, *, source: str = "scenario") -> Scenario:
     try:
         sc = Scenario.model_validate(data)
     except ValidationError as exc:
-        raise _config_error(exc, data) from None
+        raise config_error(exc, data) from None
     check_values(data, sc)
     check_fifo_access_caps(sc)
     return sc
@@ -177,34 +179,57 @@ def load_scenario(path: str | Path) -> tuple[Scenario, Path]:
 # ---------------------------------------------------------------- error messages
 
 
-def _config_error(exc: ValidationError, data: dict) -> ConfigError:
+def config_error(exc: ValidationError, data: dict, root: type[BaseModel] | None = None) -> ConfigError:
+    """One ConfigError listing every validation error, one `path: message` line each.
+
+    A typo shows as an unknown key plus a missing one; the missing key the did-you-mean names is
+    the same mistake, so it is not listed twice. `root` is the model validated (default: Scenario).
+    """
+    root = root or Scenario
+    lines: list[tuple[str, str]] = []
+    suggested: set[tuple] = set()
     errors = exc.errors(include_url=False)
-    # A typo shows as an unknown key plus a missing one; the unknown key says more.
-    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-    loc = tuple(err["loc"])
-    path, model_loc = _yaml_path(loc, data)
-    kind = err["type"]
-    more = len(errors) - 1
-    suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
-    if kind == "extra_forbidden":
-        allowed = _allowed_keys(model_loc, data)
-        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-        msg = "unknown key" + (f" (did you mean '{close[0]}'?)" if close else "")
-        msg += f"; allowed keys: {', '.join(allowed)}" if allowed else ""
-    elif kind == "missing":
-        msg = "required field is missing"
-    elif kind == "union_tag_invalid":
-        ctx = err.get("ctx", {})
-        msg = f"unknown kind {ctx.get('tag')!r}; allowed: {ctx.get('expected_tags', '').replace(chr(39), '')}"
-    elif kind == "union_tag_not_found":
-        msg = f"needs a 'kind'; allowed: {', '.join(_union_kinds(model_loc))}"
-    else:
-        msg = err["msg"]
-        if msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
-        if "input" in err and kind not in ("model_type", "dict_type") and not isinstance(err["input"], dict):
-            msg += f" (got {_short(err['input'])})"
-    return ConfigError(path, msg + suffix)
+    for err in sorted(errors, key=lambda e: e["type"] != "extra_forbidden"):
+        loc = tuple(err["loc"])
+        path, model_loc = _yaml_path(loc, data)
+        kind = err["type"]
+        if kind == "missing" and model_loc in suggested:
+            continue
+        if kind == "extra_forbidden":
+            allowed = _allowed_keys(model_loc, data, root)
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            if close:
+                suggested.add(model_loc[:-1] + (close[0],))
+            msg = "unknown key" + (f" (did you mean '{close[0]}'?)" if close else "")
+            msg += f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+        elif kind == "missing":
+            msg = "required field is missing"
+        elif kind == "union_tag_invalid":
+            ctx = err.get("ctx", {})
+            allowed = [t.strip() for t in str(ctx.get("expected_tags", "")).replace(chr(39), "").split(",")]
+            close = difflib.get_close_matches(str(ctx.get("tag")), allowed, n=1)
+            msg = (f"unknown kind {ctx.get('tag')!r}" + (f" (did you mean '{close[0]}'?)" if close else "")
+                   + f"; allowed: {', '.join(allowed)}")
+        elif kind == "union_tag_not_found":
+            msg = f"needs a 'kind'; allowed: {', '.join(_union_kinds(model_loc, root))}"
+        else:
+            msg = err["msg"]
+            if msg.startswith("Value error, "):
+                msg = msg[len("Value error, "):]
+            if "input" in err and kind not in ("model_type", "dict_type") and not isinstance(err["input"], dict):
+                msg += f" (got {_short(err['input'])})"
+        lines.append((path, msg))
+    return ConfigError.many(_merge_alternatives(lines))
+
+
+def _merge_alternatives(lines: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """One line per field: a value failing every member of a union (`int | 'all'`) is one mistake."""
+    merged: dict[str, list[str]] = {}
+    for path, msg in lines:
+        merged.setdefault(path, [])
+        if msg not in merged[path]:
+            merged[path].append(msg)
+    return [(path, "; or ".join(msgs)) for path, msgs in merged.items()]
 
 
 def _short(value: Any) -> str:
@@ -238,9 +263,9 @@ def _yaml_path(loc: tuple, data: Any) -> tuple[str, tuple]:
 _ABSENT = object()  # a key the YAML does not have
 
 
-def _model_at(model_loc: tuple) -> type[BaseModel] | None:
+def _model_at(model_loc: tuple, root: type[BaseModel] | None = None) -> type[BaseModel] | None:
     """The pydantic model class whose fields the YAML mapping at model_loc (a tuple of keys) holds."""
-    cls: Any = Scenario
+    cls: Any = root or Scenario
     for key in model_loc:
         cls = _unwrap(cls)
         if isinstance(key, int):
@@ -269,18 +294,19 @@ def _union_members(tp: Any) -> list[type[BaseModel]]:
     return [tp] if isinstance(tp, type) else []
 
 
-def _union_kinds(model_loc: tuple) -> list[str]:
+def _union_kinds(model_loc: tuple, root: type[BaseModel] | None = None) -> list[str]:
     kinds = []
-    for m in _union_members(_model_at(model_loc)):
+    for m in _union_members(_model_at(model_loc, root)):
         f = getattr(m, "model_fields", {}).get("kind")
         if f is not None:
             kinds.extend(a for a in get_args(f.annotation) if isinstance(a, str))
     return kinds
 
 
-def _allowed_keys(model_loc: tuple, data: Any) -> list[str]:
+def _allowed_keys(model_loc: tuple, data: Any, root: type[BaseModel] | None = None) -> list[str]:
     """Field names allowed beside an unknown key (the key is model_loc[-1])."""
-    members = [m for m in _union_members(_model_at(model_loc[:-1])) if issubclass(m, BaseModel)]
+    members = [m for m in _union_members(_model_at(model_loc[:-1], root))
+               if isinstance(m, type) and issubclass(m, BaseModel)]
     mapping = data
     for key in model_loc[:-1]:
         mapping = mapping[key] if isinstance(mapping, (dict, list)) else None

@@ -4,7 +4,8 @@ Requests that arrive before `warmup_s` are left out. The measurement window runs
 to the last arrival. Throughput and goodput count completions inside that window, so an
 overloaded system reports its capacity, not its arrival rate. Confidence intervals use batch
 means: the measured requests, in arrival order, are cut into `N_BATCHES` contiguous batches, and
-a Student-t interval is taken over the batch statistics.
+a Student-t interval is taken over the batch statistics. A run whose backlog grows has no steady
+state (sim/stability.py): it is marked `"stable": false` with the evidence, and its latency CIs are null.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from scipy import stats
 
 if TYPE_CHECKING:
     from edgevlm.sim.commcost import CommBytes
+
+from edgevlm.sim.stability import assess
 
 N_BATCHES = 30
 QUANTILES = {"p50": 50.0, "p95": 95.0, "p99": 99.0}
@@ -105,6 +108,12 @@ def summarize(events: pa.Table, *, warmup_s: float, comm: "CommBytes | None",
                             "relative_comm_cost_reference": ("global image at JPEG quality 100"
                                                              if comm.reference is not None else
                                                              "not available: the trace has no JPEG quality 100")}
+    stability = assess(arrival, done, (warmup_s, window_end))
+    out["stable"] = stability["stable"]
+    out["stability"] = stability
+    if stability["stable"] is False:  # no steady state: a batch-means CI of latency would be meaningless
+        for stat in out["latency_s"].values():
+            stat.update({"ci95": [None, None], "half_width": None})
     out["utilisation"] = {name: comp.get("utilisation") for name, comp in components.items()}
     out.update(components)
     return out

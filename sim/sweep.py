@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError,
 
 from edgevlm.sim import yamlsafe
 from edgevlm.sim.errors import ConfigError, UserError
-from edgevlm.sim.scenario import load_scenario, parse_scenario
+from edgevlm.sim.scenario import DEFAULT_TRACE, config_error, load_scenario, parse_scenario
 from edgevlm.traces import atomic_write
 
 _PATH_PART = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)((?:\[\d+\])*)")
@@ -107,9 +107,7 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, dict, Path]:
     try:
         spec = SweepSpec.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
-        loc = ".".join(str(x) for x in err["loc"]) or "sweep"
-        raise ConfigError(loc, err["msg"].removeprefix("Value error, ")) from None
+        raise config_error(exc, data if isinstance(data, dict) else {}, SweepSpec) from None
     base_dir = path.resolve().parent
     if isinstance(spec.base, str):
         scenario, scenario_dir = load_scenario(base_dir / spec.base)
@@ -118,7 +116,7 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, dict, Path]:
         base, scenario_dir = dict(spec.base), base_dir
     from edgevlm.sim.runner import resolve_trace
 
-    base["trace"] = str(resolve_trace(str(base.get("trace", "")), scenario_dir).resolve())
+    base["trace"] = str(resolve_trace(str(base.get("trace", DEFAULT_TRACE)), scenario_dir).resolve())
     return spec, base, base_dir
 
 
@@ -189,6 +187,7 @@ def flatten_summary(s: dict) -> dict[str, Any]:
     row: dict[str, Any] = {
         "arrived": s["counts"]["arrived"], "ok": s["counts"]["ok"], "dropped": s["counts"]["dropped"],
         "throughput_per_s": s["throughput_per_s"], "goodput_per_s": s["goodput_per_s"],
+        "stable": s.get("stable"),
     }
     for key, stat in s["latency_s"].items():
         row[f"latency_{key}_s"] = stat["value"]
@@ -223,18 +222,31 @@ def run_sweep(path: str | Path, out_dir: str | Path, *, workers: int | None = No
     runs = expand(spec, base)
     rows: list[dict[str, Any]] = []
     jobs: list[tuple[int, dict, str]] = []
+    checks, errors = [], []
+    workloads: dict[str, Any] = {}
     for i, (axes, sc) in enumerate(runs):
         row = {"run": i, **axes}
+        label = f"run {i} ({', '.join(f'{k}={v}' for k, v in axes.items())})"
         try:
             scenario = parse_scenario(sc)
         except ConfigError as exc:
-            rows.append(row | {"run_id": None, "status": "invalid", "error": str(exc), "resumed": False})
+            errors.extend(f"{label}: {line}" for line in str(exc).splitlines())
             continue
+        if scenario.trace not in workloads:
+            workloads[scenario.trace] = _load_workload(scenario.trace)
+        checks.append((label, scenario, workloads[scenario.trace], None))
         run_id = scenario.hash()[:16]
         rows.append(row | {"run_id": run_id})
         jobs.append((i, sc, str(out / "runs" / run_id), audit))
-    if not jobs:
-        raise UserError(f"every run of the sweep is invalid; first: {rows[0]['error']}")
+    from edgevlm.sim.preflight import check_runs
+
+    try:
+        check_runs(checks)
+    except ConfigError as exc:
+        errors.extend(str(exc).splitlines())
+    if errors:  # like compare: an invalid run stops the sweep before any output is touched
+        raise ConfigError("", "\n".join(sorted(errors, key=lambda e: int(e.split()[1]))))
+    del workloads, checks
     results = _execute(jobs, workers=workers, dask=dask, client=client, progress=progress)
     for i, res in results.items():
         rows[i].update(res)
@@ -242,6 +254,16 @@ def run_sweep(path: str | Path, out_dir: str | Path, *, workers: int | None = No
     table = pa.Table.from_pandas(df, preserve_index=False)
     atomic_write(out / "results.parquet", lambda tmp: pq.write_table(table, tmp))
     return df
+
+
+def _load_workload(trace: str):
+    from edgevlm.sim.workload import Workload
+    from edgevlm.traces import TraceError
+
+    try:
+        return Workload.load(trace)
+    except TraceError as exc:
+        raise ConfigError("trace", str(exc)) from None
 
 
 def _execute(jobs: list[tuple[int, dict, str, bool]], *, workers, dask, client, progress) -> dict[int, dict]:
@@ -309,7 +331,7 @@ def register(subparsers) -> None:
         "sweep", help="run a base scenario over axes of YAML paths (grid/zip, seeds) on a pool or Dask",
         description=__doc__, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
     p.add_argument("sweep", help="sweep YAML file")
-    p.add_argument("--out", required=True, help="output directory (results.parquet, runs/<hash>/)")
+    p.add_argument("--out", help="output directory (results.parquet, runs/<hash>/); default: runs/<sweep file name>")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--workers", type=int, help="process-pool size (default: number of CPUs)")
     g.add_argument("--dask", metavar="ADDRESS", help="Dask scheduler address, or 'local' for a LocalCluster")
@@ -319,11 +341,26 @@ def register(subparsers) -> None:
     p.set_defaults(func=_cmd_sweep)
 
 
+#: Metric columns of the printed sweep table (after the axes), with their headers.
+TABLE_METRICS = {"status": "status", "stable": "stable", "accuracy": "acc", "goodput_per_s": "goodput/s", "latency_mean_s": "lat mean",
+                 "latency_p95_s": "lat p95", "deadline_met_rate": "met", "gpu_utilisation": "gpu util"}
+
+
+def format_table(df: pd.DataFrame) -> str:
+    """The sweep results as a text table, one row per run: its axes, then headline metrics."""
+    cols = list(df.columns)
+    axes = cols[1:cols.index("run_id")]  # rows start {"run", **axes (with seed), "run_id", ...}
+    t = df[[c for c in ["run", *axes, *TABLE_METRICS] if c in df.columns]].rename(columns=TABLE_METRICS)
+    return t.to_string(index=False, float_format=lambda x: f"{x:.3f}", na_rep="-")
+
+
 def _cmd_sweep(args) -> int:
     if args.workers is not None and args.workers < 1:
         raise UserError("--workers: must be a positive integer")
-    df = run_sweep(args.sweep, args.out, workers=args.workers, dask=args.dask, progress=not args.no_progress,
+    out = Path(args.out) if args.out else Path("runs") / Path(args.sweep).stem
+    df = run_sweep(args.sweep, out, workers=args.workers, dask=args.dask, progress=not args.no_progress,
                    audit=args.audit)
+    print(format_table(df))
     ok = int((df["status"] == "ok").sum())
     broken = df[df["check_ok"].eq(False)] if "check_ok" in df else df.iloc[:0]
     failed = df[df["status"] != "ok"]
@@ -333,5 +370,5 @@ def _cmd_sweep(args) -> int:
         print(f"  run {r['run']}: {r['error']}")
     for _, r in broken.head(5).iterrows():
         print(f"  run {r['run']} breaks an invariant: {r['check_violations']}")
-    print(f"wrote {Path(args.out) / 'results.parquet'}")
+    print(f"wrote {out / 'results.parquet'}")
     return 0 if ok and broken.empty else 1

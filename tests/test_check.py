@@ -250,4 +250,4 @@ def test_cli_exit_codes(good_run, bad_run, tmp_path):
     assert proc.returncode == 1 and "summary: counts.arrived is 601" in proc.stderr
     assert "Traceback" not in proc.stderr
     none = edgevlm("check", str(tmp_path / "nothing"))
-    assert none.returncode == 2 and "not a run directory" in none.stderr
+    assert none.returncode == 2 and "not found" in none.stderr  # issue 22 item 6

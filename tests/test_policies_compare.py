@@ -93,7 +93,7 @@ def test_load_axis_scales_the_arrival_rate():
     ({"base": "quickstart.yaml", "variants": []}, r"variants: List should have at least 1 item"),
     ({"base": "quickstart.yaml", "variants": [{"name": "a", "policy": {"kind": "global_only"}}] * 2},
      r"used twice"),
-    ({"base": "quickstart.yaml", "variant": []}, r"variant: unknown key; allowed keys: name, base, set, variants"),
+    ({"base": "quickstart.yaml", "variant": []}, r"variant: unknown key \(did you mean 'variants'\?\); allowed keys: name, base, set, variants"),
     ({"base": "quickstart.yaml", "variants": [{"name": "a", "policy": {"kind": "entropy_threshold",
                                                                        "treshold": 1}}]},
      r"variants\[0\] \(a\): policy\.treshold: unknown key \(did you mean 'threshold'\?\)"),

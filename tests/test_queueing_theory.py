@@ -28,7 +28,9 @@ def server_sojourns(scenario_dict, rho: float, latency: dict, requests: int, see
         server={"scheduler": {"kind": "fifo"}, "latency": latency, **({"speed": speed} if speed else {})},
         policy={"kind": "global_only"},
     )
-    ev = run(sc).events.sort_values("request_id")
+    result = run(sc)
+    assert result.summary["stable"] is True, result.summary["stability"]  # issue 22: stable queues are not flagged
+    ev = result.events.sort_values("request_id")
     sojourn = (ev["s1_end_s"] - ev["up1_end_s"]).to_numpy()
     return sojourn[requests // 20:]  # drop the initial transient
 

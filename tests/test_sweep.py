@@ -59,20 +59,36 @@ def test_pool_and_dask_give_identical_results_and_resume(tmp_path, scenario_dict
     pd.testing.assert_frame_equal(again.drop(columns="resumed"), pool.drop(columns="resumed"))
 
 
-def test_failed_and_invalid_runs_are_recorded_without_stopping(tmp_path, scenario_dict):
+def test_invalid_runs_stop_the_sweep_before_any_output_listing_each(tmp_path, scenario_dict):
+    """Issue 22 items 1, 7, 11: like compare, an invalid run (schema or against the trace) is an error
+    naming every bad run and field, raised before anything is written."""
     path = write_sweep(tmp_path, scenario_dict, grid={"policy.jpeg_quality": [75, 60],
                                                       "clients.arrival.rate_per_s": [0.05, -1]})
-    df = run_sweep(path, tmp_path / "out", workers=1)
-    by = {(r["policy.jpeg_quality"], r["clients.arrival.rate_per_s"]): r for _, r in df.iterrows()}
-    assert by[(75, 0.05)]["status"] == "ok"
-    assert by[(60, 0.05)]["status"] == "failed" and "policy.jpeg_quality" in by[(60, 0.05)]["error"]
-    assert by[(75, -1)]["status"] == "invalid" and "clients.arrival.rate_per_s" in by[(75, -1)]["error"]
-
-
-def test_all_invalid_is_a_user_error(tmp_path, scenario_dict):
-    path = write_sweep(tmp_path, scenario_dict, grid={"policy.thresholdd": [1]})
-    with pytest.raises(UserError, match="every run of the sweep is invalid.*policy.thresholdd"):
+    with pytest.raises(UserError) as info:
         run_sweep(path, tmp_path / "out", workers=1)
+    lines = str(info.value).splitlines()
+    assert len(lines) == 3, lines  # (75, -1), (60, 0.05) and (60, -1)
+    assert any("policy.jpeg_quality" in line and "60" in line for line in lines)
+    assert any("clients.arrival.rate_per_s" in line for line in lines)
+    assert not (tmp_path / "out").exists()
+
+
+def test_runs_failing_at_run_time_are_recorded_without_stopping(tmp_path, scenario_dict, monkeypatch):
+    from edgevlm.sim import runner
+
+    real = runner.run
+
+    def flaky(scenario, out_dir=None, **kw):
+        if scenario["policy"]["jpeg_quality"] == 50:
+            raise RuntimeError("disk on fire")
+        return real(scenario, out_dir, **kw)
+
+    monkeypatch.setattr(runner, "run", flaky)
+    path = write_sweep(tmp_path, scenario_dict, grid={"policy.jpeg_quality": [75, 50]})
+    df = run_sweep(path, tmp_path / "out", workers=1)
+    by = {r["policy.jpeg_quality"]: r for _, r in df.iterrows()}
+    assert by[75]["status"] == "ok"
+    assert by[50]["status"] == "failed" and "disk on fire" in by[50]["error"]
 
 
 def test_sweep_and_compare_files_use_the_bounded_yaml_loader(tmp_path):
