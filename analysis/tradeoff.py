@@ -40,6 +40,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from edgevlm.commands import Commands, add_output_options
+
 METRICS = {"min_entropy": "s1_min_entropy", "shannon": "s1_shannon", "margin": "s1_margin"}
 TOKENS: tuple[int | str, ...] = (1, 5, "all")
 POOLED = "all"
@@ -291,15 +293,14 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "tradeoff", help="offline accuracy vs comm cost vs computation of the crop gates (no queueing)",
-        description="Sweep the entropy gate (min_entropy, shannon, margin; k = 1, 5, all) on a trace and write the "
-                    "accuracy / additional comm cost / relative computation curves with the random and oracle "
-                    "curves (tradeoff.parquet), the correct-vs-wrong separability per metric and question type "
-                    "(separability.parquet), and a JSON summary (tradeoff.json). See analysis/tradeoff.py.")
+def register(commands: Commands) -> None:
+    p = commands.add(
+        "tradeoff", _cmd_tradeoff, "offline accuracy vs comm cost vs computation of the crop gates (no queueing)",
+        "Sweep the entropy gate (min_entropy, shannon, margin; k = 1, 5, all) on a trace and write the accuracy / "
+        "additional comm cost / relative computation curves with the random and oracle curves (tradeoff.parquet), "
+        "the correct-vs-wrong separability per metric and question type (separability.parquet), and a JSON "
+        "summary (tradeoff.json). See analysis/tradeoff.py.")
     p.add_argument("trace", help="trace Parquet file")
-    p.add_argument("--out", help="output directory (default: runs/tradeoff-<trace name>)")
     p.add_argument("--jpeg-quality", type=int, default=75, help="JPEG quality of the byte sizes (default 75)")
     p.add_argument("--model", default="llava-1.5-7b", help="model profile for FLOPs (default llava-1.5-7b)")
     p.add_argument("--points", type=int, default=101, help="eta quantiles and random p values per curve (default 101)")
@@ -307,5 +308,4 @@ def register(subparsers) -> None:
     p.add_argument("--correct-min", type=float, default=0.5,
                    help="a stage-1 answer counts as correct when s1_score >= this (default 0.5)")
     p.add_argument("--csv", action="store_true", help="also write the tables as CSV")
-    p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
-    p.set_defaults(func=_cmd_tradeoff)
+    add_output_options(p, "output directory (default: runs/tradeoff-<trace name>)")

@@ -1,15 +1,16 @@
-"""`edgevlm trace extract`: run a VLM over a dataset manifest and write a v1 trace.
+"""`edgevlm trace extract` (run a VLM over a dataset manifest, write a v1 trace) and `edgevlm trace fit-codec`.
 
-register(subparsers) adds the `extract` sub-command to the `trace` sub-parsers of sim/cli.py; the
-handler imports torch/transformers only when it runs, so `--help` stays fast. Standalone:
-    python -m edgevlm.models.cli extract --model DIR --dataset manifest.jsonl --out traces/x.parquet
+register(commands) adds them to `edgevlm trace`; the handlers import torch/transformers only when
+they run, so `edgevlm --help` stays fast and lists them without the [models] extra installed (the
+entry point turns a missing torch into the install hint).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+
+from edgevlm.commands import Commands
 
 EXIT_USAGE = 2
 
@@ -133,17 +134,14 @@ def add_fit_codec_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="CPU threads for torch")
 
 
-def register(subparsers) -> argparse.ArgumentParser:
-    """Add `extract` to the given (trace) sub-parsers object."""
-    p = subparsers.add_parser("extract", help="extract a trace from a real VLM over a dataset manifest",
-                              description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+def register(commands: Commands) -> None:
+    """Add `extract` and `fit-codec` to `edgevlm trace`."""
+    p = commands.add("extract", run_extract, "extract a trace from a real VLM over a dataset manifest", _DESCRIPTION,
+                     group="trace", raw=True)
     add_extract_arguments(p)
-    p.set_defaults(func=run_extract)
-    f = subparsers.add_parser("fit-codec", help="fit a progressive visual-token codec on a LLaVA's vision tokens",
-                              description=_FIT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    f = commands.add("fit-codec", run_fit_codec, "fit a progressive visual-token codec on a LLaVA's vision tokens",
+                     _FIT_DESCRIPTION, group="trace", raw=True)
     add_fit_codec_arguments(f)
-    f.set_defaults(func=run_fit_codec)
-    return p
 
 
 def run_fit_codec(args: argparse.Namespace) -> int:
@@ -153,12 +151,9 @@ def run_fit_codec(args: argparse.Namespace) -> int:
     from edgevlm.models.backend import BackendError
     from edgevlm.models.manifest import ManifestError, read_manifest
 
-    try:
-        from edgevlm.models.codec import CodecError
-        from edgevlm.models.fit_codec import fit_codec_on_manifest
-    except ImportError as exc:
-        print(f"edgevlm: error: fit-codec needs the [models] extra ({exc})", file=sys.stderr)
-        return EXIT_USAGE
+    from edgevlm.models.codec import CodecError  # defers torch (the [models] extra)
+    from edgevlm.models.fit_codec import fit_codec_on_manifest
+
     try:
         if args.threads is not None:
             if args.threads < 1:
@@ -195,11 +190,8 @@ def run_extract(args: argparse.Namespace) -> int:
     from edgevlm.models.manifest import ManifestError, read_manifest
     from edgevlm.traces.io import TraceError
 
-    try:
-        from edgevlm.models.extract import ExtractError, ExtractOptions, extract
-    except ImportError as exc:  # torch/transformers/pillow missing
-        print(f"edgevlm: error: trace extract needs the [models] extra ({exc})", file=sys.stderr)
-        return EXIT_USAGE
+    from edgevlm.models.extract import ExtractError, ExtractOptions, extract  # defers torch, PIL ([models] extra)
+
     try:
         samples = read_manifest(args.dataset)
         overrides = {
@@ -241,7 +233,11 @@ def run_extract(args: argparse.Namespace) -> int:
             except CodecError as exc:
                 raise ExtractError(str(exc)) from None
             opts.codec_path = codec_dir
-        summary = extract(backend, samples, args.out, opts, manifest=args.dataset)
+        try:
+            summary = extract(backend, samples, args.out, opts, manifest=args.dataset)
+        except KeyboardInterrupt:
+            print("edgevlm: interrupted (rows done so far are saved; rerun to resume)", file=sys.stderr)
+            return 130
     except (ManifestError, BackendError, ExtractError, TraceError) as exc:
         print(f"edgevlm: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -250,19 +246,3 @@ def run_extract(args: argparse.Namespace) -> int:
           + (f" at {rate:.2f} samples/s" if rate else "") + f", {summary['skipped_existing']} already there); "
           f"mean score stage 1 {summary['mean_s1_score']:.3f}, stage 2 {summary['mean_s2_score']:.3f}")
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m edgevlm.models.cli", description="edgevlm model tools")
-    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    register(sub)
-    args = ap.parse_args(argv)
-    try:
-        return args.func(args)
-    except KeyboardInterrupt:
-        print("edgevlm: interrupted (rows done so far are saved; rerun to resume)", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -242,7 +242,7 @@ def load_codec(directory: str | Path) -> Codec:
     jp, npz = d / JSON_NAME, d / NPZ_NAME
     if not jp.is_file() or not npz.is_file():
         raise CodecError(f"--codec {d}: expected {JSON_NAME} and {NPZ_NAME} there (write them with "
-                         f"`python -m edgevlm.models.cli fit-codec`)")
+                         f"`edgevlm trace fit-codec`)")
     try:
         meta = json.loads(jp.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
