@@ -28,9 +28,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import yaml
 
+from edgevlm.traces.eventlog import TIME_COLUMNS
+
 PHASES = ("edge", "uplink", "queue", "inference", "crop_round_trip", "downlink", "other")
-_TIME_COLUMNS = ["arrival_s", "edge_done_s", "up1_end_s", "s1_start_s", "s1_end_s", "crop_req_end_s",
-                 "up2_end_s", "s2_start_s", "s2_end_s", "done_s", "latency_s", "status"]
+_TIME_COLUMNS = [*TIME_COLUMNS, "latency_s", "status"]
 
 
 def events_path(run: str | os.PathLike) -> Path:

@@ -21,6 +21,7 @@ import pandas as pd
 
 from edgevlm.analysis import plots
 from edgevlm.analysis.events import PHASES, phase_breakdown, read_events, run_scenario, throughput_series
+from edgevlm.sim.summary import nested_get
 from edgevlm.traces import atomic_write
 
 
@@ -34,14 +35,6 @@ class Report:
     md_path: Path | None = None
 
 
-def _get(d, *path):
-    for k in path:
-        if not isinstance(d, dict) or k not in d:
-            return None
-        d = d[k]
-    return d
-
-
 def _stage1_flops(scenario: dict) -> float | None:
     """FLOPs of one global-only pass for the scenario's server model (the relative-compute unit)."""
     from pydantic import ValidationError
@@ -49,16 +42,17 @@ def _stage1_flops(scenario: dict) -> float | None:
     from edgevlm.sim.profiles import MODELS, ModelProfile, resolve
 
     try:
-        model = ModelProfile.model_validate(resolve(_get(scenario, "server", "model") or "llava-1.5-7b", MODELS, "model"))
+        model = ModelProfile.model_validate(resolve(nested_get(scenario, "server", "model") or "llava-1.5-7b",
+                                                    MODELS, "model"))
     except (ValueError, ValidationError):
         return None
     return model.flops(model.visual_tokens)
 
 
 def _offered_load(scenario: dict) -> float | None:
-    arrival = _get(scenario, "clients", "arrival") or {}
+    arrival = nested_get(scenario, "clients", "arrival") or {}
     rate = arrival.get("rate_per_s", arrival.get("fps"))
-    count = _get(scenario, "clients", "count")
+    count = nested_get(scenario, "clients", "count")
     return None if rate is None or count is None else float(rate) * float(count)
 
 
@@ -81,15 +75,17 @@ def run_row(run_dir: Path, label: str | None = None, load_scale: float | None = 
     row.update({
         "throughput_per_s": s["throughput_per_s"], "goodput_per_s": s["goodput_per_s"],
         "deadline_met_rate": s["deadline_met_rate"],
-        "uplink_bytes_per_request": _get(s, "bytes_per_request", "uplink"),
-        "downlink_bytes_per_request": _get(s, "bytes_per_request", "downlink"),
+        "uplink_bytes_per_request": nested_get(s, "bytes_per_request", "uplink"),
+        "downlink_bytes_per_request": nested_get(s, "bytes_per_request", "downlink"),
         "additional_comm_cost": s["additional_comm_cost"], "retransmission_rate": s["retransmission_rate"],
-        "gpu_utilisation": _get(s, "utilisation", "gpu"), "uplink_utilisation": _get(s, "utilisation", "uplink"),
+        "gpu_utilisation": nested_get(s, "utilisation", "gpu"),
+        "uplink_utilisation": nested_get(s, "utilisation", "uplink"),
         "flops_per_request": flops,
         "relative_computation": None if flops is None or not unit else flops / unit,
-        "warmup_s": float(_get(sc, "stop", "warmup_s") or 0.0), "deadline_s": _get(sc, "slo", "deadline_s"),
-        "source_kind": _get(s, "trace", "source_kind"), "trace_path": _get(s, "trace", "path"),
-        "jpeg_quality": _get(sc, "policy", "jpeg_quality"), "run_dir": str(run_dir),
+        "warmup_s": float(nested_get(sc, "stop", "warmup_s") or 0.0),
+        "deadline_s": nested_get(sc, "slo", "deadline_s"),
+        "source_kind": nested_get(s, "trace", "source_kind"), "trace_path": nested_get(s, "trace", "path"),
+        "jpeg_quality": nested_get(sc, "policy", "jpeg_quality"), "run_dir": str(run_dir),
     })
     return row
 

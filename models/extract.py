@@ -44,7 +44,7 @@ from edgevlm.models.manifest import Sample
 from edgevlm.models.scoring import SCORING_MODES, score_answer
 from edgevlm.models.uncertainty import token_uncertainty
 from edgevlm.traces.io import TraceError, read_trace, write_trace
-from edgevlm.traces.schema import FIELD_BY_NAME, SOURCE_KINDS
+from edgevlm.traces.schema import FIELD_BY_NAME, PROG_COLUMNS, SOURCE_KINDS
 from edgevlm.traces.version import generator_string, git_commit
 
 RESAMPLE = Image.Resampling.BICUBIC
@@ -58,7 +58,6 @@ COLUMNS = ("sample_id", "question_type", "image_w", "image_h", "global_jpeg_byte
            "s1_margin", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1", "s2_answer", "s2_score", "s2_tokens",
            "s2_oracle_score", "gt_x0", "gt_y0", "gt_x1", "gt_y1", "t_vision_s", "t_prefill_s",
            "t_decode_token_s")
-PROG_COLUMNS = ("prog_bytes", "prog_score", "prog_min_entropy")
 ROW_SCHEMA = pa.schema([FIELD_BY_NAME[c] for c in COLUMNS])
 PROG_ROW_SCHEMA = pa.schema([FIELD_BY_NAME[c] for c in COLUMNS + PROG_COLUMNS])
 

@@ -33,8 +33,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from edgevlm.traces.eventlog import EVENT_SCHEMA, STATUSES
+
 INVARIANTS = ("files", "scenario", "terminal", "monotone", "link_capacity", "bytes", "gpu", "summary")
-STATUSES = ("ok", "dropped", "expired")
 #: Times are sums of float seconds; allow this relative slack (plus 1 ns) in comparisons.
 REL_TOL = 1e-9
 ABS_TOL_S = 1e-9
@@ -115,7 +116,6 @@ def check_run_dir(run_dir: str | Path, per_invariant: int = 5) -> Report:
     import pyarrow.parquet as pq
 
     from edgevlm.sim.errors import UserError
-    from edgevlm.sim.recorder import EVENT_SCHEMA
     from edgevlm.sim.rundir import AUDIT_FILE, EVENTS_FILE, SCENARIO_FILE, SUMMARY_FILE
     from edgevlm.sim.scenario import load_scenario
 

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationErro
 
 from edgevlm.sim import yamlsafe
 from edgevlm.sim.errors import ConfigError
+from edgevlm.sim.summary import nested_get
 
 COMPARE_VERSION = 1
 NAME_PATTERN = r"^[A-Za-z0-9_.\-]+$"
@@ -176,14 +177,6 @@ ROW_METRICS = {
 }
 
 
-def _get(d: dict, path: tuple):
-    for k in path:
-        if not isinstance(d, dict) or k not in d:
-            return None
-        d = d[k]
-    return d
-
-
 def run_compare(spec: str | os.PathLike | dict, out_dir: str | os.PathLike | None = None, *,
                 overrides: dict | None = None, progress: bool = False, base_dir: Path | None = None,
                 audit: bool = False) -> pd.DataFrame:
@@ -219,7 +212,7 @@ def run_compare(spec: str | os.PathLike | dict, out_dir: str | os.PathLike | Non
             model = MODELS[sc.server.model] if isinstance(sc.server.model, str) else sc.server.model
             row = {"variant": name, "policy": s["policy"], "policy_is_bound": s.get("policy_is_bound", False),
                    "load_scale": scale, "seed": sc.seed, "requests_arrived": s["counts"]["arrived"], "requests_measured": s["counts"]["measured"],
-                   **{k: _get(s, p) for k, p in ROW_METRICS.items()}}
+                   **{k: nested_get(s, *p) for k, p in ROW_METRICS.items()}}
             f = row["flops_per_request"]
             row["relative_computation"] = None if f is None else f / model.flops(model.visual_tokens)
             row["source_kind"] = s["trace"]["source_kind"]

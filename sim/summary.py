@@ -16,6 +16,8 @@ import numpy as np
 import pyarrow as pa
 from scipy import stats
 
+from edgevlm.traces.eventlog import STATUSES
+
 N_BATCHES = 30
 QUANTILES = {"p50": 50.0, "p95": 95.0, "p99": 99.0}
 SUMMARY_COLUMNS = ("request_id", "sample_id", "arrival_s", "done_s", "latency_s", "uplink_bytes",
@@ -60,7 +62,7 @@ def summarize(events: pa.Table, *, warmup_s: float, baseline_up1_bytes: np.ndarr
     out: dict[str, Any] = {
         "counts": {
             "arrived": int(arrival.size),
-            **{s: int((status == s).sum()) for s in ("ok", "dropped", "expired")},
+            **{s: int((status == s).sum()) for s in STATUSES},
             "measured": n_meas,
             "measured_ok": int(ok.sum()),
         },
@@ -113,3 +115,12 @@ def dictionary_values(column: pa.ChunkedArray) -> np.ndarray:
     codes, values = dictionary_codes(column)
     return values.astype(str)[codes]
 
+
+
+def nested_get(d: Any, *path: str) -> Any:
+    """d[path[0]][path[1]]... of a summary.json or scenario dict; None where a level is missing."""
+    for key in path:
+        if not isinstance(d, dict) or key not in d:
+            return None
+        d = d[key]
+    return d

@@ -11,13 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from edgevlm.traces import read_trace
-
-#: Bytes of UTF-8 text per LM token, used to size questions and answers on the wire.
-TEXT_BYTES_PER_TOKEN = 4
-#: Bytes of a bounding-box request (four int32 coordinates) on the downlink.
-BBOX_REQUEST_BYTES = 16
-#: Bytes of the edge's "send me the box" message (a request id) when the gate runs on the edge.
-ATTENTION_REQUEST_BYTES = 8
+from edgevlm.traces.protocol import TEXT_BYTES_PER_TOKEN
 
 
 @dataclass

@@ -31,18 +31,14 @@ from typing import Any
 
 import numpy as np
 
+from edgevlm.sim.summary import nested_get
+
 METRICS = (("latency_mean_s", ("latency_s", "mean", "value")), ("latency_p50_s", ("latency_s", "p50", "value")),
            ("latency_p95_s", ("latency_s", "p95", "value")), ("throughput_per_s", ("throughput_per_s",)),
            ("uplink_bytes_per_request", ("bytes_per_request", "uplink")),
            ("downlink_bytes_per_request", ("bytes_per_request", "downlink")),
            ("retransmission_rate", ("retransmission_rate",)))
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _get(d: dict, path: tuple) -> Any:
-    for k in path:
-        d = d.get(k) if isinstance(d, dict) else None
-    return d
 
 
 def rel_error(sim: float | None, real: float | None) -> float | None:
@@ -56,7 +52,7 @@ def rel_error(sim: float | None, real: float | None) -> float | None:
 def compare(sim_summary: dict, tb_summary: dict) -> dict[str, dict[str, float | None]]:
     out = {}
     for name, path in METRICS:
-        s, r = _get(sim_summary, path), _get(tb_summary, path)
+        s, r = nested_get(sim_summary, *path), nested_get(tb_summary, *path)
         out[name] = {"sim": s, "testbed": r, "rel_error": rel_error(s, r)}
     return out
 
@@ -204,7 +200,7 @@ def message_bytes(g, c, workload, qi: int, crop_share: float) -> tuple[float, fl
     three-message requests. The uncertainty bytes per token are the least-squares slope over the
     stage-1 token counts (0 when every answer has the same length: then the overhead absorbs them).
     """
-    from edgevlm.sim.workload import ATTENTION_REQUEST_BYTES, BBOX_REQUEST_BYTES, TEXT_BYTES_PER_TOKEN
+    from edgevlm.traces.protocol import ATTENTION_REQUEST_BYTES, BBOX_REQUEST_BYTES, TEXT_BYTES_PER_TOKEN
 
     sid = {s: i for i, s in enumerate(workload.sample_id)}
     parts = []

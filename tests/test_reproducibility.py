@@ -11,7 +11,7 @@ import pytest
 
 from edgevlm.sim import parse_scenario, run
 from edgevlm.cli import main
-from edgevlm.sim.recorder import EVENT_SCHEMA
+from edgevlm.traces.eventlog import EVENT_SCHEMA
 from edgevlm.sim.rundir import LIBRARIES, file_sha256
 
 

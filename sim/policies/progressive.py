@@ -31,11 +31,9 @@ from pydantic import Field, PositiveInt, field_validator
 
 from edgevlm.sim.errors import ConfigError
 from edgevlm.sim.policies.base import Policy, PolicyConfig, policies
-from edgevlm.sim.workload import TEXT_BYTES_PER_TOKEN, Workload
-
-PROG_COLUMNS = ("prog_bytes", "prog_score", "prog_min_entropy")
-#: Bytes of a next-level request on the downlink (a level index and the image id).
-LEVEL_REQUEST_BYTES = 8
+from edgevlm.sim.workload import Workload
+from edgevlm.traces.protocol import LEVEL_REQUEST_BYTES, TEXT_BYTES_PER_TOKEN
+from edgevlm.traces.schema import PROG_COLUMNS
 
 
 class Progressive(PolicyConfig):
