@@ -31,7 +31,7 @@ import yaml
 from edgevlm.traces.eventlog import TIME_COLUMNS
 
 PHASES = ("edge", "uplink", "queue", "inference", "crop_round_trip", "downlink", "other")
-_TIME_COLUMNS = [*TIME_COLUMNS, "latency_s", "status"]
+_PHASE_COLUMNS = [*TIME_COLUMNS, "latency_s", "status"]
 
 
 def events_path(run: str | os.PathLike) -> Path:
@@ -52,7 +52,7 @@ def run_scenario(run: str | os.PathLike) -> dict:
 
 def phase_breakdown(run: str | os.PathLike, *, warmup_s: float = 0.0) -> pd.DataFrame:
     """Seconds per phase for each completed request that arrived at or after warmup_s."""
-    ev = read_events(run, _TIME_COLUMNS)
+    ev = read_events(run, _PHASE_COLUMNS)
     ev = ev[(ev["status"] == "ok") & (ev["arrival_s"] >= warmup_s)]
 
     def span(a: str, b: str) -> np.ndarray:

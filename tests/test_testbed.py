@@ -55,7 +55,7 @@ def test_message_bytes_recovers_per_message_overheads_and_gate_bytes(synthetic_t
 
 
 def _round(scenario_dict, seed: int, slowdown: float) -> dict:
-    """One round as validate._run_point returns it: a simulator run, and a 'testbed' whose latencies
+    """One round as validate.run_point returns it: a simulator run, and a 'testbed' whose latencies
     are the same requests' times `slowdown` (a known answer for the comparison)."""
     import pyarrow.compute as pc
 
