@@ -6,15 +6,16 @@ import argparse
 import sys
 from pathlib import Path
 
+from edgevlm.analysis.inspect import format_inspect, inspect_trace, plot_trace
 from edgevlm.commands import Commands, add_output_options
+from edgevlm.sim.compare import COMPARE_VERSION, format_table, load_compare, run_compare
 from edgevlm.sim.errors import UserError
+from edgevlm.sim.runner import write_json
+from edgevlm.traces import atomic_write
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from edgevlm.analysis.report import build_report
-    from edgevlm.sim.compare import COMPARE_VERSION, format_table, load_compare, run_compare
-    from edgevlm.sim.runner import write_json
-    from edgevlm.traces import atomic_write
+    from edgevlm.analysis.report import build_report  # defers matplotlib, seaborn
 
     overrides: dict = {}
     if args.requests is not None:
@@ -45,7 +46,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from edgevlm.analysis.report import build_report
+    from edgevlm.analysis.report import build_report  # defers matplotlib, seaborn
 
     rep = build_report(args.runs, args.out, title=args.title, tradeoff=not args.no_tradeoff)
     print(f"wrote {rep.html_path}, {rep.md_path}, {len(rep.figures)} figures, {rep.out_dir / 'results.parquet'}")
@@ -53,8 +54,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from edgevlm.analysis.inspect import format_inspect, inspect_trace, plot_trace
-
     info = inspect_trace(args.trace)
     print(format_inspect(info))
     if args.plot:

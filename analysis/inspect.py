@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from edgevlm.sim.workload import Workload
+
 
 def inspect_trace(path: str | Path) -> dict:
     """Everything `trace inspect` prints, as a dict of tables (DataFrames) and provenance."""
-    from edgevlm.sim.workload import Workload
 
     wl = Workload.load(path)
     t = wl.table
@@ -40,11 +41,11 @@ def inspect_trace(path: str | Path) -> dict:
 
 def plot_trace(info: dict, out_dir: str | Path) -> list[Path]:
     """Histograms of min-entropy by stage-1 correctness, and of byte sizes, as PNGs."""
-    from edgevlm.analysis import plots
+    from edgevlm.analysis import plots  # defers matplotlib, seaborn
 
     plots.setup_style(synthetic=info["provenance"].get("source_kind") == "synthetic")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
+    import matplotlib.pyplot as plt  # defers matplotlib
+    import seaborn as sns  # defers seaborn
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

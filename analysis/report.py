@@ -18,10 +18,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 
 from edgevlm.analysis import plots
 from edgevlm.analysis.events import PHASES, phase_breakdown, read_events, run_scenario, throughput_series
+from edgevlm.analysis.tradeoff import tradeoff
+from edgevlm.sim.errors import UserError
+from edgevlm.sim.profiles import MODELS, ModelProfile, resolve
 from edgevlm.sim.summary import nested_get
+from edgevlm.sim.workload import Workload
 from edgevlm.traces import atomic_write
 
 
@@ -37,9 +42,6 @@ class Report:
 
 def _stage1_flops(scenario: dict) -> float | None:
     """FLOPs of one global-only pass for the scenario's server model (the relative-compute unit)."""
-    from pydantic import ValidationError
-
-    from edgevlm.sim.profiles import MODELS, ModelProfile, resolve
 
     try:
         model = ModelProfile.model_validate(resolve(nested_get(scenario, "server", "model") or "llava-1.5-7b",
@@ -105,8 +107,6 @@ def expand_run_dirs(paths: list[str | os.PathLike]) -> list[tuple[Path, str | No
                     rd = p / "runs" / (r["variant"] + (f"-load{r['load_scale']:g}" if multi else ""))
                 out.append((rd, r["variant"], float(r["load_scale"]) if "load_scale" in r else None))
         else:
-            from edgevlm.sim.errors import UserError
-
             raise UserError(f"{p}: not a run directory (no summary.json) nor a compare output (no results.parquet)")
     return out
 
@@ -170,8 +170,6 @@ def _bin_s(row) -> float:
 
 def _tradeoff(table: pd.DataFrame, out: Path):
     """The offline trade-off of the runs' trace (curves, separability, summary), or None if unavailable."""
-    from edgevlm.analysis.tradeoff import tradeoff
-    from edgevlm.sim.workload import Workload
 
     path = table["trace_path"].dropna()
     if path.empty or not Path(path.iloc[0]).is_file():

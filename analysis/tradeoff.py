@@ -39,8 +39,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.stats import rankdata
 
 from edgevlm.commands import Commands, add_output_options
+from edgevlm.sim.errors import UserError
+from edgevlm.sim.profiles import MODELS
+from edgevlm.sim.runner import write_json
+from edgevlm.sim.workload import Workload
+from edgevlm.traces import TraceError, atomic_write
 
 METRICS = {"min_entropy": "s1_min_entropy", "shannon": "s1_shannon", "margin": "s1_margin"}
 TOKENS: tuple[int | str, ...] = (1, 5, "all")
@@ -126,7 +132,6 @@ def separability(values: np.ndarray, correct: np.ndarray, edges: np.ndarray,
     bc = float(np.sqrt(p * q).sum())
     out["overlap"] = float(np.minimum(p, q).sum())
     out["bhattacharyya"] = -math.log(bc) if bc > 0 else math.inf
-    from scipy.stats import rankdata
 
     ranks = rankdata(values if higher_is_uncertain else -values)  # average ranks: ties count 1/2
     out["auroc"] = float((ranks[~correct].sum() - n_w * (n_w + 1) / 2) / (n_w * n_c))
@@ -136,7 +141,6 @@ def separability(values: np.ndarray, correct: np.ndarray, edges: np.ndarray,
 def tradeoff(workload, *, jpeg_quality: int = 75, model: str = "llava-1.5-7b", points: int = 101,
              bins: int = 20, correct_min: float = 0.5, tokens=TOKENS) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """(curves table, separability table, JSON summary) of a Workload; see the module docstring."""
-    from edgevlm.sim.profiles import MODELS
 
     prof = MODELS[model]
     n_v = prof.visual_tokens
@@ -241,16 +245,10 @@ def tradeoff(workload, *, jpeg_quality: int = 75, model: str = "llava-1.5-7b", p
 
 
 def _cmd_tradeoff(args: argparse.Namespace) -> int:
-    from edgevlm.sim.errors import UserError
-    from edgevlm.sim.runner import write_json
-    from edgevlm.sim.workload import Workload
-    from edgevlm.traces import TraceError, atomic_write
-
     if args.points < 2:
         raise UserError("--points: must be at least 2")
     if args.bins < 1:
         raise UserError("--bins: must be a positive integer")
-    from edgevlm.sim.profiles import MODELS
 
     if args.model not in MODELS:
         raise UserError(f"--model: unknown model {args.model!r}; allowed: {', '.join(MODELS)}")

@@ -9,8 +9,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from edgevlm.commands import Commands
+from edgevlm.models.backend import BackendError, load_backend
+from edgevlm.models.codec import CodecError, load_codec
+from edgevlm.models.fit_codec import fit_codec_on_manifest
+from edgevlm.models.manifest import ManifestError, read_manifest
+from edgevlm.models.progressive import projector
+from edgevlm.traces.io import TraceError
 
 EXIT_USAGE = 2
 
@@ -146,19 +153,12 @@ def register(commands: Commands) -> None:
 
 def run_fit_codec(args: argparse.Namespace) -> int:
     """Handler of `fit-codec`: calibration tokens from the manifest's images, fit, save."""
-    from pathlib import Path
-
-    from edgevlm.models.backend import BackendError
-    from edgevlm.models.manifest import ManifestError, read_manifest
-
-    from edgevlm.models.codec import CodecError  # defers torch (the [models] extra)
-    from edgevlm.models.fit_codec import fit_codec_on_manifest
 
     try:
         if args.threads is not None:
             if args.threads < 1:
                 raise CodecError(f"--threads must be a positive integer, got {args.threads}")
-            import torch
+            import torch  # defers torch
             torch.set_num_threads(args.threads)
         samples = read_manifest(args.dataset)
         config = {"n_levels": args.levels, "group_sizes": args.group_sizes}
@@ -184,11 +184,6 @@ def _unescape(text: str | None) -> str | None:
 
 def run_extract(args: argparse.Namespace) -> int:
     """Handler of `extract`: lazy heavy imports; bad input prints one line and returns 2."""
-    from pathlib import Path
-
-    from edgevlm.models.backend import BackendError
-    from edgevlm.models.manifest import ManifestError, read_manifest
-    from edgevlm.traces.io import TraceError
 
     from edgevlm.models.extract import ExtractError, ExtractOptions, extract  # defers torch, PIL ([models] extra)
 
@@ -208,8 +203,7 @@ def run_extract(args: argparse.Namespace) -> int:
             limit=args.limit, checkpoint_every=args.checkpoint_every, overwrite=args.overwrite,
             progress=not args.no_progress, notes=args.notes, infer_jpeg_quality=args.infer_jpeg_quality)
         opts.check()
-        from edgevlm.models.backend import load_backend
-        import torch
+        import torch  # defers torch
 
         torch.set_flush_denormal(True)
         if args.threads is not None:
@@ -223,9 +217,6 @@ def run_extract(args: argparse.Namespace) -> int:
         if args.codec and not args.progressive:
             raise ExtractError("--codec is used only with --progressive")
         if args.progressive:
-            from edgevlm.models.codec import CodecError, load_codec
-            from edgevlm.models.progressive import projector
-
             projector(backend)                     # LLaVA only: fails early with a clear message
             codec_dir = args.codec or str(Path(args.model) / "codec" / "pca_levels")
             try:

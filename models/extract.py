@@ -36,11 +36,13 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pyarrow as pa
 from PIL import Image
+from tqdm.auto import tqdm
 
 from edgevlm.models.backend import VLMBackend
 from edgevlm.models.boxsearch import DEFAULT_RATIOS, box_around, search_box
 from edgevlm.models.jpeg import DEFAULT_QUALITIES, JPEG_SETTINGS, jpeg_round_trip, jpeg_sizes, to_rgb
 from edgevlm.models.manifest import Sample
+from edgevlm.models.progressive import edge_metadata, progressive_row, vision_tokens
 from edgevlm.models.scoring import SCORING_MODES, score_answer
 from edgevlm.models.uncertainty import token_uncertainty
 from edgevlm.traces.io import TraceError, read_trace, write_trace
@@ -140,7 +142,6 @@ def process_sample(backend: VLMBackend, sample: Sample, opts: ExtractOptions) ->
 
     tokens = None
     if opts.codec is not None:  # the projector-input tokens the edge would compress (edge side: no JPEG)
-        from edgevlm.models.progressive import vision_tokens
 
         tokens = vision_tokens(backend, [global_img])[0]
     enc1 = backend.encode([global_seen], sample.question)
@@ -170,8 +171,6 @@ def process_sample(backend: VLMBackend, sample: Sample, opts: ExtractOptions) ->
         "t_decode_token_s": gen1.t_decode_token_s,
     }
     if opts.codec is not None:
-        from edgevlm.models.progressive import progressive_row
-
         row.update(progressive_row(backend, opts.codec, global_img, sample.question, sample.answers,
                                    opts.scoring, tokens=tokens))
     if sample.gt_box is not None:
@@ -188,14 +187,14 @@ def process_sample(backend: VLMBackend, sample: Sample, opts: ExtractOptions) ->
 def hardware_string(backend: VLMBackend) -> str:
     dev = getattr(backend, "device", None)
     if dev is not None and getattr(dev, "type", "") == "cuda":
-        import torch
+        import torch  # defers torch
         return f"{torch.cuda.get_device_name(dev)} (cuda)"
     return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} logical cores"
 
 
 def provenance(backend: VLMBackend, opts: ExtractOptions, manifest: Path) -> dict[str, Any]:
-    import torch
-    import transformers
+    import torch  # defers torch
+    import transformers  # defers transformers
 
     prov = {
         "source_kind": opts.source_kind,
@@ -224,8 +223,6 @@ def provenance(backend: VLMBackend, opts: ExtractOptions, manifest: Path) -> dic
     }
     prov.update(backend.describe())
     if opts.codec is not None:
-        from edgevlm.models.progressive import edge_metadata
-
         prov.update(edge_metadata(backend, opts.codec))
         prov["progressive"]["path"] = opts.codec_path
     prov.update(opts.extra_provenance)
@@ -262,7 +259,6 @@ def _write(rows: list[dict[str, Any]], out: Path, prov: dict[str, Any]) -> None:
 def extract(backend: VLMBackend, samples: Sequence[Sample], out: str | os.PathLike, opts: ExtractOptions,
             manifest: str | os.PathLike = "") -> dict[str, Any]:
     """Extract a trace for `samples` into `out` (resuming if it exists); returns a small run summary."""
-    from tqdm.auto import tqdm
 
     opts.check()
     out = Path(out)

@@ -28,10 +28,16 @@ from typing import Any, Optional
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, model_validator
+from tqdm import tqdm
 
 from edgevlm.sim import yamlsafe
 from edgevlm.sim.errors import ConfigError
+from edgevlm.sim.profiles import MODELS
+from edgevlm.sim.runner import resolve_trace, run
+from edgevlm.sim.scenario import parse_scenario
 from edgevlm.sim.summary import nested_get
+from edgevlm.sim.sweep import check_columns
+from edgevlm.sim.workload import Workload
 
 COMPARE_VERSION = 1
 NAME_PATTERN = r"^[A-Za-z0-9_.\-]+$"
@@ -106,7 +112,6 @@ def load_compare(spec: str | os.PathLike | dict) -> tuple[CompareSpec, Path | No
 
 def _base_scenario(spec: CompareSpec, base_dir: Path | None) -> tuple[dict, Path | None]:
     """The base scenario as a dict, its trace path made absolute so variants resolve it alike."""
-    from edgevlm.sim.runner import resolve_trace
 
     if isinstance(spec.base, dict):
         data, scen_dir = copy.deepcopy(spec.base), base_dir
@@ -135,7 +140,6 @@ def _scale_load(data: dict, scale: float, where: str) -> dict:
 
 def expand(spec: CompareSpec, base_dir: Path | None, overrides: dict | None = None):
     """The (variant name, load scale, validated Scenario) triples a compare runs, in order."""
-    from edgevlm.sim.scenario import parse_scenario
 
     base, _ = _base_scenario(spec, base_dir)
     base = deep_merge(base, spec.set)
@@ -187,10 +191,6 @@ def run_compare(spec: str | os.PathLike | dict, out_dir: str | os.PathLike | Non
     re-verified by `edgevlm check` (columns check_ok, check_violations); `audit` records
     audit.parquet so link capacity and GPU busy time are verified too.
     """
-    from edgevlm.sim.sweep import check_columns
-    from edgevlm.sim.profiles import MODELS
-    from edgevlm.sim.runner import run
-    from edgevlm.sim.workload import Workload
 
     parsed, file_dir = load_compare(spec)
     runs = expand(parsed, base_dir or file_dir, overrides)
@@ -198,8 +198,6 @@ def run_compare(spec: str | os.PathLike | dict, out_dir: str | os.PathLike | Non
     rows = []
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=len(runs), unit="run", desc=parsed.name, dynamic_ncols=True)
     try:
         for name, scale, sc in runs:

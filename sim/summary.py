@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 from scipy import stats
 
 from edgevlm.traces.eventlog import STATUSES
@@ -97,7 +98,6 @@ def summarize(events: pa.Table, *, warmup_s: float, baseline_up1_bytes: np.ndarr
 
 def read_summary_columns(path) -> pa.Table:
     """Only the columns the summary needs, strings dictionary-encoded, so large logs stay small in memory."""
-    import pyarrow.parquet as pq
 
     return pq.read_table(path, columns=list(SUMMARY_COLUMNS), read_dictionary=["sample_id", "status"])
 

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from edgevlm.sim.errors import ConfigError
 from edgevlm.traces import read_trace
 from edgevlm.traces.protocol import TEXT_BYTES_PER_TOKEN
 
@@ -71,8 +72,6 @@ class Workload:
         return self.provenance.get("source_kind") == "synthetic"
 
     def quality_index(self, quality: int, path: str = "policy.jpeg_quality") -> int:
-        from edgevlm.sim.errors import ConfigError
-
         if quality not in self.qualities:
             raise ConfigError(path, f"{quality} is not in the trace's jpeg_qualities; allowed: "
                               + ", ".join(map(str, self.qualities)))

@@ -6,17 +6,25 @@ so `edgevlm --help` stays fast and lists these commands without those extras ins
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from edgevlm.commands import Commands, add_output_options
+from edgevlm.models.backend import BackendError
+from edgevlm.models.manifest import ManifestError, read_manifest
 from edgevlm.sim.errors import UserError
+from edgevlm.sim.workload import Workload
+from edgevlm.testbed.config import DEFAULT_MODEL, load_testbed
+from edgevlm.testbed.edge import Arrival, build_policy, run_edge, write_events
+from edgevlm.testbed.engine import ModelProcessError, parse_cpus
+from edgevlm.testbed.validate import run
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from edgevlm.testbed.config import DEFAULT_MODEL
-
     model = args.model
     if model is None:
         if not DEFAULT_MODEL.is_dir():
@@ -25,9 +33,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         model = str(DEFAULT_MODEL)
     if args.max_queue < 1:
         raise UserError("--max-queue: must be a positive integer")
-    from edgevlm.models.backend import BackendError
-    from edgevlm.testbed.engine import ModelProcessError, parse_cpus
-    from edgevlm.testbed.server import serve
+    from edgevlm.testbed.server import serve  # defers fastapi
 
     cpus = parse_cpus(args.model_cpus, "--model-cpus") if args.model_cpus else None
     if args.model_spin_s < 0:
@@ -45,14 +51,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_edge(args: argparse.Namespace) -> int:
-    import asyncio
-
-    import numpy as np
-
-    from edgevlm.models.manifest import ManifestError, read_manifest
-    from edgevlm.sim.workload import Workload
-    from edgevlm.testbed.edge import Arrival, build_policy, run_edge, write_events
-
     try:
         samples = {s.sample_id: s for s in read_manifest(args.manifest)}
     except ManifestError as exc:
@@ -88,9 +86,6 @@ def _cmd_edge(args: argparse.Namespace) -> int:
 
 
 def _cmd_testbed(args: argparse.Namespace, compare_sim: bool = False) -> int:
-    from edgevlm.testbed.config import load_testbed
-    from edgevlm.testbed.validate import run
-
     tb, _ = load_testbed(args.testbed)
     out = Path(args.out) if args.out else Path("runs") / f"testbed-{tb.name}"
     result = run(tb, out, compare_sim=compare_sim, progress=not args.quiet)

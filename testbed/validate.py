@@ -711,7 +711,7 @@ def plot_cdf(sim_events, tb_events, path: Path, title: str) -> None:
     """Sim and testbed latency CDFs in one plot."""
     import matplotlib  # defers matplotlib (slow to import; only this plot needs it)
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # defers matplotlib
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for label, ev in (("simulator", sim_events), ("testbed", tb_events)):

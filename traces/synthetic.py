@@ -27,6 +27,7 @@ model. Real traces come from models/. The generative story, per sample:
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 from pathlib import Path
 
@@ -34,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 
 from edgevlm.traces.io import write_trace
+from edgevlm.traces.version import generator_string
 
 JPEG_QUALITIES = [10, 25, 50, 75, 95]
 QUALITY_FACTORS = np.array([0.28, 0.5, 0.75, 1.0, 2.1])
@@ -122,7 +124,6 @@ def generate_table(n_samples: int = 2000, seed: int = 0) -> pa.Table:
 
 def provenance(n_samples: int, seed: int) -> dict:
     """Provenance for a synthetic trace: labelled synthetic, with the generator and its parameters."""
-    from edgevlm.traces.version import generator_string
 
     return {
         "source_kind": "synthetic",
@@ -143,8 +144,6 @@ def write_synthetic(path: str | Path, n_samples: int = 2000, seed: int = 0) -> P
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
     ap = argparse.ArgumentParser(description="Write a SYNTHETIC v1 trace (tests only).")
     ap.add_argument("out", type=Path)
     ap.add_argument("--samples", type=int, default=2000)
