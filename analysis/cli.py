@@ -6,14 +6,16 @@ import argparse
 import sys
 from pathlib import Path
 
+from edgevlm.analysis.inspect import format_inspect, inspect_trace, plot_trace
+from edgevlm.commands import Commands, add_output_options
+from edgevlm.sim.compare import COMPARE_VERSION, format_table, load_compare, run_compare
 from edgevlm.sim.errors import UserError
+from edgevlm.sim.runner import resolve_trace, write_json
+from edgevlm.traces import atomic_write
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from edgevlm.analysis.report import build_report
-    from edgevlm.sim.compare import COMPARE_VERSION, format_table, load_compare, run_compare
-    from edgevlm.sim.runner import write_json
-    from edgevlm.traces import atomic_write
+    from edgevlm.analysis.report import build_report  # defers matplotlib, seaborn
 
     overrides: dict = {}
     if args.requests is not None:
@@ -44,7 +46,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from edgevlm.analysis.report import build_report
+    from edgevlm.analysis.report import build_report  # defers matplotlib, seaborn
 
     rep = build_report(args.runs, args.out, title=args.title, tradeoff=not args.no_tradeoff)
     print(f"wrote {rep.html_path}, {rep.md_path}, {len(rep.figures)} figures, {rep.out_dir / 'results.parquet'}")
@@ -52,10 +54,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from edgevlm.analysis.inspect import format_inspect, inspect_trace, plot_trace
-
-    from edgevlm.sim.runner import resolve_trace
-
     info = inspect_trace(resolve_trace(args.trace, None))
     print(format_inspect(info))
     if args.plot:
@@ -64,39 +62,29 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "compare", help="run policy variants on one workload (common random numbers) and write a report",
-        description="Run every variant of a compare file (a base scenario plus named policy variants, optional load "
-                    "axis) with the same seed. Writes DIR/results.parquet (one row per variant), DIR/runs/<variant>/ "
-                    "and DIR/report/ (report.html with embedded figures, report.md, PNGs). See sim/compare.py for "
-                    "the file format.")
+def register(commands: Commands) -> None:
+    """The analysis commands: compare (run + report), report (from runs), trace inspect."""
+    p = commands.add(
+        "compare", _cmd_compare, "run policy variants on one workload (common random numbers) and write a report",
+        "Run every variant of a compare file (a base scenario plus named policy variants, optional load axis) with "
+        "the same seed. Writes DIR/results.parquet (one row per variant), DIR/runs/<variant>/ and DIR/report/ "
+        "(report.html with embedded figures, report.md, PNGs). See sim/compare.py for the file format.")
     p.add_argument("file", help="compare YAML file, e.g. scenarios/compare_policies.yaml")
-    p.add_argument("--out", help="output directory (default: runs/<compare name>)")
     p.add_argument("--requests", type=int, help="override every variant's stop rule with this many requests")
     p.add_argument("--seed", type=int, help="override the seed (still common to all variants)")
     p.add_argument("--no-report", action="store_true", help="skip the HTML/Markdown report and figures")
-    p.add_argument("--audit", action="store_true",
-                   help="record every transfer and GPU pass so `check` also verifies link capacity and GPU busy time")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
-    p.set_defaults(func=_cmd_compare)
+    add_output_options(p, "output directory (default: runs/<compare name>)", audit=True, progress=True)
 
-    r = subparsers.add_parser(
-        "report", help="rebuild a comparison report from finished runs (no re-simulation)",
-        description="Build report.html, report.md, the figures and results.parquet from run directories (each with "
-                    "summary.json and events.parquet) or compare output directories.")
+    r = commands.add("report", _cmd_report, "rebuild a comparison report from finished runs (no re-simulation)",
+                     "Build report.html, report.md, the figures and results.parquet from run directories (each "
+                     "with summary.json and events.parquet) or compare output directories.")
     r.add_argument("runs", nargs="+", help="run directories or compare output directories")
     r.add_argument("--out", required=True, help="report directory")
     r.add_argument("--title", default="Policy comparison")
     r.add_argument("--no-tradeoff", action="store_true", help="skip the offline trade-off section")
-    r.set_defaults(func=_cmd_report)
 
-
-def register_trace(subparsers) -> None:
-    p = subparsers.add_parser("inspect", help="provenance, counts per question type, distributions, stage accuracy",
-                              description="Summarise a trace: provenance, rows per question type, distributions of "
-                                          "entropies, bytes and scores, stage-1/stage-2 accuracy.")
-    p.add_argument("trace")
-    p.add_argument("--plot", metavar="DIR", help="also write figures (PNG) into DIR")
-    p.set_defaults(func=_cmd_inspect)
+    i = commands.add("inspect", _cmd_inspect, "provenance, counts per question type, distributions, stage accuracy",
+                     "Summarise a trace: provenance, rows per question type, distributions of entropies, bytes and "
+                     "scores, stage-1/stage-2 accuracy.", group="trace")
+    i.add_argument("trace")
+    i.add_argument("--plot", metavar="DIR", help="also write figures (PNG) into DIR")

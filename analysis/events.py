@@ -11,7 +11,7 @@ Phases of a completed request add up exactly to its latency:
   crop_round_trip  up2_end_s - s1_end_s: attention pass, bbox down, edge crop, crop up
   downlink         done_s - (s2_end_s, else s1_end_s): the answer down
 
-Progressive requests (their own columns, sim/recorder.py PROG_EVENT_COLUMNS; the crop columns stay
+Progressive requests (their own columns, traces/eventlog.py PROG_EVENT_COLUMNS; the crop columns stay
 null): each refinement round's level request counts as downlink (prog_down_s), its increment as
 uplink (prog_up_s), its GPU wait as queue (prog_queue_s) and its pass as inference (prog_infer_s);
 the answer's downlink starts at prog_last_end_s. Network latency = uplink + downlink.
@@ -33,9 +33,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import yaml
 
+from edgevlm.traces.eventlog import TIME_COLUMNS
+
 PHASES = ("edge", "uplink", "queue", "inference", "crop_round_trip", "downlink", "other")
-_TIME_COLUMNS = ["arrival_s", "edge_done_s", "up1_end_s", "s1_start_s", "s1_end_s", "crop_req_end_s",
-                 "up2_end_s", "s2_start_s", "s2_end_s", "done_s", "latency_s", "status"]
+_PHASE_COLUMNS = [*TIME_COLUMNS, "latency_s", "status"]
 _PROG_COLUMNS = ["prog_last_end_s", "prog_down_s", "prog_up_s", "prog_queue_s", "prog_infer_s"]
 
 
@@ -59,7 +60,7 @@ def phase_breakdown(run: str | os.PathLike, *, warmup_s: float = 0.0) -> pd.Data
     """Seconds per phase for each completed request that arrived at or after warmup_s."""
     names = set(pq.read_schema(events_path(run)).names)
     prog = [c for c in _PROG_COLUMNS if c in names]  # logs written before issue 20 lack them
-    ev = read_events(run, _TIME_COLUMNS + prog)
+    ev = read_events(run, _PHASE_COLUMNS + prog)
     for c in _PROG_COLUMNS:
         if c not in ev:
             ev[c] = np.nan

@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from edgevlm.sim.workload import Workload
+
 
 def inspect_trace(path: str | Path) -> dict:
     """Everything `trace inspect` prints, as a dict of tables (DataFrames) and provenance."""
-    from edgevlm.sim.workload import Workload
 
     root = Workload.load(path)
     wl = root.at_quality(75) if 75 in root.qualities else root  # distributions at q75 where measured
@@ -75,11 +76,11 @@ def per_quality_table(root, qtypes: np.ndarray) -> pd.DataFrame:
 
 def plot_trace(info: dict, out_dir: str | Path) -> list[Path]:
     """Histograms of min-entropy by stage-1 correctness, and of byte sizes, as PNGs."""
-    from edgevlm.analysis import plots
+    from edgevlm.analysis import plots  # defers matplotlib, seaborn
 
     plots.setup_style(synthetic=info["provenance"].get("source_kind") == "synthetic")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
+    import matplotlib.pyplot as plt  # defers matplotlib
+    import seaborn as sns  # defers seaborn
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

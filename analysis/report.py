@@ -18,9 +18,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 
 from edgevlm.analysis import plots
 from edgevlm.analysis.events import PHASES, phase_breakdown, read_events, run_scenario, throughput_series
+from edgevlm.analysis.tradeoff import tradeoff
+from edgevlm.sim.errors import UserError
+from edgevlm.sim.profiles import MODELS, ModelProfile, resolve
+from edgevlm.sim.summary import nested_get
+from edgevlm.sim.workload import Workload
 from edgevlm.traces import atomic_write
 
 
@@ -36,31 +42,21 @@ class Report:
     md_path: Path | None = None
 
 
-def _get(d, *path):
-    for k in path:
-        if not isinstance(d, dict) or k not in d:
-            return None
-        d = d[k]
-    return d
-
-
 def _stage1_flops(scenario: dict) -> float | None:
     """FLOPs of one global-only pass for the scenario's server model (the relative-compute unit)."""
-    from pydantic import ValidationError
-
-    from edgevlm.sim.profiles import MODELS, ModelProfile, resolve
 
     try:
-        model = ModelProfile.model_validate(resolve(_get(scenario, "server", "model") or "llava-1.5-7b", MODELS, "model"))
+        model = ModelProfile.model_validate(resolve(nested_get(scenario, "server", "model") or "llava-1.5-7b",
+                                                    MODELS, "model"))
     except (ValueError, ValidationError):
         return None
     return model.flops(model.visual_tokens)
 
 
 def _offered_load(scenario: dict) -> float | None:
-    arrival = _get(scenario, "clients", "arrival") or {}
+    arrival = nested_get(scenario, "clients", "arrival") or {}
     rate = arrival.get("rate_per_s", arrival.get("fps"))
-    count = _get(scenario, "clients", "count")
+    count = nested_get(scenario, "clients", "count")
     return None if rate is None or count is None else float(rate) * float(count)
 
 
@@ -83,21 +79,23 @@ def run_row(run_dir: Path, label: str | None = None, load_scale: float | None = 
     row.update({
         "throughput_per_s": s["throughput_per_s"], "goodput_per_s": s["goodput_per_s"],
         "deadline_met_rate": s["deadline_met_rate"],
-        "uplink_bytes_per_request": _get(s, "bytes_per_request", "uplink"),
-        "downlink_bytes_per_request": _get(s, "bytes_per_request", "downlink"),
+        "uplink_bytes_per_request": nested_get(s, "bytes_per_request", "uplink"),
+        "downlink_bytes_per_request": nested_get(s, "bytes_per_request", "downlink"),
         "additional_comm_cost": s["additional_comm_cost"], "relative_comm_cost": s.get("relative_comm_cost"),
         "retransmission_rate": s["retransmission_rate"],
-        "gpu_utilisation": _get(s, "utilisation", "gpu"), "uplink_utilisation": _get(s, "utilisation", "uplink"),
+        "gpu_utilisation": nested_get(s, "utilisation", "gpu"),
+        "uplink_utilisation": nested_get(s, "utilisation", "uplink"),
         "flops_per_request": flops,
         "relative_computation": None if flops is None or not unit else flops / unit,
-        "warmup_s": float(_get(sc, "stop", "warmup_s") or 0.0), "deadline_s": _get(sc, "slo", "deadline_s"),
-        "source_kind": _get(s, "trace", "source_kind"), "trace_path": _get(s, "trace", "path"),
-        "trace_note": _get(s, "trace", "note"),
-        "jpeg_quality": _get(sc, "policy", "jpeg_quality"), "run_dir": str(run_dir),
-        "stable": s.get("stable"), "offered_per_s": _get(s, "stability", "offered_per_s"),
-        "served_per_s": _get(s, "stability", "served_per_s"),
-        "scenario": s["scenario"], "trace_model_id": _get(s, "trace", "model_id"),
-        "stop_requests": _get(sc, "stop", "requests"), "stop_time_s": _get(sc, "stop", "time_s"),
+        "warmup_s": float(nested_get(sc, "stop", "warmup_s") or 0.0),
+        "deadline_s": nested_get(sc, "slo", "deadline_s"),
+        "source_kind": nested_get(s, "trace", "source_kind"), "trace_path": nested_get(s, "trace", "path"),
+        "trace_note": nested_get(s, "trace", "note"),
+        "jpeg_quality": nested_get(sc, "policy", "jpeg_quality"), "run_dir": str(run_dir),
+        "stable": s.get("stable"), "offered_per_s": nested_get(s, "stability", "offered_per_s"),
+        "served_per_s": nested_get(s, "stability", "served_per_s"),
+        "scenario": s["scenario"], "trace_model_id": nested_get(s, "trace", "model_id"),
+        "stop_requests": nested_get(sc, "stop", "requests"), "stop_time_s": nested_get(sc, "stop", "time_s"),
         "server": _server_text(sc),
     })
     return row
@@ -134,8 +132,6 @@ def expand_run_dirs(paths: list[str | os.PathLike]) -> list[tuple[Path, str | No
                     rd = p / "runs" / (r["variant"] + (f"-load{r['load_scale']:g}" if multi else ""))
                 out.append((rd, r["variant"], float(r["load_scale"]) if "load_scale" in r else None))
         else:
-            from edgevlm.sim.errors import UserError
-
             raise UserError(f"{p}: not a run directory (no summary.json) nor a compare output (no results.parquet)")
     return out
 
@@ -234,8 +230,6 @@ def _bin_s(row) -> float:
 
 def _tradeoff(table: pd.DataFrame, out: Path):
     """The offline trade-off of the runs' trace (curves, separability, summary), or None if unavailable."""
-    from edgevlm.analysis.tradeoff import tradeoff
-    from edgevlm.sim.workload import Workload
 
     path = table["trace_path"].dropna()
     if path.empty or not Path(path.iloc[0]).is_file():

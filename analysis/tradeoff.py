@@ -40,6 +40,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.stats import rankdata
+
+from edgevlm.commands import Commands, add_output_options
+from edgevlm.sim.errors import UserError
+from edgevlm.sim.profiles import MODELS
+from edgevlm.sim.runner import write_json
+from edgevlm.sim.workload import V1_QUALITY_NOTE, Workload
+from edgevlm.traces import TraceError, atomic_write
 
 METRICS = {"min_entropy": "s1_min_entropy", "shannon": "s1_shannon", "margin": "s1_margin"}
 TOKENS: tuple[int | str, ...] = (1, 5, "all")
@@ -125,7 +133,6 @@ def separability(values: np.ndarray, correct: np.ndarray, edges: np.ndarray,
     bc = float(np.sqrt(p * q).sum())
     out["overlap"] = float(np.minimum(p, q).sum())
     out["bhattacharyya"] = -math.log(bc) if bc > 0 else math.inf
-    from scipy.stats import rankdata
 
     ranks = rankdata(values if higher_is_uncertain else -values)  # average ranks: ties count 1/2
     out["auroc"] = float((ranks[~correct].sum() - n_w * (n_w + 1) / 2) / (n_w * n_c))
@@ -135,8 +142,6 @@ def separability(values: np.ndarray, correct: np.ndarray, edges: np.ndarray,
 def tradeoff(workload, *, jpeg_quality: int = 75, model: str = "llava-1.5-7b", points: int = 101,
              bins: int = 20, correct_min: float = 0.5, tokens=TOKENS) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """(curves table, separability table, JSON summary) of a Workload; see the module docstring."""
-    from edgevlm.sim.profiles import MODELS
-    from edgevlm.sim.workload import V1_QUALITY_NOTE
 
     prof = MODELS[model]
     n_v = prof.visual_tokens
@@ -243,16 +248,10 @@ def tradeoff(workload, *, jpeg_quality: int = 75, model: str = "llava-1.5-7b", p
 
 
 def _cmd_tradeoff(args: argparse.Namespace) -> int:
-    from edgevlm.sim.errors import UserError
-    from edgevlm.sim.runner import write_json
-    from edgevlm.sim.workload import Workload
-    from edgevlm.traces import TraceError, atomic_write
-
     if args.points < 2:
         raise UserError("--points: must be at least 2")
     if args.bins < 1:
         raise UserError("--bins: must be a positive integer")
-    from edgevlm.sim.profiles import MODELS
 
     if args.model not in MODELS:
         raise UserError(f"--model: unknown model {args.model!r}; allowed: {', '.join(MODELS)}")
@@ -298,15 +297,14 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "tradeoff", help="offline accuracy vs comm cost vs computation of the crop gates (no queueing)",
-        description="Sweep the entropy gate (min_entropy, shannon, margin; k = 1, 5, all) on a trace and write the "
-                    "accuracy / additional comm cost / relative computation curves with the random and oracle "
-                    "curves (tradeoff.parquet), the correct-vs-wrong separability per metric and question type "
-                    "(separability.parquet), and a JSON summary (tradeoff.json). See analysis/tradeoff.py.")
+def register(commands: Commands) -> None:
+    p = commands.add(
+        "tradeoff", _cmd_tradeoff, "offline accuracy vs comm cost vs computation of the crop gates (no queueing)",
+        "Sweep the entropy gate (min_entropy, shannon, margin; k = 1, 5, all) on a trace and write the accuracy / "
+        "additional comm cost / relative computation curves with the random and oracle curves (tradeoff.parquet), "
+        "the correct-vs-wrong separability per metric and question type (separability.parquet), and a JSON "
+        "summary (tradeoff.json). See analysis/tradeoff.py.")
     p.add_argument("trace", help="trace Parquet file")
-    p.add_argument("--out", help="output directory (default: runs/tradeoff-<trace name>)")
     p.add_argument("--jpeg-quality", type=int, default=75, help="JPEG quality of the byte sizes (default 75)")
     p.add_argument("--model", default="llava-1.5-7b", help="model profile for FLOPs (default llava-1.5-7b)")
     p.add_argument("--points", type=int, default=101, help="eta quantiles and random p values per curve (default 101)")
@@ -314,5 +312,4 @@ def register(subparsers) -> None:
     p.add_argument("--correct-min", type=float, default=0.5,
                    help="a stage-1 answer counts as correct when s1_score >= this (default 0.5)")
     p.add_argument("--csv", action="store_true", help="also write the tables as CSV")
-    p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
-    p.set_defaults(func=_cmd_tradeoff)
+    add_output_options(p, "output directory (default: runs/tradeoff-<trace name>)")

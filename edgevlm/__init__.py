@@ -9,6 +9,9 @@ run the checkout's code without an install.
 
 from pathlib import Path as _Path
 
+#: The distribution's version (pyproject.toml reads it from here); `edgevlm --version` prints it.
+__version__ = "0.1.0"
+
 _checkout = _Path(__file__).resolve().parent.parent
 if (_checkout / "pyproject.toml").is_file() and (_checkout / "sim" / "__init__.py").is_file():
     __path__.append(str(_checkout))  # noqa: F821 - a package's __path__ is set by the import system

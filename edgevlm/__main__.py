@@ -1,3 +1,5 @@
-from edgevlm.sim.cli import main
+"""`python -m edgevlm`: the same command line as the `edgevlm` script."""
+
+from edgevlm.cli import main
 
 raise SystemExit(main())

@@ -265,6 +265,7 @@ def detect_backend(path: str) -> str:
     elif Path(path).exists():
         raise BackendError(f"{path}: no config.json; expected a Hugging Face checkpoint directory")
     else:
+        # defers transformers
         from transformers import AutoConfig  # hub id: needs network access or the local HF cache
         try:
             model_type = AutoConfig.from_pretrained(path).model_type
@@ -286,10 +287,10 @@ def load_backend(path: str, *, backend: str = "auto", device: str = "cpu",
         raise BackendError(f"--backend {backend!r} must be one of {', '.join(BACKENDS)}")
     kind = detect_backend(path) if backend == "auto" else backend
     if kind == "llava":
-        from edgevlm.models.llava import LlavaBackend
+        from edgevlm.models.llava import LlavaBackend  # defers torch
         return LlavaBackend.load(path, device=device, overrides=overrides)
     if kind == "instructblip":
-        from edgevlm.models.instructblip import InstructBlipBackend
+        from edgevlm.models.instructblip import InstructBlipBackend  # defers torch, transformers
         return InstructBlipBackend.load(path, device=device, overrides=overrides)
-    from edgevlm.models.qwen import QwenVLBackend
+    from edgevlm.models.qwen import QwenVLBackend  # defers torch
     return QwenVLBackend.load(path, device=device, overrides=overrides)

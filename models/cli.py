@@ -1,8 +1,8 @@
-"""`edgevlm trace extract`: run a VLM over a dataset manifest and write a v1 trace.
+"""`edgevlm trace extract` (run a VLM over a dataset manifest, write a v1 trace) and `edgevlm trace fit-codec`.
 
-register(subparsers) adds the `extract` sub-command to the `trace` sub-parsers of sim/cli.py; the
-handler imports torch/transformers only when it runs, so `--help` stays fast. Standalone:
-    python -m edgevlm.models.cli extract --model DIR --dataset manifest.jsonl --out traces/x.parquet
+register(commands) adds them to `edgevlm trace`; the handlers import torch/transformers only when
+they run, so `edgevlm --help` stays fast and lists them without the [models] extra installed (the
+entry point turns a missing torch into the install hint).
 """
 
 from __future__ import annotations
@@ -10,7 +10,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Sequence
+
+from edgevlm.commands import Commands
+from edgevlm.models.backend import BackendError, load_backend
+from edgevlm.models.codec import CodecError, load_codec
+from edgevlm.models.datasets import DATASETS, AnnotationError, Source, build_manifest
+from edgevlm.models.fit_codec import fit_codec_on_manifest
+from edgevlm.models.manifest import ManifestError, read_manifest
+from edgevlm.models.progressive import projector
+from edgevlm.traces.io import TraceError
 
 EXIT_USAGE = 2
 
@@ -175,10 +183,6 @@ def add_manifest_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_manifest(args: argparse.Namespace) -> int:
     """Handler of `manifest`: bad annotation files print one line naming file, record and field; exit 2."""
-    from pathlib import Path
-
-    from edgevlm.models.datasets import AnnotationError, Source, build_manifest
-
     opt = lambda v: Path(v) if v else None  # noqa: E731
     try:
         n = build_manifest(args.dataset, Source(Path(args.annotations), Path(args.images), args.split,
@@ -190,45 +194,28 @@ def run_manifest(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers) -> argparse.ArgumentParser:
-    """Add `extract`, `fit-codec` and `manifest` to the given (trace) sub-parsers object."""
-    p = subparsers.add_parser("extract", help="extract a trace from a real VLM over a dataset manifest",
-                              description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+def register(commands: Commands) -> None:
+    """Add `extract` and `fit-codec` to `edgevlm trace`."""
+    p = commands.add("extract", run_extract, "extract a trace from a real VLM over a dataset manifest", _DESCRIPTION,
+                     group="trace", raw=True)
     add_extract_arguments(p)
-    p.set_defaults(func=run_extract)
-    f = subparsers.add_parser("fit-codec", help="fit a progressive visual-token codec on a LLaVA's vision tokens",
-                              description=_FIT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    f = commands.add("fit-codec", run_fit_codec, "fit a progressive visual-token codec on a LLaVA's vision tokens",
+                     _FIT_DESCRIPTION, group="trace", raw=True)
     add_fit_codec_arguments(f)
-    f.set_defaults(func=run_fit_codec)
-    from edgevlm.models.datasets import DATASETS   # light: json/pathlib only
-
-    m = subparsers.add_parser("manifest", help="write a dataset manifest from a benchmark's annotation files",
-                              description=_MANIFEST_DESCRIPTION.format(datasets="\n".join(
-                                  f"  {a.name:<12} {a.summary}" for a in DATASETS.values())),
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    m = commands.add("manifest", run_manifest, "write a dataset manifest from a benchmark's annotation files",
+                     _MANIFEST_DESCRIPTION.format(datasets="\n".join(
+                         f"  {a.name:<12} {a.summary}" for a in DATASETS.values())), group="trace", raw=True)
     add_manifest_arguments(m)
-    m.set_defaults(func=run_manifest)
-    return p
 
 
 def run_fit_codec(args: argparse.Namespace) -> int:
     """Handler of `fit-codec`: calibration tokens from the manifest's images, fit, save."""
-    from pathlib import Path
 
-    from edgevlm.models.backend import BackendError
-    from edgevlm.models.manifest import ManifestError, read_manifest
-
-    try:
-        from edgevlm.models.codec import CodecError
-        from edgevlm.models.fit_codec import fit_codec_on_manifest
-    except ImportError as exc:
-        print(f"edgevlm: error: fit-codec needs the [models] extra ({exc})", file=sys.stderr)
-        return EXIT_USAGE
     try:
         if args.threads is not None:
             if args.threads < 1:
                 raise CodecError(f"--threads must be a positive integer, got {args.threads}")
-            import torch
+            import torch  # defers torch
             torch.set_num_threads(args.threads)
         samples = read_manifest(args.dataset)
         config = {"n_levels": args.levels, "group_sizes": args.group_sizes}
@@ -254,17 +241,9 @@ def _unescape(text: str | None) -> str | None:
 
 def run_extract(args: argparse.Namespace) -> int:
     """Handler of `extract`: lazy heavy imports; bad input prints one line and returns 2."""
-    from pathlib import Path
 
-    from edgevlm.models.backend import BackendError
-    from edgevlm.models.manifest import ManifestError, read_manifest
-    from edgevlm.traces.io import TraceError
+    from edgevlm.models.extract import ExtractError, ExtractOptions, extract  # defers torch, PIL ([models] extra)
 
-    try:
-        from edgevlm.models.extract import ExtractError, ExtractOptions, extract
-    except ImportError as exc:  # torch/transformers/pillow missing
-        print(f"edgevlm: error: trace extract needs the [models] extra ({exc})", file=sys.stderr)
-        return EXIT_USAGE
     try:
         samples = read_manifest(args.dataset)
         overrides = {
@@ -282,8 +261,7 @@ def run_extract(args: argparse.Namespace) -> int:
             progress=not args.no_progress, notes=args.notes, infer_jpeg_quality=args.infer_jpeg_quality,
             batch_size=args.batch_size)
         opts.check()
-        from edgevlm.models.backend import load_backend
-        import torch
+        import torch  # defers torch
 
         torch.set_flush_denormal(True)
         if args.threads is not None:
@@ -297,9 +275,6 @@ def run_extract(args: argparse.Namespace) -> int:
         if args.codec and not args.progressive:
             raise ExtractError("--codec is used only with --progressive")
         if args.progressive:
-            from edgevlm.models.codec import CodecError, load_codec
-            from edgevlm.models.progressive import projector
-
             projector(backend)                     # LLaVA only: fails early with a clear message
             codec_dir = args.codec or str(Path(args.model) / "codec" / "pca_levels")
             try:
@@ -307,7 +282,11 @@ def run_extract(args: argparse.Namespace) -> int:
             except CodecError as exc:
                 raise ExtractError(str(exc)) from None
             opts.codec_path = codec_dir
-        summary = extract(backend, samples, args.out, opts, manifest=args.dataset)
+        try:
+            summary = extract(backend, samples, args.out, opts, manifest=args.dataset)
+        except KeyboardInterrupt:
+            print("edgevlm: interrupted (rows done so far are saved; rerun to resume)", file=sys.stderr)
+            return 130
     except (ManifestError, BackendError, ExtractError, TraceError) as exc:
         print(f"edgevlm: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -316,19 +295,3 @@ def run_extract(args: argparse.Namespace) -> int:
           + (f" at {rate:.2f} samples/s" if rate else "") + f", {summary['skipped_existing']} already there); "
           f"mean score stage 1 {summary['mean_s1_score']:.3f}, stage 2 {summary['mean_s2_score']:.3f}")
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m edgevlm.models.cli", description="edgevlm model tools")
-    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    register(sub)
-    args = ap.parse_args(argv)
-    try:
-        return args.func(args)
-    except KeyboardInterrupt:
-        print("edgevlm: interrupted (rows done so far are saved; rerun to resume)", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -17,19 +17,25 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
+
+from edgevlm.models.backend import BackendError, load_backend
+from edgevlm.models.codec import CodecError, load_codec
+from edgevlm.models.manifest import ManifestError, read_manifest
+from edgevlm.models.progressive import generate_from_tokens, vision_tokens
+from edgevlm.models.scoring import score_answer
+from edgevlm.models.uncertainty import token_uncertainty
+from edgevlm.traces.io import atomic_write
 
 
 def evaluate(backend, codecs: dict[str, Any], samples: Sequence[Any], scoring: str = "auto",
              progress: bool = True) -> dict[str, Any]:
-    from tqdm.auto import tqdm
 
-    from edgevlm.models.extract import RESAMPLE, load_image
-    from edgevlm.models.progressive import generate_from_tokens, vision_tokens
-    from edgevlm.models.scoring import score_answer
-    from edgevlm.models.uncertainty import token_uncertainty
+    from edgevlm.models.extract import RESAMPLE, load_image  # defers PIL
 
     px = backend.vision_input_px
     ref_scores, blind_scores = [], []
@@ -109,11 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", help="also write the results here")
     a = ap.parse_args(argv)
-    import torch
-
-    from edgevlm.models.backend import BackendError, load_backend
-    from edgevlm.models.codec import CodecError, load_codec
-    from edgevlm.models.manifest import ManifestError, read_manifest
+    import torch  # defers torch
 
     torch.set_num_threads(a.threads)
     torch.set_flush_denormal(True)
@@ -133,9 +135,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     res["dataset"] = a.dataset
     print(format_report(res))
     if a.json:
-        from pathlib import Path
-
-        from edgevlm.traces.io import atomic_write
         atomic_write(a.json, lambda tmp: Path(tmp).write_text(json.dumps(res, indent=2)))
     return 0
 

@@ -36,16 +36,18 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pyarrow as pa
 from PIL import Image
+from tqdm.auto import tqdm
 
 from edgevlm.models.backend import VLMBackend
 from edgevlm.models.batched import process_batch
 from edgevlm.models.boxsearch import DEFAULT_RATIOS, box_around, search_box
 from edgevlm.models.jpeg import DEFAULT_QUALITIES, JPEG_SETTINGS, jpeg_round_trip, jpeg_sizes, to_rgb
 from edgevlm.models.manifest import Sample
+from edgevlm.models.progressive import edge_metadata, progressive_row, vision_tokens
 from edgevlm.models.scoring import SCORING_MODES, score_answer
 from edgevlm.models.uncertainty import token_uncertainty
 from edgevlm.traces.io import TraceError, read_trace, write_trace
-from edgevlm.traces.schema import FIELD_BY_NAME, SOURCE_KINDS
+from edgevlm.traces.schema import FIELD_BY_NAME, PROG_COLUMNS, SOURCE_KINDS
 from edgevlm.traces.version import generator_string, git_commit
 
 RESAMPLE = Image.Resampling.BICUBIC
@@ -59,7 +61,6 @@ COLUMNS = ("sample_id", "question_type", "image_w", "image_h", "global_jpeg_byte
            "s1_margin", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1", "s2_answer", "s2_score", "s2_tokens",
            "s2_oracle_score", "gt_x0", "gt_y0", "gt_x1", "gt_y1", "t_vision_s", "t_prefill_s",
            "t_decode_token_s")
-PROG_COLUMNS = ("prog_bytes", "prog_score", "prog_min_entropy")
 ROW_SCHEMA = pa.schema([FIELD_BY_NAME[c] for c in COLUMNS])
 PROG_ROW_SCHEMA = pa.schema([FIELD_BY_NAME[c] for c in COLUMNS + PROG_COLUMNS])
 
@@ -148,7 +149,6 @@ def process_sample(backend: VLMBackend, sample: Sample, opts: ExtractOptions) ->
 
     tokens = None
     if opts.codec is not None:  # the projector-input tokens the edge would compress (edge side: no JPEG)
-        from edgevlm.models.progressive import vision_tokens
 
         tokens = vision_tokens(backend, [global_img])[0]
     enc1 = backend.encode([global_seen], sample.text)
@@ -178,8 +178,6 @@ def process_sample(backend: VLMBackend, sample: Sample, opts: ExtractOptions) ->
         "t_decode_token_s": gen1.t_decode_token_s,
     }
     if opts.codec is not None:
-        from edgevlm.models.progressive import progressive_row
-
         row.update(progressive_row(backend, opts.codec, global_img, sample.text, sample.answers,
                                    opts.scoring, tokens=tokens))
     if sample.gt_box is not None:
@@ -196,14 +194,14 @@ def process_sample(backend: VLMBackend, sample: Sample, opts: ExtractOptions) ->
 def hardware_string(backend: VLMBackend) -> str:
     dev = getattr(backend, "device", None)
     if dev is not None and getattr(dev, "type", "") == "cuda":
-        import torch
+        import torch  # defers torch
         return f"{torch.cuda.get_device_name(dev)} (cuda)"
     return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} logical cores"
 
 
 def provenance(backend: VLMBackend, opts: ExtractOptions, manifest: Path) -> dict[str, Any]:
-    import torch
-    import transformers
+    import torch  # defers torch
+    import transformers  # defers transformers
 
     prov = {
         "source_kind": opts.source_kind,
@@ -233,8 +231,6 @@ def provenance(backend: VLMBackend, opts: ExtractOptions, manifest: Path) -> dic
     }
     prov.update(backend.describe())
     if opts.codec is not None:
-        from edgevlm.models.progressive import edge_metadata
-
         prov.update(edge_metadata(backend, opts.codec))
         prov["progressive"]["path"] = opts.codec_path
     prov.update(opts.extra_provenance)
@@ -271,7 +267,6 @@ def _write(rows: list[dict[str, Any]], out: Path, prov: dict[str, Any]) -> None:
 def extract(backend: VLMBackend, samples: Sequence[Sample], out: str | os.PathLike, opts: ExtractOptions,
             manifest: str | os.PathLike = "") -> dict[str, Any]:
     """Extract a trace for `samples` into `out` (resuming if it exists); returns a small run summary."""
-    from tqdm.auto import tqdm
 
     opts.check()
     if backend.settings.question_suffix and any(s.prompt is not None for s in samples):

@@ -6,16 +6,17 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from edgevlm.models.backend import load_backend
 from edgevlm.models.codec import Codec, CodecError, make_codec
+from edgevlm.models.progressive import projector, vision_tokens
 
 
 def calibration_tokens(backend, samples: Sequence[Any], batch: int = 16, progress: bool = True) -> np.ndarray:
     """Projector-input tokens of every distinct calibration image, stacked to (N, d_vision)."""
-    from tqdm.auto import tqdm
 
-    from edgevlm.models.extract import RESAMPLE, load_image
-    from edgevlm.models.progressive import vision_tokens
+    from edgevlm.models.extract import RESAMPLE, load_image  # defers PIL
 
     px = backend.vision_input_px
     paths = list(dict.fromkeys(s.image_path for s in samples))
@@ -30,8 +31,6 @@ def calibration_tokens(backend, samples: Sequence[Any], batch: int = 16, progres
 
 def fit_codec_on_manifest(model: str, samples: Sequence[Any], kind: str, config: dict[str, Any], out: Path,
                           *, device: str = "cpu", limit: int | None = None, manifest: str = "") -> Codec:
-    from edgevlm.models.backend import load_backend
-    from edgevlm.models.progressive import projector
 
     if limit is not None:
         if limit < 1:

@@ -115,8 +115,8 @@ class HFBackend(VLMBackend):
     @classmethod
     def load(cls, path: str, *, device: str = "cpu", settings: BackendSettings | None = None,
              overrides: dict[str, Any] | None = None) -> "HFBackend":
-        import transformers
-        from transformers import AutoImageProcessor, AutoTokenizer
+        import transformers  # defers transformers
+        from transformers import AutoImageProcessor, AutoTokenizer  # defers transformers
 
         settings = settings or cls.default_settings
         if Path(path).is_dir():
@@ -236,7 +236,7 @@ class HFBackend(VLMBackend):
         return [e[1] for e in entries], [e[2] for e in entries], t_vision
 
     def encode(self, images: Sequence[Any], question: str, *, add_suffix: bool = True) -> Encoded:
-        from transformers.modeling_outputs import BaseModelOutputWithPooling
+        from transformers.modeling_outputs import BaseModelOutputWithPooling  # defers transformers
 
         feats, extras, t_vision = self.image_features(images)
         n_tokens = [int(f.shape[0]) for f in feats]
@@ -273,7 +273,7 @@ class HFBackend(VLMBackend):
 
     def _fresh(self, encoded: Encoded) -> dict[str, Any]:
         """The inputs with a fresh mm_encoder_outputs dict (transformers may write into it)."""
-        from transformers.modeling_outputs import BaseModelOutputWithPooling
+        from transformers.modeling_outputs import BaseModelOutputWithPooling  # defers transformers
 
         inputs = dict(encoded.inputs)
         mm = inputs.get("mm_encoder_outputs")
@@ -424,7 +424,7 @@ class HFBackend(VLMBackend):
     def _hf_generate(self, inputs: dict[str, Any], max_new: int, eos: list[int], steps: list[float],
                      batched: bool = False):
         """Greedy tokens and their raw logit rows by transformers' `generate`; clock times go to `steps`."""
-        from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+        from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList  # defers transformers
 
         clock = self._clock
         pad = self.tokenizer.pad_token_id

@@ -55,7 +55,7 @@ def capture(backend: VLMBackend) -> Iterator[list]:
 @contextlib.contextmanager
 def substitute(backend: VLMBackend, tokens: np.ndarray) -> Iterator[None]:
     """Replace the projector input of a one-image prompt by `tokens` (n_tokens, d_vision)."""
-    import torch
+    import torch  # defers torch
 
     def hook(module, args):
         x = args[0]

@@ -21,6 +21,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from tqdm import tqdm
+
+from edgevlm.traces.io import atomic_write
 
 SCENE_PX = 768
 #: Vision input of the tiny model; readability is judged at this global resolution.
@@ -256,8 +259,6 @@ def _write_one(args) -> tuple[dict, dict]:
 
 def write_dataset(out: str | os.PathLike, n: int, seed: int, *, progress: bool = True) -> Path:
     """Write n samples (images, manifest.jsonl, scenes_meta.jsonl) under out; returns the manifest path."""
-    from tqdm import tqdm
-    from edgevlm.traces.io import atomic_write
 
     if n <= 0:
         raise ValueError(f"n: must be a positive integer, got {n}")

@@ -19,7 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from edgevlm.sim.recorder import WRITER_OPTIONS
+from edgevlm.traces.eventlog import WRITER_OPTIONS
 
 #: `resource` values; links carry bytes, the GPU runs passes (`stage` 1, 2, or 0 = attention pass).
 LINKS = ("uplink", "downlink")

@@ -28,6 +28,7 @@ from bisect import bisect_left, bisect_right
 from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 
 from edgevlm.sim.errors import UserError
@@ -364,7 +365,6 @@ def synthetic_rates_mbps(seconds: int, mean_mbps: float, seed: int = 0, sigma: f
                          memory: float = 0.8, outage_p: float = 0.03) -> list[float]:
     """Per-second rates of an invented cellular-like uplink: a log-normal AR(1) around `mean_mbps`
     with short outages. SYNTHETIC: for examples and tests, not a measurement."""
-    import numpy as np
 
     rng = np.random.default_rng(seed)
     x, out = 0.0, []

@@ -32,9 +32,21 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from edgevlm.sim.audit import LINKS
+from edgevlm.sim.errors import UserError
+from edgevlm.sim.policies import policies
+from edgevlm.sim.rundir import AUDIT_FILE, EVENTS_FILE, SCENARIO_FILE, SUMMARY_FILE, file_sha256
+from edgevlm.sim.commcost import comm_bytes
+from edgevlm.sim.scenario import load_scenario
+from edgevlm.sim.summary import summarize
+from edgevlm.sim.workload import Workload
+from edgevlm.traces import TraceError
+from edgevlm.traces.eventlog import EVENT_SCHEMA, PROG_SUM_COLUMNS, STATUSES
 
 INVARIANTS = ("files", "scenario", "terminal", "monotone", "link_capacity", "bytes", "gpu", "summary")
-STATUSES = ("ok", "dropped", "expired")
 #: Times are sums of float seconds; allow this relative slack (plus 1 ns) in comparisons.
 REL_TOL = 1e-9
 ABS_TOL_S = 1e-9
@@ -115,13 +127,6 @@ def _close(a: float, b: float) -> bool:
 
 def check_run_dir(run_dir: str | Path, per_invariant: int = 5) -> Report:
     """Check every invariant of a run directory; returns a Report (`.ok`, `.violations`, `.skipped`)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from edgevlm.sim.errors import UserError
-    from edgevlm.sim.recorder import EVENT_SCHEMA
-    from edgevlm.sim.rundir import AUDIT_FILE, EVENTS_FILE, SCENARIO_FILE, SUMMARY_FILE
-    from edgevlm.sim.scenario import load_scenario
 
     run_dir = Path(run_dir)
     if not run_dir.exists():
@@ -200,10 +205,6 @@ def runs_of(path: Path) -> list[Path]:
 
 
 def _load_trace(summary: dict, report: Report):
-    from edgevlm.sim.rundir import file_sha256
-    from edgevlm.sim.workload import Workload
-    from edgevlm.traces import TraceError
-
     info = summary.get("trace") or {}
     path = Path(str(info.get("path", "")))
     if not path.is_file():
@@ -288,8 +289,6 @@ def _check_terminal(ev: dict, summary: dict, sc, complete: bool, bad) -> None:
 
 
 def _check_monotone(ev: dict, summary: dict, sc, bad) -> None:
-    from edgevlm.sim.policies import policies
-
     # Each protocol's own step order (e.g. full_edge infers on the device before the uplink).
     TIME_COLUMNS = policies.builder(sc.policy.kind).step_order
     ids = ev["request_id"]
@@ -330,10 +329,8 @@ def _check_monotone(ev: dict, summary: dict, sc, bad) -> None:
 
 
 def _check_progressive(ev: dict, bad) -> None:
-    """The progressive protocol's columns (sim/recorder.py): the refinement rounds' sums are >= 0 and
+    """The progressive protocol's columns (traces/eventlog.py): the refinement rounds' sums are >= 0 and
     add up to the time from the level-1 pass's end to the last pass's end; other protocols leave them null."""
-    from edgevlm.sim.recorder import PROG_SUM_COLUMNS
-
     if "prog_last_end_s" not in ev:
         return
     ids = ev["request_id"]
@@ -355,7 +352,6 @@ def _audit_links(audit) -> dict[str, dict[str, np.ndarray]] | None:
     """Per link, the audit's transfers as arrays (request_id, bytes, start_s, end_s)."""
     if audit is None:
         return None
-    from edgevlm.sim.audit import LINKS
 
     res = audit.column("resource").to_numpy(zero_copy_only=False).astype(str)
     cols = {c: audit.column(c).to_numpy(zero_copy_only=False) for c in ("request_id", "bytes", "start_s", "end_s")}
@@ -475,8 +471,6 @@ def _worst_window(a: np.ndarray, b: np.ndarray, bits: np.ndarray, cap_bps: float
 
 
 def _check_bytes(ev: dict, summary: dict, links, complete: bool, bad) -> None:
-    from edgevlm.sim.audit import LINKS
-
     ids = ev["request_id"]
     for link in LINKS:
         col = f"{link}_bytes"
@@ -535,8 +529,6 @@ def _check_gpu(ev: dict, summary: dict, sc, audit, complete: bool, report: Repor
         end = audit.column("end_s").to_numpy()[g]
         source = "GPU passes in the audit"
     else:
-        from edgevlm.sim.policies import policies
-
         stages = policies.builder(sc.policy.kind).server_stages
         spans = [(ev[f"s{k}_start_s"], ev[f"s{k}_end_s"]) for k in stages] or [(np.empty(0), np.empty(0))]
         if "prog_last_start_s" in ev and stages:  # a progressive request's last refinement pass
@@ -576,9 +568,6 @@ def _peak_concurrency(start: np.ndarray, end: np.ndarray) -> tuple[int, float]:
 
 
 def _check_summary(events, summary: dict, sc, workload, bad) -> None:
-    from edgevlm.sim.commcost import comm_bytes
-    from edgevlm.sim.summary import summarize
-
     util = summary.get("utilisation")
     if not isinstance(util, dict):
         bad("summary", "summary.json has no 'utilisation' block")

@@ -1,42 +1,31 @@
-"""The `edgevlm` command line. Bad input prints one line naming the field and exits with code 2.
+"""The simulator's sub-commands (`run`, `trace validate|synthetic`, `sweep`, `check`) for `edgevlm`.
 
-Sub-commands beyond `run` and `trace validate|synthetic` live in their own modules and are listed
-in COMMAND_MODULES / TRACE_COMMAND_MODULES.
+`register(commands)` adds them; the `edgevlm` entry point (edgevlm/cli.py) calls it with every
+other package's, so this module names no package above sim. Bad input raises UserError, which the
+entry point prints as one line naming the field (exit code 2).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from pathlib import Path
-from typing import Sequence
 
+from edgevlm.commands import Commands, add_output_options
+from edgevlm.sim import check, sweep
 from edgevlm.sim.errors import UserError
-from edgevlm.traces import TraceError
-
-EXIT_USAGE = 2
-
-#: Modules that add top-level sub-commands: each has `register(subparsers)` (or `module:function`) and keeps heavy imports
-#: inside its handlers, so `edgevlm --help` stays fast. A module that fails to import is skipped.
-COMMAND_MODULES: tuple[str, ...] = ("edgevlm.sim.sweep", "edgevlm.sim.check", "edgevlm.analysis.cli", "edgevlm.analysis.tradeoff",
-                                    "edgevlm.analysis.reproduce.cli", "edgevlm.testbed.cli")
-#: Modules that add `edgevlm trace ...` sub-commands the same way. models.cli is optional: the
-#: simulator itself never needs torch.
-TRACE_COMMAND_MODULES: tuple[str, ...] = ("edgevlm.models.cli", "edgevlm.analysis.cli:register_trace")
+from edgevlm.sim.replay import cmd_replay
+from edgevlm.sim.runner import Workload, default_scenario_path, resolve_trace, run
+from edgevlm.sim.scenario import DEFAULT_TRACE, load_scenario
+from edgevlm.sim.stability import UNSTABLE_NOTE
+from edgevlm.sim.yamlsafe import read_file as read_yaml
+from edgevlm.traces import TraceError, read_trace
+from edgevlm.traces.synthetic import write_synthetic
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from edgevlm.sim.runner import default_scenario_path, run
-    from edgevlm.sim.scenario import load_scenario
-    from edgevlm.sim.yamlsafe import read_file as read_yaml
-
     if args.replay:
-        from edgevlm.sim.replay import cmd_replay
-
         return cmd_replay(args)
-    from edgevlm.sim.scenario import DEFAULT_TRACE
-
     path = Path(args.scenario) if args.scenario else default_scenario_path()
     scenario, base_dir = load_scenario(path)
     if scenario.trace == DEFAULT_TRACE and not args.quiet and "trace" not in (read_yaml(path, "scenario") or {}):
@@ -44,8 +33,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.seed is not None:
         scenario = scenario.model_copy(update={"seed": args.seed})
     out = Path(args.out) if args.out else Path("runs") / scenario.name
-    from edgevlm.sim.runner import Workload, resolve_trace
-
     try:
         workload = Workload.load(resolve_trace(scenario.trace, base_dir))
     except TraceError as exc:
@@ -69,8 +56,6 @@ def format_summary(s: dict) -> str:
     def ci(d, fmt="{:.3f}"):
         lo, hi = d["ci95"]
         return f(d["value"], fmt) + ("" if lo is None else f"  [{fmt.format(lo)}, {fmt.format(hi)}]")
-
-    from edgevlm.sim.stability import UNSTABLE_NOTE
 
     lat = s["latency_s"]
     st = s.get("stability") or {}
@@ -104,9 +89,6 @@ def format_summary(s: dict) -> str:
 
 
 def _cmd_trace_validate(args: argparse.Namespace) -> int:
-    from edgevlm.sim.runner import resolve_trace
-    from edgevlm.traces import read_trace
-
     table, prov = read_trace(resolve_trace(args.trace, None))
     print(f"{args.trace}: valid v{prov['format_version']} trace, {table.num_rows} rows, "
           f"source_kind={prov['source_kind']}, model={prov['model_id']}, dataset={prov['dataset_id']}, "
@@ -116,86 +98,35 @@ def _cmd_trace_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_trace_synthetic(args: argparse.Namespace) -> int:
-    from edgevlm.traces.synthetic import write_synthetic
-
     if args.samples <= 0:
         raise UserError("--samples: must be a positive integer")
     print(write_synthetic(args.out, args.samples, args.seed, args.format_version))
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="edgevlm",
-        description="Simulate collaborative edge-to-server VLM inference (two-stage crops, progressive "
-                    "refinement) at scale, driven by cached model traces.")
-    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("run", help="run a scenario YAML and write events.parquet + summary.json",
-                       description="Run one scenario. Without SCENARIO, runs scenarios/quickstart.yaml on the "
-                                   "shipped default trace.")
+def register(commands: Commands) -> None:
+    """The simulator's commands: run, trace validate|synthetic, sweep, check."""
+    p = commands.add("run", _cmd_run, "run a scenario YAML and write events.parquet + summary.json",
+                     "Run one scenario. Without SCENARIO, runs scenarios/quickstart.yaml on the shipped default "
+                     "trace.")
     p.add_argument("scenario", nargs="?", help="scenario YAML file (default: scenarios/quickstart.yaml)")
-    p.add_argument("--out", help="run directory to write (default: runs/<scenario name>)")
     p.add_argument("--seed", type=int, help="override the scenario's seed")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    add_output_options(p, "run directory to write (default: runs/<scenario name>)", progress=True)
     p.add_argument("--audit", action="store_true",
                    help="also write audit.parquet (every transfer and GPU pass) so `edgevlm check` can verify "
                         "link capacity, per-request bytes and GPU busy time")
     p.add_argument("--replay", metavar="RUN_DIR",
                    help="rerun RUN_DIR from its stored scenario.yaml and trace, and diff the outputs against it "
                         "(exit 1 if they differ)")
-    p.set_defaults(func=_cmd_run)
-
-    t = sub.add_parser("trace", help="trace files: validate, generate synthetic, extract from a VLM")
-    tsub = t.add_subparsers(dest="trace_command", required=True, metavar="TRACE_COMMAND")
-    v = tsub.add_parser("validate", help="check a trace file against its format (v1 or v2, docs/TRACE_FORMAT.md)")
+    v = commands.add("validate", _cmd_trace_validate, "check a trace file against its format (v1 or v2, docs/TRACE_FORMAT.md)",
+                     group="trace")
     v.add_argument("trace")
-    v.set_defaults(func=_cmd_trace_validate)
-    s = tsub.add_parser("synthetic", help="write a SYNTHETIC trace (invented numbers, for tests only)")
+    s = commands.add("synthetic", _cmd_trace_synthetic, "write a SYNTHETIC trace (invented numbers, for tests only)",
+                     group="trace")
     s.add_argument("out")
     s.add_argument("--samples", type=int, default=2000)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--format-version", type=int, choices=(1, 2), default=1,
                    help="1: one score per stage; 2: scores, uncertainties and boxes per JPEG quality")
-    s.set_defaults(func=_cmd_trace_synthetic)
-    for module in TRACE_COMMAND_MODULES:
-        _register_optional(tsub, module)
-    for module in COMMAND_MODULES:
-        _register_optional(sub, module)
-    return ap
-
-
-def _register_optional(subparsers, module: str) -> None:
-    """Add sub-commands from a module that may be absent (its heavy imports stay lazy)."""
-    name, _, func = module.partition(":")
-    try:
-        mod = importlib.import_module(name)
-    except ImportError:
-        return
-    getattr(mod, func or "register")(subparsers)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except (UserError, TraceError) as exc:
-        for line in str(exc).splitlines() or [""]:  # several errors: one line each
-            print(f"edgevlm: error: {line}", file=sys.stderr)
-        return EXIT_USAGE
-    except MemoryError:
-        print("edgevlm: error: out of memory; make the scenario smaller (clients.count, stop)", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt as exc:
-        if getattr(exc, "out_dir", None) is not None:  # sim.interrupt.RunInterrupted: partial outputs written
-            print(f"edgevlm: interrupted at simulated time {exc.sim_time_s:.3f} s; partial results in "
-                  f"{exc.out_dir} (summary.json \"complete\": false)", file=sys.stderr)
-        else:
-            print("edgevlm: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    sweep.register(commands.top)
+    check.register(commands.top)

@@ -28,9 +28,19 @@ from typing import Any, Optional
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, model_validator
+from tqdm import tqdm
 
 from edgevlm.sim import yamlsafe
 from edgevlm.sim.errors import ConfigError
+from edgevlm.sim.profiles import MODELS
+from edgevlm.sim.runner import resolve_trace, run
+from edgevlm.sim.preflight import check_runs
+from edgevlm.sim.scenario import config_error, parse_scenario
+from edgevlm.sim.stability import UNSTABLE_NOTE
+from edgevlm.sim.summary import nested_get
+from edgevlm.sim.sweep import check_columns
+from edgevlm.sim.workload import Workload
+from edgevlm.traces import TraceError
 
 COMPARE_VERSION = 1
 NAME_PATTERN = r"^[A-Za-z0-9_.\-]+$"
@@ -93,14 +103,11 @@ def load_compare(spec: str | os.PathLike | dict) -> tuple[CompareSpec, Path | No
     try:
         return CompareSpec.model_validate(spec), base_dir
     except ValidationError as exc:
-        from edgevlm.sim.scenario import config_error
-
         raise config_error(exc, spec, CompareSpec) from None
 
 
 def _base_scenario(spec: CompareSpec, base_dir: Path | None) -> tuple[dict, Path | None]:
     """The base scenario as a dict, its trace path made absolute so variants resolve it alike."""
-    from edgevlm.sim.runner import resolve_trace
 
     if isinstance(spec.base, dict):
         data, scen_dir = copy.deepcopy(spec.base), base_dir
@@ -130,7 +137,6 @@ def _scale_load(data: dict, scale: float, where: str) -> dict:
 
 def expand(spec: CompareSpec, base_dir: Path | None, overrides: dict | None = None):
     """The (variant name, load scale, validated Scenario) triples a compare runs, in order."""
-    from edgevlm.sim.scenario import parse_scenario
 
     base, _ = _base_scenario(spec, base_dir)
     base = deep_merge(base, spec.set)
@@ -180,14 +186,6 @@ ROW_METRICS = {
 }
 
 
-def _get(d: dict, path: tuple):
-    for k in path:
-        if not isinstance(d, dict) or k not in d:
-            return None
-        d = d[k]
-    return d
-
-
 def run_compare(spec: str | os.PathLike | dict, out_dir: str | os.PathLike | None = None, *,
                 overrides: dict | None = None, progress: bool = False, base_dir: Path | None = None,
                 audit: bool = False) -> pd.DataFrame:
@@ -198,12 +196,6 @@ def run_compare(spec: str | os.PathLike | dict, out_dir: str | os.PathLike | Non
     re-verified by `edgevlm check` (columns check_ok, check_violations); `audit` records
     audit.parquet so link capacity and GPU busy time are verified too.
     """
-    from edgevlm.sim.preflight import check_runs
-    from edgevlm.sim.sweep import check_columns
-    from edgevlm.traces import TraceError
-    from edgevlm.sim.profiles import MODELS
-    from edgevlm.sim.runner import run
-    from edgevlm.sim.workload import Workload
 
     parsed, file_dir = load_compare(spec)
     runs = expand(parsed, base_dir or file_dir, overrides)
@@ -220,8 +212,6 @@ def run_compare(spec: str | os.PathLike | dict, out_dir: str | os.PathLike | Non
     rows = []
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=len(runs), unit="run", desc=parsed.name, dynamic_ncols=True)
     try:
         for name, scale, sc in runs:
@@ -232,7 +222,7 @@ def run_compare(spec: str | os.PathLike | dict, out_dir: str | os.PathLike | Non
             model = MODELS[sc.server.model] if isinstance(sc.server.model, str) else sc.server.model
             row = {"variant": name, "policy": s["policy"], "policy_is_bound": s.get("policy_is_bound", False),
                    "load_scale": scale, "seed": sc.seed, "requests_arrived": s["counts"]["arrived"], "requests_measured": s["counts"]["measured"],
-                   **{k: _get(s, p) for k, p in ROW_METRICS.items()}}
+                   **{k: nested_get(s, *p) for k, p in ROW_METRICS.items()}}
             f = row["flops_per_request"]
             row["relative_computation"] = None if f is None else f / model.flops(model.visual_tokens)
             row["source_kind"] = s["trace"]["source_kind"]
@@ -257,8 +247,6 @@ TABLE_COLUMNS = {"variant": "variant", "load_scale": "load", "accuracy": "acc", 
 
 def format_table(df: pd.DataFrame) -> str:
     """The compare results as a text table; bounds are marked '(bound)', unstable runs 'UNSTABLE*'."""
-    from edgevlm.sim.stability import UNSTABLE_NOTE
-
     t = df.copy()
     unstable = t["stable"].eq(False) if "stable" in t else pd.Series(False, index=t.index)
     t["variant"] = [v + (" (bound)" if b else "") + (" UNSTABLE*" if u else "")

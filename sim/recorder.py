@@ -1,4 +1,4 @@
-"""The event log (DESIGN.md §5): one row per request, streamed to Parquet in row groups.
+"""The event log (DESIGN.md §5; schema in traces/eventlog.py): one row per request, streamed to Parquet in row groups.
 
 Rows are buffered as tuples (one append per request) and turned into a RecordBatch every
 `row_group_rows`, so memory stays flat however long the run. Writer settings are fixed, so the
@@ -14,33 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-TIME_COLUMNS = ("arrival_s", "edge_done_s", "up1_end_s", "s1_start_s", "s1_end_s", "crop_req_end_s",
-                "up2_end_s", "s2_start_s", "s2_end_s", "done_s")
-#: The progressive protocol's own columns (sim/policies/progressive.py), null / 0 for other protocols:
-#:   prog_levels        codec levels the answer used (0: not progressive);
-#:   prog_last_start_s / prog_last_end_s   the last refinement pass on the server (null: level 1 only);
-#:   prog_down_s, prog_up_s, prog_queue_s, prog_infer_s   summed over every refinement round: level
-#:     requests on the downlink, increments on the uplink, GPU wait, GPU pass.
-#: s1_end_s + the four sums = prog_last_end_s (`edgevlm check` verifies it).
-PROG_SUM_COLUMNS = ("prog_down_s", "prog_up_s", "prog_queue_s", "prog_infer_s")
-PROG_EVENT_COLUMNS = ("prog_levels", "prog_last_start_s", "prog_last_end_s") + PROG_SUM_COLUMNS
-
-EVENT_SCHEMA = pa.schema(
-    [pa.field("request_id", pa.int64(), nullable=False), pa.field("client_id", pa.int32(), nullable=False),
-     pa.field("sample_id", pa.string(), nullable=False), pa.field("policy", pa.string(), nullable=False)]
-    + [pa.field(c, pa.float64()) for c in TIME_COLUMNS]
-    + [pa.field("latency_s", pa.float64()), pa.field("uplink_bytes", pa.int64(), nullable=False),
-       pa.field("downlink_bytes", pa.int64(), nullable=False), pa.field("stages", pa.int8(), nullable=False),
-       pa.field("score", pa.float32()), pa.field("flops", pa.float64(), nullable=False),
-       pa.field("deadline_met", pa.bool_(), nullable=False), pa.field("status", pa.string(), nullable=False)]
-    + [pa.field("prog_levels", pa.int8(), nullable=False)]
-    + [pa.field(c, pa.float64()) for c in PROG_EVENT_COLUMNS[1:]]
-)
-
-# Fixed writer settings: byte-identical files for identical runs.
-WRITER_OPTIONS = dict(compression="zstd", compression_level=3, use_dictionary=True, write_statistics=True,
-                      data_page_version="2.0", version="2.6")
-
+from edgevlm.traces.eventlog import EVENT_SCHEMA, STATUS_OK, WRITER_OPTIONS
+from edgevlm.traces.eventlog import TIME_COLUMNS  # noqa: F401 - old import path; new code imports traces.eventlog
 
 class EventLog:
     """Collects terminal requests; flushes row groups to a Parquet writer or keeps them in memory."""
@@ -76,7 +51,7 @@ class EventLog:
         n = len(self._rows)
         self._rows = []
         status = np.array(cols[18], dtype=object)
-        ok = status == "ok"
+        ok = status == STATUS_OK
         arrival, done = np.array(cols[3]), np.array(cols[12])
         latency = np.where(ok, done - arrival, np.nan)
         arrays = [

@@ -18,19 +18,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from edgevlm.sim.errors import UserError
 from edgevlm.sim.rundir import AUDIT_FILE, EVENTS_FILE, SCENARIO_FILE, SUMMARY_FILE, file_sha256
+from edgevlm.sim.runner import resolve_trace, run
+from edgevlm.sim.scenario import load_scenario
+from edgevlm.sim.workload import Workload
+from edgevlm.traces import TraceError
 
 MAX_LINES = 20
 
 
 def replay(run_dir: str | Path, out: str | Path | None = None) -> tuple[list[str], list[str]]:
     """Rerun RUN_DIR into `out` (a temporary directory if None); returns (differences, notes)."""
-    from edgevlm.sim.runner import resolve_trace, run
-    from edgevlm.sim.scenario import load_scenario
-    from edgevlm.sim.workload import Workload
-    from edgevlm.traces import TraceError
 
     run_dir = Path(run_dir)
     try:
@@ -98,8 +99,6 @@ def compare_run_dirs(old: Path, new: Path, notes: list[str]) -> list[str]:
 
 
 def _table_diff(a: Path, b: Path, name: str) -> list[str]:
-    import pyarrow.parquet as pq
-
     ta, tb = pq.read_table(a), pq.read_table(b)
     out = []
     if ta.schema.metadata != tb.schema.metadata:

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from tqdm import tqdm
 
 from edgevlm.sim import rundir
 from edgevlm.sim.audit import AuditLog
@@ -230,7 +231,6 @@ def _json_default(o: Any):
 def _progress_bar(sc: Scenario, enabled: bool):
     if not enabled:
         return None
-    from tqdm import tqdm
 
     if sc.stop.requests is not None:
         total = sc.stop.requests

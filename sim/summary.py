@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 from scipy import stats
 
-if TYPE_CHECKING:
-    from edgevlm.sim.commcost import CommBytes
-
 from edgevlm.sim.stability import assess
+from edgevlm.traces.eventlog import STATUSES
+
+if TYPE_CHECKING:  # type hints only: sim.commcost imports this module
+    from edgevlm.sim.commcost import CommBytes
 
 N_BATCHES = 30
 QUANTILES = {"p50": 50.0, "p95": 95.0, "p99": 99.0}
@@ -69,7 +71,7 @@ def summarize(events: pa.Table, *, warmup_s: float, comm: "CommBytes | None",
     out: dict[str, Any] = {
         "counts": {
             "arrived": int(arrival.size),
-            **{s: int((status == s).sum()) for s in ("ok", "dropped", "expired")},
+            **{s: int((status == s).sum()) for s in STATUSES},
             "measured": n_meas,
             "measured_ok": int(ok.sum()),
         },
@@ -121,7 +123,6 @@ def summarize(events: pa.Table, *, warmup_s: float, comm: "CommBytes | None",
 
 def read_summary_columns(path) -> pa.Table:
     """Only the columns the summary needs, strings dictionary-encoded, so large logs stay small in memory."""
-    import pyarrow.parquet as pq
 
     return pq.read_table(path, columns=list(SUMMARY_COLUMNS), read_dictionary=["sample_id", "status"])
 
@@ -139,3 +140,12 @@ def dictionary_values(column: pa.ChunkedArray) -> np.ndarray:
     codes, values = dictionary_codes(column)
     return values.astype(str)[codes]
 
+
+
+def nested_get(d: Any, *path: str) -> Any:
+    """d[path[0]][path[1]]... of a summary.json or scenario dict; None where a level is missing."""
+    for key in path:
+        if not isinstance(d, dict) or key not in d:
+            return None
+        d = d[key]
+    return d

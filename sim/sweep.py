@@ -19,8 +19,10 @@ the axes as columns, the seed, the status, and the summary metrics with CI half-
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
+import multiprocessing as mp
 import os
 import re
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -31,9 +33,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+from tqdm import tqdm
 
 from edgevlm.sim import yamlsafe
+from edgevlm.sim.check import check_run_dir
 from edgevlm.sim.errors import ConfigError, UserError
+from edgevlm.sim.runner import resolve_trace, run
 from edgevlm.sim.scenario import DEFAULT_TRACE, config_error, load_scenario, parse_scenario
 from edgevlm.traces import atomic_write
 
@@ -114,7 +119,6 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, dict, Path]:
         base = scenario.model_dump(mode="json", exclude_none=True)
     else:
         base, scenario_dir = dict(spec.base), base_dir
-    from edgevlm.sim.runner import resolve_trace
 
     base["trace"] = str(resolve_trace(str(base.get("trace", DEFAULT_TRACE)), scenario_dir).resolve())
     return spec, base, base_dir
@@ -152,7 +156,6 @@ def expand(spec: SweepSpec, base: dict) -> list[tuple[dict[str, Any], dict]]:
 def run_one(scenario: dict, run_dir: str, audit: bool = False) -> dict[str, Any]:
     """Run one scenario into run_dir (or reuse a complete earlier result), then re-verify it with
     `edgevlm check`'s invariants; returns flat metrics plus `check_ok` / `check_violations`."""
-    from edgevlm.sim.runner import run
 
     summary_path = Path(run_dir) / "summary.json"
     if summary_path.is_file():
@@ -175,7 +178,6 @@ def run_one(scenario: dict, run_dir: str, audit: bool = False) -> dict[str, Any]
 
 def check_columns(run_dir: str | Path) -> dict[str, Any]:
     """`edgevlm check` on a finished run directory, as two result columns."""
-    from edgevlm.sim.check import check_run_dir
 
     report = check_run_dir(run_dir)
     return {"check_ok": report.ok,
@@ -269,8 +271,6 @@ def _load_workload(trace: str):
 def _execute(jobs: list[tuple[int, dict, str, bool]], *, workers, dask, client, progress) -> dict[int, dict]:
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=len(jobs), unit="run", desc="sweep", dynamic_ncols=True)
     results: dict[int, dict] = {}
     try:
@@ -285,8 +285,6 @@ def _execute(jobs: list[tuple[int, dict, str, bool]], *, workers, dask, client, 
                     results[i] = run_one(*job)
                     bar and bar.update(1)
             else:
-                import multiprocessing as mp
-
                 with ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn")) as pool:
                     futures = {pool.submit(run_one, *job): i for i, *job in jobs}
                     for fut in as_completed(futures):
@@ -300,7 +298,7 @@ def _execute(jobs: list[tuple[int, dict, str, bool]], *, workers, dask, client, 
 
 def _dask_map(jobs, address: str | None, client) -> Iterable[tuple[int, dict]]:
     try:
-        from distributed import Client, LocalCluster, as_completed as dask_completed
+        from distributed import Client, LocalCluster, as_completed as dask_completed  # defers distributed
     except ImportError:
         raise UserError("--dask needs dask.distributed: pip install 'edgevlm-sim[dask]'") from None
     own = None
@@ -329,7 +327,7 @@ def _dask_map(jobs, address: str | None, client) -> Iterable[tuple[int, dict]]:
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "sweep", help="run a base scenario over axes of YAML paths (grid/zip, seeds) on a pool or Dask",
-        description=__doc__, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sweep", help="sweep YAML file")
     p.add_argument("--out", help="output directory (results.parquet, runs/<hash>/); default: runs/<sweep file name>")
     g = p.add_mutually_exclusive_group()

@@ -18,18 +18,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from edgevlm.sim.errors import ConfigError
 from edgevlm.traces import read_trace
+from edgevlm.traces.protocol import TEXT_BYTES_PER_TOKEN
 from edgevlm.traces.quality import QualityError, at_quality, is_per_quality, quality_position
 
 #: Said wherever a v1 trace is used: summary.json, the CLI summary table and reports.
 V1_QUALITY_NOTE = "accuracy does not depend on JPEG quality (v1 trace)"
-
-#: Bytes of UTF-8 text per LM token, used to size questions and answers on the wire.
-TEXT_BYTES_PER_TOKEN = 4
-#: Bytes of a bounding-box request (four int32 coordinates) on the downlink.
-BBOX_REQUEST_BYTES = 16
-#: Bytes of the edge's "send me the box" message (a request id) when the gate runs on the edge.
-ATTENTION_REQUEST_BYTES = 8
 
 
 @dataclass
@@ -151,8 +146,6 @@ class Workload:
         return self.provenance.get("source_kind") == "synthetic"
 
     def quality_index(self, quality: int, path: str = "policy.jpeg_quality") -> int:
-        from edgevlm.sim.errors import ConfigError
-
         try:
             return quality_position(self.provenance, quality)
         except QualityError as exc:

@@ -15,6 +15,7 @@ The server runs batch size 1 (no batching), so only batch-1 rows are measured.
 
 from __future__ import annotations
 
+import io
 import statistics
 import time
 from pathlib import Path
@@ -22,14 +23,17 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from edgevlm.models.boxsearch import search_box
+from edgevlm.sim.engine import GENERIC_PROMPT_TOKENS
+from edgevlm.traces.io import atomic_write
+
 
 def measure(backend, samples: Sequence[Any], workload, quality: int, repeats: int = 3) -> dict[str, Any]:
     """Per-sample median times of each pass, plus edge prep/crop times."""
-    from PIL import Image
+    from PIL import Image  # defers PIL
 
-    from edgevlm.models.boxsearch import search_box
-    from edgevlm.models.extract import RESAMPLE, load_image
-    from edgevlm.models.jpeg import jpeg_encode
+    from edgevlm.models.extract import RESAMPLE, load_image  # defers PIL
+    from edgevlm.models.jpeg import jpeg_encode  # defers PIL
 
     px = backend.vision_input_px
     rows = []
@@ -41,7 +45,6 @@ def measure(backend, samples: Sequence[Any], workload, quality: int, repeats: in
             t = time.perf_counter()
             jpeg = jpeg_encode(orig.resize((px, px), RESAMPLE), quality)
             tprep.append(time.perf_counter() - t)
-            import io
             g = Image.open(io.BytesIO(jpeg)).convert("RGB")
             t = time.perf_counter()
             gen1 = backend.generate(backend.encode([g], s.question))
@@ -86,7 +89,6 @@ def with_server_times(meas: dict[str, Any], server_rows: list[dict[str, Any]]) -
 
 def profile_rows(meas: dict[str, Any], workload) -> list[tuple[str, int, int, float]]:
     """(phase, batch, tokens, seconds) rows reproducing the measured mean pass times (see module doc)."""
-    from edgevlm.sim.engine import GENERIC_PROMPT_TOKENS
 
     rows = meas["rows"]
     n_v = meas["visual_tokens"]
@@ -109,8 +111,6 @@ def profile_rows(meas: dict[str, Any], workload) -> list[tuple[str, int, int, fl
 
 
 def write_profile(rows, path: str | Path) -> Path:
-    from edgevlm.traces.io import atomic_write
-
     text = "phase,batch,tokens,seconds\n" + "".join(f"{p},{b},{t},{s:.6f}\n" for p, b, t, s in rows)
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
     return Path(path)

@@ -1,19 +1,30 @@
-"""Sub-commands `serve`, `edge`, `testbed` and `validate` (listed in sim.cli.COMMAND_MODULES).
-Heavy imports (torch, fastapi, httpx) stay inside the handlers so `edgevlm --help` stays fast."""
+"""The testbed's sub-commands `serve`, `edge`, `testbed` and `validate`, added by register(commands).
+
+Heavy imports (torch, fastapi, httpx: the [testbed] and [models] extras) stay inside the handlers,
+so `edgevlm --help` stays fast and lists these commands without those extras installed."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
+from edgevlm.commands import Commands, add_output_options
+from edgevlm.models.backend import BackendError
+from edgevlm.models.manifest import ManifestError, read_manifest
 from edgevlm.sim.errors import UserError
+from edgevlm.sim.workload import Workload
+from edgevlm.testbed.config import DEFAULT_MODEL, load_testbed
+from edgevlm.testbed.edge import Arrival, build_policy, run_edge, write_events
+from edgevlm.testbed.engine import ModelProcessError, parse_cpus
+from edgevlm.testbed.validate import run
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from edgevlm.testbed.config import DEFAULT_MODEL
-
     model = args.model
     if model is None:
         if not DEFAULT_MODEL.is_dir():
@@ -22,9 +33,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         model = str(DEFAULT_MODEL)
     if args.max_queue < 1:
         raise UserError("--max-queue: must be a positive integer")
-    from edgevlm.models.backend import BackendError
-    from edgevlm.testbed.engine import ModelProcessError, parse_cpus
-    from edgevlm.testbed.server import serve
+    from edgevlm.testbed.server import serve  # defers fastapi
 
     cpus = parse_cpus(args.model_cpus, "--model-cpus") if args.model_cpus else None
     if args.model_spin_s < 0:
@@ -42,14 +51,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_edge(args: argparse.Namespace) -> int:
-    import asyncio
-
-    import numpy as np
-
-    from edgevlm.models.manifest import ManifestError, read_manifest
-    from edgevlm.sim.workload import Workload
-    from edgevlm.testbed.edge import Arrival, build_policy, run_edge, write_events
-
     try:
         samples = {s.sample_id: s for s in read_manifest(args.manifest)}
     except ManifestError as exc:
@@ -85,9 +86,6 @@ def _cmd_edge(args: argparse.Namespace) -> int:
 
 
 def _cmd_testbed(args: argparse.Namespace, compare_sim: bool = False) -> int:
-    from edgevlm.testbed.config import load_testbed
-    from edgevlm.testbed.validate import run
-
     tb, _ = load_testbed(args.testbed)
     out = Path(args.out) if args.out else Path("runs") / f"testbed-{tb.name}"
     result = run(tb, out, compare_sim=compare_sim, progress=not args.quiet)
@@ -107,10 +105,10 @@ def format_points(points) -> str:
     return "\n".join(lines)
 
 
-def register(subparsers) -> None:
-    s = subparsers.add_parser("serve", help="run the real inference server (FastAPI + uvicorn)",
-                              description="Serve stage 1, the relative-attention box and stage 2 over HTTP "
-                                          "(see testbed/server.py for the endpoints).")
+def register(commands: Commands) -> None:
+    s = commands.add("serve", _cmd_serve, "run the real inference server (FastAPI + uvicorn)",
+                     "Serve stage 1, the relative-attention box and stage 2 over HTTP (see testbed/server.py for the "
+                     "endpoints).")
     s.add_argument("--model", help="checkpoint directory (default: models/weights/tiny-scenetext-v1)")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
@@ -126,11 +124,10 @@ def register(subparsers) -> None:
     s.add_argument("--model-spin-s", type=float, default=0.0, metavar="S",
                    help="with --model-process: after each pass, busy-poll up to S seconds for the next one, so a "
                         "dedicated core does not go idle between close passes (default 0: block)")
-    s.set_defaults(func=_cmd_serve)
 
-    e = subparsers.add_parser("edge", help="run a real edge client against `edgevlm serve`",
-                              description="Replay a schedule (or a Poisson stream) of manifest samples with a "
-                                          "simulator policy; writes an event log (DESIGN.md §5).")
+    e = commands.add("edge", _cmd_edge, "run a real edge client against `edgevlm serve`",
+                     "Replay a schedule (or a Poisson stream) of manifest samples with a simulator policy; writes "
+                     "an event log (DESIGN.md §5).")
     e.add_argument("--server", required=True, help="server URL, e.g. http://127.0.0.1:8000")
     e.add_argument("--manifest", required=True)
     e.add_argument("--trace", required=True, help="trace of the manifest (the policy object is built over it)")
@@ -144,15 +141,13 @@ def register(subparsers) -> None:
     e.add_argument("--deadline-s", type=float, default=2.0)
     e.add_argument("--health-timeout-s", type=float, default=60.0)
     e.add_argument("--out", default="events_testbed.parquet")
-    e.set_defaults(func=_cmd_edge)
 
     for name, cmp in (("testbed", False), ("validate", True)):
-        t = subparsers.add_parser(
-            name, help="run the real system in network namespaces" if not cmp else
-            "run the testbed and the matching simulator scenario, and compare them",
-            description="Namespaced server + client over a tc-shaped veth pair (needs root). "
-                        + ("Writes comparison.json and latency CDF plots." if cmp else ""))
+        t = commands.add(
+            name, lambda a, c=cmp: _cmd_testbed(a, c),
+            "run the testbed and the matching simulator scenario, and compare them" if cmp else
+            "run the real system in network namespaces",
+            "Namespaced server + client over a tc-shaped veth pair (needs root). "
+            + ("Writes comparison.json and latency CDF plots." if cmp else ""))
         t.add_argument("testbed", help="TESTBED.yaml")
-        t.add_argument("--out", help="output folder (default: runs/testbed-<name>)")
-        t.add_argument("-q", "--quiet", action="store_true")
-        t.set_defaults(func=lambda a, c=cmp: _cmd_testbed(a, c))
+        add_output_options(t, "output folder (default: runs/testbed-<name>)")

@@ -31,6 +31,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
 
 from edgevlm.sim.errors import ConfigError
+from edgevlm.testbed.engine import cpus_problem
 
 DEFAULT_MODEL = Path("models/weights/tiny-scenetext-v1")
 
@@ -125,8 +126,6 @@ def load_testbed(path: str | Path) -> tuple[Testbed, Path]:
         if not 0 < rho < 1:
             raise ConfigError(f"loads.{k}", f"offered load must lie in (0, 1), got {rho}")
     if tb.server.model_cpus is not None:
-        from edgevlm.testbed.engine import cpus_problem
-
         if problem := cpus_problem(tb.server.model_cpus):
             raise ConfigError("server.model_cpus", f"{problem} (or null: the last one)")
         if not tb.server.model_process:

@@ -23,8 +23,15 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import pyarrow.parquet as pq
+from pydantic import TypeAdapter, ValidationError
 
 from edgevlm.sim.engine import Request
+from edgevlm.sim.errors import ConfigError
+from edgevlm.sim.policies import policies
+from edgevlm.sim.recorder import EventLog
+from edgevlm.sim.workload import Workload
+from edgevlm.traces.io import atomic_write
 
 NAN = math.nan
 
@@ -49,11 +56,6 @@ def http_bytes(resp) -> tuple[int, int]:
 
 def build_policy(policy: dict, trace_path: str | Path, seed: int = 0):
     """The simulator's policy object for `policy` (a scenario `policy` block) over the trace."""
-    from pydantic import TypeAdapter, ValidationError
-
-    from edgevlm.sim.errors import ConfigError
-    from edgevlm.sim.policies import policies
-    from edgevlm.sim.workload import Workload
 
     try:
         cfg = TypeAdapter(policies.config_union()).validate_python(policy)
@@ -68,10 +70,10 @@ async def run_edge(base_url: str, samples: Sequence[Any], policy, arrivals: Sequ
                    vision_px: int, n_clients: int, timeout_s: float = 120.0,
                    health_timeout_s: float = 60.0, t0: float | None = None) -> tuple[list[Request], dict[str, Any]]:
     """Run the schedule; returns the finished requests and edge-side measurements."""
-    import httpx
+    import httpx  # defers httpx
 
-    from edgevlm.models.extract import RESAMPLE, load_image
-    from edgevlm.models.jpeg import jpeg_encode
+    from edgevlm.models.extract import RESAMPLE, load_image  # defers PIL
+    from edgevlm.models.jpeg import jpeg_encode  # defers PIL
 
     originals = [load_image(s) for s in samples]
     quality = policy.cfg.jpeg_quality
@@ -169,14 +171,10 @@ async def run_edge(base_url: str, samples: Sequence[Any], policy, arrivals: Sequ
 def write_events(done: Sequence[Request], sample_ids: Sequence[str], policy_name: str, path: Path,
                  deadline_s: float = 2.0):
     """Write the requests as a DESIGN §5 event log (sorted by request id); returns the table."""
-    import pyarrow.parquet as pq
-
-    from edgevlm.sim.recorder import EventLog
 
     log = EventLog(np.asarray(sample_ids, dtype=object), policy_name, deadline_s)
     for r in sorted(done, key=lambda r: r.request_id):
         log(r)
     table = log.close()
-    from edgevlm.traces.io import atomic_write
     atomic_write(path, lambda tmp: pq.write_table(table, tmp))
     return table

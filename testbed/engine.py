@@ -8,11 +8,19 @@ edge client and the event loop then cannot stretch a pass as the load grows (mea
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import multiprocessing as mp
 import os
 import time
 from typing import Any, Sequence
 
 import numpy as np
+
+from edgevlm.models.backend import load_backend
+from edgevlm.models.boxsearch import search_box
+from edgevlm.models.uncertainty import token_uncertainty
+from edgevlm.sim.errors import UserError
 
 
 class InlineEngine:
@@ -26,7 +34,6 @@ class InlineEngine:
 
     def stage1(self, img, question: str) -> tuple[str, list[float], list[float], list[float]]:
         """Answer on the global image and its per-token uncertainty (float32, as the trace stores it)."""
-        from edgevlm.models.uncertainty import token_uncertainty
 
         be = self.backend
         gen = be.generate(be.encode([img], question))
@@ -35,7 +42,6 @@ class InlineEngine:
 
     def attention_box(self, img, question: str, image_w: int, image_h: int) -> tuple[int, int, int, int]:
         """The relative-attention box in original-image pixels."""
-        from edgevlm.models.boxsearch import search_box
 
         be = self.backend
         maps = be.attention_to_image(img, question)
@@ -51,9 +57,7 @@ class InlineEngine:
     @classmethod
     def load(cls, model: str, threads: int) -> "InlineEngine":
         """The backend in `model` with `threads` torch threads and denormals flushed (small-model speed)."""
-        import torch
-
-        from edgevlm.models.backend import load_backend
+        import torch  # defers torch
 
         torch.set_num_threads(threads)
         torch.set_flush_denormal(True)
@@ -79,8 +83,6 @@ def _lock_memory() -> bool:
     as a GPU's memory is. On a host that reclaims idle pages proactively (this one runs DAMON `pageout`
     on pages idle for ~6 s), an unlocked model process can stall mid-pass re-reading evicted code or
     weights. False where not allowed (no root, RLIMIT_MEMLOCK)."""
-    import ctypes
-    import ctypes.util
 
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -124,7 +126,6 @@ def cpus_problem(cpus: Sequence[int]) -> str | None:
 
 def parse_cpus(text: str, field: str) -> list[int]:
     """'1' or '0,2' -> CPU numbers; a clear error naming `field` otherwise."""
-    from edgevlm.sim.errors import UserError
 
     try:
         cpus = sorted({int(x) for x in text.split(",") if x.strip()})
@@ -141,7 +142,6 @@ class ProcessEngine:
 
     def __init__(self, model: str, *, threads: int = 1, cpus: Sequence[int] | None = None, spin_s: float = 0.0,
                  timeout_s: float = 300):
-        import multiprocessing as mp
 
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()

@@ -31,6 +31,9 @@ from fastapi import FastAPI, Request  # module level: FastAPI resolves the strin
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from edgevlm.models.manifest import read_manifest
+from edgevlm.testbed.engine import InlineEngine, ProcessEngine
+
 STAGE1_PARAMS = ("request_id", "sample_id", "image_w", "image_h", "question")
 MAX_SESSIONS = 4096
 
@@ -72,9 +75,7 @@ def create_app(backend, *, sample_ids: set[str] | None = None, max_queue: int = 
                max_body_bytes: int = 4 << 20):
     """The FastAPI app serving `backend` (a models/ backend, or a testbed.engine engine).
     `sample_ids`: known ids (None accepts any)."""
-    from PIL import Image
-
-    from edgevlm.testbed.engine import InlineEngine, ProcessEngine
+    from PIL import Image  # defers PIL
 
     engine = backend if isinstance(backend, (InlineEngine, ProcessEngine)) else InlineEngine(backend)
     app = FastAPI(title="edgevlm serve", docs_url=None, redoc_url=None)
@@ -219,22 +220,17 @@ def serve(model: str, host: str, port: int, *, manifest: str | None = None, max_
     """Load the model and serve until interrupted. `model_process`: run the passes in a process of their
     own (testbed.engine.ProcessEngine), pinned to `model_cpus` if given, busy-polling for the next pass
     for up to `model_spin_s` seconds after each."""
-    import uvicorn
+    import uvicorn  # defers uvicorn
 
     ids = None
     if manifest:
-        from edgevlm.models.manifest import read_manifest
         ids = {s.sample_id for s in read_manifest(manifest)}
     if model_process:
-        from edgevlm.testbed.engine import ProcessEngine
-
         engine = ProcessEngine(model, threads=threads, cpus=model_cpus, spin_s=model_spin_s)
         print(f"edgevlm serve: model process on CPUs {engine.cpus or 'any'}, memory "
               f"{'locked (mlockall)' if engine.mlocked else 'NOT locked (mlockall refused; pages may be reclaimed)'}",
               file=sys.stderr, flush=True)
     else:
-        from edgevlm.testbed.engine import InlineEngine
-
         engine = InlineEngine.load(model, threads)
     try:
         app = create_app(engine, sample_ids=ids, max_queue=max_queue, max_body_bytes=max_body_bytes)

@@ -16,20 +16,50 @@ Steps (written under OUT/):
   5. comparison.json per point and OUT/comparison.json overall: mean/p50/p95 latency, throughput,
      uplink and downlink bytes/request, retransmission rate (the crop rate, as sim.summary), each
      sim vs testbed with relative error (sim - testbed) / testbed; cdf.png overlays the latency CDFs.
+
+Stages (functions below): `prepare` (trace, in-process calibration), `calibrate_round` (the idle
+network path and the server's pass times, every round), `run_point` (one policy and load on the
+simulator and the testbed) and `compare_points` (pool rounds, write comparisons and CDF plots);
+`run` strings them together inside `network_namespaces` and `inference_server`, which always tear
+down the namespaces, stop the server and close its log. Every simulator scenario goes through
+`parse_scenario`, the parser `edgevlm run` uses.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
 import subprocess
 import sys
 import time
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from edgevlm.models.backend import load_backend
+from edgevlm.models.manifest import Sample, read_manifest
+from edgevlm.sim.errors import UserError
+from edgevlm.sim.profiles import EDGES
+from edgevlm.sim.runner import run as sim_run
+from edgevlm.sim.scenario import Scenario, parse_scenario
+from edgevlm.sim.summary import nested_get, summarize
+from edgevlm.sim.workload import Workload
+from edgevlm.testbed import calibrate
+from edgevlm.testbed.config import Testbed
+from edgevlm.testbed.edge import build_policy
+from edgevlm.testbed.netns import Netns, NetnsUnavailable, Shape
+from edgevlm.traces.io import atomic_write
+from edgevlm.traces.protocol import ATTENTION_REQUEST_BYTES, BBOX_REQUEST_BYTES, TEXT_BYTES_PER_TOKEN
+
+Say = Callable[[str], None]
 
 METRICS = (("latency_mean_s", ("latency_s", "mean", "value")), ("latency_p50_s", ("latency_s", "p50", "value")),
            ("latency_p95_s", ("latency_s", "p95", "value")), ("throughput_per_s", ("throughput_per_s",)),
@@ -37,12 +67,6 @@ METRICS = (("latency_mean_s", ("latency_s", "mean", "value")), ("latency_p50_s",
            ("downlink_bytes_per_request", ("bytes_per_request", "downlink")),
            ("retransmission_rate", ("retransmission_rate",)))
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _get(d: dict, path: tuple) -> Any:
-    for k in path:
-        d = d.get(k) if isinstance(d, dict) else None
-    return d
 
 
 def rel_error(sim: float | None, real: float | None) -> float | None:
@@ -56,7 +80,7 @@ def rel_error(sim: float | None, real: float | None) -> float | None:
 def compare(sim_summary: dict, tb_summary: dict) -> dict[str, dict[str, float | None]]:
     out = {}
     for name, path in METRICS:
-        s, r = _get(sim_summary, path), _get(tb_summary, path)
+        s, r = nested_get(sim_summary, *path), nested_get(tb_summary, *path)
         out[name] = {"sim": s, "testbed": r, "rel_error": rel_error(s, r)}
     return out
 
@@ -74,16 +98,19 @@ def speed_block(fit: dict[str, float] | None) -> dict:
     return {"kind": "lognormal", **{k: round(fit[k], 6) for k in ("jitter_sigma", "drift_sigma", "drift_tau_s")}}
 
 
-def scenario_dict(tb, *, name: str, policy: dict, trace: Path, profile: Path, rate_per_client_s: float,
-                  visual_tokens: int, vision_px: int, net: dict[str, float], speed: dict | None = None) -> dict:
+def scenario_dict(tb: Testbed, *, name: str, seed: int, policy: dict, trace: Path, profile: Path,
+                  rate_per_client_s: float, visual_tokens: int, vision_px: int, net: dict[str, float],
+                  speed: dict | None = None) -> dict:
+    """The YAML mapping of one point's simulator scenario (what a user would write)."""
     up, down = tb.network.uplink, tb.network.downlink
     prep_s, crop_s = net["edge_prep_s"], net["edge_crop_s"]
     return {
-        "name": name, "seed": tb.seed, "trace": str(trace),
+        "name": name, "seed": seed, "trace": str(trace),
         "stop": {"requests": point_requests(tb, rate_per_client_s * tb.clients), "warmup_s": 0.0},
         "clients": {"count": tb.clients, "arrival": {"kind": "poisson", "rate_per_s": rate_per_client_s},
+                    # the device's own times are the measured ones; its hardware block is a placeholder
                     "edge": {"device": {"name": "testbed-edge", "prep_s": prep_s, "crop_s": crop_s,
-                                        "hardware": "a100-80gb"}},
+                                        "hardware": EDGES["imx95"].hardware.model_dump()}},
                     "link_classes": [{"share": 1.0, "uplink_mbps": up.capacity_mbps}]},
         "network": {"uplink": {"capacity_mbps": up.capacity_mbps,
                                "propagation_ms": up.propagation_ms + 1e3 * net["uplink_fixed_s"],
@@ -103,12 +130,24 @@ def scenario_dict(tb, *, name: str, policy: dict, trace: Path, profile: Path, ra
     }
 
 
-def _hw_fix(d: dict) -> dict:
-    """The edge device needs a hardware block; reuse the server's default accelerator by name."""
-    from edgevlm.sim.profiles import EDGES
+def build_scenario(tb: Testbed, **kwargs: Any) -> Scenario:
+    """One point's simulator scenario (see scenario_dict), validated by `parse_scenario`."""
+    return parse_scenario(scenario_dict(tb, **kwargs), source=f"testbed point {kwargs['name']}")
 
-    d["clients"]["edge"]["device"]["hardware"] = EDGES["imx95"].hardware.model_dump()
-    return d
+
+def with_changes(sc: Scenario, changes: dict) -> Scenario:
+    """`sc` with the nested `changes` applied, parsed again like any scenario."""
+    data = sc.model_dump(mode="json", exclude_none=True)
+    _merge(data, changes)
+    return parse_scenario(data, source=f"testbed point {sc.name}")
+
+
+def _merge(data: dict, changes: dict) -> None:
+    for k, v in changes.items():
+        if isinstance(v, dict) and isinstance(data.get(k), dict):
+            _merge(data[k], v)
+        else:
+            data[k] = copy.deepcopy(v)
 
 
 def cpu_split(tb) -> tuple[list[int], list[int]]:
@@ -139,28 +178,79 @@ def _wait_health(url: str, netns_prefix: list[str], timeout_s: float, proc) -> N
     raise RuntimeError(f"server not ready after {timeout_s:.0f} s")
 
 
-def _run_edge(ns, tb, env, base_url: str, trace: Path, policy: dict, schedule: list[dict], pdir: Path, name: str):
-    """One `edgevlm edge` run in the client namespace; returns (events table, edge info)."""
-    import pyarrow.parquet as pq
+@contextmanager
+def network_namespaces(tb: Testbed) -> Iterator[Netns]:
+    """The server and client namespaces joined by a veth pair shaped as TESTBED.yaml's network;
+    torn down on leaving, whatever happened inside. No root or tc: one-line UserError."""
+    up, down = tb.network.uplink, tb.network.downlink
+    with ExitStack() as stack:
+        try:
+            ns = stack.enter_context(Netns(Shape(up.capacity_mbps, up.propagation_ms, up.loss_pct),
+                                           Shape(down.capacity_mbps, down.propagation_ms, down.loss_pct)))
+        except NetnsUnavailable as exc:
+            raise UserError(f"testbed: {exc}") from None
+        yield ns
 
-    from edgevlm.sim.errors import UserError
 
-    pdir.mkdir(parents=True, exist_ok=True)
-    (pdir / "schedule.json").write_text(json.dumps(schedule))
-    cmd = ns.exec_prefix(ns.client) + [
-        sys.executable, "-m", "edgevlm", "edge", "--server", base_url, "--manifest", tb.manifest,
-        "--trace", str(trace), "--policy", json.dumps(policy), "--schedule", str(pdir / "schedule.json"),
-        "--clients", str(tb.clients), "--out", str(pdir / "events_testbed.parquet"),
-        "--deadline-s", str(tb.deadline_s)]
-    try:
-        p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=tb.time_limit_s,
-                           preexec_fn=_pinned(cpu_split(tb)[1]))
-    except subprocess.TimeoutExpired:
-        raise UserError(f"testbed: {name} ran past time_limit_s={tb.time_limit_s:g}") from None
-    if p.returncode != 0:
-        raise UserError(f"testbed: edge client failed for {name}: {p.stderr.strip()[-800:]}")
-    info = json.loads((pdir / "events_testbed.json").read_text())
-    return pq.read_table(pdir / "events_testbed.parquet").sort_by("request_id"), info
+@contextmanager
+def inference_server(ns: Netns, tb: Testbed, env: dict[str, str], log_path: Path, say: Say) -> Iterator[str]:
+    """`edgevlm serve` in the server namespace, its output in `log_path`; yields its URL once healthy,
+    then stops it (terminate, kill after 10 s) and closes the log."""
+    base_url = f"http://{ns.server_ip}:{tb.server.port}"
+    model_cpus, other_cpus = cpu_split(tb)
+    cmd = (ns.exec_prefix(ns.server)
+           + [sys.executable, "-m", "edgevlm", "serve", "--model", tb.model, "--host", ns.server_ip,
+              "--port", str(tb.server.port), "--manifest", tb.manifest, "--max-queue", str(tb.server.max_queue),
+              "--threads", str(tb.server.threads)]
+           + (["--model-process", "--model-spin-s", str(tb.server.model_spin_s)] if tb.server.model_process else [])
+           + (["--model-cpus", ",".join(map(str, model_cpus))] if model_cpus else []))
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                  preexec_fn=_pinned(other_cpus))
+        try:
+            say("starting the server" + (f" (model process on CPU {','.join(map(str, model_cpus))}, event loop "
+                                         f"and edge client on {','.join(map(str, other_cpus))})" if model_cpus else ""))
+            _wait_health(base_url, ns.exec_prefix(ns.client), 180, server)
+            yield base_url
+        finally:
+            server.terminate()
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+
+@dataclass
+class Live:
+    """The running testbed: its namespaces, the server's URL, the environment of its processes and
+    the trace the edge client's policies are built over."""
+
+    ns: Netns
+    tb: Testbed
+    env: dict[str, str]
+    base_url: str
+    trace: Path
+
+    def edge(self, policy: dict, schedule: list[dict], pdir: Path, name: str) -> tuple[pa.Table, dict]:
+        """One `edgevlm edge` run in the client namespace; returns (events table, edge info)."""
+        tb = self.tb
+        pdir.mkdir(parents=True, exist_ok=True)
+        (pdir / "schedule.json").write_text(json.dumps(schedule))
+        cmd = self.ns.exec_prefix(self.ns.client) + [
+            sys.executable, "-m", "edgevlm", "edge", "--server", self.base_url, "--manifest", tb.manifest,
+            "--trace", str(self.trace), "--policy", json.dumps(policy), "--schedule", str(pdir / "schedule.json"),
+            "--clients", str(tb.clients), "--out", str(pdir / "events_testbed.parquet"),
+            "--deadline-s", str(tb.deadline_s)]
+        try:
+            p = subprocess.run(cmd, cwd=REPO, env=self.env, capture_output=True, text=True, timeout=tb.time_limit_s,
+                               preexec_fn=_pinned(cpu_split(tb)[1]))
+        except subprocess.TimeoutExpired:
+            raise UserError(f"testbed: {name} ran past time_limit_s={tb.time_limit_s:g}") from None
+        if p.returncode != 0:
+            raise UserError(f"testbed: edge client failed for {name}: {p.stderr.strip()[-800:]}")
+        info = json.loads((pdir / "events_testbed.json").read_text())
+        return pq.read_table(pdir / "events_testbed.parquet").sort_by("request_id"), info
 
 
 def server_pass_times(frames, attention_passes, workload) -> list[dict[str, Any]]:
@@ -204,8 +294,6 @@ def message_bytes(g, c, workload, qi: int, crop_share: float) -> tuple[float, fl
     three-message requests. The uncertainty bytes per token are the least-squares slope over the
     stage-1 token counts (0 when every answer has the same length: then the overhead absorbs them).
     """
-    from edgevlm.sim.workload import ATTENTION_REQUEST_BYTES, BBOX_REQUEST_BYTES, TEXT_BYTES_PER_TOKEN
-
     sid = {s: i for i, s in enumerate(workload.sample_id)}
     parts = []
     for ev, crop in ((g, False), (c, True)):
@@ -231,8 +319,70 @@ def message_bytes(g, c, workload, qi: int, crop_share: float) -> tuple[float, fl
     return up_overhead, down_overhead, gate_bytes
 
 
-def calibrate_network(ns, tb, env, base_url: str, trace: Path, workload, quality: int, gap_s: float,
-                      out: Path, busy_gap_s: float | None = None) -> dict[str, float]:
+# ---------------------------------------------------------------- stage 1: the trace and in-process calibration
+
+
+@dataclass
+class Setup:
+    """What every round starts from: the trace, its workload and manifest rows, and the model's pass
+    times measured in this process (`calibrate.measure`)."""
+
+    trace: Path
+    workload: Workload
+    quality: int
+    meas: dict[str, Any]
+    edge_prep_s: float
+    edge_crop_s: float
+    visual_tokens: int
+    vision_px: int
+
+
+def prepare(tb: Testbed, out: Path, say: Say, progress: bool) -> Setup:
+    """The trace of the manifest (extracted unless TESTBED.yaml gives one) and the in-process pass
+    times (calibration.json, profile.csv)."""
+    import torch  # defers torch (the [models] extra)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # no flush-denormal here: it is process-global state (the server process sets it)
+    try:
+        samples = read_manifest(tb.manifest)
+        by_id: dict[str, Sample] = {s.sample_id: s for s in samples}
+        backend = load_backend(tb.model)
+        trace = Path(tb.trace) if tb.trace else out / "trace.parquet"
+        quality = int(tb.policies[0].get("jpeg_quality", 75))
+        if not trace.exists():
+            from edgevlm.models.extract import ExtractOptions, extract  # defers PIL (the [models] extra)
+
+            say(f"extracting the trace of {len(samples)} samples -> {trace}")
+            extract(backend, samples, trace, ExtractOptions(
+                dataset_id=Path(tb.manifest).stem, source_kind=backend.settings.source_kind or "tiny-local",
+                progress=progress, notes="testbed validation trace",
+                infer_jpeg_quality=quality), manifest=tb.manifest)
+        workload = Workload.load(trace).at_quality(quality, "policies[0].jpeg_quality")
+        missing = [sid for sid in workload.sample_id if sid not in by_id]
+        if missing:
+            raise UserError(f"trace: sample_id {missing[0]!r} is not in the manifest {tb.manifest}")
+        rows_samples = [by_id[sid] for sid in workload.sample_id]
+        say(f"calibrating ({tb.calibration.repeats} repeats x {len(rows_samples)} samples)")
+        meas = calibrate.measure(backend, rows_samples, workload, quality, tb.calibration.repeats)
+        px = backend.vision_input_px
+        del backend
+    finally:
+        torch.set_num_threads(threads)
+    prof_rows = calibrate.profile_rows(meas, workload)
+    calibrate.write_profile(prof_rows, out / "profile.csv")
+    prep_s = float(np.mean([r["prep_s"] for r in meas["rows"]]))
+    crop_s = float(np.mean([r["crop_s"] for r in meas["rows"]]))
+    (out / "calibration.json").write_text(json.dumps({"rows": meas["rows"], "profile": prof_rows,
+                                                      "edge_prep_s": prep_s, "edge_crop_s": crop_s}, indent=1))
+    return Setup(trace, workload, quality, meas, prep_s, crop_s, meas["visual_tokens"], px)
+
+
+# ---------------------------------------------------------------- stage 2: calibration on the live testbed
+
+
+def calibrate_network(live: Live, workload: Workload, quality: int, gap_s: float, out: Path,
+                      busy_gap_s: float | None = None) -> dict[str, Any]:
     """Requests one at a time on the idle testbed (global_only, then always_crop): the fixed software
     time per message (mean) beyond the wire time (HTTP stacks, JSON, event loops), which the simulator gets as
     extra propagation; the per-message HTTP bytes beyond its payload model (link overhead_bytes); and
@@ -241,9 +391,7 @@ def calibrate_network(ns, tb, env, base_url: str, trace: Path, workload, quality
     The server's pass times come from the idle always_crop and global_only requests, or, with
     `busy_gap_s`, from a third run (always_crop, arrivals every `busy_gap_s`, i.e. above capacity) that
     keeps the server busy (TESTBED.yaml calibration.server_passes: busy)."""
-
-    from edgevlm.testbed import calibrate
-
+    tb = live.tb
     up_bps, down_bps = tb.network.uplink.capacity_mbps * 1e6, tb.network.downlink.capacity_mbps * 1e6
     qi = workload.quality_index(quality)
     n = max(8, 2 * workload.n)
@@ -251,8 +399,8 @@ def calibrate_network(ns, tb, env, base_url: str, trace: Path, workload, quality
              for k in range(n)]
     res = {}
     for kind in ("global_only", "always_crop"):
-        ev, info = _run_edge(ns, tb, env, base_url, trace, {"kind": kind, "jpeg_quality": quality}, sched,
-                             out / f"calibration-{kind}", f"calibration ({kind})")
+        ev, info = live.edge({"kind": kind, "jpeg_quality": quality}, sched, out / f"calibration-{kind}",
+                             f"calibration ({kind})")
         res[kind] = (ev.to_pandas(), info)
     g, ginfo = res["global_only"]
     c, cinfo = res["always_crop"]
@@ -273,8 +421,8 @@ def calibrate_network(ns, tb, env, base_url: str, trace: Path, workload, quality
     if busy_gap_s is not None:
         busy = [{"request_id": k, "client_id": k % tb.clients, "sample": k % workload.n,
                  "arrival_s": 0.2 + k * busy_gap_s} for k in range(3 * workload.n)]
-        b, binfo = _run_edge(ns, tb, env, base_url, trace, {"kind": "always_crop", "jpeg_quality": quality}, busy,
-                             out / "calibration-busy", "calibration (busy server)")
+        b, binfo = live.edge({"kind": "always_crop", "jpeg_quality": quality}, busy, out / "calibration-busy",
+                             "calibration (busy server)")
         b = b.to_pandas()
         server_rows = server_pass_times([b[b.status == "ok"]], binfo["attention_passes"], workload)
         passes.append(calibrate.pass_records([b], binfo["attention_passes"], workload))
@@ -287,40 +435,74 @@ def calibrate_network(ns, tb, env, base_url: str, trace: Path, workload, quality
             "edge_prep_s": float(np.mean(prep)), "edge_crop_s": cinfo["edge_crop_s"] or 0.0}
 
 
-def _simulate(sc: dict, out: Path, replications: int):
+@dataclass
+class RoundCalibration:
+    """One round's calibration: the network path (`net`), the server's typical pass times (`meas`),
+    the times the simulator gets (`meas_sim`: scaled by the speed fit's mean ratio, if any), the
+    speed fit, the profile CSV written from them, and the idle requests' event logs."""
+
+    net: dict[str, Any]
+    meas: dict[str, Any]
+    meas_sim: dict[str, Any]
+    speed_fit: dict[str, float] | None
+    profile: Path
+    idle_logs: tuple[Any, Any]
+
+
+def calibrate_round(live: Live, setup: Setup, gap_s: float, busy_gap_s: float | None, rdir: Path,
+                    seen_rows: list[list[dict]], seen_passes: list[list[tuple]], say: Say) -> RoundCalibration:
+    """Re-measure the network path and the server's pass times; the pass times (and the speed fit) use
+    this and every earlier round's calibrations (`seen_rows`, `seen_passes`, extended here)."""
+    tb, workload = live.tb, setup.workload
+    say(f"calibrating the network path (idle requests, one at a time) and the server's pass times "
+        f"({tb.calibration.server_passes})")
+    net = calibrate_network(live, workload, setup.quality, gap_s, rdir, busy_gap_s)
+    seen_rows.append(net.pop("server_rows"))
+    seen_passes += net.pop("server_passes")
+    idle_logs = net.pop("idle_logs")
+    say("calibration: " + ", ".join(f"{k}={v:.4g}" for k, v in net.items()))
+    meas = calibrate.with_server_times(setup.meas, median_rows(seen_rows))  # typical (median) pass times
+    fit = None
+    meas_sim = meas
+    if tb.calibration.server_speed == "lognormal":
+        # the pass times' spread and drift, and the mean occupancy per pass (see testbed/README.md)
+        fit = calibrate.speed_fit(seen_passes)
+        meas_sim = calibrate.mean_times(meas, fit["mean_ratio"], net["server_start_delay_s"])
+        say("server speed: " + ", ".join(f"{k}={v:.4g}" for k, v in fit.items()))
+    prof_rows = calibrate.profile_rows(meas_sim, workload)
+    profile = calibrate.write_profile(prof_rows, rdir / "profile.csv")
+    (rdir / "calibration.json").write_text(json.dumps({"rows": meas["rows"], "profile": prof_rows,
+                                                      "server_speed": fit, **net}, indent=1))
+    return RoundCalibration(net, meas, meas_sim, fit, profile, idle_logs)
+
+
+# ---------------------------------------------------------------- stage 3: one point, simulated and measured
+
+
+def _simulate(sc: Scenario, out: Path, replications: int):
     """Run `sc` once, or with a lognormal server speed `replications` times, each on its own speed path
     (server.speed.stream k: same arrivals and samples). Returns the first run's events (the arrivals the
     testbed replays), all runs' events pooled (request ids + k x 10^6) and each run's event table."""
-    import pyarrow.parquet as pq
-
-    from edgevlm.sim.runner import run as sim_run
-
-    n = replications if sc["server"]["speed"]["kind"] != "constant" else 1
+    n = replications if sc.server.speed.kind != "constant" else 1
     tables = []
     for k in range(n):
-        sck = json.loads(json.dumps(sc))
-        if n > 1:
-            sck["server"]["speed"]["stream"] = k
+        sck = with_changes(sc, {"server": {"speed": {"stream": k}}}) if n > 1 else sc
         d = out if k == 0 else out.with_name(f"{out.name}-replication{k}")
         sim_run(sck, d)
         tables.append(pq.read_table(d / "events.parquet").sort_by("request_id"))
     return tables[0], _concat(tables, step=10**6), tables
 
 
-def _run_point(ns, tb, env, base_url: str, trace: Path, workload, policy: dict, sc: dict, meas: dict, pdir: Path,
-               name: str, say, start_delay_s: float = 0.0) -> dict[str, Any]:
+def run_point(live: Live, workload: Workload, policy: dict, sc: Scenario, meas: dict, pdir: Path, name: str,
+              say: Say, start_delay_s: float = 0.0) -> dict[str, Any]:
     """One (policy, load) run: simulate `sc`, replay its arrivals on the testbed, re-simulate with the pass
     times the server showed (diagnostic). Returns the three event tables without the warm-up requests
     (the simulator's pooled over its speed replications), each one's own summary, and the run's counts."""
-    import pyarrow.compute as pc
-
-    from edgevlm.sim.summary import summarize
-    from edgevlm.testbed import calibrate
-
-    rate = sc["clients"]["arrival"]["rate_per_s"] * tb.clients
+    tb, ns = live.tb, live.ns
+    rate = sc.clients.arrival.rate_per_s * tb.clients
     say(f"{name}: simulating (lambda = {rate:.3f}/s)")
     ev, sim_pool, sim_reps = _simulate(sc, pdir / "sim", tb.calibration.speed_replications)
-    (pdir / "scenario.yaml").write_text(_yaml(sc))
+    (pdir / "scenario.yaml").write_text(sc.to_yaml())
     sid_to_row = {s: i for i, s in enumerate(workload.sample_id)}
     schedule = [{"request_id": int(r), "client_id": int(c), "sample": sid_to_row[s], "arrival_s": float(a)}
                 for r, c, s, a in zip(ev.column("request_id").to_pylist(), ev.column("client_id").to_pylist(),
@@ -328,7 +510,7 @@ def _run_point(ns, tb, env, base_url: str, trace: Path, workload, policy: dict, 
     say(f"{name}: running the testbed ({len(schedule)} requests, {schedule[-1]['arrival_s']:.1f} s of arrivals)")
     tcp0 = ns.tcp_stats(ns.client)
     q0 = ns.qdisc_bytes(ns.client, ns.veth_c), ns.qdisc_bytes(ns.server, ns.veth_s)
-    tb_ev, edge_info = _run_edge(ns, tb, env, base_url, trace, policy, schedule, pdir, name)
+    tb_ev, edge_info = live.edge(policy, schedule, pdir, name)
     tcp1 = ns.tcp_stats(ns.client)
     q1 = ns.qdisc_bytes(ns.client, ns.veth_c), ns.qdisc_bytes(ns.server, ns.veth_s)
     n = len(schedule)
@@ -338,13 +520,13 @@ def _run_point(ns, tb, env, base_url: str, trace: Path, workload, policy: dict, 
     # THIS run, which separates queueing-model error from service-time drift under load.
     tb_df = tb_ev.to_pandas()
     meas_pt = calibrate.with_server_times(meas, server_pass_times([tb_df], edge_info["attention_passes"], workload))
-    sc_pt = json.loads(json.dumps(sc))
-    if sc["server"]["speed"]["kind"] != "constant":  # the speed model fitted on this run's own passes
+    changes: dict[str, Any] = {}
+    if sc.server.speed.kind != "constant":  # the speed model fitted on this run's own passes
         fit_pt = calibrate.speed_fit([calibrate.pass_records([tb_df], edge_info["attention_passes"], workload)])
-        sc_pt["server"]["speed"] = speed_block(fit_pt)
+        changes["speed"] = speed_block(fit_pt)
         meas_pt = calibrate.mean_times(meas_pt, fit_pt["mean_ratio"], start_delay_s)
     prof_pt = calibrate.write_profile(calibrate.profile_rows(meas_pt, workload), pdir / "profile_in_situ.csv")
-    sc_pt["server"]["latency"]["path"] = str(prof_pt)
+    sc_pt = with_changes(sc, {"server": {**changes, "latency": {"path": str(prof_pt)}}})
     _, situ, situ_reps = _simulate(sc_pt, pdir / "sim_in_situ", tb.calibration.speed_replications)
 
     def kept(t):
@@ -365,7 +547,7 @@ def _run_point(ns, tb, env, base_url: str, trace: Path, workload, policy: dict, 
     # first run is the noise floor of any simulator-vs-testbed error at this point.
     replays = []
     for k in range(1, tb.replays):
-        rev, _ = _run_edge(ns, tb, env, base_url, trace, policy, schedule, pdir / f"replay{k}", f"{name} replay {k}")
+        rev, _ = live.edge(policy, schedule, pdir / f"replay{k}", f"{name} replay {k}")
         replays.append(compare(summary(rev), summ["testbed"]))
         say(f"{name} testbed replay {k} vs first: " + "  ".join(
             f"{m} {_pct(replays[-1][m]['rel_error'])}" for m in ("latency_mean_s", "latency_p95_s")))
@@ -377,11 +559,61 @@ def _run_point(ns, tb, env, base_url: str, trace: Path, workload, policy: dict, 
                      "tcp_retrans_segs": tcp1["retrans_segs"] - tcp0["retrans_segs"]}}
 
 
+def run_policy_points(live: Live, setup: Setup, cal: RoundCalibration, policy: dict, rnd: int, out: Path,
+                      say: Say) -> dict[str, dict[str, Any]]:
+    """Every load of one policy in round `rnd`: each point's scenario at rho x the policy's measured
+    capacity, with the message bytes of its crop share; returns the point results by name."""
+    tb, workload = live.tb, setup.workload
+    pol = build_policy(policy, setup.trace)
+    crop = [bool(pol.decide_live({c: workload.token_values(c)[i] for c in
+                                  ("s1_min_entropy", "s1_shannon", "s1_margin")}))
+            for i in range(workload.n)]
+    service_s = calibrate.mean_service_s(cal.meas_sim, crop)
+    ou, od, gv = message_bytes(*cal.idle_logs, workload, workload.quality_index(setup.quality), float(np.mean(crop)))
+    net_p = dict(cal.net, uplink_overhead_bytes=max(0, int(round(ou))),
+                 downlink_overhead_bytes=max(0, int(round(od))), gate_values_bytes_per_token=int(round(gv)))
+    say(f"{policy['kind']}: crop share {np.mean(crop):.3f}; per-message bytes up {ou:.0f}, "
+        f"down {od:.0f}; uncertainty {gv:.1f} B/token")
+    results = {}
+    for rho in tb.loads:
+        name = f"{policy['kind']}-rho{rho:g}"
+        pdir = out / name if tb.rounds == 1 else out / name / f"round{rnd + 1}"
+        pdir.mkdir(parents=True, exist_ok=True)
+        rate = rho / service_s / tb.clients
+        sc = build_scenario(tb, name=name, seed=tb.seed + rnd,  # fresh arrivals and samples each round
+                            policy=policy, trace=setup.trace, profile=cal.profile, rate_per_client_s=rate,
+                            visual_tokens=setup.visual_tokens, vision_px=setup.vision_px, net=net_p,
+                            speed=cal.speed_fit)
+        r = run_point(live, workload, policy, sc, cal.meas, pdir, name, say, cal.net["server_start_delay_s"])
+        r.update(rho=rho, policy=policy["kind"], mean_service_s=service_s)
+        results[name] = r
+    return results
+
+
+# ---------------------------------------------------------------- stage 4: comparison
+
+
+def compare_points(runs: dict[str, list[dict[str, Any]]], tb: Testbed, out: Path, compare_sim: bool,
+                   say: Say) -> list[dict[str, Any]]:
+    """Each point's rounds pooled (pool_rounds) into OUT/<point>/comparison.json, with the latency CDF
+    plot when comparing with the simulator; returns the points."""
+    points = []
+    for name, rs in runs.items():
+        point = {"point": name, **pool_rounds(rs)}
+        pdir = out / name
+        (pdir / "comparison.json").write_text(json.dumps(point, indent=1))
+        if compare_sim:
+            plot_cdf(_concat([r["sim_ev"] for r in rs]), _concat([r["tb_ev"] for r in rs]), pdir / "cdf.png",
+                     name + (f" ({tb.rounds} rounds pooled)" if tb.rounds > 1 else ""))
+        points.append(point)
+        if tb.rounds > 1:
+            say(f"{name}, {tb.rounds} rounds pooled: " + "  ".join(
+                f"{k} {_pct(v['rel_error'])}" for k, v in point["metrics"].items()))
+    return points
+
+
 def _concat(tables, step: int = 10**9):
     """Event tables of several runs as one, request ids made distinct (run k adds k x `step`)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     out = []
     for k, t in enumerate(tables):
         i = t.schema.get_field_index("request_id")
@@ -394,8 +626,6 @@ def pool_rounds(rs: list[dict[str, Any]]) -> dict[str, Any]:
     """One point's comparison over its rounds: latency, bytes and retransmission rate from all measured
     requests of all rounds together; throughput the mean of the rounds' (each over its own window).
     With one round this is exactly that round's comparison."""
-    from edgevlm.sim.summary import summarize
-
     def pooled(key: str, summ: str) -> dict:
         s = summarize(_concat([r[key] for r in rs]), warmup_s=0.0, comm=None, components={})
         tput = [r["summaries"][summ]["throughput_per_s"] for r in rs]
@@ -421,93 +651,31 @@ def pool_rounds(rs: list[dict[str, Any]]) -> dict[str, Any]:
     return point
 
 
-def run(tb, out: Path, *, compare_sim: bool = True, progress: bool = True) -> dict[str, Any]:
+def run(tb: Testbed, out: Path, *, compare_sim: bool = True, progress: bool = True) -> dict[str, Any]:
     """The whole measurement of one TESTBED.yaml; returns the overall comparison dict."""
-    import torch
-
-    from edgevlm.models.backend import load_backend
-    from edgevlm.models.manifest import read_manifest
-    from edgevlm.sim.errors import UserError
-    from edgevlm.sim.workload import Workload
-    from edgevlm.testbed import calibrate
-    from edgevlm.testbed.edge import build_policy
-    from edgevlm.testbed.netns import Netns, NetnsUnavailable, Shape
 
     def say(msg: str) -> None:
         if progress:
             print(f"[testbed] {msg}", file=sys.stderr, flush=True)
 
     out.mkdir(parents=True, exist_ok=True)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # no flush-denormal here: it is process-global state (the server process sets it)
-    samples = read_manifest(tb.manifest)
-    by_id = {s.sample_id: s for s in samples}
-    backend = load_backend(tb.model)
-    trace = Path(tb.trace) if tb.trace else out / "trace.parquet"
-    quality = int(tb.policies[0].get("jpeg_quality", 75))
-    if not trace.exists():
-        from edgevlm.models.extract import ExtractOptions, extract
-
-        say(f"extracting the trace of {len(samples)} samples -> {trace}")
-        extract(backend, samples, trace, ExtractOptions(
-            dataset_id=Path(tb.manifest).stem, source_kind=backend.settings.source_kind or "tiny-local",
-            progress=progress, notes="testbed validation trace",
-            infer_jpeg_quality=quality), manifest=tb.manifest)
-    workload = Workload.load(trace).at_quality(quality, "policies[0].jpeg_quality")
-    rows_samples = []
-    for sid in workload.sample_id:
-        if sid not in by_id:
-            raise UserError(f"trace: sample_id {sid!r} is not in the manifest {tb.manifest}")
-        rows_samples.append(by_id[sid])
-
-    say(f"calibrating ({tb.calibration.repeats} repeats x {len(rows_samples)} samples)")
-    meas = calibrate.measure(backend, rows_samples, workload, quality, tb.calibration.repeats)
-    prof_rows = calibrate.profile_rows(meas, workload)
-    profile = calibrate.write_profile(prof_rows, out / "profile.csv")
-    prep_s = float(np.mean([r["prep_s"] for r in meas["rows"]]))
-    crop_s = float(np.mean([r["crop_s"] for r in meas["rows"]]))
-    n_v, px = meas["visual_tokens"], backend.vision_input_px
-    del backend
-    torch.set_num_threads(threads)
-    (out / "calibration.json").write_text(json.dumps({"rows": meas["rows"], "profile": prof_rows,
-                                                      "edge_prep_s": prep_s, "edge_crop_s": crop_s}, indent=1))
-    up, down = tb.network.uplink, tb.network.downlink
-    points: list[dict] = []
-    calibrations: list[dict] = []
+    setup = prepare(tb, out, say, progress)
+    workload, quality, rows = setup.workload, setup.quality, setup.meas["rows"]
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                MALLOC_MMAP_THRESHOLD_="33554432", OMP_NUM_THREADS=str(tb.server.threads))
-    try:
-        ns_ctx = Netns(Shape(up.capacity_mbps, up.propagation_ms, up.loss_pct),
-                       Shape(down.capacity_mbps, down.propagation_ms, down.loss_pct))
-        ns = ns_ctx.__enter__()
-    except NetnsUnavailable as exc:
-        raise UserError(f"testbed: {exc}") from None
-    server = None
-    try:
-        base_url = f"http://{ns.server_ip}:{tb.server.port}"
-        model_cpus, other_cpus = cpu_split(tb)
-        server_log = open(out / "server.log", "w")
-        server = subprocess.Popen(
-            ns.exec_prefix(ns.server) + [sys.executable, "-m", "edgevlm", "serve", "--model", tb.model,
-                                         "--host", ns.server_ip, "--port", str(tb.server.port),
-                                         "--manifest", tb.manifest, "--max-queue", str(tb.server.max_queue),
-                                         "--threads", str(tb.server.threads)]
-            + (["--model-process", "--model-spin-s", str(tb.server.model_spin_s)] if tb.server.model_process else [])
-            + (["--model-cpus", ",".join(map(str, model_cpus))] if model_cpus else []),
-            cwd=REPO, env=env, stdout=server_log, stderr=subprocess.STDOUT, preexec_fn=_pinned(other_cpus))
-        say("starting the server" + (f" (model process on CPU {','.join(map(str, model_cpus))}, event loop and "
-                                     f"edge client on {','.join(map(str, other_cpus))})" if model_cpus else ""))
-        _wait_health(base_url, ns.exec_prefix(ns.client), 180, server)
-        gap_s = 3 * max(r["s1_s"] + r["att_s"] + r["s2_s"] for r in meas["rows"]) + 0.05
+    runs: dict[str, list[dict]] = {}
+    calibrations: list[dict] = []
+    with network_namespaces(tb) as ns, inference_server(ns, tb, env, out / "server.log", say) as base_url:
+        live = Live(ns, tb, env, base_url, setup.trace)
+        gap_s = 3 * max(r["s1_s"] + r["att_s"] + r["s2_s"] for r in rows) + 0.05
         # Every sample through all three passes once, unmeasured, so the first calibration does not time
         # the model process's first passes (first allocations, cold caches).
         say("warming up the server (every sample once, always_crop; not measured)")
-        _run_edge(ns, tb, env, base_url, trace, {"kind": "always_crop", "jpeg_quality": quality},
+        live.edge({"kind": "always_crop", "jpeg_quality": quality},
                   [{"request_id": k, "client_id": 0, "sample": k, "arrival_s": 0.1 + 0.01 * k} for k in range(workload.n)],
                   out / "warmup", "warm-up")
-        busy_gap_s = (float(np.mean([r["s1_s"] + r["att_s"] + r["s2_s"] for r in meas["rows"]])) / 1.5
+        busy_gap_s = (float(np.mean([r["s1_s"] + r["att_s"] + r["s2_s"] for r in rows])) / 1.5
                       if tb.calibration.server_passes == "busy" else None)
-        runs: dict[str, list[dict]] = {}
         seen_rows: list[list[dict]] = []  # the server's pass times of every calibration so far
         seen_passes: list[list[tuple]] = []  # ... and every pass with its start time, per calibration run
         for rnd in range(tb.rounds):
@@ -518,84 +686,21 @@ def run(tb, out: Path, *, compare_sim: bool = True, progress: bool = True) -> di
             tag = f"round {rnd + 1}/{tb.rounds}: " if tb.rounds > 1 else ""
             rdir = out if tb.rounds == 1 else out / f"round{rnd + 1}"
             rdir.mkdir(parents=True, exist_ok=True)
-            say(f"{tag}calibrating the network path (idle requests, one at a time) and the server's pass "
-                f"times ({tb.calibration.server_passes})")
-            net = calibrate_network(ns, tb, env, base_url, trace, workload, quality, gap_s, rdir, busy_gap_s)
-            seen_rows.append(net.pop("server_rows"))
-            seen_passes += net.pop("server_passes")
-            idle_g, idle_c = net.pop("idle_logs")
-            say(tag + "calibration: " + ", ".join(f"{k}={v:.4g}" for k, v in net.items()))
-            meas_r = calibrate.with_server_times(meas, median_rows(seen_rows))  # typical (median) pass times
-            fit = None
-            meas_sim = meas_r
-            if tb.calibration.server_speed == "lognormal":
-                # the pass times' spread and drift, and the mean occupancy per pass (see testbed/README.md)
-                fit = calibrate.speed_fit(seen_passes)
-                meas_sim = calibrate.mean_times(meas_r, fit["mean_ratio"], net["server_start_delay_s"])
-                say(tag + "server speed: " + ", ".join(f"{k}={v:.4g}" for k, v in fit.items()))
-            prof_rows = calibrate.profile_rows(meas_sim, workload)
-            profile = calibrate.write_profile(prof_rows, rdir / "profile.csv")
-            (rdir / "calibration.json").write_text(json.dumps({"rows": meas_r["rows"], "profile": prof_rows,
-                                                              "server_speed": fit, **net},
-                                                              indent=1))
-            calibrations.append({"round": rnd + 1, "server_scale": meas_r["server_scale"], "server_speed": fit, **net})
+            say_r = lambda m, t=tag: say(t + m)  # noqa: E731
+            cal = calibrate_round(live, setup, gap_s, busy_gap_s, rdir, seen_rows, seen_passes, say_r)
+            calibrations.append({"round": rnd + 1, "server_scale": cal.meas["server_scale"],
+                                 "server_speed": cal.speed_fit, **cal.net})
             for policy in tb.policies:
-                pol = build_policy(policy, trace)
-                crop = [bool(pol.decide_live({c: workload.token_values(c)[i] for c in
-                                              ("s1_min_entropy", "s1_shannon", "s1_margin")}))
-                        for i in range(workload.n)]
-                service_s = calibrate.mean_service_s(meas_sim, crop)
-                ou, od, gv = message_bytes(idle_g, idle_c, workload, workload.quality_index(quality),
-                                           float(np.mean(crop)))
-                net_p = dict(net, uplink_overhead_bytes=max(0, int(round(ou))),
-                             downlink_overhead_bytes=max(0, int(round(od))), gate_values_bytes_per_token=int(round(gv)))
-                say(f"{tag}{policy['kind']}: crop share {np.mean(crop):.3f}; per-message bytes up {ou:.0f}, "
-                    f"down {od:.0f}; uncertainty {gv:.1f} B/token")
-                for rho in tb.loads:
-                    name = f"{policy['kind']}-rho{rho:g}"
-                    pdir = out / name if tb.rounds == 1 else out / name / f"round{rnd + 1}"
-                    pdir.mkdir(parents=True, exist_ok=True)
-                    rate = rho / service_s / tb.clients
-                    sc = _hw_fix(scenario_dict(tb, name=name, policy=policy, trace=trace, profile=profile,
-                                               rate_per_client_s=rate, visual_tokens=n_v, vision_px=px, net=net_p,
-                                               speed=fit))
-                    sc["seed"] = tb.seed + rnd  # fresh arrivals and samples each round
-                    r = _run_point(ns, tb, env, base_url, trace, workload, policy, sc, meas_r, pdir, name,
-                                   lambda m, t=tag: say(t + m), net["server_start_delay_s"])
-                    r.update(rho=rho, policy=policy["kind"], mean_service_s=service_s)
+                for name, r in run_policy_points(live, setup, cal, policy, rnd, out, say_r).items():
                     runs.setdefault(name, []).append(r)
-        for name, rs in runs.items():
-            point = {"point": name, **pool_rounds(rs)}
-            pdir = out / name
-            (pdir / "comparison.json").write_text(json.dumps(point, indent=1))
-            if compare_sim:
-                plot_cdf(_concat([r["sim_ev"] for r in rs]), _concat([r["tb_ev"] for r in rs]), pdir / "cdf.png",
-                         name + (f" ({tb.rounds} rounds pooled)" if tb.rounds > 1 else ""))
-            points.append(point)
-            if tb.rounds > 1:
-                say(f"{name}, {tb.rounds} rounds pooled: " + "  ".join(
-                    f"{k} {_pct(v['rel_error'])}" for k, v in point["metrics"].items()))
-    finally:
-        if server is not None:
-            server.terminate()
-            try:
-                server.wait(10)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
-        ns_ctx.__exit__(None, None, None)
-    result = {"testbed": tb.model_dump(), "model": tb.model, "trace": str(trace),
+    points = compare_points(runs, tb, out, compare_sim, say)
+    result = {"testbed": tb.model_dump(), "model": tb.model, "trace": str(setup.trace),
               "trace_source_kind": workload.provenance.get("source_kind"),
-              "calibration": {"in_process_edge_prep_s": prep_s, "in_process_edge_crop_s": crop_s,
+              "calibration": {"in_process_edge_prep_s": setup.edge_prep_s, "in_process_edge_crop_s": setup.edge_crop_s,
                               **(calibrations[0] if len(calibrations) == 1 else {"rounds": calibrations})},
               "points": points}
     (out / "comparison.json").write_text(json.dumps(result, indent=1))
     return result
-
-
-def _yaml(d: dict) -> str:
-    import yaml
-    return yaml.safe_dump(d, sort_keys=False)
 
 
 def _pct(v: float | None) -> str:
@@ -604,9 +709,9 @@ def _pct(v: float | None) -> str:
 
 def plot_cdf(sim_events, tb_events, path: Path, title: str) -> None:
     """Sim and testbed latency CDFs in one plot."""
-    import matplotlib
+    import matplotlib  # defers matplotlib (slow to import; only this plot needs it)
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # defers matplotlib
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for label, ev in (("simulator", sim_events), ("testbed", tb_events)):
@@ -618,6 +723,5 @@ def plot_cdf(sim_events, tb_events, path: Path, title: str) -> None:
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
-    from edgevlm.traces.io import atomic_write
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)

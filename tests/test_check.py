@@ -14,7 +14,7 @@ import yaml
 from edgevlm.sim import run
 from edgevlm.sim.audit import AUDIT_SCHEMA
 from edgevlm.sim.check import _worst_window, check_run_dir
-from edgevlm.sim.recorder import EVENT_SCHEMA
+from edgevlm.traces.eventlog import EVENT_SCHEMA
 from tests.test_cli import edgevlm
 
 

@@ -177,16 +177,16 @@ def calib_data(tmp_path_factory):
 
 
 def test_fit_codec_cli_and_progressive_extract(llava_dir, data, calib_data, tmp_path):
-    from edgevlm.models.cli import main
+    from edgevlm.cli import main
     from edgevlm.traces.io import read_trace
 
-    assert main(["fit-codec", "--model", str(llava_dir), "--dataset", str(calib_data), "--levels", "3"]) == 0
+    assert main(["trace", "fit-codec", "--model", str(llava_dir), "--dataset", str(calib_data), "--levels", "3"]) == 0
     codec_dir = llava_dir / "codec" / "pca_levels"
     codec = load_codec(codec_dir)
     assert codec.d == 32 and codec.n_levels == 3
     assert codec.fit_info["n_calibration_tokens"] == 4 * 64
     out = tmp_path / "prog.parquet"
-    assert main(["extract", "--model", str(llava_dir), "--dataset", str(data), "--out", str(out),
+    assert main(["trace", "extract", "--model", str(llava_dir), "--dataset", str(data), "--out", str(out),
                  "--progressive", "--no-progress", "--source-kind", "tiny-local"]) == 0
     table, prov = read_trace(out)                    # validates the prog columns (same L, increasing bytes)
     rows = table.to_pylist()
@@ -264,25 +264,25 @@ def test_vision_flops_formula_matches_counted(llava_dir):
 
 
 def test_progressive_errors(llava_dir, data, tmp_path, capsys):
-    from edgevlm.models.cli import main
+    from edgevlm.cli import main
 
-    rc = main(["extract", "--model", str(llava_dir), "--dataset", str(data), "--out", str(tmp_path / "x.parquet"),
+    rc = main(["trace", "extract", "--model", str(llava_dir), "--dataset", str(data), "--out", str(tmp_path / "x.parquet"),
                "--progressive", "--codec", str(tmp_path / "none"), "--no-progress", "--source-kind", "tiny-local"])
     assert rc == 2
     assert "codec.json" in capsys.readouterr().err
 
 
 def test_progressive_resume_needs_same_codec(llava_dir, data, calib_data, tmp_path, capsys):
-    from edgevlm.models.cli import main
+    from edgevlm.cli import main
 
     c3 = tmp_path / "c3"
     c2 = tmp_path / "c2"
-    assert main(["fit-codec", "--model", str(llava_dir), "--dataset", str(calib_data), "--levels", "3",
+    assert main(["trace", "fit-codec", "--model", str(llava_dir), "--dataset", str(calib_data), "--levels", "3",
                  "--out", str(c3)]) == 0
-    assert main(["fit-codec", "--model", str(llava_dir), "--dataset", str(calib_data), "--levels", "2",
+    assert main(["trace", "fit-codec", "--model", str(llava_dir), "--dataset", str(calib_data), "--levels", "2",
                  "--out", str(c2)]) == 0
     out = tmp_path / "r.parquet"
-    base = ["extract", "--model", str(llava_dir), "--dataset", str(data), "--out", str(out), "--progressive",
+    base = ["trace", "extract", "--model", str(llava_dir), "--dataset", str(data), "--out", str(out), "--progressive",
             "--no-progress", "--source-kind", "tiny-local"]
     assert main(base + ["--codec", str(c3), "--limit", "1"]) == 0
     assert main(base + ["--codec", str(c3)]) == 0

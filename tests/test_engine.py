@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from edgevlm.sim import run
-from edgevlm.sim.workload import BBOX_REQUEST_BYTES, TEXT_BYTES_PER_TOKEN
+from edgevlm.traces.protocol import BBOX_REQUEST_BYTES, TEXT_BYTES_PER_TOKEN
 from edgevlm.traces import read_trace
 
 

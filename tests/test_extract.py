@@ -123,10 +123,10 @@ def test_failure_midway_keeps_finished_rows_and_no_temp_files(backends, data, tm
 
 
 def test_cli_extract_and_errors(llava_dir, data, tmp_path, capsys):
-    from edgevlm.models.cli import main
+    from edgevlm.cli import main
 
     out = tmp_path / "cli.parquet"
-    rc = main(["extract", "--model", str(llava_dir), "--dataset", str(data), "--out", str(out),
+    rc = main(["trace", "extract", "--model", str(llava_dir), "--dataset", str(data), "--out", str(out),
                "--limit", "1", "--source-kind", "tiny-local", "--no-progress", "--box-pad-px", "3",
                "--threads", "1", "--box-pad-frac", "0.25"])
     assert rc == 0
@@ -138,44 +138,40 @@ def test_cli_extract_and_errors(llava_dir, data, tmp_path, capsys):
     settings = json.loads((llava_dir / "edgevlm.json").read_text())
     (llava_dir / "edgevlm.json").write_text(json.dumps({**settings, "source_kind": "tiny-local"}))
     try:
-        assert main(["extract", "--model", str(llava_dir), "--dataset", str(data), "--out", str(tmp_path / "k.parquet"),
+        assert main(["trace", "extract", "--model", str(llava_dir), "--dataset", str(data), "--out", str(tmp_path / "k.parquet"),
                      "--limit", "1", "--no-progress"]) == 0
         assert read_trace(tmp_path / "k.parquet")[1]["source_kind"] == "tiny-local"
     finally:
         (llava_dir / "edgevlm.json").write_text(json.dumps(settings))
     capsys.readouterr()
     # a model directory that declares no source_kind needs --source-kind: never `real` by default
-    rc = main(["extract", "--model", str(llava_dir), "--dataset", str(data), "--out", str(tmp_path / "u.parquet"),
+    rc = main(["trace", "extract", "--model", str(llava_dir), "--dataset", str(data), "--out", str(tmp_path / "u.parquet"),
                "--limit", "1", "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 2 and "--source-kind is required" in err and "edgevlm.json declares no source_kind" in err
     assert not (tmp_path / "u.parquet").exists()
-    rc = main(["extract", "--model", str(llava_dir), "--dataset", str(tmp_path / "none.jsonl"), "--out", str(out)])
+    rc = main(["trace", "extract", "--model", str(llava_dir), "--dataset", str(tmp_path / "none.jsonl"), "--out", str(out)])
     err = capsys.readouterr().err
     assert rc == 2 and "manifest file not found" in err and "Traceback" not in err
-    rc = main(["extract", "--model", str(tmp_path), "--dataset", str(data), "--out", str(out)])
+    rc = main(["trace", "extract", "--model", str(tmp_path), "--dataset", str(data), "--out", str(out)])
     assert rc == 2 and "no config.json" in capsys.readouterr().err
-    rc = main(["extract", "--model", str(llava_dir), "--dataset", str(data), "--out", str(out),
+    rc = main(["trace", "extract", "--model", str(llava_dir), "--dataset", str(data), "--out", str(out),
                "--jpeg-qualities", "50,10"])
     assert rc == 2 and "--jpeg-qualities" in capsys.readouterr().err
     if not torch.cuda.is_available():
-        rc = main(["extract", "--model", str(llava_dir), "--dataset", str(data), "--out", str(out),
+        rc = main(["trace", "extract", "--model", str(llava_dir), "--dataset", str(data), "--out", str(out),
                    "--device", "cuda"])
         assert rc == 2 and "CUDA is not available" in capsys.readouterr().err
 
 
-def test_cli_register_into_trace_subparsers_and_help_is_light():
-    import argparse
+def test_cli_registers_under_trace_and_help_is_light():
+    from edgevlm.cli import build_parser
+    from edgevlm.models.cli import run_extract
 
-    from edgevlm.models.cli import register, run_extract
-
-    ap = argparse.ArgumentParser(prog="edgevlm")
-    trace = ap.add_subparsers(dest="command").add_parser("trace").add_subparsers(dest="trace_command")
-    register(trace)
-    args = ap.parse_args(["trace", "extract", "--model", "m", "--dataset", "d.jsonl", "--out", "o.parquet"])
+    args = build_parser().parse_args(["trace", "extract", "--model", "m", "--dataset", "d.jsonl", "--out", "o.parquet"])
     assert args.func is run_extract and args.device == "cpu" and args.limit is None
-    code = ("import sys, models.cli as c\n"
-            "try:\n    c.main(['extract', '--help'])\nexcept SystemExit:\n    pass\n"
+    code = ("import sys, edgevlm.cli as c\n"
+            "try:\n    c.main(['trace', 'extract', '--help'])\nexcept SystemExit:\n    pass\n"
             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(_root()))
     assert res.returncode == 0, res.stderr

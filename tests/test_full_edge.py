@@ -10,7 +10,7 @@ from edgevlm.sim import run
 from edgevlm.sim.errors import ConfigError
 from edgevlm.sim.latency import Job, Roofline
 from edgevlm.sim.profiles import EDGES, MODELS
-from edgevlm.sim.workload import TEXT_BYTES_PER_TOKEN
+from edgevlm.traces.protocol import TEXT_BYTES_PER_TOKEN
 from edgevlm.traces import read_trace
 from edgevlm.traces.io import write_trace
 

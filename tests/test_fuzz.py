@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from edgevlm.sim import run
 from edgevlm.sim.check import check_run_dir
-from edgevlm.sim.cli import main
+from edgevlm.cli import main
 from edgevlm.traces.schema import METADATA_KEY, REQUIRED_COLUMNS
 from edgevlm.traces.synthetic import write_synthetic
 

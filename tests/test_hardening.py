@@ -1,6 +1,6 @@
 """Bad input through the CLI: one line on stderr naming the field, file or line, exit code 2, no traceback.
 
-Runs `sim.cli.main` in-process (an escaping exception would fail the test just as a traceback would);
+Runs `edgevlm.cli.main` in-process (an escaping exception would fail the test just as a traceback would);
 tests/test_cli.py covers the same path in subprocesses.
 """
 
@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from edgevlm.sim.cli import main
+from edgevlm.cli import main
 from tests.conftest import base_scenario
 from edgevlm.traces.synthetic import write_synthetic
 

@@ -81,7 +81,7 @@ def test_edge_gate_makes_the_same_decisions_with_one_more_message_each_way(scena
     """gate: edge sends the stage-1 reply (answer + 12 B of uncertainty per token) down before the
     decision; a crop then costs one box request up (8 B + overhead). Decisions are unchanged."""
     from edgevlm.sim.network import DEFAULT_OVERHEAD_BYTES as OH
-    from edgevlm.sim.workload import ATTENTION_REQUEST_BYTES, TEXT_BYTES_PER_TOKEN
+    from edgevlm.traces.protocol import ATTENTION_REQUEST_BYTES, TEXT_BYTES_PER_TOKEN
     pol = {"kind": kind} | ({"threshold": 0.6} if kind == "entropy_threshold" else {})
     server = events_of(scenario_dict, pol)
     edge = events_of(scenario_dict, pol | {"gate": "edge"})

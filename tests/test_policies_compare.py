@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from edgevlm.sim.cli import main
+from edgevlm.cli import main
 from edgevlm.sim.compare import load_compare, run_compare
 from edgevlm.sim.errors import ConfigError
 from edgevlm.sim.policies import policies

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from edgevlm.analysis.tradeoff import Group, separability, tradeoff
-from edgevlm.sim.cli import main
+from edgevlm.cli import main
 from edgevlm.sim.workload import Workload
 
 

@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from edgevlm.sim import parse_scenario, run
-from edgevlm.sim.cli import main
-from edgevlm.sim.recorder import EVENT_SCHEMA
+from edgevlm.cli import main
+from edgevlm.traces.eventlog import EVENT_SCHEMA
 from edgevlm.sim.rundir import LIBRARIES, file_sha256
 
 

@@ -30,7 +30,8 @@ def test_message_bytes_recovers_per_message_overheads_and_gate_bytes(synthetic_t
     uncertainty per stage-1 token): the least-squares calibration gives them back."""
     import pandas as pd
 
-    from edgevlm.sim.workload import ATTENTION_REQUEST_BYTES, BBOX_REQUEST_BYTES, TEXT_BYTES_PER_TOKEN, Workload
+    from edgevlm.sim.workload import Workload
+    from edgevlm.traces.protocol import ATTENTION_REQUEST_BYTES, BBOX_REQUEST_BYTES, TEXT_BYTES_PER_TOKEN
     from edgevlm.testbed.validate import message_bytes
 
     w = Workload.load(synthetic_trace)
@@ -54,7 +55,7 @@ def test_message_bytes_recovers_per_message_overheads_and_gate_bytes(synthetic_t
 
 
 def _round(scenario_dict, seed: int, slowdown: float) -> dict:
-    """One round as validate._run_point returns it: a simulator run, and a 'testbed' whose latencies
+    """One round as validate.run_point returns it: a simulator run, and a 'testbed' whose latencies
     are the same requests' times `slowdown` (a known answer for the comparison)."""
     import pyarrow.compute as pc
 
@@ -239,7 +240,7 @@ def test_ci_short_validation(tmp_path):
     import pyarrow.parquet as pq
     import yaml
 
-    from edgevlm.sim.recorder import EVENT_SCHEMA
+    from edgevlm.traces.eventlog import EVENT_SCHEMA
     from edgevlm.testbed.config import load_testbed
     from edgevlm.testbed.validate import run
     from tests.models_fixtures import build_tiny_llava, make_images, write_manifest

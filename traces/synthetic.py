@@ -37,6 +37,7 @@ probability 0.9 × that of stage 2 + 0.1.
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 from pathlib import Path
 
@@ -44,6 +45,7 @@ import numpy as np
 import pyarrow as pa
 
 from edgevlm.traces.io import write_trace
+from edgevlm.traces.version import generator_string
 
 JPEG_QUALITIES = [10, 25, 50, 75, 95]
 QUALITY_FACTORS = np.array([0.28, 0.5, 0.75, 1.0, 2.1])
@@ -223,7 +225,6 @@ def generate_table_v2(n_samples: int = 2000, seed: int = 0) -> pa.Table:
 
 def provenance(n_samples: int, seed: int, format_version: int = 1) -> dict:
     """Provenance for a synthetic trace: labelled synthetic, with the generator and its parameters."""
-    from edgevlm.traces.version import generator_string
 
     return {
         "source_kind": "synthetic",
@@ -248,8 +249,6 @@ def write_synthetic(path: str | Path, n_samples: int = 2000, seed: int = 0, form
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
     ap = argparse.ArgumentParser(description="Write a SYNTHETIC trace (tests only).")
     ap.add_argument("out", type=Path)
     ap.add_argument("--samples", type=int, default=2000)

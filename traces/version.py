@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import subprocess
-from importlib import metadata
 from pathlib import Path
+
+from edgevlm import __version__
 
 
 def package_version() -> str:
-    try:
-        return metadata.version("edgevlm-sim")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
+    """The version of the code that runs (edgevlm.__version__, which pyproject.toml reads too)."""
+    return __version__
 
 
 def git_commit() -> str | None:

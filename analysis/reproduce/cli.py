@@ -6,6 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
+from edgevlm.commands import Commands
 from edgevlm.sim.errors import UserError
 
 SEEDS = {"seed000": "Song & Kim, Collaborative Edge-to-Server Inference for Vision-Language Models",
@@ -109,8 +110,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
+def register(commands: Commands) -> None:
+    p = commands.top.add_parser(
         "reproduce", help="a seed paper's results beside ours, each with a verdict (report.html, reproduce.json)",
         description="seed000 (Song & Kim): Figs. 4-8, 12 and Tables II-III recomputed offline from the trace. "
                     "seed004 (Hsu et al.): the 1 Mbit/s comparison simulated with the compare machinery. Each item "

@@ -13,7 +13,7 @@ The coefficients c of a level are quantised as q = clip(round(c / scale), -127, 
 scale = max|c| / 127, so |c - scale * q| <= scale / 2 for every coefficient.
 
 A fitted codec is a directory holding codec.json (kind, config, shapes, fit facts) and codec.npz
-(arrays). `load_codec(dir)` picks the class from codec.json's `kind` (registry CODECS).
+(arrays). `load_codec(dir)` (models/codec/__init__.py) picks the class from codec.json's `kind` (registry CODECS).
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from edgevlm.traces.io import atomic_write
 
 HEADER = struct.Struct("<BBHHf")
 QMAX = 127
@@ -213,7 +215,6 @@ class Codec(ABC):
     # ----- persistence ------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
         """Write codec.json + codec.npz into `directory` (each written atomically)."""
-        from edgevlm.traces.io import atomic_write
 
         self._require_fitted()
         d = Path(directory)
@@ -232,30 +233,3 @@ class Codec(ABC):
     @classmethod
     def _from_meta(cls, meta: dict[str, Any]) -> "Codec":
         return cls(**meta["config"])
-
-
-def load_codec(directory: str | Path) -> Codec:
-    """A fitted codec from a directory written by Codec.save."""
-    from edgevlm.models.codec import CODECS
-
-    d = Path(directory)
-    jp, npz = d / JSON_NAME, d / NPZ_NAME
-    if not jp.is_file() or not npz.is_file():
-        raise CodecError(f"--codec {d}: expected {JSON_NAME} and {NPZ_NAME} there (write them with "
-                         f"`python -m edgevlm.models.cli fit-codec`)")
-    try:
-        meta = json.loads(jp.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CodecError(f"{jp}: not readable JSON ({exc})") from None
-    if meta.get("codec_format") != CODEC_FORMAT:
-        raise CodecError(f"{jp}: codec_format {meta.get('codec_format')!r} is not supported (this build: {CODEC_FORMAT})")
-    kind = meta.get("kind")
-    if kind not in CODECS:
-        raise CodecError(f"{jp}: kind {kind!r} must be one of {', '.join(CODECS)}")
-    codec = CODECS[kind]._from_meta(meta)
-    with np.load(npz) as f:
-        codec._set_arrays({k: f[k] for k in f.files})
-    codec.d = int(meta["d_vision"])
-    codec.group_sizes = [int(s) for s in meta["group_sizes"]]
-    codec.fit_info = dict(meta.get("fit", {}))
-    return codec

@@ -51,7 +51,7 @@ class NestedAE(Codec):
 
     # ----- training -----------------------------------------------------------------------------
     def _fit(self, x: np.ndarray) -> None:
-        import torch
+        import torch  # defers torch
 
         threads = torch.get_num_threads()
         torch.set_num_threads(1)          # small matmuls: one thread is fastest on a shared CPU
@@ -61,7 +61,7 @@ class NestedAE(Codec):
             torch.set_num_threads(threads)
 
     def _train(self, x: np.ndarray) -> None:
-        import torch
+        import torch  # defers torch
 
         n, d = x.shape
         width = self.latent or d

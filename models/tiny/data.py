@@ -9,11 +9,14 @@ on an 8x8 grid for the Stage A heads and the attention-grounding loss.
 from __future__ import annotations
 
 import io
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from edgevlm.models import boxsearch
 from edgevlm.models import scenes as S
@@ -216,7 +219,6 @@ def render_scene(seed: int, index: int, crops_per_sign: int = 3):
 
 
 def build_pool(seed: int, start: int, n: int, progress: bool = True) -> Pool:
-    from tqdm import tqdm
     G, GL, OB, OM, C, CL, CM = [], [], [], [], [], [], []
     for i in tqdm(range(start, start + n), desc=f"pool {start}", disable=not progress, mininterval=10):
         g, gl, rows, masks, crops, clabs, cmeta = render_scene(seed, i)
@@ -233,7 +235,6 @@ def build_pool(seed: int, start: int, n: int, progress: bool = True) -> Pool:
 
 def save_pool(pool: Pool, path: Path) -> None:
     """Write a shard atomically (readers never see half a file)."""
-    import os
     path = Path(path)
     tmp = path.with_name(path.stem + ".partial.npz")
     np.savez(tmp, **pool.__dict__)
@@ -242,7 +243,6 @@ def save_pool(pool: Pool, path: Path) -> None:
 
 def ensure_shard(path: Path, seed: int, start: int, n: int, wait_s: float = 0.0) -> Path:
     """The shard at path: waited for (another process building it) up to wait_s, else rendered here."""
-    import time
     path = Path(path)
     t0 = time.time()
     while True:

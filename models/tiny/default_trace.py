@@ -24,23 +24,27 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow as pa
+
+from edgevlm.models.backend import load_backend
+from edgevlm.models.codec import load_codec
+from edgevlm.models.manifest import read_manifest
+from edgevlm.traces.io import read_trace, write_trace
+
 DEFAULT_OUT = "traces/tiny-scenetext-v1.parquet"
 DATA_SEED = 1000
 
 
 def _worker(args):
     model, manifest, part_out, lo, hi, dataset_id, codec_dir, infer_q = args
-    import torch
+    import torch  # defers torch
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
-    from edgevlm.models.backend import load_backend
-    from edgevlm.models.extract import ExtractOptions, extract
-    from edgevlm.models.manifest import read_manifest
+    from edgevlm.models.extract import ExtractOptions, extract  # defers PIL
     samples = read_manifest(manifest)[lo:hi]
     be = load_backend(model)
     codec = None
     if codec_dir:
-        from edgevlm.models.codec import load_codec
         codec = load_codec(codec_dir)
     opts = ExtractOptions(dataset_id=dataset_id, source_kind="tiny-local", checkpoint_every=50,
                           progress=(lo == 0), codec=codec, codec_path=codec_dir, infer_jpeg_quality=infer_q)
@@ -65,7 +69,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-progressive", action="store_true", help="leave the prog_* columns out")
     a = ap.parse_args(argv)
     os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "33554432")
-    from edgevlm.models import scenes as S
+    from edgevlm.models import scenes as S  # defers PIL
     data = Path(a.data)
     manifest = data / "manifest.jsonl"
     if not manifest.exists() or len(manifest.read_text().splitlines()) != a.n:
@@ -94,8 +98,6 @@ def main(argv=None) -> int:
 
 
 def join(a, jobs, summaries, wall_s, dataset_id):
-    import pyarrow as pa
-    from edgevlm.traces.io import read_trace, write_trace
     tables, provs = [], []
     for job in jobs:
         t, p = read_trace(job[2])

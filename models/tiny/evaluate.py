@@ -17,11 +17,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
+import queue
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import rankdata
+
+from edgevlm.models.backend import load_backend
+from edgevlm.models.boxsearch import search_box
+from edgevlm.models.manifest import read_manifest
+from edgevlm.traces.io import read_trace
 
 K_TOKENS = 5
 N_BINS = 20
@@ -35,7 +43,6 @@ def auroc(pos: np.ndarray, neg: np.ndarray) -> float:
     """P(score_pos > score_neg) + 0.5 P(tie): Mann-Whitney AUROC."""
     if len(pos) == 0 or len(neg) == 0:
         return float("nan")
-    from scipy.stats import rankdata
     r = rankdata(np.concatenate([pos, neg]))
     return float((r[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
@@ -105,12 +112,9 @@ def metrics(df, meta: dict | None = None) -> dict:
 
 def _speed_worker(model_dir: str, manifest: str, lo: int, hi: int, threads: int, barrier, out) -> None:
     """Times stage 1 + relative attention + stage 2 over samples [lo, hi) after 3 warm-up samples."""
-    import torch
-    from PIL import Image
-    from edgevlm.models.backend import load_backend
-    from edgevlm.models.boxsearch import search_box
-    from edgevlm.models.extract import load_image
-    from edgevlm.models.manifest import read_manifest
+    import torch  # defers torch
+    from PIL import Image  # defers PIL
+    from edgevlm.models.extract import load_image  # defers PIL
 
     torch.set_num_threads(threads)
     torch.set_flush_denormal(True)
@@ -143,7 +147,6 @@ def speed(model_dir: str, manifest: str, n: int, workers: int = 1) -> dict:
     workers=1: one process with 2 torch threads; workers=k: k processes with 1 thread each, each on its
     own n samples, started together, rate = all timed samples / wall time from the common start to the
     last finish (the way the default trace is extracted)."""
-    import multiprocessing as mp
 
     threads = 2 if workers == 1 else 1
     ctx = mp.get_context("spawn")
@@ -152,7 +155,6 @@ def speed(model_dir: str, manifest: str, n: int, workers: int = 1) -> dict:
              for k in range(workers)]
     for p in procs:
         p.start()
-    import queue
     res = []
     while len(res) < workers:  # a worker that dies (bad model dir, OOM) must not hang the parent
         try:
@@ -207,7 +209,6 @@ def main(argv=None) -> int:
     ap.add_argument("--speed-samples", type=int, default=40, help="samples per speed run and worker (default 40)")
     ap.add_argument("--json", help="also write the numbers to this JSON file")
     a = ap.parse_args(argv)
-    from edgevlm.traces.io import read_trace
     table, prov = read_trace(a.trace)
     df = table.to_pandas()
     meta = None

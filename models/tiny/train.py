@@ -29,8 +29,12 @@ os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "33554432")
 
 import numpy as np
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as tmp
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm import tqdm
+from transformers import LlavaForConditionalGeneration
 
 from edgevlm.models import scenes as S
 from edgevlm.models.tiny import data as D
@@ -243,7 +247,6 @@ def train(out: Path, seed: int, pool_paths, heldout_paths, steps_a: int, steps_b
     With world > 1 each process draws its own data (seed + 100*rank) and gradients are averaged
     (data parallel over processes; `batch` is the global batch). Rank 0 logs, evaluates and saves.
     """
-    from tqdm import tqdm
     set_threads(threads)
     lead = rank == 0
     gbatch, batch = batch, batch // world
@@ -252,7 +255,6 @@ def train(out: Path, seed: int, pool_paths, heldout_paths, steps_a: int, steps_b
     held = D.load_pools(heldout_paths) if heldout_paths else None
     model, proc = M.build_model(seed)
     if init_from is not None:  # a saved checkpoint after Stage B: skip Stages A and B
-        from transformers import LlavaForConditionalGeneration
         model = LlavaForConditionalGeneration.from_pretrained(init_from)
         steps_a = steps_b = 0
     model.set_attn_implementation("eager")
@@ -270,7 +272,6 @@ def train(out: Path, seed: int, pool_paths, heldout_paths, steps_a: int, steps_b
     def sync_grads():
         if world == 1:
             return
-        import torch.distributed as dist
         for p in params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
@@ -496,7 +497,6 @@ def main(argv=None) -> int:
     if a.procs == 1:
         _run(0, *args)
     else:
-        import torch.multiprocessing as tmp
         tmp.spawn(_run, args=args, nprocs=a.procs, join=True)
     return 0
 
@@ -505,7 +505,6 @@ def _run(rank, out, seed, shards_a, held, steps_a, steps_b, batch, minutes_b, sp
          stage_a_ckpt=None, reuse_stage_a=False, steps_c=0, text_share_c=0.7, init_from=None):
     """One training process; Stage B shards are rendered here (or waited for) when Stage A ends."""
     if world > 1:
-        import torch.distributed as dist
         dist.init_process_group("gloo", init_method="tcp://127.0.0.1:29517", rank=rank, world_size=world)
     log = train(out, seed, shards_a, held, steps_a, steps_b, batch, minutes_b=minutes_b,
                 pool_paths_b=lambda: [D.ensure_shard(*spec) for spec in specs_b], threads=threads,

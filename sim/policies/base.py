@@ -13,9 +13,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from simpy.events import Timeout
 
-from edgevlm.sim.recorder import TIME_COLUMNS
 from edgevlm.sim.registry import Registry
-from edgevlm.sim.workload import ATTENTION_REQUEST_BYTES, BBOX_REQUEST_BYTES, TEXT_BYTES_PER_TOKEN, Workload
+from edgevlm.sim.workload import Workload
+from edgevlm.traces.eventlog import TIME_COLUMNS
+from edgevlm.traces.protocol import ATTENTION_REQUEST_BYTES, BBOX_REQUEST_BYTES, TEXT_BYTES_PER_TOKEN
 
 if TYPE_CHECKING:
     from edgevlm.sim.engine import Request, Simulation

@@ -25,7 +25,8 @@ import numpy as np
 from edgevlm.sim.errors import ConfigError
 from edgevlm.sim.latency import Job
 from edgevlm.sim.policies.base import ImagePolicyConfig, Policy, policies, scores_at_quality
-from edgevlm.sim.workload import TEXT_BYTES_PER_TOKEN, Workload
+from edgevlm.sim.workload import Workload
+from edgevlm.traces.protocol import TEXT_BYTES_PER_TOKEN
 
 HD_COLUMNS = ("hd_score", "hd_visual_tokens")
 

@@ -17,7 +17,8 @@ import numpy as np
 
 from edgevlm.sim.errors import ConfigError
 from edgevlm.sim.policies.base import Policy, PolicyConfig, policies
-from edgevlm.sim.workload import TEXT_BYTES_PER_TOKEN, Workload
+from edgevlm.sim.workload import Workload
+from edgevlm.traces.protocol import TEXT_BYTES_PER_TOKEN
 
 
 class FullEdge(PolicyConfig):

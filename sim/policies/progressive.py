@@ -14,7 +14,7 @@ Protocol (costs in sim/progressive_cost.py):
    prefill (every visual token changes with a new level, so no KV reuse; see progressive_cost.py);
 5. the answer of the last level used (prog_score) goes down.
 
-Event log: the protocol's own columns (sim/recorder.py PROG_EVENT_COLUMNS): prog_levels, the last
+Event log: the protocol's own columns (traces/eventlog.py PROG_EVENT_COLUMNS): prog_levels, the last
 refinement pass (prog_last_start_s / prog_last_end_s), and per-round sums of the level requests
 (prog_down_s), increments (prog_up_s), GPU waits (prog_queue_s) and passes (prog_infer_s). The crop
 columns (crop_req_end_s, up2_end_s, s2_*) stay null. stages = server passes (1 + refinements);
@@ -35,11 +35,9 @@ from simpy.events import Timeout
 from edgevlm.sim.errors import ConfigError
 from edgevlm.sim.policies.base import Policy, PolicyConfig, policies
 from edgevlm.sim.progressive_cost import ProgressiveCost
-from edgevlm.sim.workload import TEXT_BYTES_PER_TOKEN, Workload
-
-PROG_COLUMNS = ("prog_bytes", "prog_score", "prog_min_entropy")
-#: Bytes of a next-level request on the downlink (a level index and the image id).
-LEVEL_REQUEST_BYTES = 8
+from edgevlm.sim.workload import Workload
+from edgevlm.traces.protocol import LEVEL_REQUEST_BYTES, TEXT_BYTES_PER_TOKEN
+from edgevlm.traces.schema import PROG_COLUMNS
 
 
 class Progressive(PolicyConfig):

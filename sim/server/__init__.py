@@ -27,6 +27,7 @@ from edgevlm.sim.profiles import HARDWARE, MODELS, HardwareProfile, ModelProfile
 from edgevlm.sim.registry import Registry
 from edgevlm.sim.server.batching import BatchServer, ContinuousReplica, ContinuousScheduler, StaticReplica, StaticScheduler
 from edgevlm.sim.server.fifo import FifoScheduler, FifoServer
+from edgevlm.sim.speed import build_speed
 
 schedulers: Registry = Registry("server.scheduler")
 
@@ -55,7 +56,6 @@ def build_latency(cfg, rng: np.random.Generator, model: ModelProfile, hardware: 
 
 def build_server(env: simpy.Environment, cfg, rng: np.random.Generator, speed_rng: np.random.Generator | None = None):
     """Build the server of a validated `ServerConfig` (`speed_rng`: the speed model's own stream)."""
-    from edgevlm.sim.speed import build_speed
 
     latency = build_latency(cfg.latency, rng, cfg.model, cfg.hardware, "server")
     speed_cfg = getattr(cfg, "speed", None)  # ServerConfig has it; a bare ServerBase (edge devices) does not

@@ -1,3 +1,0 @@
-from edgevlm.sim.cli import main
-
-raise SystemExit(main())
