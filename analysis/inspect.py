@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from edgevlm.sim.workload import Workload
+from edgevlm.sim.workload import V1_QUALITY_NOTE
 
 
 def inspect_trace(path: str | Path) -> dict:
@@ -103,7 +104,6 @@ def plot_trace(info: dict, out_dir: str | Path) -> list[Path]:
 def format_inspect(info: dict) -> str:
     prov = info["provenance"]
     label = "  ** SYNTHETIC: invented numbers, tests only **" if prov.get("source_kind") == "synthetic" else ""
-    from edgevlm.sim.workload import V1_QUALITY_NOTE
 
     at = "" if info["view_quality"] is None else f" at JPEG quality {info['view_quality']}"
     lines = [f"format: v{prov.get('format_version')}"

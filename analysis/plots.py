@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+from matplotlib.lines import Line2D
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -93,7 +94,6 @@ def accuracy_vs_bytes(table: pd.DataFrame, path: Path, colours: dict) -> Path:
         ax.scatter(r["uplink_bytes_per_request"] / 1e3, r["accuracy"], marker="*", s=160, color="0.25", zorder=4,
                    label=f"{r['variant']} (bound, not a policy)")
     handles, _ = ax.get_legend_handles_labels()
-    from matplotlib.lines import Line2D
 
     handles += [Line2D([], [], label="dashed: oracle accuracy (upper bound)", **BOUND_STYLE),
                 Line2D([], [], marker="o", linestyle="", markerfacecolor="white", markeredgecolor="black",

@@ -28,6 +28,7 @@ from edgevlm.sim.profiles import MODELS, ModelProfile, resolve
 from edgevlm.sim.summary import nested_get
 from edgevlm.sim.workload import Workload
 from edgevlm.traces import atomic_write
+from edgevlm.sim.stability import UNSTABLE_NOTE
 
 
 @dataclass
@@ -118,8 +119,6 @@ def expand_run_dirs(paths: list[str | os.PathLike]) -> list[tuple[Path, str | No
     out: list[tuple[Path, str | None, float | None]] = []
     for p in map(Path, paths):
         if not p.exists():
-            from edgevlm.sim.errors import UserError
-
             raise UserError(f"{p}: not found")
         if (p / "summary.json").is_file():
             out.append((p, None, None))
@@ -294,8 +293,6 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
 
 def unstable_note(table: pd.DataFrame) -> str:
     """'* UNSTABLE: queue grows; ...' with each unstable run's served vs offered rate ('' if none)."""
-    from edgevlm.sim.stability import UNSTABLE_NOTE
-
     bad = table[table["stable"].eq(False)] if "stable" in table else table.iloc[:0]
     if bad.empty:
         return ""

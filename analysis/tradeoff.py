@@ -48,6 +48,7 @@ from edgevlm.sim.profiles import MODELS
 from edgevlm.sim.runner import write_json
 from edgevlm.sim.workload import V1_QUALITY_NOTE, Workload
 from edgevlm.traces import TraceError, atomic_write
+from edgevlm.sim.runner import resolve_trace
 
 METRICS = {"min_entropy": "s1_min_entropy", "shannon": "s1_shannon", "margin": "s1_margin"}
 TOKENS: tuple[int | str, ...] = (1, 5, "all")
@@ -255,7 +256,6 @@ def _cmd_tradeoff(args: argparse.Namespace) -> int:
 
     if args.model not in MODELS:
         raise UserError(f"--model: unknown model {args.model!r}; allowed: {', '.join(MODELS)}")
-    from edgevlm.sim.runner import resolve_trace
 
     try:
         workload = Workload.load(resolve_trace(args.trace, None))

@@ -70,7 +70,7 @@ def _ratios(text: str) -> list[float]:
 def declared_source_kind(model: str, declared: str | None) -> str:
     """The source_kind a model declares; a local directory must declare one (edgevlm.json) or the
     user must say it, so a model trained here is never labelled `real` by default."""
-    from edgevlm.models.extract import ExtractError
+    from edgevlm.models.extract import ExtractError  # defers PIL (the [models] extra)
 
     if declared is not None:
         return declared

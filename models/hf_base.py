@@ -337,7 +337,7 @@ class HFBackend(VLMBackend):
 
     def collate(self, encodeds: Sequence[Encoded]) -> tuple[dict[str, Any], list[int]]:
         """One left-padded batch of several prompts' inputs, and each prompt's left offset."""
-        from transformers.modeling_outputs import BaseModelOutputWithPooling
+        from transformers.modeling_outputs import BaseModelOutputWithPooling  # defers transformers
 
         lengths = [int(e.inputs["attention_mask"].shape[1]) for e in encodeds]
         length = max(lengths)

@@ -47,7 +47,7 @@ class InstructBlipBackend(FixedViTGrid, HFBackend):
     @classmethod
     def load(cls, path: str, *, device: str = "cpu", settings: BackendSettings | None = None,
              overrides: dict[str, Any] | None = None) -> "InstructBlipBackend":
-        from transformers import AutoTokenizer
+        from transformers import AutoTokenizer  # defers transformers
 
         backend = super().load(path, device=device, settings=settings, overrides=overrides)
         sub = Path(path) / "qformer_tokenizer"

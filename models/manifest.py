@@ -26,6 +26,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from edgevlm.models.scoring import DATASET_RULES
 
 FIELDS = ("image", "question", "answers", "question_type", "gt_box", "sample_id", "prompt", "ocr_tokens",
           "choices", "scoring")
@@ -109,8 +110,6 @@ def _parse(obj, path: Path, line: int) -> Sample:
         lists[key] = val
     rule = obj.get("scoring")
     if rule is not None:
-        from edgevlm.models.scoring import DATASET_RULES
-
         if rule not in DATASET_RULES:
             raise _fail(path, line, "scoring", f"{rule!r} must be one of {', '.join(DATASET_RULES)}")
     img_path = Path(image)

@@ -45,6 +45,7 @@ from edgevlm.sim.summary import summarize
 from edgevlm.sim.workload import Workload
 from edgevlm.traces import TraceError
 from edgevlm.traces.eventlog import EVENT_SCHEMA, PROG_SUM_COLUMNS, STATUSES
+from edgevlm.sim.rundir import EVENTS_FILE, OUTPUTS
 
 INVARIANTS = ("files", "scenario", "terminal", "monotone", "link_capacity", "bytes", "gpu", "summary")
 #: Times are sums of float seconds; allow this relative slack (plus 1 ns) in comparisons.
@@ -183,16 +184,12 @@ def check_run_dir(run_dir: str | Path, per_invariant: int = 5) -> Report:
 
 def is_run_dir(path: Path) -> bool:
     """A directory `edgevlm run` wrote to: one of its outputs, or a killed run's temporary event log."""
-    from edgevlm.sim.rundir import EVENTS_FILE, OUTPUTS
-
     return path.is_dir() and (any((path / name).exists() for name in OUTPUTS)
                               or (path / f".{EVENTS_FILE}.tmp").exists())
 
 
 def runs_of(path: Path) -> list[Path]:
     """The run directories to check at `path`: itself, or each run of a compare/sweep output (DIR/runs/*)."""
-    from edgevlm.sim.errors import UserError
-
     if not path.exists():
         raise UserError(f"{path}: not found")
     if is_run_dir(path):

@@ -20,6 +20,11 @@ import pandas as pd
 import pyarrow as pa
 
 from edgevlm.sim.workload import Workload, policy_quality
+from edgevlm.sim.policies import policies
+from edgevlm.sim.policies.base import TwoStagePolicy
+from edgevlm.sim.policies.full_cloud import FullCloudPolicy
+from edgevlm.sim.policies.progressive import ProgressivePolicy, prog_levels
+from edgevlm.sim.summary import dictionary_codes
 
 #: The quality the seed's relative communication cost is measured against.
 REFERENCE_QUALITY = 100
@@ -70,11 +75,6 @@ def comm_bytes(policy_cfg, workload: Workload, events: pa.Table) -> CommBytes | 
 
 def _image_bytes(policy_cfg, view: Workload, q: int):
     """fn(sample rows, stages) -> image bytes per request, by the policy's protocol; None if unknown."""
-    from edgevlm.sim.policies import policies
-    from edgevlm.sim.policies.base import TwoStagePolicy
-    from edgevlm.sim.policies.full_cloud import FullCloudPolicy
-    from edgevlm.sim.policies.progressive import ProgressivePolicy, prog_levels
-
     cls = policies.builder(policy_cfg.kind)
     if issubclass(cls, TwoStagePolicy):  # global image; the crop when a stage-2 pass ran
         glob, local = view.global_bytes[:, q], view.local_bytes[:, q]
@@ -89,7 +89,5 @@ def _image_bytes(policy_cfg, view: Workload, q: int):
 
 
 def _sample_rows(workload: Workload, sample_ids: pa.ChunkedArray) -> np.ndarray:
-    from edgevlm.sim.summary import dictionary_codes
-
     codes, ids = dictionary_codes(sample_ids)
     return pd.Index(workload.sample_id).get_indexer(ids)[codes]

@@ -41,6 +41,7 @@ from edgevlm.sim.summary import nested_get
 from edgevlm.sim.sweep import check_columns
 from edgevlm.sim.workload import Workload
 from edgevlm.traces import TraceError
+from edgevlm.sim.scenario import DEFAULT_TRACE
 
 COMPARE_VERSION = 1
 NAME_PATTERN = r"^[A-Za-z0-9_.\-]+$"
@@ -119,7 +120,6 @@ def _base_scenario(spec: CompareSpec, base_dir: Path | None) -> tuple[dict, Path
         if not isinstance(data, dict):
             raise ConfigError("base", f"{p}: a scenario must be a YAML mapping")
         scen_dir = p.resolve().parent
-    from edgevlm.sim.scenario import DEFAULT_TRACE
 
     data["trace"] = str(resolve_trace(str(data.get("trace", DEFAULT_TRACE)), scen_dir).resolve())
     return data, scen_dir

@@ -14,6 +14,7 @@ from typing import Any, Callable
 from edgevlm.sim.engine import Simulation
 from edgevlm.sim.scenario import Scenario
 from edgevlm.sim.workload import Workload
+from edgevlm.sim.errors import ConfigError, UserError
 
 
 class Sink:
@@ -36,8 +37,6 @@ def build_checked(sc: Scenario, workload: Workload, base_dir: Path | None = None
 
 def check_runs(runs: list[tuple[str, Scenario, Workload, Path | None]]) -> None:
     """Build every (label, scenario, workload, base_dir) once; raise one ConfigError listing all failures."""
-    from edgevlm.sim.errors import ConfigError, UserError
-
     errors = []
     for label, sc, workload, base_dir in runs:
         try:

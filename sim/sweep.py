@@ -41,6 +41,9 @@ from edgevlm.sim.errors import ConfigError, UserError
 from edgevlm.sim.runner import resolve_trace, run
 from edgevlm.sim.scenario import DEFAULT_TRACE, config_error, load_scenario, parse_scenario
 from edgevlm.traces import atomic_write
+from edgevlm.sim.preflight import check_runs
+from edgevlm.sim.workload import Workload
+from edgevlm.traces import TraceError
 
 _PATH_PART = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)((?:\[\d+\])*)")
 
@@ -240,7 +243,6 @@ def run_sweep(path: str | Path, out_dir: str | Path, *, workers: int | None = No
         run_id = scenario.hash()[:16]
         rows.append(row | {"run_id": run_id})
         jobs.append((i, sc, str(out / "runs" / run_id), audit))
-    from edgevlm.sim.preflight import check_runs
 
     try:
         check_runs(checks)
@@ -259,9 +261,6 @@ def run_sweep(path: str | Path, out_dir: str | Path, *, workers: int | None = No
 
 
 def _load_workload(trace: str):
-    from edgevlm.sim.workload import Workload
-    from edgevlm.traces import TraceError
-
     try:
         return Workload.load(trace)
     except TraceError as exc:

@@ -33,6 +33,7 @@ from edgevlm.traces.schema import (
     V2_ONLY_COLUMNS,
     V2_PER_QUALITY_COLUMNS,
 )
+from edgevlm.traces.quality import V1_NAME, at_quality
 
 
 _UMASK = os.umask(0)
@@ -167,8 +168,6 @@ def validate(table: pa.Table, provenance: Mapping[str, Any], *, where: str = "<t
 
 def _validate_v2(table: pa.Table, provenance: Mapping[str, Any], where: str) -> None:
     """v2: required columns non-null, one element per quality, then every quality as a v1 table."""
-    from edgevlm.traces.quality import V1_NAME, at_quality
-
     for name in REQUIRED_BY_VERSION[2]:
         nulls = table.column(name).null_count
         if nulls:

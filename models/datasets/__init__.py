@@ -18,6 +18,7 @@ from edgevlm.models.datasets.gqa import GQA
 from edgevlm.models.datasets.pope import POPE
 from edgevlm.models.datasets.textvqa import TextVQA, TextVQAOCR
 from edgevlm.models.datasets.vqav2 import VQAv2
+from edgevlm.traces.io import atomic_write
 
 DATASETS: dict[str, DatasetAdapter] = {a.name: a for a in (
     TextVQA(), TextVQAOCR(), POPE(), GQA(), VQAv2(), AOKVQA(), AOKVQAMultipleChoice(), DocVQA())}
@@ -60,8 +61,6 @@ def build_records(name: str, source: Source, limit: int | None = None, check_ima
 
 def build_manifest(name: str, source: Source, out: str | os.PathLike, limit: int | None = None) -> int:
     """Write the dataset's manifest (JSON lines, image paths absolute) to `out`; returns the line count."""
-    from edgevlm.traces.io import atomic_write
-
     source = Source(**{k: (Path(v).resolve() if isinstance(v, Path) else v) for k, v in source.__dict__.items()})
     records = build_records(name, source, limit)
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
