@@ -11,6 +11,7 @@ from __future__ import annotations
 import simpy
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
+from edgevlm.sim.lindley import lindley_start
 from edgevlm.sim.latency import Job, RooflineLatency, latency_models
 from edgevlm.sim.profiles import EDGES, MODELS, EdgeProfile, ModelProfile, dump, resolve
 
@@ -72,9 +73,7 @@ class EdgeDevices:
         """Process: run `job` on the client's device; returns (start_s, end_s)."""
         env = self.env
         now = env.now
-        start = self._free[client_id]
-        if start < now:
-            start = now
+        start = lindley_start(self._free[client_id], now)
         dur = self.latency.service_s(job)
         end = self._free[client_id] = start + dur
         self.busy_s += dur

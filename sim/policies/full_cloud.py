@@ -54,10 +54,11 @@ class FullCloudPolicy(Policy):
         self.answer_bytes = (workload.s1_tokens * TEXT_BYTES_PER_TOKEN).tolist()
         self.score = scores_at_quality(workload, "hd_score", q).tolist()
         self.hd_tokens = cols["hd_visual_tokens"].astype(np.int64).tolist()
-        self._jobs: list[Job] | None = None
-        self._flops: list[float] | None = None
+        self._jobs: list[Job] = []
+        self._flops: list[float] = []
 
-    def _build(self, sim) -> None:
+    def bind(self, sim) -> None:
+        """The HD pass of each sample, in images of the server model's visual-token count."""
         w, n_v = self.workload, sim.model.visual_tokens
         prompt = w.table.column("prompt_tokens").to_numpy().tolist()
         self._jobs = [Job(1, max(1, math.ceil(h / n_v)), h, p, t)
@@ -66,17 +67,9 @@ class FullCloudPolicy(Policy):
         self._flops = [flops[h] for h in self.hd_tokens]
 
     def life(self, sim, req):
-        if self._jobs is None:
-            self._build(sim)
-        env, i = sim.env, req.sample
-        yield env.timeout(sim.edge.prep_s)
-        req.edge_done_s = env.now
-        yield from sim.send_up(req, self.up_bytes[i])
-        req.up1_end_s = env.now
-        span = yield from sim.infer_job(req, self._jobs[i], self._flops[i], admit=True)
-        if span is None:
-            return sim.drop(req)
-        req.s1_start_s, req.s1_end_s = span
+        i = req.sample
+        if not (yield from self.send_global_and_infer(sim, req, self.up_bytes[i], self._jobs[i], self._flops[i])):
+            return
         req.stages = 1
         req.score = self.score[i]
         yield from sim.send_down(req, self.answer_bytes[i])
