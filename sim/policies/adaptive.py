@@ -43,6 +43,7 @@ from edgevlm.sim.bandwidth import ConstantProfile
 from edgevlm.sim.policies.base import TwoStagePolicy, policies
 from edgevlm.sim.policies.two_stage import EntropyThreshold, uncertainty
 from edgevlm.sim.workload import Workload
+from edgevlm.traces.uncertainty import higher_is_uncertain, uncertain
 
 
 class AdaptiveThreshold(EntropyThreshold):
@@ -67,7 +68,7 @@ class AdaptiveThresholdPolicy(TwoStagePolicy):
     def __init__(self, cfg: AdaptiveThreshold, workload: Workload, rng: np.random.Generator):
         super().__init__(cfg, workload, rng)
         self.values = uncertainty(workload, cfg.metric, cfg.tokens).tolist()
-        self.sign = -1.0 if cfg.metric == "margin" else 1.0
+        self.sign = 1.0 if higher_is_uncertain(cfg.metric) else -1.0  # margin: a higher eta crops more
         self.eta0 = cfg.threshold
         self.gain = cfg.gain
         self.eta_cap = math.inf if cfg.threshold_max is None else cfg.threshold_max
@@ -131,7 +132,7 @@ class AdaptiveThresholdPolicy(TwoStagePolicy):
         self.decisions += 1
         self.eta_sum += eta
         v = self.values[req.sample]
-        if not (v >= eta if self.sign > 0 else v <= eta):
+        if not uncertain(v, self.cfg.metric, eta):
             return False
         if self.guard:
             now = sim.env.now
