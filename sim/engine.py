@@ -1,8 +1,9 @@
 """The SimPy engine: it builds clients, links, server and policy from a scenario and runs requests.
 
-A request's protocol lives in its policy (`Policy.life`). The engine gives that protocol its
-building blocks: edge profile, `send_up`, `send_down`, `infer`, `drop`, `finish`. It also creates
-requests as the arrival process asks. Every request ends with one terminal record in the event log.
+A request's protocol lives in its policy (`Policy.life`; sim/interfaces.py lists what the engine
+needs of links, server and policy). The policy sees the built simulation once (`Policy.bind`),
+then the engine gives each request's protocol its building blocks: edge profile, `send_up`,
+`send_down`, `infer`, `drop`, `finish`. It also creates requests as the arrival process asks. Every request ends with one terminal record in the event log.
 """
 
 from __future__ import annotations

@@ -37,6 +37,8 @@ event, as FIFO). A newcomer that does not fit moves them all into their classes 
 still owe; their wake-ups go stale and their processes, woken early, wait again. A lone transfer
 left in the class state by a finish is likewise scheduled directly until someone joins.
 `backlog_bytes()` / `backlog_s()` give the unfinished work (per class: sum of tags - n * V, O(K)).
+sim/ps_reference.py computes the same finish times by brute force; tests/test_ps_reference.py
+holds this class to it on random workloads.
 
 Stats (summary.json "uplink"/"downlink"): utilisation = bits carried / capacity bits offered over
 the run; busy_fraction = time with >= 1 transfer; mean_active_transfers (time average); bytes

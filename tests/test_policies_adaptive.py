@@ -36,6 +36,7 @@ def overload_compare(seed: int, requests: int, scale: float = 1.0) -> dict:
     return spec
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2])
 def test_adaptive_beats_the_best_fixed_eta_on_score_goodput_in_overload(seed):
     df = run_compare(overload_compare(seed, 6000)).set_index("variant")
