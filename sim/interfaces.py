@@ -51,6 +51,11 @@ class Link(ABC):
     def stats(self, horizon_s: float) -> dict:
         """summary.json's "uplink"/"downlink" block for a run that ended at `horizon_s`."""
 
+    def busy_fraction_until(self, now_s: float) -> Optional[float]:
+        """Share of [0, now_s] spent transmitting, leaving out work booked past `now_s` (a run
+        stopped early); None where the link cannot tell."""
+        return None
+
 
 class Server(ABC):
     """The GPU server: a scheduler over replicas, timed by a latency model."""
@@ -75,6 +80,11 @@ class Server(ABC):
     @abstractmethod
     def stats(self, horizon_s: float) -> dict:
         """summary.json's "gpu" block for a run that ended at `horizon_s`."""
+
+    def busy_fraction_until(self, now_s: float) -> Optional[float]:
+        """Per-replica busy share of [0, now_s], leaving out work booked past `now_s` (a run
+        stopped early); None where the server cannot tell."""
+        return None
 
 
 class Policy(ABC):

@@ -240,6 +240,10 @@ class FifoLink(LinkBase):
         """Seconds of queued transmission ahead of a transfer starting now."""
         return max(0.0, self.free_at_s - self.env.now)
 
+    def busy_fraction_until(self, now_s: float) -> float:
+        """Busy share up to `now_s`: the work booked past it is one block before `free_at_s`."""
+        return (self.busy_s - max(0.0, self.free_at_s - now_s)) / now_s
+
     def backlog_bytes(self) -> float:
         """Bytes still to send, at the nominal capacity (approximate with access caps or a trace)."""
         return self.backlog_s() * self.capacity_bps / 8.0

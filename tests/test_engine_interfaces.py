@@ -12,6 +12,7 @@ from edgevlm.sim.engine import Simulation
 from edgevlm.sim.interfaces import Link, Policy, Server
 from edgevlm.sim.latency import Job
 from edgevlm.sim.lindley import lindley_start
+from edgevlm.sim.network import FifoLink, LinkConfig, PsLink
 from edgevlm.sim.policies import policies
 from edgevlm.sim.scenario import parse_scenario
 from edgevlm.sim.server import schedulers
@@ -92,3 +93,19 @@ def test_gate_direction_is_one_rule_for_every_metric():
     assert not higher_is_uncertain("margin") and higher_is_uncertain("min_entropy")
     with pytest.raises(KeyError, match="marg"):
         higher_is_uncertain("marg")
+
+
+def test_busy_fraction_until_leaves_out_work_booked_past_the_stop():
+    """Three 1 s jobs at t=0 on one GPU, stopped at 1.5 s: 3 s booked, 1.5 s of it past the stop."""
+    env = simpy.Environment()
+    srv = FifoServer(env, 1, lambda job: 1.0, max_queue=None)
+    for _ in range(3):
+        env.process(srv.submit(Job(1, 1, 576, 10, 5)))
+    env.run(until=0.5)
+    assert srv.busy_fraction_until(0.5) == pytest.approx(1.0)
+    assert srv.busy_fraction_until(6.0) == pytest.approx(0.5)
+    fifo = FifoLink(env, LinkConfig(capacity_mbps=8, discipline="fifo", overhead_bytes=0))
+    env.process(fifo.transfer(2_000_000))  # 2 s of transmission from t=0.5
+    env.run(until=1.0)
+    assert fifo.busy_fraction_until(1.0) == pytest.approx(0.5)
+    assert PsLink(env, LinkConfig(capacity_mbps=8)).busy_fraction_until(1.0) is None

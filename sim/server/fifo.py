@@ -102,6 +102,11 @@ class FifoServer(Server):
         self.jobs += 1
         return start, end
 
+    def busy_fraction_until(self, now_s: float) -> float:
+        """Busy share up to `now_s`: each replica's booked work past `now_s` is one block at its end."""
+        ahead_s = sum(max(0.0, f - now_s) for f in self._free)
+        return (self.busy_s - ahead_s) / (now_s * self.replicas)
+
     def stats(self, horizon_s: float) -> dict:
         return {
             "utilisation": self.busy_s / (horizon_s * self.replicas) if horizon_s > 0 else 0.0,
