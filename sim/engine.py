@@ -181,10 +181,7 @@ class Simulation:
         Returns (start_s, end_s), or None if admission control (`admit`) dropped the request.
         Follow-up passes of an admitted request are never dropped.
         """
-        span = yield from self._gpu(req, self._jobs[stage][req.sample], stage, self.stage_flops[stage], admit)
-        if span is not None and stage:
-            req.stages = stage
-        return span
+        return self._gpu(req, self._jobs[stage][req.sample], stage, self.stage_flops[stage], admit, stage)
 
     def infer_job(self, req: Request, job: Job, flops: float, admit: bool = False):
         """Process: run an arbitrary GPU `job` (HD tokens, a progressive level) for the request.
@@ -192,10 +189,11 @@ class Simulation:
         Like `infer`, but the caller gives the Job and its FLOPs and sets `req.stages` itself.
         Returns (start_s, end_s), or None if admission control (`admit`) dropped the request.
         """
-        return (yield from self._gpu(req, job, job.stage, flops, admit))
+        return self._gpu(req, job, job.stage, flops, admit, 0)
 
-    def _gpu(self, req: Request, job: Job, stage: int, flops: float, admit: bool):
-        """Process: one GPU pass, counted in `gpu_in_system` while submitted; books its FLOPs."""
+    def _gpu(self, req: Request, job: Job, stage: int, flops: float, admit: bool, sets_stages: int):
+        """Process: one GPU pass, counted in `gpu_in_system` while submitted; books its FLOPs and,
+        if `sets_stages`, records it as the request's last stage."""
         self.gpu_in_system += 1
         book = self._book
         if book is not None:  # the span is known on arrival: one timeout, no nested process
@@ -209,6 +207,8 @@ class Simulation:
             if self.audit is not None:
                 self.audit.gpu(req.request_id, stage, *span)
             req.flops += flops
+            if sets_stages:
+                req.stages = sets_stages
         return span
 
     # ------------------------------------------------------------ observed state, for load-aware policies
