@@ -10,6 +10,11 @@ Phases of a completed request add up exactly to its latency:
   inference        s1_end_s - s1_start_s, plus s2_end_s - s2_start_s
   crop_round_trip  up2_end_s - s1_end_s: attention pass, bbox down, edge crop, crop up
   downlink         done_s - (s2_end_s, else s1_end_s): the answer down
+
+Progressive requests (their own columns, sim/recorder.py PROG_EVENT_COLUMNS; the crop columns stay
+null): each refinement round's level request counts as downlink (prog_down_s), its increment as
+uplink (prog_up_s), its GPU wait as queue (prog_queue_s) and its pass as inference (prog_infer_s);
+the answer's downlink starts at prog_last_end_s. Network latency = uplink + downlink.
   other            what a policy's own protocol adds beyond these steps; latency minus the
                    phases above (0 for the built-in protocols)
 
@@ -31,6 +36,7 @@ import yaml
 PHASES = ("edge", "uplink", "queue", "inference", "crop_round_trip", "downlink", "other")
 _TIME_COLUMNS = ["arrival_s", "edge_done_s", "up1_end_s", "s1_start_s", "s1_end_s", "crop_req_end_s",
                  "up2_end_s", "s2_start_s", "s2_end_s", "done_s", "latency_s", "status"]
+_PROG_COLUMNS = ["prog_last_end_s", "prog_down_s", "prog_up_s", "prog_queue_s", "prog_infer_s"]
 
 
 def events_path(run: str | os.PathLike) -> Path:
@@ -51,7 +57,12 @@ def run_scenario(run: str | os.PathLike) -> dict:
 
 def phase_breakdown(run: str | os.PathLike, *, warmup_s: float = 0.0) -> pd.DataFrame:
     """Seconds per phase for each completed request that arrived at or after warmup_s."""
-    ev = read_events(run, _TIME_COLUMNS)
+    names = set(pq.read_schema(events_path(run)).names)
+    prog = [c for c in _PROG_COLUMNS if c in names]  # logs written before issue 20 lack them
+    ev = read_events(run, _TIME_COLUMNS + prog)
+    for c in _PROG_COLUMNS:
+        if c not in ev:
+            ev[c] = np.nan
     ev = ev[(ev["status"] == "ok") & (ev["arrival_s"] >= warmup_s)]
 
     def span(a: str, b: str) -> np.ndarray:
@@ -59,15 +70,22 @@ def phase_breakdown(run: str | os.PathLike, *, warmup_s: float = 0.0) -> pd.Data
 
     crop = ev["s2_end_s"].notna().to_numpy()
     last_infer = np.where(crop, ev["s2_end_s"], ev["s1_end_s"])
+    refined = ev["prog_last_end_s"].notna().to_numpy()
+    last_infer = np.where(refined, ev["prog_last_end_s"], last_infer)
+
+    def rounds(c: str) -> np.ndarray:
+        return ev[c].fillna(0.0).to_numpy()
     on_edge = (ev["s1_start_s"] < ev["up1_end_s"]).to_numpy()  # full-edge: inference before the uplink
     out = pd.DataFrame({
         "edge": np.where(on_edge, span("arrival_s", "s1_start_s"), span("arrival_s", "edge_done_s")),
-        "uplink": np.where(on_edge, span("s1_end_s", "up1_end_s"), span("edge_done_s", "up1_end_s")),
-        "queue": np.where(on_edge, 0.0, span("up1_end_s", "s1_start_s") + span("up2_end_s", "s2_start_s")),
-        "inference": span("s1_start_s", "s1_end_s") + span("s2_start_s", "s2_end_s"),
+        "uplink": np.where(on_edge, span("s1_end_s", "up1_end_s"), span("edge_done_s", "up1_end_s"))
+        + rounds("prog_up_s"),
+        "queue": np.where(on_edge, 0.0, span("up1_end_s", "s1_start_s") + span("up2_end_s", "s2_start_s"))
+        + rounds("prog_queue_s"),
+        "inference": span("s1_start_s", "s1_end_s") + span("s2_start_s", "s2_end_s") + rounds("prog_infer_s"),
         "crop_round_trip": np.where(crop, span("s1_end_s", "up2_end_s"), 0.0),
         "downlink": np.where(on_edge, ev["done_s"].to_numpy() - ev["up1_end_s"].to_numpy(),
-                             np.nan_to_num(ev["done_s"].to_numpy() - last_infer)),
+                             np.nan_to_num(ev["done_s"].to_numpy() - last_infer)) + rounds("prog_down_s"),
     }, index=ev.index)
     out["other"] = ev["latency_s"].to_numpy() - out.sum(axis=1).to_numpy()
     out["latency_s"] = ev["latency_s"].to_numpy()

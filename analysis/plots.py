@@ -184,7 +184,7 @@ def tradeoff_curves(curves: pd.DataFrame, path: Path, tokens: str = "5") -> Path
     right = float(pooled["additional_comm_cost"].max())  # the bound stays flat past its last vertex
     ax.plot(np.r_[orc["additional_comm_cost"], right], np.r_[orc["accuracy"], orc["accuracy"].iloc[-1]],
             label="oracle (bound)", **BOUND_STYLE)
-    ax.set_xlabel("additional communication cost ((bytes − global-only) / global-only)")
+    ax.set_xlabel("additional comm cost (seed): 0 = global-only, 1 = always-crop")
     ax.set_ylabel("accuracy (mean VQA score)")
     ax.set_title("Offline trade-off (no queueing)")
     ax.legend(fontsize=8, loc="lower right")

@@ -83,12 +83,14 @@ def run_row(run_dir: Path, label: str | None = None, load_scale: float | None = 
         "deadline_met_rate": s["deadline_met_rate"],
         "uplink_bytes_per_request": _get(s, "bytes_per_request", "uplink"),
         "downlink_bytes_per_request": _get(s, "bytes_per_request", "downlink"),
-        "additional_comm_cost": s["additional_comm_cost"], "retransmission_rate": s["retransmission_rate"],
+        "additional_comm_cost": s["additional_comm_cost"], "relative_comm_cost": s.get("relative_comm_cost"),
+        "retransmission_rate": s["retransmission_rate"],
         "gpu_utilisation": _get(s, "utilisation", "gpu"), "uplink_utilisation": _get(s, "utilisation", "uplink"),
         "flops_per_request": flops,
         "relative_computation": None if flops is None or not unit else flops / unit,
         "warmup_s": float(_get(sc, "stop", "warmup_s") or 0.0), "deadline_s": _get(sc, "slo", "deadline_s"),
         "source_kind": _get(s, "trace", "source_kind"), "trace_path": _get(s, "trace", "path"),
+        "trace_note": _get(s, "trace", "note"),
         "jpeg_quality": _get(sc, "policy", "jpeg_quality"), "run_dir": str(run_dir),
     })
     return row
@@ -200,7 +202,9 @@ DISPLAY = [  # (column, header, format, CI column)
     ("latency_p99_s", "p99 (s)", "{:.3f}", "latency_p99_ci_half"),
     ("throughput_per_s", "throughput (req/s)", "{:.2f}", None), ("goodput_per_s", "goodput (req/s)", "{:.2f}", None),
     ("uplink_bytes_per_request", "bytes/req (kB)", "{:.1f}", None),
-    ("additional_comm_cost", "add. comm cost", "{:.3f}", None), ("retransmission_rate", "retx rate", "{:.3f}", None),
+    ("additional_comm_cost", "add. comm cost (crop=1)", "{:.3f}", None),
+    ("relative_comm_cost", "rel. comm cost (q100=1)", "{:.3f}", None),
+    ("retransmission_rate", "retx rate", "{:.3f}", None),
     ("gpu_utilisation", "GPU util", "{:.1%}", None), ("uplink_utilisation", "uplink util", "{:.1%}", None),
     ("relative_computation", "rel. compute", "{:.2f}", None), ("flops_per_request", "TFLOPs/req", "{:.2f}", None),
 ]
@@ -215,7 +219,7 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
         for col, head, fmt, ci in DISPLAY:
             if col == "load_scale" and not show_load:
                 continue
-            v = r[col]
+            v = r.get(col)
             if col == "uplink_bytes_per_request" and v is not None:
                 v = v / 1e3
             if col == "flops_per_request" and v is not None:
@@ -264,6 +268,12 @@ def _render(title: str, rep: Report, tradeoff_tables) -> tuple[str, str]:
     note = ("<p class='warn'><b>SYNTHETIC trace</b>: invented numbers from traces/synthetic.py, for tests only; "
             "these results describe no model.</p>") if synthetic else ""
     sources = ", ".join(sorted({f"{Path(p).name} [{k}]" for p, k in zip(table["trace_path"], table["source_kind"])}))
+    trace_notes = sorted(set(table["trace_note"].dropna())) if "trace_note" in table else []
+    note += "".join(f"<p class='warn'>Note: {html.escape(n)}.</p>" for n in trace_notes)
+    cost_legend = ("add. comm cost: the seed's additional communication cost, (bytes − global-only) / "
+                   "(always-crop − global-only) at the same JPEG quality (0 = global-only, 1 = always-crop); "
+                   "rel. comm cost: image bytes / global image bytes at JPEG quality 100 (the seed's Fig. 12 axis). "
+                   "Both count image payloads of served requests; bytes/req counts everything on the uplink.")
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
              "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;"
@@ -271,10 +281,12 @@ def _render(title: str, rep: Report, tradeoff_tables) -> tuple[str, str]:
              "img{max-width:100%;border:1px solid #eee;margin:6px 0}</style></head><body>",
              f"<h1>{html.escape(title)}</h1>{note}<p>Trace: {html.escape(sources)}. Values are steady-state "
              "(after warm-up), ± the 95% batch-means CI half-width.</p>",
-             "<h2>Summary</h2>", disp.to_html(index=False, escape=True, table_id="summary")]
+             "<h2>Summary</h2>", disp.to_html(index=False, escape=True, table_id="summary"),
+             f"<p>{html.escape(cost_legend)}</p>"]
     md = [f"# {title}", "", "**SYNTHETIC trace: invented numbers, for tests only.**" if synthetic else "",
+          *(f"**Note: {n}.**" for n in trace_notes),
           f"Trace: {sources}. Values are steady-state, ± the 95% batch-means CI half-width.", "", "## Summary", "",
-          _md_table(disp), ""]
+          _md_table(disp), "", cost_legend, ""]
     phases = rep.phase_table.round(4)
     parts.append("<h2>Mean latency by phase (s)</h2>" + phases.to_html())
     md += ["## Mean latency by phase (s)", "", _md_table(phases.reset_index(names="variant")), ""]

@@ -3,8 +3,9 @@ crop gates, straight from a trace (no queueing), as in the seed paper's figures 
 
 Definitions (one request per trace row, `jpeg_quality` q, policy crops the set C):
   accuracy                mean over rows of s2_score if cropped else s1_score
-  additional comm cost    sum_{i in C} local_bytes[i,q] / sum_i (global_bytes[i,q] + question bytes)
-                          (uplink payload, as summary.json's additional_comm_cost with zero overhead)
+  additional comm cost    sum_{i in C} local_bytes[i,q] / sum_i local_bytes[i,q]: the seed's definition,
+                          (bytes - global-only) / (always-crop - global-only) at the same quality, so
+                          global-only is 0 and always-crop exactly 1 (as summary.json's additional_comm_cost)
   relative computation    1 + r·(F(N) + F(2N)) / F(N), r = |C|/n, with F(t) = (24 t d² + 4 t² d) L (eq. 17):
                           stage 1 is F(N) on N visual tokens (eq. 18), a crop adds the attention pass F(N)
                           and stage 2 F(2N) (eq. 19), relative to global-only (eq. 20); the simulator's
@@ -53,13 +54,13 @@ POOLED = "all"
 class Group:
     """The arrays of one group of rows that every curve needs."""
 
-    def __init__(self, s1: np.ndarray, s2: np.ndarray, base_bytes: np.ndarray, crop_bytes: np.ndarray,
-                 crop_compute: float):
+    def __init__(self, s1: np.ndarray, s2: np.ndarray, crop_bytes: np.ndarray, crop_compute: float):
         self.n = len(s1)
         self.s1, self.s2 = s1, s2
         self.gain = s2 - s1
-        self.base_total = float(base_bytes.sum())
         self.crop_bytes = crop_bytes.astype(np.float64)
+        #: Always-crop minus global-only bytes: the unit of the seed's additional comm cost.
+        self.base_total = float(self.crop_bytes.sum())
         self.crop_compute = crop_compute  # (F(N) + F(2N)) / F(N): relative compute of one crop
         self.acc_global = float(s1.mean())
         self.acc_crop = float(s2.mean())
@@ -137,12 +138,13 @@ def tradeoff(workload, *, jpeg_quality: int = 75, model: str = "llava-1.5-7b", p
              bins: int = 20, correct_min: float = 0.5, tokens=TOKENS) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """(curves table, separability table, JSON summary) of a Workload; see the module docstring."""
     from edgevlm.sim.profiles import MODELS
+    from edgevlm.sim.workload import V1_QUALITY_NOTE
 
     prof = MODELS[model]
     n_v = prof.visual_tokens
     crop_compute = (prof.flops(n_v) + prof.flops(2 * n_v)) / prof.flops(n_v)
+    workload = workload.at_quality(jpeg_quality, "--jpeg-quality")  # a v2 trace: values measured at q
     q = workload.quality_index(jpeg_quality, "--jpeg-quality")
-    base = (workload.global_bytes[:, q] + workload.question_bytes).astype(np.float64)
     crop = workload.local_bytes[:, q].astype(np.float64)
     s1, s2 = workload.s1_score.astype(np.float64), workload.s2_score.astype(np.float64)
     qt_col = "question_type"
@@ -162,7 +164,7 @@ def tradeoff(workload, *, jpeg_quality: int = 75, model: str = "llava-1.5-7b", p
         edges[(m, k)] = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
 
     for gname, mask in groups.items():
-        g = Group(s1[mask], s2[mask], base[mask], crop[mask], crop_compute)
+        g = Group(s1[mask], s2[mask], crop[mask], crop_compute)
         target = 0.99 * g.acc_crop
         gsum: dict[str, Any] = {"rows": g.n, "accuracy_global_only": g.acc_global, "accuracy_always_crop": g.acc_crop,
                                 "target_accuracy": target, "always_crop_comm_cost": float(crop[mask].sum() / g.base_total),
@@ -222,7 +224,9 @@ def tradeoff(workload, *, jpeg_quality: int = 75, model: str = "llava-1.5-7b", p
     prov = workload.provenance
     summary = {
         "trace": {"path": str(workload.path), "source_kind": prov.get("source_kind"), "model_id": prov.get("model_id"),
-                  "dataset_id": prov.get("dataset_id"), "rows": workload.n},
+                  "dataset_id": prov.get("dataset_id"), "rows": workload.n,
+                  "format_version": prov.get("format_version"),
+                  **({} if workload.per_quality else {"note": V1_QUALITY_NOTE})},
         "synthetic": prov.get("source_kind") == "synthetic",
         "jpeg_quality": jpeg_quality, "model": model, "points": points,
         "separability_binning": {"bins": bins, "edges": "equal width over the pooled [min, max] of each metric and k",
@@ -279,9 +283,10 @@ def format_summary(s: dict) -> str:
 
     p = s["pooled"]
     label = "  [SYNTHETIC trace: invented numbers, tests only]" if s["synthetic"] else ""
-    lines = [f"trace {Path(s['trace']['path']).name}: {s['trace']['rows']} rows, q={s['jpeg_quality']}{label}",
+    note = f"  ({s['trace']['note']})" if s["trace"].get("note") else ""
+    lines = [f"trace {Path(s['trace']['path']).name}: {s['trace']['rows']} rows, q={s['jpeg_quality']}{label}{note}",
              f"accuracy: global-only {p['accuracy_global_only']:.3f}, always-crop {p['accuracy_always_crop']:.3f} "
-             f"(comm cost {p['always_crop_comm_cost']:.3f}); target 99% = {p['target_accuracy']:.3f}",
+             f"(additional comm cost {p['always_crop_comm_cost']:.3f}); target 99% = {p['target_accuracy']:.3f}",
              "comm cost to reach the target (pooled):   k=1     k=5     all    | overlap  Bhatt.  AUROC (k=all)"]
     reach = p["comm_cost_to_99pct_always_crop"]
     for m in METRICS:

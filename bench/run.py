@@ -195,6 +195,9 @@ def case_two_stage_fifo(ctx: Ctx) -> dict:
         floors.append(bare_simpy_two_fifo(n, seed=k))
         sc = two_stage_scenario(trace, n)
         sc["network"]["uplink"]["discipline"] = sc["network"]["downlink"]["discipline"] = "fifo"
+        # a FIFO uplink whose access caps bind is rejected (issue 20): caps at the capacity
+        for c in sc["clients"]["link_classes"]:
+            c["uplink_mbps"] = max(c["uplink_mbps"], sc["network"]["uplink"]["capacity_mbps"])
         sims.append(sim_rate(sc, workload, None))
     sim, floor = statistics.median(sims), statistics.median(floors)
     return {"case": "two_stage_fifo", "requests": n, "clients": 100, "sim_req_per_s": round(sim),

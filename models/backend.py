@@ -8,8 +8,8 @@ A backend wraps one vision-language model and offers:
   visual_grid()                       -> (rows, cols) of visual tokens per image
 Images given to a backend are already resized to vision_input_px x vision_input_px (extract does that).
 
-A local checkpoint directory holds what from_pretrained needs: config.json (model_type "llava" or
-"qwen2_5_vl") with the weights (model.safetensors), a tokenizer saved with save_pretrained (any
+A local checkpoint directory holds what from_pretrained needs: config.json (model_type "llava",
+"qwen2_5_vl" or "instructblip") with the weights (model.safetensors), a tokenizer saved with save_pretrained (any
 PreTrainedTokenizerFast, character-level is fine, as long as the image token, e.g. "<image>", is one
 special token) and an image processor config (preprocessor_config.json, or processor_config.json as
 written by LlavaProcessor.save_pretrained). Visual token counts and grids come from config.json.
@@ -18,8 +18,9 @@ Settings (BackendSettings) start from the per-model defaults of the implementati
 `edgevlm.json` file in a local checkpoint directory overrides them, and CLI flags override both.
 Keys of edgevlm.json (all optional; unknown keys are an error):
   model_id          str   id written to trace provenance (default: the path given to --model)
-  source_kind       str   provenance source_kind when --source-kind is not given: "real" (default),
-                          "tiny-local" (set this in a locally trained tiny model) or "synthetic"
+  source_kind       str   provenance source_kind when --source-kind is not given: "real" (published
+                          weights), "tiny-local" (a model trained here) or "synthetic"; a local model
+                          directory that declares none needs --source-kind (`trace extract` refuses)
   prompt_template   str   prompt with "{images}" and "{question}" (LLaVA default:
                           "USER: {images}\\n{question} ASSISTANT:"); for two images {images} becomes
                           the image placeholder twice, joined by image_joiner
@@ -162,6 +163,9 @@ class Encoded:
     prompt_tokens: int                         # text tokens (all tokens minus visual tokens)
     n_images: int
     t_vision_s: float = 0.0                    # vision encoder time spent by this encode (0 if cached)
+    #: per image, where each visual token looks in the image grid (n_tokens, rows*cols), for models whose
+    #: visual tokens are not patches (InstructBLIP's Q-Former queries); None otherwise
+    image_maps: list | None = None
 
 
 @dataclass
@@ -188,7 +192,8 @@ class AttentionMaps:
 
 
 class VLMBackend(ABC):
-    """One loaded VLM. Implementations: models.llava.LlavaBackend, models.qwen.QwenVLBackend."""
+    """One loaded VLM. Implementations: models.llava.LlavaBackend, models.qwen.QwenVLBackend,
+    models.instructblip.InstructBlipBackend."""
 
     name: str = "base"
     settings: BackendSettings
@@ -226,6 +231,17 @@ class VLMBackend(ABC):
     @abstractmethod
     def attention_to_image(self, image: Any, question: str) -> AttentionMaps: ...
 
+    def generate_batch(self, encodeds: Sequence[Encoded], max_new_tokens: int | None = None) -> list[Generation]:
+        """generate() for several prompts; implementations batch them (models.batched uses this)."""
+        return [self.generate(e, max_new_tokens) for e in encodeds]
+
+    def attention_batch(self, images: Sequence[Any], questions: Sequence[str]) -> list[AttentionMaps]:
+        """attention_to_image() for several (image, question) pairs; implementations batch them."""
+        return [self.attention_to_image(i, q) for i, q in zip(images, questions)]
+
+    def prefetch(self, images: Sequence[Any]) -> None:
+        """Encode these images' visual features in one pass so later calls find them cached (optional)."""
+
     def describe(self) -> dict[str, Any]:
         """Backend facts for trace provenance."""
         s = self.settings
@@ -235,7 +251,7 @@ class VLMBackend(ABC):
                 "max_new_tokens": s.max_new_tokens, "attention_eps": s.attention_eps}
 
 
-BACKENDS = ("auto", "llava", "qwen2_5_vl")
+BACKENDS = ("auto", "llava", "qwen2_5_vl", "instructblip")
 
 
 def detect_backend(path: str) -> str:
@@ -257,9 +273,10 @@ def detect_backend(path: str) -> str:
                                f"Hugging Face hub/cache ({str(exc).splitlines()[0]})") from None
     if model_type == "llava":
         return "llava"
-    if model_type == "qwen2_5_vl":
-        return "qwen2_5_vl"
-    raise BackendError(f"{path}: model_type {model_type!r} is not supported; supported: llava, qwen2_5_vl")
+    if model_type in ("qwen2_5_vl", "instructblip"):
+        return model_type
+    raise BackendError(f"{path}: model_type {model_type!r} is not supported; supported: llava, qwen2_5_vl, "
+                       "instructblip")
 
 
 def load_backend(path: str, *, backend: str = "auto", device: str = "cpu",
@@ -271,5 +288,8 @@ def load_backend(path: str, *, backend: str = "auto", device: str = "cpu",
     if kind == "llava":
         from edgevlm.models.llava import LlavaBackend
         return LlavaBackend.load(path, device=device, overrides=overrides)
+    if kind == "instructblip":
+        from edgevlm.models.instructblip import InstructBlipBackend
+        return InstructBlipBackend.load(path, device=device, overrides=overrides)
     from edgevlm.models.qwen import QwenVLBackend
     return QwenVLBackend.load(path, device=device, overrides=overrides)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Sequence
 
 EXIT_USAGE = 2
@@ -58,18 +59,33 @@ def _ratios(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
 
 
+def declared_source_kind(model: str, declared: str | None) -> str:
+    """The source_kind a model declares; a local directory must declare one (edgevlm.json) or the
+    user must say it, so a model trained here is never labelled `real` by default."""
+    from edgevlm.models.extract import ExtractError
+
+    if declared is not None:
+        return declared
+    if Path(model).is_dir():
+        raise ExtractError(f"--source-kind is required: {Path(model) / 'edgevlm.json'} declares no source_kind "
+                           "(tiny-local for a model trained here, real for published weights, synthetic)")
+    return "real"
+
+
 def add_extract_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="checkpoint directory (or HF hub id in the local cache)")
     p.add_argument("--dataset", required=True, metavar="MANIFEST", help="JSONL dataset manifest")
     p.add_argument("--out", required=True, help="trace file to write (.parquet); resumed if it exists")
-    p.add_argument("--backend", default="auto", choices=("auto", "llava", "qwen2_5_vl"),
+    p.add_argument("--backend", default="auto", choices=("auto", "llava", "qwen2_5_vl", "instructblip"),
                    help="model family (default: from config.json model_type)")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ... (default: cpu)")
     p.add_argument("--limit", type=int, help="use only the first N samples of the manifest")
     p.add_argument("--dataset-id", help="dataset name for provenance (default: the manifest's file stem)")
     p.add_argument("--model-id", help="model name for provenance (default: edgevlm.json model_id or --model)")
     p.add_argument("--source-kind", choices=("real", "tiny-local", "synthetic"),
-                   help="provenance source_kind (default: edgevlm.json source_kind, else real)")
+                   help="provenance source_kind: real (published weights), tiny-local (a model trained here) "
+                        "or synthetic; default: the model directory's edgevlm.json source_kind (required "
+                        "when it declares none); a hub id without a directory is real")
     p.add_argument("--jpeg-qualities", type=_qualities, default=[10, 25, 50, 75, 95],
                    help="comma-separated JPEG qualities (default: 10,25,50,75,95)")
     p.add_argument("--scoring", default="auto", choices=("auto", "vqa", "exact"),
@@ -100,6 +116,8 @@ def add_extract_arguments(p: argparse.ArgumentParser) -> None:
                    help="weights dtype (default auto: checkpoint dtype on GPU, float32 on CPU)")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice; 1 is often "
                    "fastest for small models on a shared machine)")
+    p.add_argument("--batch-size", type=int, default=1, help="samples extracted together: stage 1, attention "
+                   "passes and stage 2 batched (default 1; results equal to one at a time, timings are the batch's)")
     p.add_argument("--checkpoint-every", type=int, default=25, help="rewrite the output every N samples (default 25)")
     p.add_argument("--notes", default="", help="free text stored in provenance")
     p.add_argument("--overwrite", action="store_true", help="replace --out instead of resuming it")
@@ -133,8 +151,47 @@ def add_fit_codec_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="CPU threads for torch")
 
 
+_MANIFEST_DESCRIPTION = """\
+Write a JSONL dataset manifest for `trace extract` from a benchmark's own annotation files, as
+distributed: questions, human answers, question types where the benchmark has them, its official
+scoring rule per line, and the prompt its standard (LLaVA-1.5) evaluation uses. Every record and
+every image is checked before anything is written.
+
+datasets:
+{datasets}"""
+
+
+def add_manifest_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dataset", metavar="DATASET", help="benchmark name (see the list above)")
+    p.add_argument("--annotations", required=True, metavar="FILE", help="the benchmark's annotation/question file")
+    p.add_argument("--images", required=True, metavar="DIR", help="folder holding the benchmark's images")
+    p.add_argument("--out", required=True, metavar="M.jsonl", help="manifest to write (atomically)")
+    p.add_argument("--split", help="split/setting where the layout depends on it (vqav2: val2014; aokvqa: val; "
+                   "pope: random|popular|adversarial; textvqa: keep only this set_name)")
+    p.add_argument("--limit", type=int, help="keep only the first N questions")
+    p.add_argument("--questions", metavar="FILE", help="vqav2: the v2_OpenEnded_mscoco_<split>_questions.json file")
+    p.add_argument("--ocr", metavar="FILE", help="textvqa_ocr: the TextVQA_Rosetta_OCR_v0.2_<split>.json file")
+
+
+def run_manifest(args: argparse.Namespace) -> int:
+    """Handler of `manifest`: bad annotation files print one line naming file, record and field; exit 2."""
+    from pathlib import Path
+
+    from edgevlm.models.datasets import AnnotationError, Source, build_manifest
+
+    opt = lambda v: Path(v) if v else None  # noqa: E731
+    try:
+        n = build_manifest(args.dataset, Source(Path(args.annotations), Path(args.images), args.split,
+                                                opt(args.questions), opt(args.ocr)), args.out, args.limit)
+    except AnnotationError as exc:
+        print(f"edgevlm: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"wrote {args.out}: {n} {args.dataset} samples")
+    return 0
+
+
 def register(subparsers) -> argparse.ArgumentParser:
-    """Add `extract` to the given (trace) sub-parsers object."""
+    """Add `extract`, `fit-codec` and `manifest` to the given (trace) sub-parsers object."""
     p = subparsers.add_parser("extract", help="extract a trace from a real VLM over a dataset manifest",
                               description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_extract_arguments(p)
@@ -143,6 +200,14 @@ def register(subparsers) -> argparse.ArgumentParser:
                               description=_FIT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_fit_codec_arguments(f)
     f.set_defaults(func=run_fit_codec)
+    from edgevlm.models.datasets import DATASETS   # light: json/pathlib only
+
+    m = subparsers.add_parser("manifest", help="write a dataset manifest from a benchmark's annotation files",
+                              description=_MANIFEST_DESCRIPTION.format(datasets="\n".join(
+                                  f"  {a.name:<12} {a.summary}" for a in DATASETS.values())),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_manifest_arguments(m)
+    m.set_defaults(func=run_manifest)
     return p
 
 
@@ -214,7 +279,8 @@ def run_extract(args: argparse.Namespace) -> int:
             dataset_id=args.dataset_id or Path(args.dataset).stem, source_kind=args.source_kind or "real",
             jpeg_qualities=args.jpeg_qualities, box_ratios=args.box_ratios, scoring=args.scoring,
             limit=args.limit, checkpoint_every=args.checkpoint_every, overwrite=args.overwrite,
-            progress=not args.no_progress, notes=args.notes, infer_jpeg_quality=args.infer_jpeg_quality)
+            progress=not args.no_progress, notes=args.notes, infer_jpeg_quality=args.infer_jpeg_quality,
+            batch_size=args.batch_size)
         opts.check()
         from edgevlm.models.backend import load_backend
         import torch
@@ -227,7 +293,7 @@ def run_extract(args: argparse.Namespace) -> int:
         backend = load_backend(args.model, backend=args.backend, device=args.device,
                                overrides={k: v for k, v in overrides.items() if v is not None})
         if args.source_kind is None:
-            opts.source_kind = backend.settings.source_kind or "real"
+            opts.source_kind = declared_source_kind(args.model, backend.settings.source_kind)
         if args.codec and not args.progressive:
             raise ExtractError("--codec is used only with --progressive")
         if args.progressive:

@@ -38,6 +38,7 @@ import pyarrow as pa
 from PIL import Image
 
 from edgevlm.models.backend import VLMBackend
+from edgevlm.models.batched import process_batch
 from edgevlm.models.boxsearch import DEFAULT_RATIOS, box_around, search_box
 from edgevlm.models.jpeg import DEFAULT_QUALITIES, JPEG_SETTINGS, jpeg_round_trip, jpeg_sizes, to_rgb
 from edgevlm.models.manifest import Sample
@@ -85,6 +86,8 @@ class ExtractOptions:
     #: run the model on what the server decodes: global and local images JPEG round-tripped at this
     #: quality, as the edge sends them (None: the uncompressed resized images)
     infer_jpeg_quality: int | None = None
+    #: samples extracted together (models.batched); 1: one at a time
+    batch_size: int = 1
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -104,6 +107,10 @@ class ExtractOptions:
             raise ExtractError(f"--checkpoint-every must be a positive integer, got {self.checkpoint_every}")
         if not self.box_ratios or any(r <= 0 for r in self.box_ratios):
             raise ExtractError("box ratios must be positive numbers")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ExtractError(f"--batch-size must be a positive integer, got {self.batch_size!r}")
+        if self.batch_size > 1 and self.codec is not None:
+            raise ExtractError("--batch-size > 1 does not combine with --progressive; use --batch-size 1")
         iq = self.infer_jpeg_quality
         if iq is not None and (not isinstance(iq, int) or isinstance(iq, bool) or not 1 <= iq <= 100):
             raise ExtractError(f"--infer-jpeg-quality must be an integer in 1..100, got {iq!r}")
@@ -144,15 +151,15 @@ def process_sample(backend: VLMBackend, sample: Sample, opts: ExtractOptions) ->
         from edgevlm.models.progressive import vision_tokens
 
         tokens = vision_tokens(backend, [global_img])[0]
-    enc1 = backend.encode([global_seen], sample.question)
+    enc1 = backend.encode([global_seen], sample.text)
     gen1 = backend.generate(enc1)
     min_ent, shannon, margin = token_uncertainty(gen1.logits)
 
-    maps = backend.attention_to_image(global_seen, sample.question)
+    maps = backend.attention_to_image(global_seen, sample.text)
     box = search_box(maps.relative, w, h, px, ratios=opts.box_ratios, **st.box_kwargs())
     local_img = original.crop(box.as_tuple()).resize((px, px), RESAMPLE)
 
-    gen2 = backend.generate(backend.encode([global_seen, sent(local_img)], sample.question))
+    gen2 = backend.generate(backend.encode([global_seen, sent(local_img)], sample.text))
 
     row: dict[str, Any] = {
         "sample_id": sample.sample_id, "question_type": sample.question_type,
@@ -161,10 +168,10 @@ def process_sample(backend: VLMBackend, sample: Sample, opts: ExtractOptions) ->
         "original_jpeg_bytes": jpeg_sizes(original, opts.jpeg_qualities),
         "local_jpeg_bytes": jpeg_sizes(local_img, opts.jpeg_qualities),
         "prompt_tokens": enc1.prompt_tokens,
-        "s1_answer": gen1.text, "s1_score": score_answer(gen1.text, sample.answers, opts.scoring),
+        "s1_answer": gen1.text, "s1_score": score_answer(gen1.text, sample.answers, opts.scoring, sample.scoring),
         "s1_min_entropy": _f32(min_ent), "s1_shannon": _f32(shannon), "s1_margin": _f32(margin),
         "bbox_x0": box.x0, "bbox_y0": box.y0, "bbox_x1": box.x1, "bbox_y1": box.y1,
-        "s2_answer": gen2.text, "s2_score": score_answer(gen2.text, sample.answers, opts.scoring),
+        "s2_answer": gen2.text, "s2_score": score_answer(gen2.text, sample.answers, opts.scoring, sample.scoring),
         "s2_tokens": len(gen2.tokens),
         "s2_oracle_score": None, "gt_x0": None, "gt_y0": None, "gt_x1": None, "gt_y1": None,
         "t_vision_s": gen1.t_vision_s, "t_prefill_s": gen1.t_prefill_s,
@@ -173,14 +180,14 @@ def process_sample(backend: VLMBackend, sample: Sample, opts: ExtractOptions) ->
     if opts.codec is not None:
         from edgevlm.models.progressive import progressive_row
 
-        row.update(progressive_row(backend, opts.codec, global_img, sample.question, sample.answers,
+        row.update(progressive_row(backend, opts.codec, global_img, sample.text, sample.answers,
                                    opts.scoring, tokens=tokens))
     if sample.gt_box is not None:
         x0, y0, x1, y1 = sample.gt_box
         obox = box_around(sample.gt_box, w, h, px, pad_px=st.box_pad_px, pad_frac=st.box_pad_frac)
         oracle_img = original.crop(obox.as_tuple()).resize((px, px), RESAMPLE)
-        gen3 = backend.generate(backend.encode([global_seen, sent(oracle_img)], sample.question))
-        row.update({"s2_oracle_score": score_answer(gen3.text, sample.answers, opts.scoring),
+        gen3 = backend.generate(backend.encode([global_seen, sent(oracle_img)], sample.text))
+        row.update({"s2_oracle_score": score_answer(gen3.text, sample.answers, opts.scoring, sample.scoring),
                     "gt_x0": int(np.floor(x0)), "gt_y0": int(np.floor(y0)),
                     "gt_x1": int(np.ceil(x1)), "gt_y1": int(np.ceil(y1))})
     return row
@@ -217,6 +224,7 @@ def provenance(backend: VLMBackend, opts: ExtractOptions, manifest: Path) -> dic
         "box_grow_min_cells": int(backend.settings.box_grow_min_cells),
         "infer_jpeg_quality": opts.infer_jpeg_quality,
         "scoring": opts.scoring,
+        "batch_size": int(opts.batch_size),
         "manifest": str(manifest),
         "hardware": hardware_string(backend),
         "torch_version": torch.__version__,
@@ -266,6 +274,9 @@ def extract(backend: VLMBackend, samples: Sequence[Sample], out: str | os.PathLi
     from tqdm.auto import tqdm
 
     opts.check()
+    if backend.settings.question_suffix and any(s.prompt is not None for s in samples):
+        raise ExtractError("the manifest's lines carry their own prompt (field 'prompt', answer instruction "
+                           "included); drop --question-suffix / question_suffix in edgevlm.json")
     out = Path(out)
     prov = provenance(backend, opts, Path(manifest))
     rows = _existing_rows(out, prov, opts.overwrite, opts.columns)
@@ -280,17 +291,21 @@ def extract(backend: VLMBackend, samples: Sequence[Sample], out: str | os.PathLi
     t0 = time.perf_counter()
     bar = tqdm(total=len(todo), desc="extract", unit="sample", disable=not opts.progress, dynamic_ncols=True)
     try:
-        for s in todo:
+        for k in range(0, len(todo), opts.batch_size):
             try:
-                rows.append(process_sample(backend, s, opts))
+                done_rows, error = process_batch(backend, todo[k:k + opts.batch_size], opts, process_sample)
             finally:
                 clear = getattr(backend, "clear_cache", None)
                 if clear is not None:
                     clear()
-            new += 1
-            bar.update(1)
-            if new % opts.checkpoint_every == 0:
-                _write(rows, out, prov)
+            for row in done_rows:
+                rows.append(row)
+                new += 1
+                bar.update(1)
+                if new % opts.checkpoint_every == 0:
+                    _write(rows, out, prov)
+            if error is not None:
+                raise error
     finally:
         bar.close()
         if new and new % opts.checkpoint_every:

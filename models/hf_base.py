@@ -42,6 +42,23 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def float32_logits(model) -> bool:
+    """With float16/bfloat16 weights, compute the LM head in float32 (a float32 copy of its weight; the
+    half-precision output is replaced), so logits and the uncertainties taken from them keep float32
+    precision. Returns whether it applied (not for float32 models)."""
+    head = model.get_output_embeddings()
+    if head is None or head.weight.dtype not in (torch.float16, torch.bfloat16):
+        return False
+    weight = head.weight.detach().float()
+    bias = None if getattr(head, "bias", None) is None else head.bias.detach().float()
+
+    def hook(module, args, output):
+        return torch.nn.functional.linear(args[0].float(), weight, bias)
+
+    head.register_forward_hook(hook)
+    return True
+
+
 class _LayerReached(Exception):
     """Raised by the attention hook to stop a forward pass once the wanted layer has run."""
 
@@ -56,6 +73,20 @@ class _Clock:
         if self.cuda:
             torch.cuda.synchronize()
         return time.perf_counter()
+
+
+class FixedViTGrid:
+    """Geometry of a fixed-size ViT (LLaVA's CLIP tower, InstructBLIP's ViT): the input is the tower's
+    image_size square, the grid (image_size / patch_size) cells a side."""
+
+    @property
+    def vision_input_px(self) -> int:
+        return int(self.model.config.vision_config.image_size)
+
+    def visual_grid(self) -> tuple[int, int]:
+        vc = self.model.config.vision_config
+        g = vc.image_size // vc.patch_size
+        return (g, g)
 
 
 class HFBackend(VLMBackend):
@@ -110,6 +141,7 @@ class HFBackend(VLMBackend):
             raise BackendError(f"--model {path!r}: cannot load a {cls.model_class_name} checkpoint with "
                                f"tokenizer and image processor ({_first_line(exc)})") from None
         model.to(dev).eval()
+        float32_logits(model)
         model_id = settings.model_id or str(path)
         return cls(model, tokenizer, image_processor, settings, model_id, dev)
 
@@ -142,6 +174,16 @@ class HFBackend(VLMBackend):
 
     def _decoder_layers(self):
         return self.model.model.language_model.layers
+
+    def _lm(self):
+        """The module generation and attention passes call with Encoded.inputs (the whole VLM here)."""
+        return self.model
+
+    def _image_map(self, row: torch.Tensor, encoded: Encoded, offset: int) -> np.ndarray:
+        """The (rows, cols) map of image 0 from one head-averaged attention row over all positions."""
+        pos = torch.as_tensor(self._grid_positions(encoded.image_positions[0]) + offset, device=row.device)
+        rows, cols = self.visual_grid()
+        return row[pos].reshape(rows, cols).cpu().numpy().astype(np.float64)
 
     @property
     def image_token_id(self) -> int:
@@ -220,6 +262,11 @@ class HFBackend(VLMBackend):
         return Encoded(inputs=inputs, image_positions=per_image,
                        prompt_tokens=int(flat.size - pos.size), n_images=len(n_tokens), t_vision_s=t_vision)
 
+    def prefetch(self, images: Sequence[Any]) -> None:
+        """Visual features of all these images in one vision-encoder pass (cached for encode)."""
+        if images:
+            self.image_features(images)
+
     def clear_cache(self) -> None:
         """Forget cached visual features (extract calls this after each sample)."""
         self._feature_cache.clear()
@@ -253,7 +300,16 @@ class HFBackend(VLMBackend):
         t0 = self._clock.now()
         decode = self._greedy_loop if self.direct_greedy else self._hf_generate
         seq, rows = decode(inputs, max_new, eos, steps)
-        logits = torch.stack(rows).float().cpu().numpy()
+        return self._generation(seq, torch.stack(rows), eos, encoded.t_vision_s, t0, steps)
+
+    def _generation(self, seq: list[int], logits: torch.Tensor, eos: list[int], t_vision: float, t0: float,
+                    steps: list[float]) -> Generation:
+        """A Generation from greedy tokens and their logit rows (cut after the first EOS; float32 logits)."""
+        if eos:
+            first = next((k for k, t in enumerate(seq) if t in eos), None)
+            if first is not None:
+                seq = seq[:first + 1]
+        logits = logits[:len(seq)].float().cpu().numpy()
         if len(seq) != logits.shape[0]:
             raise RuntimeError(f"generate returned {len(seq)} tokens but {logits.shape[0]} logit rows")
         stopped = bool(seq) and seq[-1] in eos
@@ -261,12 +317,113 @@ class HFBackend(VLMBackend):
         keep = max(keep, 1)          # an immediate EOS still counts as the one (empty-answer) token
         tokens = seq[:keep]
         text = self.tokenizer.decode([t for t in tokens if t not in eos], skip_special_tokens=True).strip()
+        steps = steps[:len(seq)]
         t_prefill = (steps[0] - t0) if steps else None
         t_decode = (steps[-1] - steps[0]) / (len(steps) - 1) if len(steps) > 1 else None
         return Generation(tokens=tokens, text=text, logits=logits[:keep], stopped_on_eos=stopped,
-                          t_vision_s=encoded.t_vision_s, t_prefill_s=t_prefill, t_decode_token_s=t_decode)
+                          t_vision_s=t_vision, t_prefill_s=t_prefill, t_decode_token_s=t_decode)
 
-    def _hf_generate(self, inputs: dict[str, Any], max_new: int, eos: list[int], steps: list[float]):
+    # ----- batches (models.batched) ----------------------------------------------------------
+    #: pass explicit position ids (cumulative attention mask) with left padding; off where the
+    #: model derives them itself from the mask (Qwen2.5-VL's M-RoPE index)
+    batch_position_ids = True
+
+    def pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        if pad is None:
+            eos = self.eos_token_ids()
+            pad = eos[0] if eos else 0
+        return int(pad)
+
+    def collate(self, encodeds: Sequence[Encoded]) -> tuple[dict[str, Any], list[int]]:
+        """One left-padded batch of several prompts' inputs, and each prompt's left offset."""
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        lengths = [int(e.inputs["attention_mask"].shape[1]) for e in encodeds]
+        length = max(lengths)
+        offsets = [length - n for n in lengths]
+        batch: dict[str, Any] = {}
+        for key, first in encodeds[0].inputs.items():
+            if key == "mm_encoder_outputs":
+                batch[key] = {m: BaseModelOutputWithPooling(pooler_output=[f for e in encodeds
+                                                                           for f in e.inputs[key][m].pooler_output])
+                              for m in first}
+            elif first.dim() >= 2 and first.shape[0] == 1 and first.shape[1] == lengths[0]:   # per position
+                fill = self.pad_id() if key == "input_ids" else 0
+                batch[key] = torch.cat([torch.cat([e.inputs[key].new_full((1, off, *first.shape[2:]), fill),
+                                                   e.inputs[key]], dim=1)
+                                        for e, off in zip(encodeds, offsets)], dim=0)
+            else:                                     # per-image rows (e.g. Qwen's image_grid_thw)
+                batch[key] = torch.cat([e.inputs[key] for e in encodeds], dim=0)
+        if self.batch_position_ids:
+            batch["position_ids"] = (batch["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
+        return batch, offsets
+
+    @torch.inference_mode()
+    def generate_batch(self, encodeds: Sequence[Encoded], max_new_tokens: int | None = None) -> list[Generation]:
+        """Greedy answers for several prompts in one left-padded batch; the same tokens and (to float
+        rounding) logits as generate() on each. Timings are the batch's."""
+        if len(encodeds) == 1:
+            return [self.generate(encodeds[0], max_new_tokens)]
+        max_new = int(max_new_tokens or self.settings.max_new_tokens)
+        eos = self.eos_token_ids()
+        inputs, _ = self.collate(encodeds)
+        steps: list[float] = []
+        t0 = self._clock.now()
+        if self.direct_greedy:
+            seqs, rows = self._greedy_loop_batch(inputs, max_new, eos, steps)
+        else:
+            seqs, rows = self._hf_generate_batch(inputs, max_new, eos, steps)
+        logits = torch.stack(rows, dim=1)               # (batch, steps, vocab)
+        return [self._generation(seqs[b], logits[b], eos, e.t_vision_s, t0, steps)
+                for b, e in enumerate(encodeds)]
+
+    def _greedy_loop_batch(self, inputs: dict[str, Any], max_new: int, eos: list[int], steps: list[float]):
+        mask, pos = inputs["attention_mask"], inputs.get("position_ids")
+        lm = self._lm()
+        out = lm(**inputs, use_cache=True, logits_to_keep=1)
+        n = mask.shape[0]
+        seqs: list[list[int]] = [[] for _ in range(n)]
+        done = torch.zeros(n, dtype=torch.bool, device=mask.device)
+        eos_t = torch.tensor(eos or [-1], device=mask.device)
+        rows = []
+        while True:
+            row = out.logits[:, -1]
+            tok = row.argmax(dim=-1)
+            rows.append(row)
+            for b, t in enumerate(tok.tolist()):
+                seqs[b].append(t)
+            steps.append(self._clock.now())
+            done |= torch.isin(tok, eos_t)
+            if bool(done.all()) or len(rows) >= max_new:
+                return seqs, rows
+            mask = torch.cat([mask, mask.new_ones((n, 1))], dim=1)
+            extra = {}
+            if pos is not None:
+                pos = pos[:, -1:] + 1
+                extra["position_ids"] = pos
+            out = lm(input_ids=tok[:, None], attention_mask=mask, past_key_values=out.past_key_values,
+                     use_cache=True, **extra)
+
+    def _hf_generate_batch(self, inputs: dict[str, Any], max_new: int, eos: list[int], steps: list[float]):
+        seq, rows = self._hf_generate(inputs, max_new, eos, steps, batched=True)
+        return seq, rows
+
+    @torch.inference_mode()
+    def attention_batch(self, images: Sequence[Any], questions: Sequence[str]) -> list[AttentionMaps]:
+        """attention_to_image for several (image, question) pairs: all question and generic passes in
+        one left-padded forward."""
+        layer = self.attention_layer
+        encs = [self.encode([img], q) for img, q in zip(images, questions)]
+        encs += [self.encode([img], self.settings.generic_prompt, add_suffix=False) for img in images]
+        grids = self._last_position_attention_many(encs, layer)
+        n = len(images)
+        return [AttentionMaps(question=grids[k], generic=grids[n + k],
+                              relative=grids[k] / (grids[n + k] + self.settings.attention_eps), layer=layer)
+                for k in range(n)]
+
+    def _hf_generate(self, inputs: dict[str, Any], max_new: int, eos: list[int], steps: list[float],
+                     batched: bool = False):
         """Greedy tokens and their raw logit rows by transformers' `generate`; clock times go to `steps`."""
         from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
@@ -289,6 +446,8 @@ class HFBackend(VLMBackend):
         out = self.model.generate(**inputs, generation_config=cfg,
                                   stopping_criteria=StoppingCriteriaList([_StepClock()]))
         prompt_len = inputs["input_ids"].shape[1]
+        if batched:
+            return out.sequences[:, prompt_len:].tolist(), list(out.logits)
         return out.sequences[0, prompt_len:].tolist(), [step[0] for step in out.logits]
 
     #: Greedy decoding by a plain loop over the model's KV cache instead of `generate`: the same
@@ -299,7 +458,8 @@ class HFBackend(VLMBackend):
 
     def _greedy_loop(self, inputs: dict[str, Any], max_new: int, eos: list[int], steps: list[float]):
         """Greedy tokens and their raw logit rows; appends the clock time after each token to `steps`."""
-        out = self.model(**inputs, use_cache=True, logits_to_keep=1)
+        lm = self._lm()
+        out = lm(**inputs, use_cache=True, logits_to_keep=1)
         mask = inputs["attention_mask"]
         seq, rows = [], []
         while True:
@@ -311,13 +471,22 @@ class HFBackend(VLMBackend):
             if tok in eos or len(seq) >= max_new:
                 return seq, rows
             mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
-            out = self.model(input_ids=torch.tensor([[tok]], device=mask.device), attention_mask=mask,
-                             past_key_values=out.past_key_values, use_cache=True)
+            out = lm(input_ids=torch.tensor([[tok]], device=mask.device), attention_mask=mask,
+                     past_key_values=out.past_key_values, use_cache=True)
 
     # ----- attention ---------------------------------------------------------------------------
     @torch.inference_mode()
     def _last_position_attention(self, encoded: Encoded, layer: int) -> np.ndarray:
         """Head-averaged attention from the last prompt position to image 0's grid tokens, (rows, cols)."""
+        return self._last_position_attention_many([encoded], layer)[0]
+
+    @torch.inference_mode()
+    def _last_position_attention_many(self, encodeds: Sequence[Encoded], layer: int) -> list[np.ndarray]:
+        """_last_position_attention for several prompts in one left-padded forward pass."""
+        if len(encodeds) == 1:
+            inputs, offsets = self._fresh(encodeds[0]), [0]
+        else:
+            inputs, offsets = self.collate(encodeds)
         text_cfg = self.model.config.get_text_config()
         previous = text_cfg._attn_implementation
         captured: dict[str, torch.Tensor] = {}
@@ -329,7 +498,7 @@ class HFBackend(VLMBackend):
         handle = self._decoder_layers()[layer].self_attn.register_forward_hook(hook)
         self.model.set_attn_implementation({"text_config": "eager"})
         try:
-            self.model(**self._fresh(encoded), use_cache=False, logits_to_keep=1)
+            self._lm()(**inputs, use_cache=False, logits_to_keep=1)
         except _LayerReached:
             pass
         finally:
@@ -338,10 +507,8 @@ class HFBackend(VLMBackend):
         w = captured.get("w")
         if w is None:
             raise RuntimeError(f"decoder layer {layer} returned no attention weights under eager attention")
-        pos = torch.as_tensor(self._grid_positions(encoded.image_positions[0]), device=w.device)
-        row = w[0, :, -1, :].float().mean(dim=0)[pos]
-        rows, cols = self.visual_grid()
-        return row.reshape(rows, cols).cpu().numpy().astype(np.float64)
+        return [self._image_map(w[b, :, -1, :].float().mean(dim=0), enc, off)
+                for b, (enc, off) in enumerate(zip(encodeds, offsets))]
 
     def attention_to_image(self, image: Any, question: str) -> AttentionMaps:
         layer = self.attention_layer

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from edgevlm.models.backend import BackendError, BackendSettings
-from edgevlm.models.hf_base import HFBackend
+from edgevlm.models.hf_base import FixedViTGrid, HFBackend
 
 
-class LlavaBackend(HFBackend):
+class LlavaBackend(FixedViTGrid, HFBackend):
     name = "llava"
     model_class_name = "LlavaForConditionalGeneration"
     direct_greedy = True
@@ -39,15 +39,6 @@ class LlavaBackend(HFBackend):
         if self._drops_first() and not self._has_cls():
             raise BackendError("vision_feature_select_strategy 'default' drops the first token, but this vision "
                                "tower has no CLS token, so a patch would be lost; use 'full' in config.json")
-
-    @property
-    def vision_input_px(self) -> int:
-        return int(self.model.config.vision_config.image_size)
-
-    def visual_grid(self) -> tuple[int, int]:
-        vc = self.model.config.vision_config
-        g = vc.image_size // vc.patch_size
-        return (g, g)
 
     def _has_cls(self) -> bool:
         """Whether the vision tower prepends a CLS token (CLIP does, SigLIP does not)."""

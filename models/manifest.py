@@ -7,6 +7,16 @@ Fields per line:
   question_type  str, optional: e.g. text, color, count, yesno
   gt_box         [x0, y0, x1, y1], optional: ground-truth box of the asked object, original pixels
   sample_id      str, optional: unique id; default "<manifest stem>-<line number>"
+  prompt         str, optional: the full text the model is asked (the question rendered into the
+                 dataset's prompt template: OCR tokens, options, answer instruction); it replaces
+                 question + question_suffix in the backend's prompt; default: the question
+  ocr_tokens     list[str], optional: OCR tokens of the image (TextVQA's Rosetta OCR)
+  choices        list[str], optional: multiple-choice options (A-OKVQA)
+  scoring        str, optional: the dataset's official per-question rule, a key of
+                 models.scoring.DATASET_RULES (vqa_official, yesno, gqa, aokvqa_da, anls, exact, vqa);
+                 used by extraction's default --scoring auto
+`edgevlm trace manifest DATASET ...` (models.datasets) writes such files from the benchmarks' own
+annotation files.
 Blank lines are skipped. Any other field is an error, so typos do not pass silently.
 """
 
@@ -17,7 +27,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-FIELDS = ("image", "question", "answers", "question_type", "gt_box", "sample_id")
+FIELDS = ("image", "question", "answers", "question_type", "gt_box", "sample_id", "prompt", "ocr_tokens",
+          "choices", "scoring")
 REQUIRED = ("image", "question", "answers")
 
 
@@ -34,6 +45,15 @@ class Sample:
     question_type: str | None = None
     gt_box: tuple[float, float, float, float] | None = None
     line: int = 0
+    prompt: str | None = None
+    ocr_tokens: tuple[str, ...] | None = None
+    choices: tuple[str, ...] | None = None
+    scoring: str | None = None
+
+    @property
+    def text(self) -> str:
+        """What the model is asked: the rendered prompt, else the bare question."""
+        return self.prompt if self.prompt is not None else self.question
 
 
 def _fail(path: Path, line: int, field: str | None, msg: str) -> ManifestError:
@@ -74,10 +94,30 @@ def _parse(obj, path: Path, line: int) -> Sample:
     sid = obj.get("sample_id", f"{path.stem}-{line}")
     if not isinstance(sid, str) or not sid:
         raise _fail(path, line, "sample_id", "must be a non-empty string")
+    prompt = obj.get("prompt")
+    if prompt is not None and (not isinstance(prompt, str) or not prompt.strip()):
+        raise _fail(path, line, "prompt", "must be a non-empty string or null")
+    lists = {}
+    for key in ("ocr_tokens", "choices"):
+        val = obj.get(key)
+        if val is not None:
+            if not isinstance(val, list) or not all(isinstance(v, str) for v in val):
+                raise _fail(path, line, key, "must be a list of strings or null")
+            if key == "choices" and len(val) < 2:
+                raise _fail(path, line, key, "must list at least 2 options")
+            val = tuple(val)
+        lists[key] = val
+    rule = obj.get("scoring")
+    if rule is not None:
+        from edgevlm.models.scoring import DATASET_RULES
+
+        if rule not in DATASET_RULES:
+            raise _fail(path, line, "scoring", f"{rule!r} must be one of {', '.join(DATASET_RULES)}")
     img_path = Path(image)
     if not img_path.is_absolute():
         img_path = path.parent / img_path
-    return Sample(sid, img_path, question, tuple(str(a) for a in answers), qtype, box, line)
+    return Sample(sid, img_path, question, tuple(str(a) for a in answers), qtype, box, line,
+                  prompt, lists["ocr_tokens"], lists["choices"], rule)
 
 
 def read_manifest(path: str | os.PathLike) -> list[Sample]:

@@ -23,6 +23,7 @@ class QwenVLBackend(HFBackend):
     name = "qwen2_5_vl"
     model_class_name = "Qwen2_5_VLForConditionalGeneration"
     default_settings = BackendSettings(prompt_template=QWEN_TEMPLATE, image_joiner="", vision_input_px=224)
+    batch_position_ids = False      # the model's M-RoPE index reads the padding from the attention mask
 
     def _check_config(self) -> None:
         vc = self.model.config.vision_config

@@ -1,4 +1,18 @@
-"""Answer scoring: VQA accuracy with the standard VQA answer normalisation, and exact match.
+"""Answer scoring: each benchmark's official per-question rule (DATASET_RULES) plus the generic ones.
+
+Generic: VQA accuracy with the standard VQA answer normalisation, and exact match. Per benchmark
+(`score_answer(..., mode=RULE)`; dataset adapters write the rule into each manifest line):
+  vqa_official  VQA accuracy averaged over the 10 leave-one-out subsets of the human answers, after
+                the normalisation below (official VQAv2 evaluation; TextVQA's evaluator does the same)
+  yesno         POPE: the prediction's first sentence (up to the first '.') with commas removed is
+                "no" when one of its space-separated words is "No", "no" or "not", else "yes";
+                1.0 when that equals the label (POPE's evaluate.py)
+  gqa           GQA: exact string match of the prediction, after the clean-up LLaVA-1.5's GQA
+                conversion applies (trailing '.' dropped, lower case), with the gold answer
+  aokvqa_da     A-OKVQA direct answer: min(#direct answers equal to the prediction / 3, 1), plain
+                string equality as in the official eval_predictions.py (no normalisation)
+  anls          DocVQA: max over the answers of 1 - NL (NL = Levenshtein distance / longer length,
+                both lower-cased with whitespace collapsed), or 0 when NL >= 0.5 (tau 0.5)
 
 Normalisation follows the rules of the official VQA evaluation (Antol et al. 2015; VQA eval script):
 lower case; newlines/tabs to spaces; common contractions restored ("dont" -> "don't"); punctuation
@@ -103,13 +117,83 @@ def exact_match(prediction: str, answers: Sequence[str]) -> float:
     return float(any(normalize_answer(a) == pred for a in answers))
 
 
+def pope_yes_no(text: str) -> str:
+    """POPE's reading of a free-form answer as 'yes' or 'no' (first sentence; negation words)."""
+    first = str(text).split(".")[0].replace(",", "")
+    return "no" if {"No", "no", "not"} & set(first.split(" ")) else "yes"
+
+
+def yes_no_match(prediction: str, answers: Sequence[str]) -> float:
+    """POPE accuracy of one answer: 1.0 when its yes/no reading equals the label."""
+    if not answers:
+        raise ValueError("answers must be a non-empty list")
+    return float(pope_yes_no(prediction) == str(answers[0]).strip().lower())
+
+
+def gqa_match(prediction: str, answers: Sequence[str]) -> float:
+    """GQA: exact match after dropping a trailing period and lower-casing the prediction."""
+    if not answers:
+        raise ValueError("answers must be a non-empty list")
+    pred = str(prediction).strip().rstrip(".").lower()
+    return float(any(pred == str(a) for a in answers))
+
+
+def aokvqa_direct_answer(prediction: str, answers: Sequence[str]) -> float:
+    """A-OKVQA direct-answer accuracy: min(#equal direct answers / 3, 1), plain string equality."""
+    if not answers:
+        raise ValueError("answers must be a non-empty list")
+    return min(sum(str(prediction) == str(a) for a in answers) / 3.0, 1.0)
+
+
+def levenshtein(a: str, b: str) -> int:
+    """Edit distance (insertions, deletions, substitutions all cost 1)."""
+    if len(a) < len(b):
+        a, b = b, a
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, start=1):
+        cur = [i]
+        for j, cb in enumerate(b, start=1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def anls(prediction: str, answers: Sequence[str], threshold: float = 0.5) -> float:
+    """DocVQA's ANLS for one question: max over answers of 1 - NL, 0 where NL >= threshold."""
+    if not answers:
+        raise ValueError("answers must be a non-empty list")
+    pred = " ".join(str(prediction).strip().lower().split())
+    best = 0.0
+    for a in answers:
+        gt = " ".join(str(a).strip().lower().split())
+        longest = max(len(gt), len(pred))
+        nl = levenshtein(gt, pred) / longest if longest else 0.0
+        best = max(best, 1.0 - nl if nl < threshold else 0.0)
+    return best
+
+
+#: Per-benchmark rules a manifest line may name in its `scoring` field.
+DATASET_RULES = {
+    "vqa_official": lambda p, a: vqa_accuracy(p, a, leave_one_out=True),
+    "yesno": yes_no_match,
+    "gqa": gqa_match,
+    "aokvqa_da": aokvqa_direct_answer,
+    "anls": anls,
+    "exact": exact_match,
+    "vqa": vqa_accuracy,
+}
 SCORING_MODES = ("auto", "vqa", "exact")
 
 
-def score_answer(prediction: str, answers: Sequence[str], mode: str = "auto") -> float:
-    """Score one prediction. mode 'auto': exact match for a single reference answer, else VQA accuracy."""
+def score_answer(prediction: str, answers: Sequence[str], mode: str = "auto", rule: str | None = None) -> float:
+    """Score one prediction. mode 'auto': the sample's own `rule` (a DATASET_RULES key) when it has one,
+    else exact match for a single reference answer and VQA accuracy otherwise; 'vqa'/'exact' force those."""
     if mode not in SCORING_MODES:
         raise ValueError(f"scoring mode {mode!r} must be one of {', '.join(SCORING_MODES)}")
+    if mode == "auto" and rule is not None:
+        if rule not in DATASET_RULES:
+            raise ValueError(f"scoring rule {rule!r} must be one of {', '.join(DATASET_RULES)}")
+        return DATASET_RULES[rule](prediction, answers)
     if mode == "exact" or (mode == "auto" and len(answers) == 1):
         return exact_match(prediction, answers)
     return vqa_accuracy(prediction, answers)

@@ -8,7 +8,7 @@ audit.parquet (written by `edgevlm run --audit`, see sim/audit.py), and checks:
 - terminal:      every request has exactly one terminal record with an allowed status, and a complete
                  run has one for every arrival (ids 0..n-1, n = stop.requests where set);
 - monotone:      the step times along each request's path never go backwards and end by sim_time_s;
-                 latency_s and deadline_met agree with them;
+                 latency_s and deadline_met agree with them; progressive round sums add up (PROG_EVENT_COLUMNS);
 - link_capacity: in no time window does a link carry more bytes than capacity x window (audit);
 - bytes:         event-log bytes equal the links' bytes_carried in summary.json (per request, too,
                  with the audit);
@@ -177,16 +177,16 @@ def _load_trace(summary: dict, report: Report):
     info = summary.get("trace") or {}
     path = Path(str(info.get("path", "")))
     if not path.is_file():
-        report.skipped.append(f"summary additional_comm_cost (trace {path} not found)")
+        report.skipped.append(f"summary additional/relative_comm_cost (trace {path} not found)")
         return None
     want = info.get("sha256")
     if want is not None and file_sha256(path) != want:
-        report.skipped.append(f"summary additional_comm_cost (trace {path} changed since the run)")
+        report.skipped.append(f"summary additional/relative_comm_cost (trace {path} changed since the run)")
         return None
     try:
         return Workload.load(path)
     except TraceError as exc:
-        report.skipped.append(f"summary additional_comm_cost (trace unreadable: {exc})")
+        report.skipped.append(f"summary additional/relative_comm_cost (trace unreadable: {exc})")
         return None
 
 
@@ -209,6 +209,7 @@ def check_tables(events, summary: dict, sc, *, audit=None, workload=None, report
     _check_scenario(events, summary, sc, bad)
     _check_terminal(ev, summary, sc, complete, bad)
     _check_monotone(ev, summary, sc, bad)
+    _check_progressive(ev, bad)
     links = _audit_links(audit)
     _check_link_capacity(links, sc, report, bad)
     _check_bytes(ev, summary, links, complete, bad)
@@ -296,6 +297,28 @@ def _check_monotone(ev: dict, summary: dict, sc, bad) -> None:
     wrong = np.flatnonzero(ev["deadline_met"].astype(bool) != met)
     bad.many("monotone", wrong, lambda i: f"request {ids[i]}: deadline_met is {bool(ev['deadline_met'][i])} "
                                           f"but latency {want[i]!r} vs deadline {sc.slo.deadline_s}")
+
+
+def _check_progressive(ev: dict, bad) -> None:
+    """The progressive protocol's columns (sim/recorder.py): the refinement rounds' sums are >= 0 and
+    add up to the time from the level-1 pass's end to the last pass's end; other protocols leave them null."""
+    from edgevlm.sim.recorder import PROG_SUM_COLUMNS
+
+    if "prog_last_end_s" not in ev:
+        return
+    ids = ev["request_id"]
+    sums = np.column_stack([ev[c].astype(np.float64) for c in PROG_SUM_COLUMNS])
+    neg = np.flatnonzero((sums < -ABS_TOL_S).any(axis=1))
+    bad.many("monotone", neg, lambda i: f"request {ids[i]}: a progressive round sum is negative "
+                                        f"({dict(zip(PROG_SUM_COLUMNS, sums[i].tolist()))})")
+    last = ev["prog_last_end_s"].astype(np.float64)
+    want = ev["s1_end_s"].astype(np.float64) + sums.sum(axis=1)
+    has = ~np.isnan(last)
+    wrong = np.flatnonzero(has & ~np.isclose(last, want, rtol=REL_TOL, atol=ABS_TOL_S) & (ev["status"] == "ok"))
+    bad.many("monotone", wrong, lambda i: f"request {ids[i]}: prog_last_end_s {last[i]:.9g} != s1_end_s + "
+                                          f"prog_down_s + prog_up_s + prog_queue_s + prog_infer_s = {want[i]:.9g}")
+    stray = np.flatnonzero(~has & ~np.isnan(sums).all(axis=1))
+    bad.many("monotone", stray, lambda i: f"request {ids[i]}: progressive round sums without a last pass")
 
 
 def _audit_links(audit) -> dict[str, dict[str, np.ndarray]] | None:
@@ -486,11 +509,13 @@ def _check_gpu(ev: dict, summary: dict, sc, audit, complete: bool, report: Repor
 
         stages = policies.builder(sc.policy.kind).server_stages
         spans = [(ev[f"s{k}_start_s"], ev[f"s{k}_end_s"]) for k in stages] or [(np.empty(0), np.empty(0))]
+        if "prog_last_start_s" in ev and stages:  # a progressive request's last refinement pass
+            spans.append((ev["prog_last_start_s"], ev["prog_last_end_s"]))
         start = np.concatenate([s for s, _ in spans]).astype(np.float64)
         end = np.concatenate([e for _, e in spans]).astype(np.float64)
         keep = ~np.isnan(start) & ~np.isnan(end)
         start, end = start[keep], end[keep]
-        source = "stage-1/2 spans in the event log"
+        source = "stage-1/2 (and last progressive) spans in the event log"
         report.skipped.append("gpu busy time and attention passes (no audit.parquet)")
     neg = np.flatnonzero(end < start)
     bad.many("gpu", neg, lambda i: f"a GPU pass ends ({end[i]:.9g}) before it starts ({start[i]:.9g})")
@@ -521,7 +546,7 @@ def _peak_concurrency(start: np.ndarray, end: np.ndarray) -> tuple[int, float]:
 
 
 def _check_summary(events, summary: dict, sc, workload, bad) -> None:
-    from edgevlm.sim.runner import baseline_bytes
+    from edgevlm.sim.commcost import comm_bytes
     from edgevlm.sim.summary import summarize
 
     util = summary.get("utilisation")
@@ -529,13 +554,12 @@ def _check_summary(events, summary: dict, sc, workload, bad) -> None:
         bad("summary", "summary.json has no 'utilisation' block")
         return
     components = {name: summary.get(name) for name in util}
-    base = None
-    if workload is not None:
-        base = baseline_bytes(sc, workload, events.column("sample_id"))
-    body = summarize(events, warmup_s=sc.stop.warmup_s, baseline_up1_bytes=base, components=components)
+    comm = comm_bytes(sc.policy, workload, events) if workload is not None else None
+    body = summarize(events, warmup_s=sc.stop.warmup_s, comm=comm, components=components)
     body = json.loads(json.dumps(body, default=float))  # the types summary.json holds
     if workload is None:
         body.pop("additional_comm_cost")
+        body.pop("relative_comm_cost")
     for path, got, want in _diff(summary, body, ""):
         bad("summary", f"{path[1:]} is {got!r} in summary.json, {want!r} recomputed from the events")
 

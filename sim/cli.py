@@ -19,7 +19,8 @@ EXIT_USAGE = 2
 
 #: Modules that add top-level sub-commands: each has `register(subparsers)` (or `module:function`) and keeps heavy imports
 #: inside its handlers, so `edgevlm --help` stays fast. A module that fails to import is skipped.
-COMMAND_MODULES: tuple[str, ...] = ("edgevlm.sim.sweep", "edgevlm.sim.check", "edgevlm.analysis.cli", "edgevlm.analysis.tradeoff", "edgevlm.testbed.cli")
+COMMAND_MODULES: tuple[str, ...] = ("edgevlm.sim.sweep", "edgevlm.sim.check", "edgevlm.analysis.cli", "edgevlm.analysis.tradeoff",
+                                    "edgevlm.analysis.reproduce.cli", "edgevlm.testbed.cli")
 #: Modules that add `edgevlm trace ...` sub-commands the same way. models.cli is optional: the
 #: simulator itself never needs torch.
 TRACE_COMMAND_MODULES: tuple[str, ...] = ("edgevlm.models.cli", "edgevlm.analysis.cli:register_trace")
@@ -70,7 +71,8 @@ def format_summary(s: dict) -> str:
     rows = [
         ("scenario", f"{s['scenario']}  policy={s['policy']}"
                      + (" (a BOUND, not a policy)" if s.get("policy_is_bound") else "") + f"  seed={s['seed']}"),
-        ("trace", f"{Path(trace['path']).name}  [{trace.get('source_kind')}]{label}"),
+        ("trace", f"{Path(trace['path']).name}  [{trace.get('source_kind')}]{label}"
+                  + (f"  -- {trace['note']}" if trace.get("note") else "")),
         ("requests", f"{s['counts']['arrived']} arrived, {s['counts']['ok']} ok, "
                      f"{s['counts']['dropped']} dropped; {s['counts']['measured']} after warm-up"),
         ("throughput", f(s["throughput_per_s"], "{:.2f}") + " req/s   goodput " + f(s["goodput_per_s"], "{:.2f}")
@@ -78,8 +80,10 @@ def format_summary(s: dict) -> str:
         ("latency mean", ci(lat["mean"]) + " s"),
         ("latency p50/p95/p99", " / ".join(f(lat[k]["value"]) for k in ("p50", "p95", "p99")) + " s"),
         ("accuracy", ci(s["accuracy"])),
-        ("uplink bytes/req", f(s["bytes_per_request"]["uplink"], "{:,.0f}")
-         + "   additional comm cost " + f(s["additional_comm_cost"])),
+        ("uplink bytes/req", f(s["bytes_per_request"]["uplink"], "{:,.0f}")),
+        ("comm cost (seed)", "additional " + f(s["additional_comm_cost"]) + " (global-only 0, always-crop 1)"
+         + "   relative " + ("n/a (trace has no q100)" if s.get("relative_comm_cost") is None
+                           else f(s["relative_comm_cost"]) + " (x global image at q100)")),
         ("retransmission rate", f(s["retransmission_rate"])),
         ("utilisation", "  ".join(f"{k} {f(v, '{:.1%}')}" for k, v in s["utilisation"].items())),
     ]
@@ -92,7 +96,9 @@ def _cmd_trace_validate(args: argparse.Namespace) -> int:
 
     table, prov = read_trace(args.trace)
     print(f"{args.trace}: valid v{prov['format_version']} trace, {table.num_rows} rows, "
-          f"source_kind={prov['source_kind']}, model={prov['model_id']}, dataset={prov['dataset_id']}")
+          f"source_kind={prov['source_kind']}, model={prov['model_id']}, dataset={prov['dataset_id']}, "
+          f"jpeg_qualities={prov['jpeg_qualities']}"
+          + ("" if prov["format_version"] >= 2 else "; accuracy does not depend on JPEG quality (v1 trace)"))
     return 0
 
 
@@ -101,7 +107,7 @@ def _cmd_trace_synthetic(args: argparse.Namespace) -> int:
 
     if args.samples <= 0:
         raise UserError("--samples: must be a positive integer")
-    print(write_synthetic(args.out, args.samples, args.seed))
+    print(write_synthetic(args.out, args.samples, args.seed, args.format_version))
     return 0
 
 
@@ -130,13 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("trace", help="trace files: validate, generate synthetic, extract from a VLM")
     tsub = t.add_subparsers(dest="trace_command", required=True, metavar="TRACE_COMMAND")
-    v = tsub.add_parser("validate", help="check a trace file against format v1")
+    v = tsub.add_parser("validate", help="check a trace file against its format (v1 or v2, docs/TRACE_FORMAT.md)")
     v.add_argument("trace")
     v.set_defaults(func=_cmd_trace_validate)
     s = tsub.add_parser("synthetic", help="write a SYNTHETIC trace (invented numbers, for tests only)")
     s.add_argument("out")
     s.add_argument("--samples", type=int, default=2000)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--format-version", type=int, choices=(1, 2), default=1,
+                   help="1: one score per stage; 2: scores, uncertainties and boxes per JPEG quality")
     s.set_defaults(func=_cmd_trace_synthetic)
     for module in TRACE_COMMAND_MODULES:
         _register_optional(tsub, module)

@@ -169,6 +169,8 @@ ROW_METRICS = {
     "drop_rate": ("drop_rate",),
     "uplink_bytes_per_request": ("bytes_per_request", "uplink"),
     "additional_comm_cost": ("additional_comm_cost",),
+    "relative_comm_cost": ("relative_comm_cost",),
+    "jpeg_quality": ("comm_cost", "jpeg_quality"),
     "retransmission_rate": ("retransmission_rate",),
     "flops_per_request": ("flops_per_request",),
     "gpu_utilisation": ("utilisation", "gpu"),
@@ -223,6 +225,7 @@ def run_compare(spec: str | os.PathLike | dict, out_dir: str | os.PathLike | Non
             f = row["flops_per_request"]
             row["relative_computation"] = None if f is None else f / model.flops(model.visual_tokens)
             row["source_kind"] = s["trace"]["source_kind"]
+            row["trace_note"] = s["trace"].get("note")
             row["run_dir"] = None if run_dir is None else str(run_dir)
             if run_dir is not None:
                 row.update(check_columns(run_dir))
@@ -237,7 +240,7 @@ def run_compare(spec: str | os.PathLike | dict, out_dir: str | os.PathLike | Non
 
 TABLE_COLUMNS = {"variant": "variant", "load_scale": "load", "accuracy": "acc", "goodput_per_s": "goodput/s",
                  "score_goodput_per_s": "score-gp/s", "latency_mean_s": "lat mean", "latency_p95_s": "lat p95",
-                 "additional_comm_cost": "add comm", "retransmission_rate": "retx",
+                 "additional_comm_cost": "add comm", "relative_comm_cost": "rel comm", "retransmission_rate": "retx",
                  "relative_computation": "rel comp", "gpu_utilisation": "gpu util"}
 
 
@@ -247,5 +250,10 @@ def format_table(df: pd.DataFrame) -> str:
     t["variant"] = [v + (" (bound)" if b else "") for v, b in zip(t["variant"], t["policy_is_bound"])]
     if t["load_scale"].nunique() == 1:
         t = t.drop(columns="load_scale")
-    t = t[[c for c in TABLE_COLUMNS if c in t.columns]].rename(columns=TABLE_COLUMNS)
-    return t.to_string(index=False, float_format=lambda x: f"{x:.3f}", na_rep="-")
+    t = t[[c for c in TABLE_COLUMNS if c in t.columns]]
+    t = t.astype({c: float for c in t.columns if c != "variant"}).rename(columns=TABLE_COLUMNS)  # None -> "-"
+    text = t.to_string(index=False, float_format=lambda x: f"{x:.3f}", na_rep="-")
+    legend = ("add comm: the seed's additional comm cost, (bytes - global-only) / (always-crop - global-only) "
+              "at the same JPEG quality; rel comm: image bytes / global image bytes at JPEG q100 (seed Fig. 12)")
+    notes = sorted({n for n in df.get("trace_note", pd.Series(dtype=object)).dropna()})
+    return "\n".join([text, legend] + [f"note: {n}" for n in notes])

@@ -71,14 +71,19 @@ class EdgeDevices:
 
     def run(self, client_id: int, job: Job):
         """Process: run `job` on the client's device; returns (start_s, end_s)."""
+        return self.run_for(client_id, self.latency.service_s(job),
+                            self.cfg.model.flops(job.visual_tokens + job.prompt_tokens))
+
+    def run_for(self, client_id: int, duration_s: float, flops: float):
+        """Process: occupy the client's device for `duration_s` (FCFS after its earlier work), counting
+        `flops`; returns (start_s, end_s). Progressive encoding uses it for the vision tower + codec."""
         env = self.env
         now = env.now
         start = lindley_start(self._free[client_id], now)
-        dur = self.latency.service_s(job)
-        end = self._free[client_id] = start + dur
-        self.busy_s += dur
+        end = self._free[client_id] = start + duration_s
+        self.busy_s += duration_s
         self.jobs += 1
-        self.flops += self.cfg.model.flops(job.visual_tokens + job.prompt_tokens)
+        self.flops += flops
         yield env.timeout(end - now)
         return start, end
 

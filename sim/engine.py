@@ -38,7 +38,10 @@ class Request:
 
     __slots__ = ("request_id", "client_id", "sample", "arrival_s", "edge_done_s", "up1_end_s",
                  "s1_start_s", "s1_end_s", "crop_req_end_s", "up2_end_s", "s2_start_s", "s2_end_s",
-                 "done_s", "uplink_bytes", "downlink_bytes", "stages", "score", "flops", "status")
+                 "done_s", "uplink_bytes", "downlink_bytes", "stages", "score", "flops", "status",
+                 # progressive only (sim/policies/progressive.py; NaN / 0 for the other protocols)
+                 "prog_levels", "prog_last_start_s", "prog_last_end_s", "prog_down_s", "prog_up_s",
+                 "prog_queue_s", "prog_infer_s")
 
     def __init__(self, request_id: int, client_id: int, sample: int, now: float):
         self.request_id = request_id
@@ -51,6 +54,9 @@ class Request:
         self.score = NAN
         self.flops = 0.0
         self.status = "ok"
+        self.prog_levels = 0
+        self.prog_last_start_s = self.prog_last_end_s = NAN
+        self.prog_down_s = self.prog_up_s = self.prog_queue_s = self.prog_infer_s = NAN
 
 
 class Simulation:
@@ -59,6 +65,7 @@ class Simulation:
     def __init__(self, scenario: Scenario, workload: Workload, on_terminal: Callable[[Request], None],
                  base_dir: Path | None = None):
         self.scenario = sc = scenario
+        workload = workload.for_policy(sc.policy)  # the trace as measured at the policy's JPEG quality
         self.base_dir = Path(base_dir) if base_dir is not None else None  # relative bandwidth traces
         self._profiles: dict = {}  # each bandwidth trace file is parsed once per run
         self.workload = workload

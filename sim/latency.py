@@ -18,6 +18,9 @@ Kinds:
 - `profile`: measured times from a CSV, interpolated (see `ProfileLatency`).
 - `parametric`: vision per image, prefill at a token rate, a fixed time per decode step whatever the
   batch size (memory-bound decode). Defaults: llama.cpp figures for LLaVA-1.5-7B on an A100 (DESIGN §7).
+  A job's `pre_flops` (codec decoder, projector on received tokens) costs nothing here or in `profile`:
+  neither kind has a FLOP rate; use `roofline` to time it. A `profile` prefill was measured with the
+  vision encoder, so it still charges one for a token pass (images = 0): an overestimate.
 - `exponential`, `deterministic`: ignore the job's shape; for checks against queueing theory. They
   time whole jobs only, so they cannot be batched.
 """
@@ -46,20 +49,26 @@ MEMORY_UTILISATION = 0.9
 
 @dataclass(slots=True)
 class Job:
-    """One GPU pass: `stage` 1, 2, or 0 for the relative-attention pass."""
+    """One GPU pass: `stage` 1, 2, or 0 for the relative-attention pass.
+
+    `images` vision-encoder passes run first (0 when the visual tokens arrive encoded, e.g. the
+    progressive codec's payload); `pre_flops` is other work before the LLM, such as a codec decoder
+    and the projector on received tokens (timed by `roofline` only; see `Roofline.iteration_s`).
+    """
 
     stage: int
     images: int
     visual_tokens: int
     prompt_tokens: int
     out_tokens: int
+    pre_flops: float = 0.0
 
     @property
     def prefill_tokens(self) -> int:
         return self.visual_tokens + self.prompt_tokens
 
     def key(self) -> tuple:
-        return (self.stage, self.images, self.visual_tokens, self.prompt_tokens, self.out_tokens)
+        return (self.stage, self.images, self.visual_tokens, self.prompt_tokens, self.out_tokens, self.pre_flops)
 
 
 class _Strict(BaseModel):
@@ -171,15 +180,18 @@ class Roofline(LatencyModel):
         flops = n_decode * a + b * (2.0 * ctx_tokens + n_decode) if n_decode else 0.0
         kv = ctx_tokens
         images = 0
+        pre = 0.0
         for j in new_jobs:
             n = j.visual_tokens + j.prompt_tokens
             flops += n * (a + b * n)
             kv += n
             if j.stage:
                 images += j.images
+            pre += j.pre_flops
         compute = flops / self.flop_per_s
         memory = (self.weight_bytes + self.kv_bytes * kv) / self.byte_per_s
-        return images * self.vision_s + (compute if compute > memory else memory)
+        # Vision encode and other pre-LLM work (codec decoder, projector) run before the LLM, compute-bound.
+        return images * self.vision_s + pre / self.flop_per_s + (compute if compute > memory else memory)
 
 
 class Parametric(LatencyModel):

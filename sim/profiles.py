@@ -22,6 +22,16 @@ Vision-encoder FLOPs per image use the same per-layer formula on the ViT's shape
   = 1.46 TFLOPs (an upper bound: 28 of its 32 layers use windowed attention).
 - MobileVLM: the same CLIP ViT-L/14-336 (0.381 TFLOPs); the LDP projector is negligible.
 
+Vision tower alone (what a progressive edge runs before its codec, issue 20): the tower up to the layer
+whose output the projector reads, its weights, and that output's shape (tokens x width):
+- LLaVA-1.5 and MobileVLM: CLIP ViT-L/14-336 read at `vision_feature_layer: -2` (HF configs
+  liuhaotian/llava-v1.5-7b "mm_vision_select_layer": -2; MobileVLM the same), i.e. 23 of 24 layers:
+  (24·577·1024² + 4·577²·1024)·23 = 0.365 TFLOPs; output 576 patch tokens x 1024 (CLS dropped), i.e.
+  1.18 MB in float16; 303.5 M parameters (openai/clip-vit-large-patch14-336 vision model).
+- Qwen2.5-VL: its ViT as above (1.46 TFLOPs, 1024 patches x 1280 before the 2x2 merger), 0.675 B
+  parameters (Qwen2.5-VL report, Table 1); the merger MLP (4·1280 -> 4·1280 -> d) on 256 merged tokens
+  2·256·(5120² + 5120·d) = 0.023 TFLOPs is its projector.
+
 Hardware (dense, no sparsity):
 - A100-80GB SXM: 312 TFLOP/s bf16, 2039 GB/s HBM2e (NVIDIA A100 datasheet, 2021).
 - H100 SXM: 989 TFLOP/s bf16, 3350 GB/s HBM3, 80 GB (NVIDIA H100 datasheet, 2023).
@@ -61,6 +71,13 @@ class ModelProfile(_Profile):
     kv_dim: PositiveInt | None = Field(None, description="K (= V) width per layer: n_kv_heads·head_dim; "
                                                          "default d_model (multi-head attention)")
     vision_tflops: float = Field(0.0, ge=0, description="vision encoder + projector FLOPs per image, 1e12")
+    # The vision tower alone and the projector (a progressive edge runs the tower; the server the projector).
+    vision_tower_tflops: float | None = Field(None, ge=0, description="vision tower up to the feature layer the "
+                                              "projector reads, per image, 1e12 FLOPs")
+    vision_tower_params_b: float | None = Field(None, gt=0, description="vision tower parameters, billions")
+    vision_tower_tokens: PositiveInt | None = Field(None, description="tokens the tower hands the projector")
+    vision_width: PositiveInt | None = Field(None, description="width of those tokens (the tower's hidden size)")
+    projector_tflops: float = Field(0.0, ge=0, description="projector FLOPs per image, 1e12")
 
     def flops(self, n_tokens: int | float) -> float:
         """FLOPs(n) = (24·n·d² + 4·n²·d)·L, the paper's per-pass transformer cost (eq. 17)."""
@@ -102,15 +119,24 @@ def _projector_tflops(d: int) -> float:
     return 2.0 * 576 * (1024 * d + d * d) / 1e12
 
 
+#: CLIP ViT-L/14-336 as LLaVA reads it (feature layer -2: 23 layers), its output shape and weights.
+_CLIP_L336_TOWER = dict(vision_tower_tflops=_vit_tflops(1024, 23, 577), vision_tower_params_b=0.3035,
+                        vision_tower_tokens=576, vision_width=1024)
+_QWEN_MERGER_TFLOPS = 2.0 * 256 * (5120 * 5120 + 5120 * 3584) / 1e12
+
 MODELS: dict[str, ModelProfile] = {m.name: m for m in (
     ModelProfile(name="llava-1.5-7b", d_model=4096, n_layers=32, params_b=7.06, visual_tokens=576, vision_px=336,
-                 vision_tflops=_CLIP_L336 + _projector_tflops(4096)),
+                 vision_tflops=_CLIP_L336 + _projector_tflops(4096), projector_tflops=_projector_tflops(4096),
+                 **_CLIP_L336_TOWER),
     ModelProfile(name="llava-1.5-13b", d_model=5120, n_layers=40, params_b=13.35, visual_tokens=576,
-                 vision_px=336, vision_tflops=_CLIP_L336 + _projector_tflops(5120)),
+                 vision_px=336, vision_tflops=_CLIP_L336 + _projector_tflops(5120),
+                 projector_tflops=_projector_tflops(5120), **_CLIP_L336_TOWER),
     ModelProfile(name="qwen2.5-vl-7b", d_model=3584, n_layers=28, params_b=8.29, visual_tokens=256,
-                 vision_px=448, kv_dim=4 * 128, vision_tflops=_vit_tflops(1280, 32, 1024)),
+                 vision_px=448, kv_dim=4 * 128, vision_tflops=_vit_tflops(1280, 32, 1024),
+                 vision_tower_tflops=_vit_tflops(1280, 32, 1024), vision_tower_params_b=0.675,
+                 vision_tower_tokens=1024, vision_width=1280, projector_tflops=_QWEN_MERGER_TFLOPS),
     ModelProfile(name="mobilevlm-1.7b", d_model=2048, n_layers=24, params_b=1.7, visual_tokens=144,
-                 vision_px=336, vision_tflops=_CLIP_L336),
+                 vision_px=336, vision_tflops=_CLIP_L336, **_CLIP_L336_TOWER),
 )}
 
 HARDWARE: dict[str, HardwareProfile] = {h.name: h for h in (

@@ -16,6 +16,14 @@ import pyarrow.parquet as pq
 
 TIME_COLUMNS = ("arrival_s", "edge_done_s", "up1_end_s", "s1_start_s", "s1_end_s", "crop_req_end_s",
                 "up2_end_s", "s2_start_s", "s2_end_s", "done_s")
+#: The progressive protocol's own columns (sim/policies/progressive.py), null / 0 for other protocols:
+#:   prog_levels        codec levels the answer used (0: not progressive);
+#:   prog_last_start_s / prog_last_end_s   the last refinement pass on the server (null: level 1 only);
+#:   prog_down_s, prog_up_s, prog_queue_s, prog_infer_s   summed over every refinement round: level
+#:     requests on the downlink, increments on the uplink, GPU wait, GPU pass.
+#: s1_end_s + the four sums = prog_last_end_s (`edgevlm check` verifies it).
+PROG_SUM_COLUMNS = ("prog_down_s", "prog_up_s", "prog_queue_s", "prog_infer_s")
+PROG_EVENT_COLUMNS = ("prog_levels", "prog_last_start_s", "prog_last_end_s") + PROG_SUM_COLUMNS
 
 EVENT_SCHEMA = pa.schema(
     [pa.field("request_id", pa.int64(), nullable=False), pa.field("client_id", pa.int32(), nullable=False),
@@ -25,6 +33,8 @@ EVENT_SCHEMA = pa.schema(
        pa.field("downlink_bytes", pa.int64(), nullable=False), pa.field("stages", pa.int8(), nullable=False),
        pa.field("score", pa.float32()), pa.field("flops", pa.float64(), nullable=False),
        pa.field("deadline_met", pa.bool_(), nullable=False), pa.field("status", pa.string(), nullable=False)]
+    + [pa.field("prog_levels", pa.int8(), nullable=False)]
+    + [pa.field(c, pa.float64()) for c in PROG_EVENT_COLUMNS[1:]]
 )
 
 # Fixed writer settings: byte-identical files for identical runs.
@@ -53,7 +63,9 @@ class EventLog:
         self._rows.append((req.request_id, req.client_id, req.sample, req.arrival_s, req.edge_done_s,
                            req.up1_end_s, req.s1_start_s, req.s1_end_s, req.crop_req_end_s, req.up2_end_s,
                            req.s2_start_s, req.s2_end_s, req.done_s, req.uplink_bytes, req.downlink_bytes,
-                           req.stages, req.score, req.flops, req.status))
+                           req.stages, req.score, req.flops, req.status, req.prog_levels, req.prog_last_start_s,
+                           req.prog_last_end_s, req.prog_down_s, req.prog_up_s, req.prog_queue_s,
+                           req.prog_infer_s))
         if len(self._rows) >= self._row_group_rows:
             self.flush()
 
@@ -78,6 +90,8 @@ class EventLog:
             pa.array(cols[17], pa.float64()),
             pa.array(ok & (latency <= self._deadline_s)),
             pa.array(status, pa.string()),
+            pa.array(cols[19], pa.int8()),
+            *(pa.array(np.array(c, dtype=np.float64), pa.float64(), from_pandas=True) for c in cols[20:26]),
         ]
         batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
         if self._writer is not None:

@@ -24,14 +24,15 @@ import pyarrow.parquet as pq
 
 from edgevlm.sim import rundir
 from edgevlm.sim.audit import AuditLog
+from edgevlm.sim.commcost import comm_bytes
 from edgevlm.sim.engine import Simulation
 from edgevlm.sim.errors import ConfigError
 from edgevlm.sim.interrupt import RunInterrupted, SimulationInterrupted, discount_future_work, stop_on_sigint
 from edgevlm.sim.recorder import EventLog
 from edgevlm.sim.rundir import AUDIT_FILE
 from edgevlm.sim.scenario import Scenario, load_scenario, parse_scenario
-from edgevlm.sim.summary import dictionary_codes, read_summary_columns, summarize
-from edgevlm.sim.workload import Workload
+from edgevlm.sim.summary import read_summary_columns, summarize
+from edgevlm.sim.workload import V1_QUALITY_NOTE, Workload
 from edgevlm.traces import TraceError, atomic_write
 from edgevlm.traces.version import git_commit, package_version
 
@@ -164,17 +165,6 @@ def _simulate(sc: Scenario, workload: Workload, out: Path | None, progress: bool
     return result
 
 
-def baseline_bytes(sc: Scenario, workload: Workload, sample_ids: pa.ChunkedArray) -> np.ndarray | None:
-    """Per-row uplink bytes of global-only at the policy's JPEG quality (comm-cost denominator)."""
-    quality = getattr(sc.policy, "jpeg_quality", None) or getattr(sc.policy, "reference_jpeg_quality", None)
-    if quality is None or quality not in workload.qualities:
-        return None
-    q = workload.qualities.index(quality)
-    per_sample = workload.global_bytes[:, q] + workload.question_bytes + sc.network.uplink.overhead_bytes
-    codes, ids = dictionary_codes(sample_ids)
-    return per_sample[pd.Index(workload.sample_id).get_indexer(ids)][codes]
-
-
 def build_summary(sc: Scenario, workload: Workload, sim: Simulation, events: pa.Table, end_s: float,
                   complete: bool = True) -> dict:
     components = {
@@ -186,8 +176,7 @@ def build_summary(sc: Scenario, workload: Workload, sim: Simulation, events: pa.
         components["edge"] = sim.edge_devices.stats(end_s)
     if not complete:
         discount_future_work(components, sim, end_s)
-    body = summarize(events, warmup_s=sc.stop.warmup_s,
-                     baseline_up1_bytes=baseline_bytes(sc, workload, events.column("sample_id")),
+    body = summarize(events, warmup_s=sc.stop.warmup_s, comm=comm_bytes(sc.policy, workload, events),
                      components=components)
     return {
         "scenario": sc.name,
@@ -198,13 +187,21 @@ def build_summary(sc: Scenario, workload: Workload, sim: Simulation, events: pa.
         "seed": sc.seed,
         "complete": complete,
         "sim_time_s": end_s,
-        "trace": {"path": str(workload.path), "source_kind": workload.provenance.get("source_kind"),
-                  "model_id": workload.provenance.get("model_id"), "samples": workload.n,
-                  "sha256": rundir.file_sha256(workload.path)},
+        "trace": trace_info(workload),
         **body,
         **({"policy_stats": sim.policy.stats()} if hasattr(sim.policy, "stats") else {}),
         "environment": run_environment(),
     }
+
+
+def trace_info(workload: Workload) -> dict[str, Any]:
+    """summary.json's `trace` block; a v1 trace carries the note that its accuracy ignores JPEG quality."""
+    prov = workload.provenance
+    return {"path": str(workload.path), "source_kind": prov.get("source_kind"), "model_id": prov.get("model_id"),
+            "samples": workload.n, "sha256": rundir.file_sha256(workload.path),
+            "format_version": prov.get("format_version"), "jpeg_qualities": list(workload.qualities),
+            "accuracy_depends_on_jpeg_quality": workload.per_quality,
+            **({} if workload.per_quality else {"note": V1_QUALITY_NOTE})}
 
 
 def run_environment() -> dict[str, Any]:

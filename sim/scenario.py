@@ -132,7 +132,39 @@ def parse_scenario(data: Any, *, source: str = "scenario") -> Scenario:
     except ValidationError as exc:
         raise _config_error(exc, data) from None
     check_values(data, sc)
+    check_fifo_access_caps(sc)
     return sc
+
+
+def check_fifo_access_caps(sc: Scenario) -> None:
+    """Reject a `fifo` uplink that some client's access rate can cap below the link's capacity.
+
+    A FIFO link serves one transfer at a time at min(capacity, access rate), so a wide shared link
+    fed by slow access links would carry one capped transfer at a time (a 100 Mbit/s link busy for a
+    whole 1 Mbit/s upload) and queue everyone else behind it: a trap, not a model of a cell. `ps`
+    serves capped transfers side by side (max-min fair), which is the access-hop-plus-shared-link
+    behaviour (issue 20). Caps at or above a constant capacity never bind and are allowed.
+    """
+    up = sc.network.uplink
+    if up.discipline != "fifo":
+        return
+    for k, c in enumerate(sc.clients.link_classes):
+        if c.bandwidth_trace is not None:
+            binds = f"clients.link_classes[{k}] follows a bandwidth trace"
+        elif up.capacity_mbps is None:
+            binds = (f"clients.link_classes[{k}] caps transfers at {c.uplink_mbps:g} Mbit/s on a trace-driven "
+                     f"uplink")
+        elif c.uplink_mbps < up.capacity_mbps:
+            binds = (f"clients.link_classes[{k}].uplink_mbps {c.uplink_mbps:g} is below network.uplink."
+                     f"capacity_mbps {up.capacity_mbps:g}")
+        else:
+            continue
+        raise ConfigError("network.uplink.discipline",
+                          f"'fifo' with access links that cap transfers below the shared capacity would serve "
+                          f"one capped transfer at a time and leave the link idle ({binds}); use "
+                          f"`network.uplink.discipline: ps` (each access link runs at its own rate, the "
+                          f"shared link is split max-min fair), or give every link class an uplink_mbps at "
+                          f"or above the capacity")
 
 
 def load_scenario(path: str | Path) -> tuple[Scenario, Path]:

@@ -12,9 +12,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pyarrow as pa
 from scipy import stats
+
+if TYPE_CHECKING:
+    from edgevlm.sim.commcost import CommBytes
 
 N_BATCHES = 30
 QUANTILES = {"p50": 50.0, "p95": 95.0, "p99": 99.0}
@@ -36,12 +41,13 @@ def batch_means_ci(x: np.ndarray, stat=np.mean, n_batches: int = N_BATCHES, leve
     return {"value": value, "ci95": [value - half, value + half], "half_width": half}
 
 
-def summarize(events: pa.Table, *, warmup_s: float, baseline_up1_bytes: np.ndarray | None,
+def summarize(events: pa.Table, *, warmup_s: float, comm: "CommBytes | None",
               components: dict[str, Any]) -> dict[str, Any]:
     """Steady-state summary of an event table (needs SUMMARY_COLUMNS, in any row order).
 
-    baseline_up1_bytes: uplink bytes global-only would send for each event row (the
-    denominator of the additional communication cost), or None if not applicable.
+    comm: per event row, the image bytes sent and what global-only / always-crop would send
+    (sim.commcost), for the seed's additional and relative communication costs over the served
+    measured requests; None if not applicable.
     """
     order = np.argsort(events.column("request_id").to_numpy(), kind="stable")
     ev = {c: events.column(c).to_numpy(zero_copy_only=False)[order] for c in SUMMARY_COLUMNS
@@ -80,14 +86,25 @@ def summarize(events: pa.Table, *, warmup_s: float, baseline_up1_bytes: np.ndarr
             "uplink": float(up.mean()) if n_meas else None,
             "downlink": float(ev["downlink_bytes"][measured].mean()) if n_meas else None,
         },
+        # The seed's two cost measures (sim/commcost.py): additional = (bytes - global-only) /
+        # (always-crop - global-only), relative = bytes / global image at JPEG q100; image payloads only.
         "additional_comm_cost": None,
+        "relative_comm_cost": None,
         # stages >= 2: a stage-2 pass, or a progressive level beyond the first (stages = levels used).
         "retransmission_rate": float((ev["stages"][ok] >= 2).mean()) if ok.any() else None,
         "flops_per_request": float(ev["flops"][ok].mean()) if ok.any() else None,
     }
-    if baseline_up1_bytes is not None and n_meas:
-        base = np.asarray(baseline_up1_bytes, dtype=np.float64)[order][measured].sum()
-        out["additional_comm_cost"] = float((up.sum() - base) / base)
+    if comm is not None:
+        served = np.empty_like(ok)
+        served[order] = ok  # back to event-row order, which `comm` follows
+        costs = comm.costs(served)
+        out["additional_comm_cost"] = costs["additional_comm_cost"]
+        out["relative_comm_cost"] = costs["relative_comm_cost"]
+        out["comm_cost"] = {"jpeg_quality": comm.jpeg_quality, "over": "served (status ok) measured requests",
+                            "image_bytes_per_request": costs["image_bytes_per_request"],
+                            "relative_comm_cost_reference": ("global image at JPEG quality 100"
+                                                             if comm.reference is not None else
+                                                             "not available: the trace has no JPEG quality 100")}
     out["utilisation"] = {name: comp.get("utilisation") for name, comp in components.items()}
     out.update(components)
     return out

@@ -199,8 +199,8 @@ def flatten_summary(s: dict) -> dict[str, Any]:
         "deadline_met_rate": s["deadline_met_rate"], "drop_rate": s["drop_rate"],
         "uplink_bytes_per_request": s["bytes_per_request"]["uplink"],
         "downlink_bytes_per_request": s["bytes_per_request"]["downlink"],
-        "additional_comm_cost": s["additional_comm_cost"], "retransmission_rate": s["retransmission_rate"],
-        "flops_per_request": s["flops_per_request"],
+        "additional_comm_cost": s["additional_comm_cost"], "relative_comm_cost": s.get("relative_comm_cost"),
+        "retransmission_rate": s["retransmission_rate"], "flops_per_request": s["flops_per_request"],
     })
     row.update({f"{k}_utilisation": v for k, v in s["utilisation"].items()})
     return row

@@ -60,7 +60,7 @@ def build_policy(policy: dict, trace_path: str | Path, seed: int = 0):
     except ValidationError as exc:
         e = exc.errors()[0]
         raise ConfigError("policy." + ".".join(str(p) for p in e["loc"][1:]), e["msg"]) from None
-    workload = Workload.load(trace_path)
+    workload = Workload.load(trace_path).for_policy(cfg)
     return policies.build(cfg, workload, np.random.default_rng(seed))
 
 

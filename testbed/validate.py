@@ -351,9 +351,9 @@ def _run_point(ns, tb, env, base_url: str, trace: Path, workload, policy: dict, 
         return t.filter(pc.greater_equal(t["arrival_s"], warm))
 
     def summary(t, reps=None):
-        s = summarize(t, warmup_s=warm, baseline_up1_bytes=None, components={})
+        s = summarize(t, warmup_s=warm, comm=None, components={})
         if reps and len(reps) > 1:  # pooled replications: latency and bytes over all; throughput per run
-            s["throughput_per_s"] = float(np.mean([summarize(r, warmup_s=warm, baseline_up1_bytes=None,
+            s["throughput_per_s"] = float(np.mean([summarize(r, warmup_s=warm, comm=None,
                                                              components={})["throughput_per_s"] for r in reps]))
         return s
 
@@ -397,7 +397,7 @@ def pool_rounds(rs: list[dict[str, Any]]) -> dict[str, Any]:
     from edgevlm.sim.summary import summarize
 
     def pooled(key: str, summ: str) -> dict:
-        s = summarize(_concat([r[key] for r in rs]), warmup_s=0.0, baseline_up1_bytes=None, components={})
+        s = summarize(_concat([r[key] for r in rs]), warmup_s=0.0, comm=None, components={})
         tput = [r["summaries"][summ]["throughput_per_s"] for r in rs]
         s["throughput_per_s"] = None if any(v is None for v in tput) else float(np.mean(tput))
         return s
@@ -453,7 +453,7 @@ def run(tb, out: Path, *, compare_sim: bool = True, progress: bool = True) -> di
             dataset_id=Path(tb.manifest).stem, source_kind=backend.settings.source_kind or "tiny-local",
             progress=progress, notes="testbed validation trace",
             infer_jpeg_quality=quality), manifest=tb.manifest)
-    workload = Workload.load(trace)
+    workload = Workload.load(trace).at_quality(quality, "policies[0].jpeg_quality")
     rows_samples = []
     for sid in workload.sample_id:
         if sid not in by_id:

@@ -95,6 +95,42 @@ def build_tiny_qwen(path: Path, *, patch: int = 14, layers: int = 4, seed: int =
     return path
 
 
+def build_tiny_instructblip(path: Path, *, image_px: int = 32, patch: int = 8, layers: int = 4, queries: int = 8,
+                            seed: int = 0, settings: dict | None = None) -> Path:
+    """A tiny InstructBLIP (ViT, 2-layer Q-Former with cross-attention in every layer, Llama LLM), saved
+    as InstructBlipProcessor.save_pretrained lays it out (tokenizer at the top, qformer_tokenizer/)."""
+    import torch
+    from transformers import BlipImageProcessor, InstructBlipConfig, InstructBlipForConditionalGeneration
+
+    tokenizer, vocab = char_tokenizer(["<s>", "</s>", "<pad>", "<image>"], eos="</s>", pad="<pad>", bos="<s>")
+    qtok, qvocab = char_tokenizer(["[CLS]", "[SEP]", "[PAD]"], eos="[SEP]", pad="[PAD]", bos="[CLS]")
+    cfg = InstructBlipConfig(
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=image_px, patch_size=patch),
+        qformer_config=dict(vocab_size=len(qvocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                            intermediate_size=64, cross_attention_frequency=1, encoder_hidden_size=32,
+                            pad_token_id=qvocab["[PAD]"], max_position_embeddings=128),
+        text_config=dict(model_type="llama", vocab_size=len(vocab), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=512, bos_token_id=vocab["<s>"], eos_token_id=vocab["</s>"],
+                         pad_token_id=vocab["<pad>"]),
+        num_query_tokens=queries, image_token_index=vocab["<image>"])
+    torch.manual_seed(seed)
+    model = InstructBlipForConditionalGeneration(cfg).eval()
+    with torch.no_grad():       # the zero-initialised queries would make every query identical
+        model.query_tokens.normal_(0, 1)
+    model.generation_config.eos_token_id = vocab["</s>"]
+    model.generation_config.pad_token_id = vocab["<pad>"]
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    qtok.save_pretrained(path / "qformer_tokenizer")
+    BlipImageProcessor(size={"height": image_px, "width": image_px}).save_pretrained(path)
+    if settings is not None:
+        (path / "edgevlm.json").write_text(json.dumps(settings))
+    return path
+
+
 def make_images(folder: Path, n: int = 3, seed: int = 0) -> list[Path]:
     """n non-square test images with texture and a bright square, saved as PNG."""
     from PIL import Image
@@ -158,6 +194,11 @@ def llava_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def qwen_dir(tmp_path_factory):
     return build_tiny_qwen(tmp_path_factory.mktemp("qwen") / "ckpt", settings={"max_new_tokens": 6})
+
+
+@pytest.fixture(scope="module")
+def blip_dir(tmp_path_factory):
+    return build_tiny_instructblip(tmp_path_factory.mktemp("blip") / "ckpt", settings={"max_new_tokens": 6})
 
 
 @pytest.fixture(scope="module")

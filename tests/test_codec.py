@@ -187,7 +187,7 @@ def test_fit_codec_cli_and_progressive_extract(llava_dir, data, calib_data, tmp_
     assert codec.fit_info["n_calibration_tokens"] == 4 * 64
     out = tmp_path / "prog.parquet"
     assert main(["extract", "--model", str(llava_dir), "--dataset", str(data), "--out", str(out),
-                 "--progressive", "--no-progress"]) == 0
+                 "--progressive", "--no-progress", "--source-kind", "tiny-local"]) == 0
     table, prov = read_trace(out)                    # validates the prog columns (same L, increasing bytes)
     rows = table.to_pylist()
     assert len(rows) == 3
@@ -267,7 +267,7 @@ def test_progressive_errors(llava_dir, data, tmp_path, capsys):
     from edgevlm.models.cli import main
 
     rc = main(["extract", "--model", str(llava_dir), "--dataset", str(data), "--out", str(tmp_path / "x.parquet"),
-               "--progressive", "--codec", str(tmp_path / "none"), "--no-progress"])
+               "--progressive", "--codec", str(tmp_path / "none"), "--no-progress", "--source-kind", "tiny-local"])
     assert rc == 2
     assert "codec.json" in capsys.readouterr().err
 
@@ -283,7 +283,7 @@ def test_progressive_resume_needs_same_codec(llava_dir, data, calib_data, tmp_pa
                  "--out", str(c2)]) == 0
     out = tmp_path / "r.parquet"
     base = ["extract", "--model", str(llava_dir), "--dataset", str(data), "--out", str(out), "--progressive",
-            "--no-progress"]
+            "--no-progress", "--source-kind", "tiny-local"]
     assert main(base + ["--codec", str(c3), "--limit", "1"]) == 0
     assert main(base + ["--codec", str(c3)]) == 0
     printed = capsys.readouterr().out

@@ -144,6 +144,12 @@ def test_cli_extract_and_errors(llava_dir, data, tmp_path, capsys):
     finally:
         (llava_dir / "edgevlm.json").write_text(json.dumps(settings))
     capsys.readouterr()
+    # a model directory that declares no source_kind needs --source-kind: never `real` by default
+    rc = main(["extract", "--model", str(llava_dir), "--dataset", str(data), "--out", str(tmp_path / "u.parquet"),
+               "--limit", "1", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--source-kind is required" in err and "edgevlm.json declares no source_kind" in err
+    assert not (tmp_path / "u.parquet").exists()
     rc = main(["extract", "--model", str(llava_dir), "--dataset", str(tmp_path / "none.jsonl"), "--out", str(out)])
     err = capsys.readouterr().err
     assert rc == 2 and "manifest file not found" in err and "Traceback" not in err

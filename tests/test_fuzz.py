@@ -321,7 +321,7 @@ TRACE_MUTATIONS = {
     "score above 1": lambda t, p, r: (_set(t, "s1_score", [1.5] * t.num_rows), p),
     "bbox outside image": lambda t, p, r: (_set(t, "bbox_x1", [10 ** 6] * t.num_rows), p),
     "zero rows": lambda t, p, r: (t.slice(0, 0), p),
-    "format_version 2": lambda t, p, r: (t, {**p, "format_version": 2}),
+    "format_version 3": lambda t, p, r: (t, {**p, "format_version": 3}),
     "missing provenance key": lambda t, p, r: (t, {k: v for k, v in p.items() if k != "model_id"}),
     "bad jpeg_qualities": lambda t, p, r: (t, {**p, "jpeg_qualities": p["jpeg_qualities"][::-1] + [0]}),
 }

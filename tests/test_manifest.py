@@ -35,6 +35,12 @@ def test_reads_fields_and_resolves_relative_paths(tmp_path):
     ({"image": "a.jpg", "question": "q", "answers": ["a"], "gt_box": [5, 2, 3, 4]}, "gt_box"),
     ({"image": "a.jpg", "question": "q", "answers": ["a"], "qtype": "x"}, "qtype"),
     ({"image": "a.jpg", "question": "q", "answers": ["a"], "question_type": 3}, "question_type"),
+    ({"image": "a.jpg", "question": "q", "answers": ["a"], "prompt": ""}, "prompt"),
+    ({"image": "a.jpg", "question": "q", "answers": ["a"], "ocr_tokens": "DAKOTA"}, "ocr_tokens"),
+    ({"image": "a.jpg", "question": "q", "answers": ["a"], "ocr_tokens": [1, 2]}, "ocr_tokens"),
+    ({"image": "a.jpg", "question": "q", "answers": ["a"], "choices": ["only one"]}, "choices"),
+    ({"image": "a.jpg", "question": "q", "answers": ["a"], "scoring": "bleu"}, "scoring"),
+    ({"image": "a.jpg", "question": "q", "answers": ["a"], "options": ["x", "y"]}, "options"),
 ])
 def test_bad_field_names_line_and_field(tmp_path, line, field):
     good = {"image": "a.jpg", "question": "q", "answers": ["a"]}
@@ -54,3 +60,16 @@ def test_bad_json_duplicate_ids_and_missing_file(tmp_path):
         read_manifest(tmp_path / "nope.jsonl")
     with pytest.raises(ManifestError, match="no samples"):
         read_manifest(_write(tmp_path, [""]))
+
+
+def test_real_data_fields(tmp_path):
+    p = _write(tmp_path, [
+        {"image": "a.jpg", "question": "what brand?", "answers": ["dakota"] * 10, "ocr_tokens": ["DAKOTA", "x"],
+         "prompt": "what brand?\nReference OCR token: DAKOTA, x\nAnswer briefly.", "scoring": "vqa_official"},
+        {"image": "b.jpg", "question": "which?", "answers": ["B"], "choices": ["cat", "dog"], "scoring": "exact"},
+        {"image": "c.jpg", "question": "plain?", "answers": ["yes"]},
+    ])
+    a, b, c = read_manifest(p)
+    assert a.ocr_tokens == ("DAKOTA", "x") and a.scoring == "vqa_official" and a.text.endswith("Answer briefly.")
+    assert b.choices == ("cat", "dog") and b.prompt is None and b.text == "which?"
+    assert c.ocr_tokens is None and c.choices is None and c.scoring is None and c.text == "plain?"

@@ -67,7 +67,13 @@ def test_access_traces_give_each_client_its_own_offset(scenario_dict, synthetic_
 
 
 def test_shared_uplink_trace_runs_and_is_deterministic(scenario_dict, lte_like, tmp_path):
-    for discipline in ("ps", "fifo"):
+    fifo = scenario_dict(network={"uplink": {"discipline": "fifo", "bandwidth_trace": {"kind": "mahimahi",
+                                                                                    "path": str(lte_like)}},
+                                  "downlink": {"capacity_mbps": 100}})
+    with pytest.raises(ConfigError, match="use `network.uplink.discipline: ps`") as err:
+        parse_scenario(fifo)  # capped clients on a FIFO trace link: the one-capped-transfer-at-a-time trap
+    assert err.value.path == "network.uplink.discipline"
+    for discipline in ("ps",):
         d = scenario_dict(network={
             "uplink": {"discipline": discipline, "propagation_ms": 20,
                        "bandwidth_trace": {"kind": "mahimahi", "path": str(lte_like)}},
@@ -121,9 +127,9 @@ def test_bad_network_fields_name_their_path(scenario_dict, block, needle):
 def test_constant_trace_class_is_a_plain_rate(scenario_dict, synthetic_trace):
     d = scenario_dict(clients={"count": 6, "arrival": {"kind": "poisson", "rate_per_s": 0.1},
                                "link_classes": [{"share": 1, "bandwidth_trace": {"kind": "constant", "mbps": 3}}]},
-                      network={"uplink": {"capacity_mbps": 20, "discipline": "fifo"}, "downlink": {"capacity_mbps": 9}})
+                      network={"uplink": {"capacity_mbps": 20, "discipline": "ps"}, "downlink": {"capacity_mbps": 9}})
     sim = Simulation(parse_scenario(d), Workload.load(synthetic_trace), lambda r: None)
-    assert sim.access_bps == [3e6] * 6 and isinstance(sim.uplink, FifoLink)
+    assert sim.access_bps == [3e6] * 6 and isinstance(sim.uplink, PsLink)
     assert math.isclose(sim.downlink.capacity_bps, 9e6)
 
 

@@ -95,16 +95,3 @@ def test_jpeg_quality_changes_bytes_not_scores(scenario_dict):
         pol = {"kind": kind, "jpeg_quality": 60} | ({"p": 0.5} if kind == "random_retransmit" else {})
         with pytest.raises(ConfigError, match=r"policy\.jpeg_quality: 60 is not in"):
             run(scenario_dict(policy=pol))
-
-
-def test_per_quality_scores_are_used_when_the_table_has_them(synthetic_trace):
-    """A workload with `s1_score_by_quality` reads the score at the policy's quality."""
-    import pyarrow as pa
-
-    from edgevlm.sim.policies.base import scores_at_quality
-
-    w = Workload.load(synthetic_trace)
-    per_q = pa.array([[0.1 * j for j in range(len(w.qualities))]] * w.n, pa.list_(pa.float32()))
-    w2 = Workload.from_table(w.table.append_column("s1_score_by_quality", per_q), w.provenance)
-    np.testing.assert_allclose(scores_at_quality(w2, "s1_score", 2), 0.2, rtol=1e-6)
-    np.testing.assert_array_equal(scores_at_quality(w, "s1_score", 2), w.s1_score)

@@ -29,16 +29,20 @@ def test_zero_thresholds_take_every_level_and_pay_the_cumulative_bytes(scenario_
     overhead = res.scenario.network.uplink.overhead_bytes  # per message: level 1 and two increments
     np.testing.assert_array_equal(ev["uplink_bytes"], cum + rows["prompt_tokens"].to_numpy() * 4 + 3 * overhead)
     np.testing.assert_allclose(ev["score"], [s[-1] for s in rows["prog_score"]], rtol=1e-6)
-    # One GPU pass per level.
-    from edgevlm.sim.profiles import MODELS
+    # One token pass per level (no vision tower: sim/progressive_cost.py).
+    from edgevlm.sim.profiles import EDGES, MODELS
+    from edgevlm.sim.progressive_cost import ProgressiveCost
 
-    np.testing.assert_allclose(ev["flops"], 3 * MODELS["llava-1.5-7b"].flops(576))
-    # Timestamps in protocol order: level 1, then the increments, then the answer.
-    order = ["arrival_s", "edge_done_s", "up1_end_s", "s1_start_s", "s1_end_s", "crop_req_end_s", "up2_end_s",
-             "s2_end_s", "done_s"]
+    np.testing.assert_allclose(ev["flops"], 3 * ProgressiveCost(MODELS["llava-1.5-7b"], EDGES["imx95"]).token_pass_flops())
+    assert (ev["prog_levels"] == 3).all()
+    # Timestamps in protocol order: level 1, then the increments, then the answer; crop columns stay null.
+    order = ["arrival_s", "edge_done_s", "up1_end_s", "s1_start_s", "s1_end_s", "prog_last_start_s",
+             "prog_last_end_s", "done_s"]
     t = ev[order].to_numpy()
     assert (np.diff(t, axis=1) >= -1e-12).all()
-    assert (ev["s2_start_s"] >= ev["s1_end_s"]).all() and (ev["s2_start_s"] <= ev["up2_end_s"] + 1).all()
+    assert ev[["crop_req_end_s", "up2_end_s", "s2_start_s", "s2_end_s"]].isna().all().all()
+    sums = ev[["prog_down_s", "prog_up_s", "prog_queue_s", "prog_infer_s"]].sum(axis=1)
+    np.testing.assert_allclose(ev["s1_end_s"] + sums, ev["prog_last_end_s"], rtol=1e-12)
     assert res.summary["retransmission_rate"] == 1.0
 
 
@@ -50,7 +54,7 @@ def test_thresholds_above_every_value_send_level_one_only(scenario_dict, synthet
     np.testing.assert_array_equal(ev["uplink_bytes"], np.array([b[0] for b in rows["prog_bytes"]])
                                   + rows["prompt_tokens"].to_numpy() * 4 + res.scenario.network.uplink.overhead_bytes)
     np.testing.assert_allclose(ev["score"], [s[0] for s in rows["prog_score"]], rtol=1e-6)
-    assert ev["crop_req_end_s"].isna().all() and ev["s2_start_s"].isna().all()
+    assert ev["prog_last_end_s"].isna().all() and ev["prog_up_s"].isna().all() and (ev["prog_levels"] == 1).all()
     assert res.summary["retransmission_rate"] == 0.0
 
 

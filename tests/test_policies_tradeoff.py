@@ -70,8 +70,7 @@ def test_oracle_is_on_or_above_every_threshold_and_random_point(synthetic_trace,
     checked = 0
     for gname, sub in curves.groupby("group"):
         mask = np.ones(w.n, bool) if gname == "all" else qt == gname
-        g = Group(w.s1_score[mask], w.s2_score[mask], (w.global_bytes[:, q] + w.question_bytes)[mask],
-                  w.local_bytes[mask, q], 3.0)
+        g = Group(w.s1_score[mask], w.s2_score[mask], w.local_bytes[mask, q], 3.0)
         pts = sub[sub["curve"].isin(["threshold", "random"])]
         bound = g.oracle_at(pts["additional_comm_cost"].to_numpy())
         assert (bound >= pts["accuracy"].to_numpy() - 1e-12).all()
@@ -93,6 +92,7 @@ def test_threshold_curve_endpoints_are_global_only_and_always_crop(result):
         assert none["additional_comm_cost"].iloc[0] == 0 and none["relative_computation"].iloc[0] == 1
         assert full["accuracy"].iloc[0] == pytest.approx(pooled["accuracy_always_crop"])
         assert full["additional_comm_cost"].iloc[0] == pytest.approx(pooled["always_crop_comm_cost"])
+        assert pooled["always_crop_comm_cost"] == 1.0  # the seed's definition: always-crop costs exactly 1
         # cropping more never costs fewer bytes
         c = c.sort_values("retransmission_rate")
         assert (np.diff(c["additional_comm_cost"].to_numpy()) >= -1e-12).all()
@@ -105,7 +105,7 @@ def test_comm_cost_to_99pct_is_consistent_with_the_exact_curve(synthetic_trace, 
     w = Workload.load(synthetic_trace)
     v = w.first_k_mean("s1_min_entropy", 5)
     q = w.quality_index(75)
-    base = (w.global_bytes[:, q] + w.question_bytes).sum()
+    base = w.local_bytes[:, q].sum()  # always-crop minus global-only bytes (the seed's unit)
     # brute force over every threshold
     best = min(w.local_bytes[v >= e, q].sum() / base for e in np.r_[v, np.inf]
                if np.where(v >= e, w.s2_score, w.s1_score).mean() >= target - 1e-12)

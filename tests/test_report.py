@@ -4,7 +4,6 @@ and the HTML renders in a real headless Chromium."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -92,33 +91,11 @@ def test_load_axis_draws_load_curves(tmp_path, synthetic_trace):
     assert rep.table.groupby("variant")["offered_load_per_s"].nunique().min() == 3
 
 
-def _chromium():
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return shutil.which(name)
-    return None
-
-
 def test_report_renders_in_headless_chromium(compare_out):
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (dev extra)")
-    browser, driver_bin = _chromium(), shutil.which("chromedriver")
-    if not browser or not driver_bin:
-        pytest.skip("no Chromium/ChromeDriver here (Debian: apt-get install chromium chromium-driver; .ci/run does)")
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
+    from tests.browser import IMAGE_WIDTHS, run_scripts
 
-    opts = Options()
-    opts.binary_location = browser
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"):
-        opts.add_argument(flag)
-    drv = webdriver.Chrome(service=Service(driver_bin), options=opts)
-    try:
-        drv.get((compare_out / "report" / "report.html").resolve().as_uri())
-        widths = drv.execute_script("return Array.from(document.images).map(i => i.complete ? i.naturalWidth : 0)")
-        rows = drv.execute_script("return document.querySelectorAll('#summary tbody tr').length")
-    finally:
-        drv.quit()
+    widths, rows = run_scripts(compare_out / "report" / "report.html", IMAGE_WIDTHS,
+                               "return document.querySelectorAll('#summary tbody tr').length")
     table = pd.read_parquet(compare_out / "report" / "results.parquet")
     assert len(widths) >= 6 and all(w > 0 for w in widths), widths
     assert rows == len(table)

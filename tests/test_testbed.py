@@ -65,7 +65,7 @@ def _round(scenario_dict, seed: int, slowdown: float) -> dict:
     i = ev.schema.get_field_index("latency_s")
     tb = ev.set_column(i, "latency_s", pc.multiply(ev["latency_s"], slowdown))
     warm = float(np.sort(ev["arrival_s"].to_numpy())[30])
-    summ = {k: summarize(t, warmup_s=warm, baseline_up1_bytes=None, components={})
+    summ = {k: summarize(t, warmup_s=warm, comm=None, components={})
             for k, t in (("sim", ev), ("testbed", tb), ("in_situ", ev))}
     kept = [t.filter(pc.greater_equal(t["arrival_s"], warm)) for t in (ev, tb, ev)]
     return {"sim_ev": kept[0], "tb_ev": kept[1], "situ_ev": kept[2], "summaries": summ, "lambda_per_s": 1.0,

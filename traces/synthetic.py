@@ -1,4 +1,5 @@
-"""Seeded generator of SYNTHETIC v1 traces, labelled `source_kind: synthetic`: for tests only.
+"""Seeded generator of SYNTHETIC traces (format v1, or v2 with quality-dependent values), labelled
+`source_kind: synthetic`: for tests only.
 
 The numbers are invented, drawn from the simple distributions below, and they stand in for no
 model. Real traces come from models/. The generative story, per sample:
@@ -23,6 +24,15 @@ model. Real traces come from models/. The generative story, per sample:
 * Optional columns are filled: HD (5×576 tokens, score = the stage-2 score or 1/3 higher at
   random), edge (right with probability 0.6× stage 1's), and 3 progressive levels with cumulative
   bytes 6/14/30 kB × LogNormal(0, 0.15), each level's score moving toward stage 1's.
+
+v2 (`generate_table_v2`, qualities `JPEG_QUALITIES_V2`): the same story at every quality q,
+with the compression hurting. Stage 1 is right at q with probability
+sigmoid(a_type - 1.5 z - 4·(1 - q/100)^2); one uniform per sample is compared with that
+probability at every q, so a sample right at q is right at every higher q (partial credit is
+drawn once per sample too, so every score is non-decreasing in q). Entropies, the box
+(jittered by up to (1 - q/100)·100 px), the crop bytes and stage 2 (a fix probability scaled by
+0.4 + 0.6·q/100, again one uniform per sample) are drawn per quality; HD is right at q with
+probability 0.9 × that of stage 2 + 0.1.
 """
 
 from __future__ import annotations
@@ -120,7 +130,98 @@ def generate_table(n_samples: int = 2000, seed: int = 0) -> pa.Table:
     return table
 
 
-def provenance(n_samples: int, seed: int) -> dict:
+JPEG_QUALITIES_V2 = [5, 10, 25, 50, 75, 95, 100]
+QUALITY_FACTORS_V2 = np.array([0.2, 0.28, 0.5, 0.75, 1.0, 2.1, 4.0])
+
+
+def _token_uncertainties(rng: np.random.Generator, right: bool, z: float, t: int):
+    """Per-token min-entropy, Shannon entropy and margin of one answer (see the module docstring)."""
+    scale = (0.12 if right else 0.45) * np.exp(0.3 * z)
+    h_min = rng.gamma(2.0, scale, size=t)
+    h_sh = h_min + rng.gamma(1.5, 0.2, size=t)
+    top = np.exp2(-h_min)
+    m = top - rng.random(t) * np.minimum(top, 1.0 - top)
+    return h_min.astype(np.float32), h_sh.astype(np.float32), np.clip(m, 0.0, 1.0).astype(np.float32)
+
+
+def _partial(rng: np.random.Generator, right: np.ndarray) -> np.ndarray:
+    """(n, n_q): 1 if right, else 0 or (with probability 0.2, drawn once per sample) 1/3 partial VQA credit."""
+    return np.where(right, 1.0, np.where(rng.random(right.shape[0])[:, None] < 0.2, 1 / 3, 0.0))
+
+
+def generate_table_v2(n_samples: int = 2000, seed: int = 0) -> pa.Table:
+    """A v2 trace table of n_samples synthetic rows with quality-dependent values, deterministic in seed."""
+    if n_samples <= 0:
+        raise ValueError("n_samples must be positive")
+    rng = np.random.default_rng(seed)
+    n, qs = n_samples, np.array(JPEG_QUALITIES_V2, dtype=np.float64)
+    n_q = len(qs)
+    loss = 1.0 - qs / 100.0                                             # (n_q,)
+    qtype = rng.choice(len(QUESTION_TYPES), size=n, p=_TYPE_P)
+    z = rng.standard_normal(n)
+    p1 = 1.0 / (1.0 + np.exp(-(_TYPE_A[qtype, None] - 1.5 * z[:, None] - 4.0 * loss[None, :] ** 2)))
+    s1_right = rng.random(n)[:, None] < p1                               # (n, n_q), monotone in q
+    s1_score = _partial(rng, s1_right)
+    fix = _TYPE_FIX[qtype, None] * (0.4 + 0.6 * qs[None, :] / 100.0)
+    v = rng.random(n)[:, None]
+    s2_right = np.where(s1_right, v < 0.95, v < fix)
+    s2_score = _partial(rng, s2_right)
+    hd_right = rng.random(n)[:, None] < 0.9 * np.where(s2_right, 1.0, fix) + 0.1
+    hd_score = _partial(rng, hd_right)
+
+    t1 = 1 + rng.poisson(1.5, size=n)
+    unc = [[_token_uncertainties(rng, bool(s1_right[i, k]), z[i], int(t1[i])) for k in range(n_q)]
+           for i in range(n)]
+
+    w = rng.integers(640, 2049, size=n)
+    h = np.where(rng.random(n) < 0.5, w * 3 // 4, w * 4 // 3)
+    g75 = np.exp(rng.normal(np.log(28_000), 0.35, size=n))
+    glob = np.maximum(1, np.outer(g75, QUALITY_FACTORS_V2)).astype(np.int32)
+    orig = np.maximum(1, np.outer(g75 * (w * h / VISION_PX**2) ** 0.85, QUALITY_FACTORS_V2)).astype(np.int32)
+    local = np.maximum(1, g75[:, None] * np.exp(rng.normal(0, 0.2, size=(n, n_q)))
+                       * QUALITY_FACTORS_V2[None, :]).astype(np.int32)
+
+    side = np.minimum(np.minimum(w, h), (rng.uniform(1.0, 2.0, size=n) * VISION_PX).astype(int))
+    cx0 = rng.random(n) * (w - side + 1)
+    cy0 = rng.random(n) * (h - side + 1)
+    jitter = rng.uniform(-1, 1, size=(n, n_q, 2)) * loss[None, :, None] * 100
+    x0 = np.clip(cx0[:, None] + jitter[..., 0], 0, (w - side)[:, None]).astype(int)
+    y0 = np.clip(cy0[:, None] + jitter[..., 1], 0, (h - side)[:, None]).astype(int)
+    has_gt = (qtype == 0) & (rng.random(n) < 0.7)
+    gside = (side * rng.uniform(0.2, 0.5, size=n)).astype(int) + 1
+    gx0 = cx0.astype(int) + (rng.random(n) * (side - gside)).astype(int)
+    gy0 = cy0.astype(int) + (rng.random(n) * (side - gside)).astype(int)
+    oracle = np.maximum(s2_score, s1_right * 1.0)
+
+    def per_q(a):
+        return pa.array([list(r) for r in a])
+
+    cols = {
+        "sample_id": pa.array([f"syn2-{seed}-{i:06d}" for i in range(n)]),
+        "question_type": pa.array([QUESTION_TYPES[t] for t in qtype]),
+        "image_w": pa.array(w), "image_h": pa.array(h),
+        "prompt_tokens": pa.array(10 + rng.poisson(8, size=n)),
+        "global_jpeg_bytes": per_q(glob), "original_jpeg_bytes": per_q(orig), "local_jpeg_bytes": per_q(local),
+        "s1_answer_q": per_q(np.where(s1_right, "right", "wrong")), "s1_score_q": per_q(s1_score),
+        "s1_min_entropy_q": pa.array([[u[0] for u in row] for row in unc]),
+        "s1_shannon_q": pa.array([[u[1] for u in row] for row in unc]),
+        "s1_margin_q": pa.array([[u[2] for u in row] for row in unc]),
+        "bbox_x0_q": per_q(x0), "bbox_y0_q": per_q(y0),
+        "bbox_x1_q": per_q(x0 + side[:, None]), "bbox_y1_q": per_q(y0 + side[:, None]),
+        "s2_answer_q": per_q(np.where(s2_right, "right", "wrong")), "s2_score_q": per_q(s2_score),
+        "s2_tokens_q": per_q(t1[:, None] + rng.integers(0, 2, size=(n, n_q))),
+        "s2_oracle_score_q": pa.array([list(r) if g else None for r, g in zip(oracle, has_gt)]),
+        "gt_x0": pa.array(gx0, mask=~has_gt), "gt_y0": pa.array(gy0, mask=~has_gt),
+        "gt_x1": pa.array(gx0 + gside, mask=~has_gt), "gt_y1": pa.array(gy0 + gside, mask=~has_gt),
+        "hd_score_q": per_q(hd_score), "hd_answer_q": per_q(np.where(hd_right, "right", "wrong")),
+        "hd_visual_tokens": pa.array(np.full(n, 5 * VISUAL_TOKENS)), "hd_tiles": pa.array(np.full(n, 5)),
+        "hd_jpeg_bytes": per_q(orig),
+        "edge_score": pa.array(np.where(rng.random(n) < 0.6, s1_score[:, -1], 0.0)),
+    }
+    return pa.table(cols)
+
+
+def provenance(n_samples: int, seed: int, format_version: int = 1) -> dict:
     """Provenance for a synthetic trace: labelled synthetic, with the generator and its parameters."""
     from edgevlm.traces.version import generator_string
 
@@ -132,25 +233,30 @@ def provenance(n_samples: int, seed: int) -> dict:
         "generator": generator_string("traces.synthetic"),
         "vision_input_px": VISION_PX,
         "visual_tokens_per_image": VISUAL_TOKENS,
-        "jpeg_qualities": JPEG_QUALITIES,
-        "notes": "SYNTHETIC: invented numbers from traces/synthetic.py, for tests only; not model output.",
+        "format_version": format_version,
+        "jpeg_qualities": JPEG_QUALITIES if format_version == 1 else JPEG_QUALITIES_V2,
+        "notes": "SYNTHETIC: invented numbers from traces/synthetic.py, for tests only; not model output."
+                 + (" Scores, uncertainties and boxes depend on the JPEG quality by construction."
+                    if format_version == 2 else ""),
     }
 
 
-def write_synthetic(path: str | Path, n_samples: int = 2000, seed: int = 0) -> Path:
-    """Generate and write a labelled synthetic trace."""
-    return write_trace(generate_table(n_samples, seed), path, provenance(n_samples, seed))
+def write_synthetic(path: str | Path, n_samples: int = 2000, seed: int = 0, format_version: int = 1) -> Path:
+    """Generate and write a labelled synthetic trace (format v1, or v2 with per-quality values)."""
+    gen = generate_table if format_version == 1 else generate_table_v2
+    return write_trace(gen(n_samples, seed), path, provenance(n_samples, seed, format_version))
 
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(description="Write a SYNTHETIC v1 trace (tests only).")
+    ap = argparse.ArgumentParser(description="Write a SYNTHETIC trace (tests only).")
     ap.add_argument("out", type=Path)
     ap.add_argument("--samples", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--format-version", type=int, choices=(1, 2), default=1)
     args = ap.parse_args(argv)
-    print(write_synthetic(args.out, args.samples, args.seed))
+    print(write_synthetic(args.out, args.samples, args.seed, args.format_version))
     return 0
 
 

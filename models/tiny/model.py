@@ -98,6 +98,7 @@ def edgevlm_settings(box_pad_px: int, box_grow: float = 0.0, box_grow_min_cells:
         "box_grow": box_grow,
         "box_grow_min_cells": box_grow_min_cells,
         "dtype": "float32",
+        "source_kind": "tiny-local",  # trained here: its traces are never `real`
     }
 
 

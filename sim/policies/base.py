@@ -50,6 +50,10 @@ class Policy(PolicyInterface):
     """The built-in policies' base: the Policy interface (sim/interfaces.py) plus the first protocol
     step that most of them share."""
 
+    def __init__(self, cfg: PolicyConfig, workload: Workload, rng: np.random.Generator):
+        workload.require_view(cfg)  # a v2 trace: built on the view at the policy's quality
+        super().__init__(cfg, workload, rng)
+
     def send_global_and_infer(self, sim: "Simulation", req: "Request", up_bytes: int,
                               job: "Job | None" = None, flops: float = 0.0):
         """Process: edge prep, the image up, stage 1 on the server (DESIGN.md §4 steps 2-4).
@@ -75,16 +79,13 @@ class Policy(PolicyInterface):
 
 
 def scores_at_quality(workload: Workload, column: str, q: int) -> np.ndarray:
-    """A score column at JPEG quality index q.
+    """A score column at JPEG quality index q, from the workload view at that quality.
 
-    Trace format v1 stores one score per stage (taken at the trace's reference quality), so the
-    score does not change with `jpeg_quality`. A table that carries `<column>_by_quality`
-    (list<float>, one per `jpeg_qualities` entry) is read at index q instead; the v1 reader rejects
-    unknown columns, so this applies to in-memory workloads and a future format version only.
+    A v2 trace's view (`Workload.at_quality`) holds the scores measured at its quality; a v1 trace
+    has one score per stage, so there the score does not change with `jpeg_quality`.
     """
-    per_q = column + "_by_quality"
-    if per_q in workload.table.column_names:
-        return np.array(workload.table.column(per_q).to_pylist(), dtype=np.float64)[:, q]
+    if workload.per_quality and workload.qualities.index(workload.quality) != q:
+        raise ValueError(f"workload view is at jpeg_quality {workload.quality}, not {workload.qualities[q]}")
     return np.asarray(getattr(workload, column) if hasattr(workload, column) else workload.optional(column),
                       dtype=np.float64)
 
