@@ -50,7 +50,9 @@ from edgevlm.sim.workload import V1_QUALITY_NOTE, Workload
 from edgevlm.traces import TraceError, atomic_write
 from edgevlm.sim.runner import resolve_trace
 
-METRICS = {"min_entropy": "s1_min_entropy", "shannon": "s1_shannon", "margin": "s1_margin"}
+from edgevlm.traces.uncertainty import METRIC_COLUMNS, higher_is_uncertain, uncertain
+
+METRICS = METRIC_COLUMNS
 TOKENS: tuple[int | str, ...] = (1, 5, "all")
 POOLED = "all"
 
@@ -177,13 +179,13 @@ def tradeoff(workload, *, jpeg_quality: int = 75, model: str = "llava-1.5-7b", p
         common = {"group": gname}
         for (m, k), v_all in values.items():
             v = v_all[mask]
-            hi_unc = m != "margin"
+            hi_unc = higher_is_uncertain(m)
             eta, rate, acc, comm = g.threshold_prefix(v, hi_unc)
             reach.setdefault(m, {})[str(k)] = g.cost_to_reach(target, comm, acc)
             grid = np.unique(np.quantile(v, np.linspace(0, 1, points)))
             grid = np.r_[grid, np.inf if hi_unc else -np.inf]
             for e in grid:
-                cm = v >= e if hi_unc else v <= e
+                cm = uncertain(v, m, e)
                 r, a, c, comp = g.point(cm)
                 curve_rows.append({**common, "curve": "threshold", "metric": m, "tokens": str(k), "eta": float(e),
                                    "p": None, "retransmission_rate": r, "accuracy": a, "additional_comm_cost": c,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import simpy
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
+from edgevlm.sim.lindley import lindley_start
 from edgevlm.sim.latency import Job, RooflineLatency, latency_models
 from edgevlm.sim.profiles import EDGES, MODELS, EdgeProfile, ModelProfile, dump, resolve
 
@@ -78,9 +79,7 @@ class EdgeDevices:
         `flops`; returns (start_s, end_s). Progressive encoding uses it for the vision tower + codec."""
         env = self.env
         now = env.now
-        start = self._free[client_id]
-        if start < now:
-            start = now
+        start = lindley_start(self._free[client_id], now)
         end = self._free[client_id] = start + duration_s
         self.busy_s += duration_s
         self.jobs += 1

@@ -1,8 +1,9 @@
 """The SimPy engine: it builds clients, links, server and policy from a scenario and runs requests.
 
-A request's protocol lives in its policy (`Policy.life`). The engine gives that protocol its
-building blocks: edge profile, `send_up`, `send_down`, `infer`, `drop`, `finish`. It also creates
-requests as the arrival process asks. Every request ends with one terminal record in the event log.
+A request's protocol lives in its policy (`Policy.life`; sim/interfaces.py lists what the engine
+needs of links, server and policy). The policy sees the built simulation once (`Policy.bind`),
+then the engine gives each request's protocol its building blocks: edge profile, `send_up`,
+`send_down`, `infer`, `drop`, `finish`. It also creates requests as the arrival process asks. Every request ends with one terminal record in the event log.
 """
 
 from __future__ import annotations
@@ -75,9 +76,9 @@ class Simulation:
         self.uplink = self._build_link("network.uplink", sc.network.uplink)
         self.downlink = self._build_link("network.downlink", sc.network.downlink)
         self.server = build_server(env, sc.server, self.streams["service"], self.streams["speed"])
-        #: `book(job, admit) -> (start_s, end_s) | None` where the server knows a job's span on arrival
-        #: (FIFO, Lindley's recursion); `infer` then waits on one timeout instead of `submit`.
-        self._book = getattr(self.server, "book", None)
+        #: Where the server knows a job's span on arrival (FIFO, Lindley's recursion), GPU passes wait
+        #: on one timeout after `book` instead of running `submit` (sim/interfaces.py Server).
+        self._book = self.server.book if self.server.books_on_arrival else None
         self.edge_devices = EdgeDevices(env, sc.clients.edge, sc.clients.count, self.streams["edge"])
         self.policy = policies.build(sc.policy, workload, self.streams["policy"])
         self.deadline_s = sc.slo.deadline_s
@@ -93,12 +94,9 @@ class Simulation:
         self.arrived = 0
         self.terminal = 0
         self.gpu_in_system = 0  # GPU passes submitted and not yet finished (any server), for gpu_queue_length
-        # Links that report no backlog (backlog_s / backlog_bytes) get their uplink bytes counted here.
-        self._count_uplink = (getattr(self.uplink, "backlog_s", None) is None
-                              and getattr(self.uplink, "backlog_bytes", None) is None)
-        self.uplink_bytes_in_flight = 0
         #: Optional sim.audit.AuditLog recording every transfer and GPU pass (set before `run`).
         self.audit = None
+        self.policy.bind(self)
         arrival_processes.build(sc.clients.arrival, self, sc.clients.count)
 
     def _assign_link_classes(self) -> list:
@@ -154,7 +152,7 @@ class Simulation:
     def spawn(self, client_id: int) -> bool:
         """Start a request from `client_id` now; False once the stopping rule ends arrivals."""
         env = self.env
-        now = env._now
+        now = env.now
         if self.arrived == self.max_requests or now >= self.arrivals_end_s:
             return False
         req = Request(self.arrived, client_id, self._draw_sample(), now)
@@ -170,17 +168,9 @@ class Simulation:
         nbytes = payload_bytes + link.overhead_bytes
         req.uplink_bytes += nbytes
         gen = link.transfer(nbytes, self.access_bps[req.client_id])
-        if self._count_uplink:
-            gen = self._counted_up(gen, nbytes)
         if self.audit is not None:
             return self.audit.transfer(self.env, gen, "uplink", req.request_id, nbytes)
         return gen
-
-    def _counted_up(self, transfer, nbytes: int):
-        """Process: a transfer whose bytes count as in flight until delivered (links without a backlog)."""
-        self.uplink_bytes_in_flight += nbytes
-        yield from transfer
-        self.uplink_bytes_in_flight -= nbytes
 
     def send_down(self, req: Request, payload_bytes: int):
         """Process: carry a message from the server to the request's client."""
@@ -198,22 +188,7 @@ class Simulation:
         Returns (start_s, end_s), or None if admission control (`admit`) dropped the request.
         Follow-up passes of an admitted request are never dropped.
         """
-        self.gpu_in_system += 1
-        book = self._book
-        if book is not None:  # a server that knows the span on arrival: one timeout, no nested process
-            span = book(self._jobs[stage][req.sample], admit)
-            if span is not None:
-                yield Timeout(self.env, span[1] - self.env._now)
-        else:
-            span = yield from self.server.submit(self._jobs[stage][req.sample], admit)
-        self.gpu_in_system -= 1
-        if span is not None:
-            if self.audit is not None:
-                self.audit.gpu(req.request_id, stage, *span)
-            req.flops += self.stage_flops[stage]
-            if stage:
-                req.stages = stage
-        return span
+        return self._gpu(req, self._jobs[stage][req.sample], stage, self.stage_flops[stage], admit, stage)
 
     def infer_job(self, req: Request, job: Job, flops: float, admit: bool = False):
         """Process: run an arbitrary GPU `job` (HD tokens, a progressive level) for the request.
@@ -221,32 +196,33 @@ class Simulation:
         Like `infer`, but the caller gives the Job and its FLOPs and sets `req.stages` itself.
         Returns (start_s, end_s), or None if admission control (`admit`) dropped the request.
         """
+        return self._gpu(req, job, job.stage, flops, admit, 0)
+
+    def _gpu(self, req: Request, job: Job, stage: int, flops: float, admit: bool, sets_stages: int):
+        """Process: one GPU pass, counted in `gpu_in_system` while submitted; books its FLOPs and,
+        if `sets_stages`, records it as the request's last stage."""
         self.gpu_in_system += 1
-        span = yield from self.server.submit(job, admit)
+        book = self._book
+        if book is not None:  # the span is known on arrival: one timeout, no nested process
+            span = book(job, admit)
+            if span is not None:
+                yield Timeout(self.env, span[1] - self.env.now)
+        else:
+            span = yield from self.server.submit(job, admit)
         self.gpu_in_system -= 1
         if span is not None:
             if self.audit is not None:
-                self.audit.gpu(req.request_id, job.stage, *span)
+                self.audit.gpu(req.request_id, stage, *span)
             req.flops += flops
+            if sets_stages:
+                req.stages = sets_stages
         return span
 
     # ------------------------------------------------------------ observed state, for load-aware policies
 
     def uplink_backlog_s(self) -> float:
-        """Seconds of uplink work queued ahead of a new transfer, at full capacity, whatever the link.
-
-        Uses the link's own `backlog_s()` (FIFO: time until the link frees), else its
-        `backlog_bytes()` / capacity, else the uplink bytes the engine counts in flight (sent and
-        not yet delivered, e.g. on a processor-sharing link) / capacity: an upper bound, since it
-        includes bytes already sent and propagating.
-        """
-        link = self.uplink
-        backlog = getattr(link, "backlog_s", None)
-        if backlog is not None:
-            return backlog()
-        left = getattr(link, "backlog_bytes", None)
-        nbytes = left() if left is not None else self.uplink_bytes_in_flight
-        return nbytes * 8.0 / getattr(link, "capacity_bps", self.scenario.network.uplink.capacity_mbps * 1e6)
+        """Seconds of uplink work queued ahead of a new transfer, at the link's nominal capacity."""
+        return self.uplink.backlog_s()
 
     def gpu_queue_length(self) -> int:
         """GPU passes waiting: passes submitted and not finished, less one in service per replica.
@@ -257,6 +233,7 @@ class Simulation:
         """
         waiting = self.gpu_in_system - self.scenario.server.replicas
         return waiting if waiting > 0 else 0
+
     def infer_edge(self, req: Request, job: Job):
         """Process: run a VLM pass on the request's own edge device; returns (start_s, end_s)."""
         return self.edge_devices.run(req.client_id, job)
@@ -270,7 +247,7 @@ class Simulation:
         self._terminate(req)
 
     def _terminate(self, req: Request) -> None:
-        req.done_s = self.env._now
+        req.done_s = self.env.now
         self.terminal += 1
         self._on_terminal(req)
 

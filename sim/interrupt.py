@@ -61,20 +61,12 @@ def discount_future_work(components: dict, sim, now_s: float) -> None:
     """Fix utilisation in the component stats of a run stopped at `now_s`.
 
     Links and servers count a job's whole service when they schedule it, which is exact once the
-    run has drained but, at an interrupt, counts work queued past the stop. Where a component says
-    when it frees (FIFO links: `free_at_s`; FIFO servers: each replica's free time), the work past
-    `now_s` is one contiguous block per server and is taken out; elsewhere utilisation is None.
+    run has drained but, at an interrupt, counts work queued past the stop. Each component's
+    `busy_fraction_until(now_s)` (sim/interfaces.py) gives the busy share of [0, now_s] without the
+    work booked past it where it knows that (FIFO links and servers); elsewhere utilisation is None.
     """
     for name, comp in (("uplink", sim.uplink), ("downlink", sim.downlink), ("gpu", sim.server)):
         stats = components.get(name)
         if stats is None or now_s <= 0:
             continue
-        frees = getattr(comp, "_free", None)
-        if frees is None and hasattr(comp, "free_at_s"):
-            frees = [comp.free_at_s]
-        busy_s = getattr(comp, "busy_s", None)
-        if frees is None or busy_s is None:
-            stats["utilisation"] = None
-            continue
-        ahead_s = sum(max(0.0, f - now_s) for f in frees)
-        stats["utilisation"] = (busy_s - ahead_s) / (now_s * getattr(comp, "replicas", 1))
+        stats["utilisation"] = comp.busy_fraction_until(now_s)

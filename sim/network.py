@@ -37,6 +37,8 @@ event, as FIFO). A newcomer that does not fit moves them all into their classes 
 still owe; their wake-ups go stale and their processes, woken early, wait again. A lone transfer
 left in the class state by a finish is likewise scheduled directly until someone joins.
 `backlog_bytes()` / `backlog_s()` give the unfinished work (per class: sum of tags - n * V, O(K)).
+sim/ps_reference.py computes the same finish times by brute force; tests/test_ps_reference.py
+holds this class to it on random workloads.
 
 Stats (summary.json "uplink"/"downlink"): utilisation = bits carried / capacity bits offered over
 the run; busy_fraction = time with >= 1 transfer; mean_active_transfers (time average); bytes
@@ -54,10 +56,13 @@ from typing import Literal, Optional
 
 import numpy as np
 import simpy
-from simpy.events import NORMAL, Event, Timeout
+from simpy.events import Event, Timeout
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validator
 
 from edgevlm.sim.bandwidth import BandwidthTraceConfig, ConstantProfile, load_profile
+from edgevlm.sim.interfaces import Link
+from edgevlm.sim.lindley import lindley_start
+from edgevlm.sim.simpy_adapter import succeed_after
 
 #: Default per-message overhead: an HTTP/1.1 request or response line with ~8 typical headers
 #: (~250 B) plus one TCP/IPv4 header (40 B) on a persistent connection, rounded to 300 B. Per-segment
@@ -136,7 +141,12 @@ class _Slowdowns:
                 "count": self.n}
 
 
-class LinkBase:
+def slowdown(duration_s: float, nbytes: int, capacity_bps: float) -> float:
+    """A transfer's time over its time alone at the nominal capacity (1 for an empty message)."""
+    return duration_s * capacity_bps / (nbytes * 8.0) if nbytes > 0 else 1.0
+
+
+class LinkBase(Link):
     """What both disciplines share: capacity profile, propagation, overhead, stats."""
 
     discipline = "?"
@@ -160,8 +170,9 @@ class LinkBase:
         self.slowdowns = _Slowdowns()
 
     def _record(self, nbytes: int, duration_s: float) -> None:
+        """Count one finished transfer's time in the stats."""
         self.transfer_s += duration_s
-        self.slowdowns.add(duration_s * self.capacity_bps / (nbytes * 8.0) if nbytes > 0 else 1.0)
+        self.slowdowns.add(slowdown(duration_s, nbytes, self.capacity_bps))
 
     def stats(self, horizon_s: float) -> dict:
         offered = self.profile.cum_bits(horizon_s) if horizon_s > 0 else 0.0
@@ -190,8 +201,8 @@ class FifoLink(LinkBase):
     def transfer(self, nbytes: int, access=None):
         """Process: carry `nbytes` (already including overhead); returns once delivered."""
         env = self.env
-        now = env._now
-        start = self.free_at_s if self.free_at_s > now else now
+        now = env.now
+        start = lindley_start(self.free_at_s, now)
         bits = nbytes * 8.0
         if self.constant and (access is None or isinstance(access, (float, int))):
             cap = self.capacity_bps
@@ -228,6 +239,10 @@ class FifoLink(LinkBase):
     def backlog_s(self) -> float:
         """Seconds of queued transmission ahead of a transfer starting now."""
         return max(0.0, self.free_at_s - self.env.now)
+
+    def busy_fraction_until(self, now_s: float) -> float:
+        """Busy share up to `now_s`: the work booked past it is one block before `free_at_s`."""
+        return (self.busy_s - max(0.0, self.free_at_s - now_s)) / now_s
 
     def backlog_bytes(self) -> float:
         """Bytes still to send, at the nominal capacity (approximate with access caps or a trace)."""
@@ -291,7 +306,7 @@ class PsLink(LinkBase):
         them all join the class state (`_join`), where water-filling takes over.
         """
         env = self.env
-        now = env._now
+        now = env.now
         ind = self._ind
         if ind:
             if ind[0][0] <= now + EPS_S:
@@ -369,10 +384,7 @@ class PsLink(LinkBase):
     def _speculate(self, cls: _CapClass, finish_s: float, now: float) -> None:
         rec = cls.heap[0][2]
         self._spec = (cls, rec, finish_s)
-        done = rec[0]
-        done._ok = True
-        done._value = None
-        self.env.schedule(done, NORMAL, finish_s + self.propagation_s - now)
+        succeed_after(rec[0], finish_s + self.propagation_s - now)
 
     def _settle(self, now: float) -> None:
         """Retire the lone transfer if it is done by `now`; otherwise hand it back to the timer."""
@@ -395,12 +407,9 @@ class PsLink(LinkBase):
     def _book(self, rec: list, finish_s: float) -> None:
         """Count a finished transfer in the link's stats."""
         self.events += 1
-        nbytes = rec[2]
-        self.bytes_carried += nbytes
+        self.bytes_carried += rec[2]
         self.transfers += 1
-        duration = finish_s - rec[1]
-        self.transfer_s += duration
-        self.slowdowns.add(duration * self.capacity_bps / (nbytes * 8.0) if nbytes > 0 else 1.0)
+        self._record(rec[2], finish_s - rec[1])
 
     # ---------------------------------------------------------------- independent transfers
 
@@ -409,7 +418,7 @@ class PsLink(LinkBase):
         The hot path of a lightly loaded link, so `_book` is inlined."""
         ind = self._ind
         limit = now + EPS_S
-        per_bit = self.capacity_bps / 8.0
+        capacity_bps = self.capacity_bps
         slowdowns = self.slowdowns
         buf = slowdowns.buf
         while ind and ind[0][0] <= limit:
@@ -421,7 +430,7 @@ class PsLink(LinkBase):
             self.bytes_carried += nbytes
             self.transfers += 1
             self.transfer_s += duration
-            buf.append(duration * per_bit / nbytes if nbytes > 0 else 1.0)
+            buf.append(slowdown(duration, nbytes, capacity_bps))
             if not ind:  # the run of independent transfers is over
                 self.busy_s += finish_s - self._ind_t0
                 self._last_s = finish_s
@@ -469,10 +478,6 @@ class PsLink(LinkBase):
         return sum((f - now) * rate for f, _, _, rate, _ in self._ind if f > now)
 
     # ---------------------------------------------------------------- fluid state
-
-    def _exact_mode(self) -> bool:
-        """Only uncapped transfers on a trace: integrate the trace's cumulative capacity exactly."""
-        return not self.constant and len(self._active) == 1 and self._active[0] is self._uncapped
 
     def _advance(self, now: float) -> None:
         """Serve every active class from the last event to `now` at the rates then in force."""
@@ -606,7 +611,8 @@ class PsLink(LinkBase):
                 self._arm(best_t, now)
             return
 
-    def _finish(self, cls: _CapClass, now: float, wake: bool = True) -> None:
+    def _finish(self, cls: _CapClass, now: float) -> None:
+        """Book the first transfer of `cls` as finished now; wake its process after propagation."""
         tag, _, rec = heappop(cls.heap)
         cls.n -= 1
         self.n -= 1
@@ -624,11 +630,7 @@ class PsLink(LinkBase):
             if cls.profile is None and cls is not self._uncapped and len(self._shared) > 64:
                 del self._shared[cls.cap]
         self._book(rec, now)
-        if wake:
-            done = rec[0]
-            done._ok = True  # what Event.succeed does, but delivered after the propagation delay
-            done._value = None
-            self.env.schedule(done, NORMAL, self.propagation_s)
+        succeed_after(rec[0], self.propagation_s)
 
     def _arm(self, at_s: float, now: float) -> None:
         timer = Timeout(self.env, at_s - now)

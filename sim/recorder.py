@@ -15,7 +15,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from edgevlm.traces.eventlog import EVENT_SCHEMA, STATUS_OK, WRITER_OPTIONS
-from edgevlm.traces.eventlog import TIME_COLUMNS  # noqa: F401 - old import path; new code imports traces.eventlog
 
 class EventLog:
     """Collects terminal requests; flushes row groups to a Parquet writer or keeps them in memory."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from edgevlm.sim import run
@@ -137,4 +136,6 @@ def test_summary_counts_and_accuracy_come_from_events(scenario_dict):
     assert s["latency_s"]["mean"]["value"] == pytest.approx(meas["latency_s"].mean())
     assert s["latency_s"]["p95"]["value"] == pytest.approx(np.percentile(meas["latency_s"], 95))
     assert s["retransmission_rate"] == pytest.approx((meas["stages"] == 2).mean())
-    assert isinstance(pd.DataFrame(ev), pd.DataFrame)
+    assert s["counts"]["arrived"] == len(ev) == 3000
+    assert s["counts"]["ok"] == int((ev["status"] == "ok").sum())
+    assert s["counts"]["measured"] == int((ev["arrival_s"] >= 50.0).sum())

@@ -51,13 +51,6 @@ def shipped_policy_examples() -> dict[str, dict]:
 EXAMPLES = shipped_policy_examples()
 
 
-def crashes_until_arch_engine_fix(policy: str, cap: str, where: str) -> bool:
-    """adaptive_threshold reads raw YAML rates: network.uplink.capacity_mbps (None on a traced shared
-    uplink) and a client's access rate (a profile, not a float, for a mahimahi/csv access trace). The
-    arch-engine branch fixes it (a policy bind hook reads the built links); the lead removes this at merge."""
-    return policy == "adaptive_threshold" and (where == "shared" or cap != "constant")
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("matrix")
@@ -95,12 +88,7 @@ def cases():
             for disc in DISCIPLINES:
                 for where in WHERE:
                     for sched in SCHEDULERS:
-                        marks = ([pytest.mark.xfail(strict=True, raises=TypeError,
-                                                    reason="crashes until the arch-engine fix (policy bind hook: "
-                                                           "policies read the built link's capacity) is merged")]
-                                 if crashes_until_arch_engine_fix(p, cap, where) else [])
-                        yield pytest.param(p, cap, disc, where, sched, marks=marks,
-                                           id=f"{p}-{cap}-{disc}-{where}-{sched}")
+                        yield pytest.param(p, cap, disc, where, sched, id=f"{p}-{cap}-{disc}-{where}-{sched}")
 
 
 def _cli(*args) -> tuple[int, str]:

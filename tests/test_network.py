@@ -66,6 +66,7 @@ def link(discipline="ps", **kw) -> LinkConfig:
 # ---------------------------------------------------------------- theory
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rho,n,deterministic", [(0.5, 40_000, False), (0.5, 30_000, True),
                                                  (0.8, 300_000, False), (0.8, 120_000, True)],
                          ids=["rho0.5-exp", "rho0.5-det", "rho0.8-exp", "rho0.8-det"])

@@ -42,6 +42,7 @@ def assert_theory_in_ci(x: np.ndarray, theory: float) -> None:
     assert lo <= theory <= hi, f"theory {theory:.4f} outside 95% CI [{lo:.4f}, {hi:.4f}]"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rho,requests", [(0.5, 60_000), (0.8, 200_000)])
 def test_mm1_fifo_mean_sojourn(scenario_dict, rho, requests):
     """M/M/1: W = 1/(mu - lambda)."""
@@ -50,6 +51,7 @@ def test_mm1_fifo_mean_sojourn(scenario_dict, rho, requests):
     assert_theory_in_ci(x, 1 / (mu - rho * mu))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rho,requests", [(0.5, 40_000), (0.8, 120_000)])
 def test_md1_mean_sojourn(scenario_dict, rho, requests):
     """M/D/1 (Pollaczek-Khinchine): W = rho/(2 mu (1-rho)) + 1/mu."""

@@ -39,6 +39,7 @@ def test_lognormal_factor_has_mean_one_and_the_configured_spread_and_correlation
     assert np.exp(x).mean() == pytest.approx(1.0, abs=0.02)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rho,sigma,requests", [(0.7, 0.6, 120_000)])
 def test_mg1_with_lognormal_jitter_matches_pollaczek_khinchine(scenario_dict, rho, sigma, requests):
     """A deterministic pass D times independent lognormal jitter (mean 1) is an M/G/1 queue with
@@ -50,6 +51,7 @@ def test_mg1_with_lognormal_jitter_matches_pollaczek_khinchine(scenario_dict, rh
     assert_theory_in_ci(x, lam * es2 / (2 * (1 - rho)) + MEAN_SERVICE_S)
 
 
+@pytest.mark.slow
 def test_drift_slows_a_loaded_queue_more_than_the_same_spread_of_jitter(scenario_dict):
     """Same mean and spread of pass times, but shared by consecutive passes (drift over 2 s, 20 passes):
     slow spells build queues, so the mean sojourn exceeds the independent-jitter one and the M/D/1 one."""

@@ -26,8 +26,8 @@ import numpy as np
 from edgevlm.analysis.reproduce.columns import TraceView
 from edgevlm.analysis.reproduce.items import Check, Item, MissingColumn, guarded
 from edgevlm.analysis.tradeoff import Group, separability
+from edgevlm.traces.uncertainty import METRIC_COLUMNS, higher_is_uncertain
 
-METRIC_COLUMNS = {"min_entropy": "s1_min_entropy", "shannon": "s1_shannon", "margin": "s1_margin"}
 METRIC_LABELS = {"min_entropy": "min-entropy", "shannon": "Shannon entropy", "margin": "prob. margin"}
 FIRST_K = (1, 2, 3, 5, None)  # None = all tokens
 BINS = 20
@@ -79,7 +79,7 @@ class Seed000:
 
     def curve(self, metric: str, k: int | None = None) -> dict[str, np.ndarray]:
         """Exact threshold curve: eta, crop rate, accuracy, additional comm cost, relative computation."""
-        eta, rate, acc, comm = self.group.threshold_prefix(self.gate_values(metric, k), metric != "margin")
+        eta, rate, acc, comm = self.group.threshold_prefix(self.gate_values(metric, k), higher_is_uncertain(metric))
         return {"eta": eta, "rate": rate, "acc": acc, "comm": comm, "compute": 1.0 + rate * self.crop_compute}
 
     def cost_for(self, curve: dict, target: float, axis: str = "comm") -> float | None:
@@ -101,7 +101,7 @@ class Seed000:
         v = self.gate_values(metric, k)
         lo, hi = float(v.min()), float(v.max())
         edges = np.linspace(lo, hi if hi > lo else lo + 1.0, BINS + 1)
-        return separability(v, self.correct, edges, metric != "margin")
+        return separability(v, self.correct, edges, higher_is_uncertain(metric))
 
 
 # ---------------------------------------------------------------- items

@@ -31,6 +31,8 @@ from edgevlm.models.boxsearch import search_box
 from edgevlm.models.manifest import read_manifest
 from edgevlm.traces.io import read_trace
 
+from edgevlm.traces.uncertainty import METRIC_COLUMNS, higher_is_uncertain
+
 K_TOKENS = 5
 N_BINS = 20
 
@@ -97,7 +99,8 @@ def metrics(df, meta: dict | None = None) -> dict:
                 r[f"{name}_box_contains_gt"] = float(contains(b[m], g[m]).mean())
         ok = d.s1_score.to_numpy() >= 0.5
         r["n_correct_s1"], r["n_wrong_s1"] = int(ok.sum()), int((~ok).sum())
-        for col, sign in (("s1_min_entropy", -1), ("s1_shannon", -1), ("s1_margin", +1)):
+        for metric, col in METRIC_COLUMNS.items():
+            sign = -1 if higher_is_uncertain(metric) else +1  # confidence points the other way
             v = first_k_mean(d[col])
             short = col.replace("s1_", "")
             # AUROC of the confidence (low entropy / high margin) for "stage 1 is right"

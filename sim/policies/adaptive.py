@@ -39,9 +39,11 @@ from typing import Literal, Optional
 import numpy as np
 from pydantic import Field, PositiveFloat, PositiveInt
 
+from edgevlm.sim.bandwidth import ConstantProfile
 from edgevlm.sim.policies.base import TwoStagePolicy, policies
 from edgevlm.sim.policies.two_stage import EntropyThreshold, uncertainty
 from edgevlm.sim.workload import Workload
+from edgevlm.traces.uncertainty import higher_is_uncertain, uncertain
 
 
 class AdaptiveThreshold(EntropyThreshold):
@@ -66,7 +68,7 @@ class AdaptiveThresholdPolicy(TwoStagePolicy):
     def __init__(self, cfg: AdaptiveThreshold, workload: Workload, rng: np.random.Generator):
         super().__init__(cfg, workload, rng)
         self.values = uncertainty(workload, cfg.metric, cfg.tokens).tolist()
-        self.sign = -1.0 if cfg.metric == "margin" else 1.0
+        self.sign = 1.0 if higher_is_uncertain(cfg.metric) else -1.0  # margin: a higher eta crops more
         self.eta0 = cfg.threshold
         self.gain = cfg.gain
         self.eta_cap = math.inf if cfg.threshold_max is None else cfg.threshold_max
@@ -79,17 +81,34 @@ class AdaptiveThresholdPolicy(TwoStagePolicy):
         self.crop_passes = cfg.crop_cost_passes
         self.lat_ewma_s = 0.0
         self.pass_ewma_s: float | None = None
-        self._fixed = None  # per-run constants, set on the first decision
+        self.up_profile = None  # per-run constants from the built links, set by `bind`
+        self.cap_bps = self.rtt_s = math.nan
+        self.overhead_bytes = 0
         # Controller trace, for analysis: decisions seen, crops skipped by the guard, mean η.
         self.decisions = self.guard_skips = 0
         self.eta_sum = 0.0
 
-    def _constants(self, sim):
-        sc = sim.scenario
-        cap_bps = sc.network.uplink.capacity_mbps * 1e6
-        rtt_s = (sc.network.uplink.propagation_ms + 2 * sc.network.downlink.propagation_ms) / 1e3 + sim.edge.crop_s
-        self._fixed = (cap_bps, rtt_s, sim.deadline_s, sc.network.uplink.overhead_bytes)
-        return self._fixed
+    def bind(self, sim) -> None:
+        """Per-run constants from the built links: the uplink's capacity (constant or a trace
+        profile), the round trip of a crop (up, and twice down: box request, answer) and overhead."""
+        up, down = sim.uplink, sim.downlink
+        self.up_profile = None if isinstance(up.profile, ConstantProfile) else up.profile
+        self.cap_bps = up.capacity_bps
+        self.rtt_s = up.propagation_s + 2 * down.propagation_s + sim.edge.crop_s
+        self.overhead_bytes = up.overhead_bytes
+
+    def upload_s(self, bits: float, access, now: float) -> float:
+        """Seconds to send `bits` alone from `now`, at min(uplink capacity, the client's access rate);
+        either may follow a bandwidth trace (then read from its cumulative capacity)."""
+        prof = self.up_profile
+        if prof is None and access.__class__ is float:
+            cap = self.cap_bps
+            return bits / (cap if access > cap else access)
+        link_s = (bits / self.cap_bps if prof is None else prof.time_at(prof.cum_bits(now) + bits) - now)
+        if access is None:
+            return link_s
+        own_s = bits / access if isinstance(access, (int, float)) else access.time_at(access.cum_bits(now) + bits) - now
+        return own_s if own_s > link_s else link_s
 
     def pressure(self, sim) -> tuple[float, int, float]:
         """(P, GPU queue length, uplink backlog s) now."""
@@ -106,7 +125,6 @@ class AdaptiveThresholdPolicy(TwoStagePolicy):
         return self.eta0 + self.sign * min(self.gain * excess, self.eta_cap - self.eta0)
 
     def decide(self, req, sim) -> bool:
-        cap_bps, rtt_s, deadline, overhead = self._fixed or self._constants(sim)
         pass_s = req.s1_end_s - req.s1_start_s
         self.pass_ewma_s = pass_s if self.pass_ewma_s is None else self.pass_ewma_s + 0.05 * (pass_s - self.pass_ewma_s)
         p, q, b = self.pressure(sim)
@@ -114,15 +132,14 @@ class AdaptiveThresholdPolicy(TwoStagePolicy):
         self.decisions += 1
         self.eta_sum += eta
         v = self.values[req.sample]
-        if not (v >= eta if self.sign > 0 else v <= eta):
+        if not uncertain(v, self.cfg.metric, eta):
             return False
         if self.guard:
-            access = sim.access_bps[req.client_id]
-            rate = cap_bps if access > cap_bps else access
-            i = req.sample
+            now = sim.env.now
+            bits = (self.up2_bytes[req.sample] + self.overhead_bytes) * 8.0
             predicted = ((self.crop_passes + q) * self.pass_ewma_s + b
-                         + (self.up2_bytes[i] + overhead) * 8.0 / rate + rtt_s)
-            if sim.env.now - req.arrival_s + predicted > deadline:
+                         + self.upload_s(bits, sim.access_bps[req.client_id], now) + self.rtt_s)
+            if now - req.arrival_s + predicted > sim.deadline_s:
                 self.guard_skips += 1
                 return False
         return True

@@ -13,13 +13,14 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from simpy.events import Timeout
 
+from edgevlm.sim.interfaces import Policy as PolicyInterface
 from edgevlm.sim.registry import Registry
 from edgevlm.sim.workload import Workload
-from edgevlm.traces.eventlog import TIME_COLUMNS
 from edgevlm.traces.protocol import ATTENTION_REQUEST_BYTES, BBOX_REQUEST_BYTES, TEXT_BYTES_PER_TOKEN
 
 if TYPE_CHECKING:
     from edgevlm.sim.engine import Request, Simulation
+    from edgevlm.sim.latency import Job
 
 policies: Registry = Registry("policy")
 
@@ -46,39 +47,31 @@ class TwoStageConfig(ImagePolicyConfig):
         "(default 3 float32 values: min-entropy, Shannon, margin)")
 
 
-class Policy:
-    """A built policy: `life(sim, req)` is the request's SimPy process."""
-
-    name = "policy"
-    #: The order in which this protocol sets the event log's time columns (skipped ones stay null);
-    #: `edgevlm check` verifies timestamps never go backwards along it.
-    step_order: tuple[str, ...] = TIME_COLUMNS
-    #: Which s<k>_start_s / s<k>_end_s spans in the event log are server GPU passes.
-    server_stages: tuple[int, ...] = (1, 2)
-    #: True for analysis bounds (the oracle) that no deployable gate can implement; summaries flag it.
-    is_bound = False
+class Policy(PolicyInterface):
+    """The built-in policies' base: the Policy interface (sim/interfaces.py) plus the first protocol
+    step that most of them share."""
 
     def __init__(self, cfg: PolicyConfig, workload: Workload, rng: np.random.Generator):
         workload.require_view(cfg)  # a v2 trace: built on the view at the policy's quality
-        self.cfg = cfg
-        self.workload = workload
-        self.rng = rng
+        super().__init__(cfg, workload, rng)
 
-    def life(self, sim: "Simulation", req: "Request"):
-        raise NotImplementedError
+    def send_global_and_infer(self, sim: "Simulation", req: "Request", up_bytes: int,
+                              job: "Job | None" = None, flops: float = 0.0):
+        """Process: edge prep, the image up, stage 1 on the server (DESIGN.md §4 steps 2-4).
 
-    def send_global_and_infer(self, sim: "Simulation", req: "Request", up_bytes: int):
-        """Process: edge prep, the global image up, stage 1 on the server (DESIGN.md §4 steps 2-4).
-
-        Returns True once stage 1 has run, or False if admission control dropped the request
-        (its terminal record is then written).
+        Stage 1 is the trace's own pass, or `job` (costing `flops`) where the policy sends
+        something else (full_cloud's HD original). Returns True once it has run, or False if
+        admission control dropped the request (its terminal record is then written).
         """
         env = sim.env
         yield Timeout(env, sim.edge.prep_s)  # Timeout(env, d) is env.timeout(d) without a bound-method object
-        req.edge_done_s = env._now
+        req.edge_done_s = env.now
         yield from sim.send_up(req, up_bytes)
-        req.up1_end_s = env._now
-        span = yield from sim.infer(req, 1, admit=True)
+        req.up1_end_s = env.now
+        if job is None:
+            span = yield from sim.infer(req, 1, admit=True)
+        else:
+            span = yield from sim.infer_job(req, job, flops, admit=True)
         if span is None:
             sim.drop(req)
             return False
@@ -147,10 +140,10 @@ class TwoStagePolicy(Policy):
         if crop:
             yield from sim.infer(req, 0)
             yield from sim.send_down(req, BBOX_REQUEST_BYTES)
-            req.crop_req_end_s = env._now
+            req.crop_req_end_s = env.now
             yield Timeout(env, sim.edge.crop_s)
             yield from sim.send_up(req, self.up2_bytes[i])
-            req.up2_end_s = env._now
+            req.up2_end_s = env.now
             req.s2_start_s, req.s2_end_s = yield from sim.infer(req, 2)
             req.score = self.score2[i]
             answer_bytes = self.answer2_bytes[i]

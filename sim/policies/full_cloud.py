@@ -70,31 +70,23 @@ class FullCloudPolicy(Policy):
             cols = require_columns(workload, HD_COLUMNS, "full_cloud")
             self.score = scores_at_quality(workload, "hd_score", q).tolist()
             self.hd_tokens = cols["hd_visual_tokens"].astype(np.int64).tolist()
-        self._jobs: list[Job] | None = None
-        self._flops: list[float] | None = None
+        self._jobs: list[Job] = []
+        self._flops: list[float] = []
 
-    def _build(self, sim) -> None:
+    def bind(self, sim) -> None:
+        """The pass of each sample (HD tokens, or the model's own), in images of the model's visual-token count."""
         w, n_v = self.workload, sim.model.visual_tokens
         prompt = w.table.column("prompt_tokens").to_numpy().tolist()
-        if self.hd_tokens is None:
-            self.hd_tokens = [n_v] * w.n
+        hd = self.hd_tokens if self.hd_tokens is not None else [n_v] * w.n
         self._jobs = [Job(1, max(1, math.ceil(h / n_v)), h, p, t)
-                      for h, p, t in zip(self.hd_tokens, prompt, w.s1_tokens.tolist())]
-        flops = {h: sim.model.flops(h) for h in set(self.hd_tokens)}
-        self._flops = [flops[h] for h in self.hd_tokens]
+                      for h, p, t in zip(hd, prompt, w.s1_tokens.tolist())]
+        flops = {h: sim.model.flops(h) for h in set(hd)}
+        self._flops = [flops[h] for h in hd]
 
     def life(self, sim, req):
-        if self._jobs is None:
-            self._build(sim)
-        env, i = sim.env, req.sample
-        yield env.timeout(sim.edge.prep_s)
-        req.edge_done_s = env.now
-        yield from sim.send_up(req, self.up_bytes[i])
-        req.up1_end_s = env.now
-        span = yield from sim.infer_job(req, self._jobs[i], self._flops[i], admit=True)
-        if span is None:
-            return sim.drop(req)
-        req.s1_start_s, req.s1_end_s = span
+        i = req.sample
+        if not (yield from self.send_global_and_infer(sim, req, self.up_bytes[i], self._jobs[i], self._flops[i])):
+            return
         req.stages = 1
         req.score = self.score[i]
         yield from sim.send_down(req, self.answer_bytes[i])

@@ -41,13 +41,15 @@ class FullEdgePolicy(Policy):
         self.prompt = workload.table.column("prompt_tokens").to_numpy().tolist()
         self.out_tokens = workload.s1_tokens.tolist()
         self.answer_bytes = (workload.s1_tokens * TEXT_BYTES_PER_TOKEN).tolist()
-        self._jobs = None
+        self._jobs = []
+
+    def bind(self, sim) -> None:
+        """Each sample's pass of the edge model on the client's device."""
+        dev = sim.edge_devices
+        self._jobs = [dev.job(p, t) for p, t in zip(self.prompt, self.out_tokens)]
 
     def life(self, sim, req):
         env, i = sim.env, req.sample
-        if self._jobs is None:
-            dev = sim.edge_devices
-            self._jobs = [dev.job(p, t) for p, t in zip(self.prompt, self.out_tokens)]
         req.s1_start_s, req.s1_end_s = yield from sim.infer_edge(req, self._jobs[i])
         req.edge_done_s = env.now
         req.stages = 1

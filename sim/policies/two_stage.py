@@ -15,8 +15,8 @@ from pydantic import Field, field_validator, model_validator
 
 from edgevlm.sim.policies.base import TwoStageConfig, TwoStagePolicy, policies
 from edgevlm.sim.workload import Workload
+from edgevlm.traces.uncertainty import METRIC_COLUMNS, uncertain
 
-METRIC_COLUMNS = {"min_entropy": "s1_min_entropy", "shannon": "s1_shannon", "margin": "s1_margin"}
 
 
 class GlobalOnly(TwoStageConfig):
@@ -87,8 +87,7 @@ class EntropyThresholdPolicy(TwoStagePolicy):
 
     def gate(self, values):
         """Crop where the aggregated uncertainty crosses η (scalar or array)."""
-        cfg = self.cfg
-        return values <= cfg.threshold if cfg.metric == "margin" else values >= cfg.threshold
+        return uncertain(values, self.cfg.metric, self.cfg.threshold)
 
     def wants_crop(self, sample, sim) -> bool:
         return self.crop[sample]

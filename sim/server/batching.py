@@ -29,6 +29,7 @@ from typing import Literal
 import simpy
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
+from edgevlm.sim.interfaces import Server
 from edgevlm.sim.latency import Job
 
 
@@ -51,7 +52,7 @@ class ContinuousScheduler(_Strict):
     kv_cache_limit: bool = Field(True, description="admit only what fits in the KV cache beside the weights")
 
 
-class BatchServer:
+class BatchServer(Server):
     """Replicas with their own queues; a job goes to one by `routing`, then waits for its batch."""
 
     def __init__(self, env: simpy.Environment, replicas: int, latency, max_queue: int | None, routing: str,

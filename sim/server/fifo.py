@@ -15,7 +15,9 @@ import simpy
 from simpy.events import Timeout
 from pydantic import BaseModel, ConfigDict
 
+from edgevlm.sim.interfaces import Server
 from edgevlm.sim.latency import Job
+from edgevlm.sim.lindley import lindley_start
 
 
 class FifoScheduler(BaseModel):
@@ -23,8 +25,10 @@ class FifoScheduler(BaseModel):
     kind: Literal["fifo"] = "fifo"
 
 
-class FifoServer:
+class FifoServer(Server):
     """Batch-1 FCFS over `replicas` identical GPUs; optional admission limit on waiting jobs."""
+
+    books_on_arrival = True
 
     def __init__(self, env: simpy.Environment, replicas: int, service_s, max_queue: int | None,
                  routing: str = "least_loaded", speed=None):
@@ -35,7 +39,8 @@ class FifoServer:
         self.max_queue = max_queue
         self.round_robin = routing == "round_robin" and replicas > 1
         self._free = [0.0] * replicas
-        # start times of admitted jobs not yet started, one non-decreasing deque per FCFS queue
+        # start times of admitted jobs not yet started, one non-decreasing deque per FCFS queue;
+        # started ones are dropped as jobs arrive, so each holds at most the jobs now waiting
         self._starts: list[deque[float]] = [deque() for _ in range(replicas if self.round_robin else 1)]
         self._next = 0
         self.busy_s = 0.0
@@ -44,7 +49,7 @@ class FifoServer:
         self.dropped = 0
 
     def queue_length(self) -> int:
-        """Jobs admitted but not yet in service (tracked when `max_queue` is set, else 0)."""
+        """Jobs admitted but not yet in service, now."""
         now, n = self.env.now, 0
         for starts in self._starts:
             while starts and starts[0] <= now:
@@ -60,7 +65,7 @@ class FifoServer:
         span = self.book(job, admit)
         if span is None:
             return None
-        yield Timeout(self.env, span[1] - self.env._now)
+        yield Timeout(self.env, span[1] - self.env.now)
         return span
 
     def book(self, job: Job, admit: bool = False) -> tuple[float, float] | None:
@@ -79,8 +84,7 @@ class FifoServer:
             k = -1
             start = heapq.heappop(free)
             starts = self._starts[0]
-        if start < now:
-            start = now
+        start = lindley_start(start, now)
         dur = self.service_s(job)
         if self.speed is not None:
             dur *= self.speed(start)
@@ -90,12 +94,18 @@ class FifoServer:
         else:
             free[k] = end
         if start > now:
-            if self.max_queue is not None:  # kept only where admission control reads them (bounded memory)
-                starts.append(start)
+            while starts and starts[0] <= now:
+                starts.popleft()
+            starts.append(start)
             self.wait_s += start - now
         self.busy_s += dur
         self.jobs += 1
         return start, end
+
+    def busy_fraction_until(self, now_s: float) -> float:
+        """Busy share up to `now_s`: each replica's booked work past `now_s` is one block at its end."""
+        ahead_s = sum(max(0.0, f - now_s) for f in self._free)
+        return (self.busy_s - ahead_s) / (now_s * self.replicas)
 
     def stats(self, horizon_s: float) -> dict:
         return {
