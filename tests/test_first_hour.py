@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from edgevlm.sim import run
-from edgevlm.sim.cli import main
+from edgevlm.cli import main
 from edgevlm.sim.errors import ConfigError
 from edgevlm.sim.scenario import parse_scenario
 from tests.test_cli import ROOT, edgevlm

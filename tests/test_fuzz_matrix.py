@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from edgevlm.sim.bandwidth import BandwidthTraceConfig
-from edgevlm.sim.cli import main
+from edgevlm.cli import main
 from edgevlm.sim.network import LinkConfig
 from edgevlm.sim.policies import policies
 from edgevlm.sim.server import schedulers

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from edgevlm.sim.cli import main
+from edgevlm.cli import main
 from tests.test_cli import ROOT
 
 SHIPPED_TRACE = ROOT / "traces" / "tiny-scenetext-v1.parquet"  # real tiny-local trace: no hd_* columns

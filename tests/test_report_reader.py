@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from edgevlm.analysis import plots
-from edgevlm.sim.cli import main
+from edgevlm.cli import main
 from edgevlm.sim.stability import UNSTABLE_NOTE
 
 
