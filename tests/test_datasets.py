@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from edgevlm.models.cli import main
+from edgevlm.cli import main
 from edgevlm.models.datasets import DATASETS, AnnotationError, Source, build_records
 from edgevlm.models.manifest import read_manifest
 from edgevlm.models.scoring import (aokvqa_direct_answer, anls, gqa_match, levenshtein, pope_yes_no,
@@ -189,7 +189,7 @@ def test_docvqa_types_and_image_folder(tmp_path):
 def test_cli_writes_a_manifest_extract_reads_and_errors_leave_it_alone(textvqa, tmp_path, capsys):
     ann, imgs, ocr = textvqa
     out = tmp_path / "m.jsonl"
-    rc = main(["manifest", "textvqa_ocr", "--annotations", str(ann), "--images", str(imgs), "--ocr", str(ocr),
+    rc = main(["trace", "manifest", "textvqa_ocr", "--annotations", str(ann), "--images", str(imgs), "--ocr", str(ocr),
                "--out", str(out), "--limit", "1"])
     assert rc == 0 and "1 textvqa_ocr samples" in capsys.readouterr().out
     (s,) = read_manifest(out)
@@ -197,17 +197,17 @@ def test_cli_writes_a_manifest_extract_reads_and_errors_leave_it_alone(textvqa, 
     assert s.scoring == "vqa_official" and s.text.startswith("what is the brand") and "Reference OCR token" in s.text
     before = out.read_bytes()
     (imgs / "00685bc495504d61.jpg").unlink()
-    rc = main(["manifest", "textvqa", "--annotations", str(ann), "--images", str(imgs), "--out", str(out)])
+    rc = main(["trace", "manifest", "textvqa", "--annotations", str(ann), "--images", str(imgs), "--out", str(out)])
     err = capsys.readouterr().err
     assert rc == 2 and "record textvqa-34603: image" in err and "not found" in err and "Traceback" not in err
     assert out.read_bytes() == before                         # nothing written on an error
     broken = _json(tmp_path / "broken.json", {"data": [{"question_id": 5, "image_id": "x", "answers": ["a"]}]})
-    rc = main(["manifest", "textvqa", "--annotations", str(broken), "--images", str(imgs), "--out", str(out)])
+    rc = main(["trace", "manifest", "textvqa", "--annotations", str(broken), "--images", str(imgs), "--out", str(out)])
     assert rc == 2 and "broken.json: record 0 (question_id 5): field 'question': is missing" in capsys.readouterr().err
-    rc = main(["manifest", "coco", "--annotations", str(ann), "--images", str(imgs), "--out", str(out)])
+    rc = main(["trace", "manifest", "coco", "--annotations", str(ann), "--images", str(imgs), "--out", str(out)])
     assert rc == 2 and "dataset 'coco' is not known" in capsys.readouterr().err
     (tmp_path / "trunc.json").write_text('{"data": [')
-    rc = main(["manifest", "textvqa", "--annotations", str(tmp_path / "trunc.json"), "--images", str(imgs),
+    rc = main(["trace", "manifest", "textvqa", "--annotations", str(tmp_path / "trunc.json"), "--images", str(imgs),
                "--out", str(out)])
     assert rc == 2 and "trunc.json: not valid JSON" in capsys.readouterr().err
 
