@@ -435,3 +435,24 @@ def test_report_renders_in_headless_chromium(which, request):
     pngs = sorted(out.glob("*.png"))
     assert len(widths) == len(pngs) and all(w > 0 for w in widths), widths
     assert rows == [f"row-{i['key']}" for i in items]
+
+
+def test_seed004_same_answer_needs_the_codec_evaluation_of_the_traces_codec():
+    """No per-level answers in the trace: the same-answer item reads the codec evaluation of the codec the
+    provenance names (kind and level groups), and is 'not available' naming what it needs otherwise; the
+    accuracy-per-level item still answers from the trace."""
+    from edgevlm.analysis.reproduce import seed004
+    from edgevlm.analysis.reproduce.items import guarded
+    from edgevlm.sim.workload import Workload
+
+    table, prov = read_trace(DEFAULT_TRACE)
+    ok = seed004.same_answer(Workload.from_table(table, prov, DEFAULT_TRACE))
+    assert ok.verdict in ("reproduced", "differs") and ok.ours["level_1"]["same_answer"] == pytest.approx(0.7185714, abs=1e-6)
+    other = {**prov, "progressive": {**prov["progressive"], "group_sizes": [32, 32, 64]}}
+    for p in (other, {k: v for k, v in prov.items() if k != "progressive"}):
+        wl = Workload.from_table(table, p, DEFAULT_TRACE)
+        items = {k: guarded(lambda f=f: f(wl), k, k, "", {}) for k, f in
+                 (("s4_same_answer", seed004.same_answer), ("s4_fidelity", seed004.fidelity))}
+        assert items["s4_same_answer"].verdict == "not available"
+        assert "codec evaluation" in items["s4_same_answer"].verdict_line()
+        assert items["s4_fidelity"].verdict != "not available"
