@@ -104,8 +104,10 @@ def seed004_table(compare_dirs: list[str | os.PathLike]) -> pd.DataFrame:
 def level_table(trace: str | os.PathLike, codec_eval: str | os.PathLike | None = None) -> pd.DataFrame:
     """Per codec level: mean cumulative bytes and accuracy over the trace; same-answer rate (answer equal
     to the one on the uncompressed tokens) from a models.codec_eval JSON when given (the trace has no
-    per-level answer text), with its sample count."""
+    per-level answer text), for the codec kind the trace's provenance names, with its sample count."""
     import pyarrow.parquet as pq
+
+    from edgevlm.traces import read_provenance
 
     t = pq.read_table(trace, columns=["prog_bytes", "prog_score", "prog_min_entropy"])
     b = np.array(t.column("prog_bytes").to_pylist(), float)
@@ -115,7 +117,7 @@ def level_table(trace: str | os.PathLike, codec_eval: str | os.PathLike | None =
                         "mean_min_entropy": e.mean(0), "trace_samples": b.shape[0]})
     if codec_eval is not None:
         ce = json.loads(Path(codec_eval).read_text())
-        kind = next(iter(ce["codecs"]))
+        kind = (read_provenance(trace).get("progressive") or {}).get("kind") or next(iter(ce["codecs"]))
         out["same_answer"] = ce["codecs"][kind]["same_answer_as_uncompressed"]
         out["eval_accuracy"] = ce["codecs"][kind]["accuracy"]
         out["eval_samples"] = ce["n_samples"]

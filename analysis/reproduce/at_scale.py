@@ -17,6 +17,10 @@ import pandas as pd
 
 from edgevlm.analysis.reproduce.simruns import run_spec
 
+RANKING = ("Ranking: at each N the policies are ordered by accuracy within the deadline (mean score, late or dropped "
+           "answers count 0; ties, e.g. all 0 under overload, go to the lower p95 latency); a ranking change is an N "
+           "where that order differs from the previous N's. Unstable points are marked: their latency grows with the "
+           "horizon.")
 DEVICES = (1, 10, 30, 50, 70, 100, 200, 500, 1000)
 REQUESTS = 2000
 

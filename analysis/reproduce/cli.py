@@ -56,29 +56,43 @@ def reproduce(seed: str, trace: Path, out: Path, *, at_scale: bool = False, prog
     else:
         from edgevlm.analysis.reproduce import seed004
 
-        df, skipped, levels, spec = seed004.simulate(workload, trace, out / "runs", progress=progress, **kw)
-        items = seed004.items(workload, df, skipped, levels)
+        rows, skipped, spec = seed004.simulate(workload, trace, out / "runs", progress=progress, **kw)
+        items = seed004.items(workload, rows, skipped, spec)
+        tables = {f"The 1 Mbit/s comparison ({seed004.COMPARE_FILE}, {len(rows)} runs; network = uplink + "
+                  "downlink phases, end-to-end = edge + network + server)": seed004.table(rows, skipped, spec)}
+        lv = seed004.level_rows(workload)
+        if lv is not None:
+            tables["Per progressive level (cumulative bytes and accuracy over the trace; same-answer rate: "
+                   + lv.attrs.get("same_answer_source", "") + ")"] = lv
         rep = report.Reproduction(seed, SEEDS[seed], info, items,
-                                  figures={"latency_1mbps.png": seed004.figure(df, out / "latency_1mbps.png")},
-                                  tables={"The 1 Mbit/s comparison (compare file "
-                                          f"{seed004.compare_file().name}, {len(df)} runs)": seed004.table(df, skipped)},
-                                  notes=[seed004.__doc__.split("\n\n", 1)[1].strip()],
+                                  figures={"latency_1mbps.png": seed004.figure(rows, out / "latency_1mbps.png")},
+                                  tables=tables, notes=[seed004.__doc__.split("\n\n", 1)[1].strip()],
                                   paper_setting="the paper's VLM on its i.MX95 and GPU-server testbed")
-        for it in items:
-            it.figure = "latency_1mbps.png" if it.verdict != "not available" and it.key != "s4_same_answer" else None
-        spec = {k: v for k, v in spec.items()} if at_scale else None
-        if spec is not None:
-            spec["variants"] = [v for v in spec["variants"] if not v["name"].startswith("progressive_L")]
+        spec = None
+        if at_scale:
+            tab = seed004.simulate_scale(workload, trace, out / "runs" / "at_scale", rows, progress=progress,
+                                         devices=devices, **kw)
+            _scale_report(rep, seed, tab.rename(columns={"e2e_mean_s": "latency_mean_s", "e2e_p95_s": "latency_p95_s"}),
+                          out, f"{seed004.SCALE_FILE}: N = {', '.join(map(str, sorted(set(tab['devices']))))} devices, "
+                               "each on its own 1 Mbit/s access link, sharing the cell uplink and the server; "
+                               "N = 1 is the 1 Mbit/s comparison. " + scale.RANKING)
     if spec is not None:
         tab = scale.run(spec, scenarios_dir(), out / "runs" / "at_scale", progress=progress,
                         **({} if devices is None else {"devices": devices}))
-        deadline = _deadline(tab)
-        rep.figures["at_scale.png"] = figures.at_scale(tab, deadline, out / "at_scale.png",
-                                                       f"{seed} at scale: N devices sharing one cell")
-        rep.at_scale = {"table": tab.drop(columns=["run_dir"]), "rankings": scale.rankings(tab),
-                        "summary": scale.summary(tab), "description": scale.__doc__.split("\n\n", 1)[1].strip()}
+        _scale_report(rep, seed, tab, out, scale.__doc__.split("\n\n", 1)[1].strip())
     report.write(rep, out)
     return rep
+
+
+def _scale_report(rep, seed: str, tab, out: Path, description: str) -> None:
+    """The at-scale table, rankings, summary and figure into the Reproduction."""
+    from edgevlm.analysis.reproduce import at_scale as scale
+    from edgevlm.analysis.reproduce import figures
+
+    rep.figures["at_scale.png"] = figures.at_scale(tab, _deadline(tab), out / "at_scale.png",
+                                                   f"{seed} at scale: N devices sharing one cell")
+    rep.at_scale = {"table": tab.drop(columns=["run_dir"]), "rankings": scale.rankings(tab),
+                    "summary": scale.summary(tab), "description": description}
 
 
 def _deadline(tab) -> float | None:

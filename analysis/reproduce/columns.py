@@ -1,7 +1,8 @@
 """What the reproduce items read from a trace, and the column names they need.
 
-Per-quality values (trace format v2) are found as `<name>_q` or `<name>_by_quality`: one list per row
-aligned with the metadata `jpeg_qualities`. In a v1 trace the scores were measured at one JPEG
+Per-quality values come from a v2 trace (docs/TRACE_FORMAT.md): each quality's view of it,
+`Workload.at_quality(q)` (traces.quality.at_quality, the one v2 -> v1 column mapping), so `s1_score` at
+quality q is the v2 `s1_score_q` at q's position. In a v1 trace the scores were measured at one JPEG
 quality (`infer_jpeg_quality`), so accuracy does not depend on the quality there.
 """
 
@@ -11,8 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from edgevlm.analysis.reproduce.items import MissingColumn
-
-PER_QUALITY_SUFFIXES = ("_q", "_by_quality")
+from edgevlm.traces.quality import V1_NAME
 
 
 class TraceView:
@@ -21,13 +21,11 @@ class TraceView:
     def __init__(self, workload):
         self.prov = workload.provenance
         self.q_ref = self._reference_quality(workload.qualities)
-        if getattr(workload, "per_quality", False) is True and getattr(workload, "quality", self.q_ref) != self.q_ref:
-            workload = workload.at_quality(self.q_ref)  # a v2 workload: its view at the reference quality
+        workload = workload.at_quality(self.q_ref)  # v2: its view at the reference quality (v1: itself)
         self.w = workload
         # v2 keeps the whole per-quality table in `source`; its `table` is the view at one quality.
         src = getattr(workload, "source", None)
         self.full = src if isinstance(src, pa.Table) else workload.table
-        self.names = set(self.full.column_names) | set(workload.table.column_names)
         self.qi = workload.qualities.index(self.q_ref)
 
     def _reference_quality(self, qs: list[int]) -> int:
@@ -74,23 +72,31 @@ class TraceView:
         return arr
 
     def per_quality(self, name: str, required: bool = True) -> np.ndarray | None:
-        """(rows, qualities) array of `<name>_q` / `<name>_by_quality`, or None / MissingColumn."""
-        for suffix in PER_QUALITY_SUFFIXES:
-            col = name + suffix
-            if col in self.full.column_names:
-                vals = self.full.column(col).to_pylist()
-                if any(v is None or len(v) != len(self.w.qualities) for v in vals):
-                    raise MissingColumn([f"column {col} with one value per jpeg_qualities entry in every row"])
-                return np.array(vals, dtype=np.float64)
-        if required:
-            raise MissingColumn([f"column {name}_q (per-quality {name}, one per jpeg_qualities)"])
-        return None
+        """(rows, qualities) array of the v1 column `name` in each quality's view of a v2 trace (its `<name>_q`),
+        or None / MissingColumn when the trace has no per-quality `name`."""
+        v2 = {v1: c for c, v1 in V1_NAME.items() if v1 is not None}.get(name, name + "_q")
+        if not self.w.per_quality or v2 not in self.full.column_names:
+            if required:
+                raise MissingColumn([f"column {v2} (per-quality {name}, one per jpeg_qualities: trace format v2)"])
+            return None
+        cols = []
+        for q in self.w.qualities:
+            col = self.w.at_quality(q).table.column(name)
+            if col.null_count:
+                raise MissingColumn([f"column {v2} without nulls"])
+            cols.append(col.to_numpy(zero_copy_only=False).astype(np.float64))
+        return np.stack(cols, axis=1)
+
+    def gate_values_at(self, qi: int, column: str = "s1_min_entropy") -> np.ndarray | None:
+        """Mean per-token values of `column` measured at quality index qi (v2), else None."""
+        if not self.w.per_quality:
+            return None
+        return self.w.at_quality(self.w.qualities[qi]).first_k_mean(column, None)
 
     def hd(self) -> dict[str, np.ndarray | str]:
         """The HD baseline at the reference quality: score, visual tokens, uplink bytes (and which column)."""
         missing = []
-        score_q = self.per_quality("hd_score", required=False)
-        score = score_q[:, self.qi] if score_q is not None else self.w.optional("hd_score")
+        score = self.w.optional("hd_score")  # v2: hd_score_q at the reference quality
         if score is None:
             missing.append("column hd_score (or hd_score_q): the HD model's score")
         tokens = self.w.optional("hd_visual_tokens")
@@ -101,11 +107,7 @@ class TraceView:
         for arr, name in ((score, "hd_score"), (tokens, "hd_visual_tokens")):
             if np.isnan(arr).any():
                 raise MissingColumn([f"column {name} without nulls"])
-        hd_bytes = self.per_quality("hd_jpeg_bytes", required=False)
-        if hd_bytes is None and "hd_jpeg_bytes" in self.full.column_names:
-            hd_bytes = np.array(self.full.column("hd_jpeg_bytes").to_pylist(), dtype=np.float64)
-        if hd_bytes is not None:
-            per_row = hd_bytes[:, self.qi] if hd_bytes.ndim == 2 else hd_bytes
-            return {"score": score, "tokens": tokens, "bytes": per_row, "bytes_column": "hd_jpeg_bytes"}
-        return {"score": score, "tokens": tokens, "bytes": self.w.original_bytes[:, self.qi].astype(np.float64),
-                "bytes_column": "original_jpeg_bytes (as the full_cloud policy sends)"}
+        # what the full_cloud policy sends: hd_jpeg_bytes (v2), else the original
+        column = "hd_jpeg_bytes" if self.w.hd_bytes is not None else "original_jpeg_bytes (as the full_cloud policy sends)"
+        return {"score": score, "tokens": tokens, "bytes": self.w.hd_upload_bytes[:, self.qi].astype(np.float64),
+                "bytes_column": column}

@@ -162,7 +162,7 @@ def fig12(d: dict, path: Path) -> Path:
 
 def at_scale(table, deadline_s: float | None, path: Path, title: str) -> Path:
     """p95 latency (log) and accuracy within the deadline against the number of devices."""
-    fig, axes = plt.subplots(1, 2, figsize=(11.5, 4.4))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.4))
     names = list(dict.fromkeys(table["variant"]))
     colours = plots.palette(names)
     for name in names:
@@ -182,6 +182,7 @@ def at_scale(table, deadline_s: float | None, path: Path, title: str) -> Path:
     axes[0].set_title("p95 latency vs devices")
     axes[1].set_ylabel("accuracy within the deadline\n(mean score, late answers count 0)")
     axes[1].set_title("accuracy within the deadline vs devices")
-    axes[0].legend(fontsize=8, loc="upper left")
+    handles, labels = axes[0].get_legend_handles_labels()
+    axes[1].legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     fig.suptitle(title, fontsize=11)
     return save(fig, path)

@@ -157,8 +157,9 @@ def render(rep: Reproduction) -> str:
         parts.append(a["rankings"].to_html(index=False))
         if "at_scale.png" in rep.figures:
             parts.append(_img(rep.figures["at_scale.png"], "at_scale.png"))
-        cols = ["devices", "variant", "stable", "accuracy", "deadline_accuracy", "latency_mean_s", "latency_p95_s",
-                "gpu_utilisation", "uplink_utilisation", "unstable_why"]
+        cols = ["devices", "variant", "stable", "accuracy", "deadline_accuracy", "network_mean_s", "network_p95_s",
+                "latency_mean_s", "latency_p95_s", "gpu_utilisation", "uplink_utilisation", "served_per_s",
+                "offered_per_s", "unstable_why"]
         parts.append(a["table"][[c for c in cols if c in a["table"]]].to_html(
             index=False, na_rep="–", float_format=lambda x: f"{x:.3f}"))
     parts.append("</body></html>")

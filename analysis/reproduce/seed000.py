@@ -295,18 +295,14 @@ def fig12_data(s: Seed000) -> dict:
     if missing:
         raise MissingColumn(missing, ["in a v1 trace the scores come from one JPEG quality, so accuracy does not "
                                       "depend on the quality"])
-    entropy_q = "s1_min_entropy_q" in v.names
+    entropy_q = v.gate_values_at(0) is not None
     if not entropy_q:
-        notes.append("the gate uses the reference-quality min-entropy at every quality (no s1_min_entropy_q)")
+        notes.append("the gate uses the reference-quality min-entropy at every quality (not a v2 trace)")
     ref = float(v.w.global_bytes[:, qs.index(100)].sum())
     per_q = []
     for j, q in enumerate(qs):
         g, l = v.global_bytes(j), v.local_bytes(j)
-        if entropy_q:
-            lists = v.full.column("s1_min_entropy_q").to_pylist()
-            vals = np.array([np.mean(row[j]) for row in lists])
-        else:
-            vals = s.gate_values("min_entropy")
+        vals = v.gate_values_at(j) if entropy_q else s.gate_values("min_entropy")
         grp = seed_group(s1q[:, j], s2q[:, j], l, s.crop_compute)
         _, rate, acc, comm = grp.threshold_prefix(vals, True)
         per_q.append({"quality": q, "global_only": (g.sum() / ref, float(s1q[:, j].mean())),
