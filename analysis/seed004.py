@@ -21,6 +21,12 @@ import numpy as np
 import pandas as pd
 
 from edgevlm.analysis.events import phase_breakdown, read_events, run_scenario
+import pyarrow.parquet as pq
+from edgevlm.sim.audit import LINKS
+import pyarrow.parquet as pq
+from edgevlm.traces import read_provenance
+from edgevlm.sim.compare import run_compare
+from edgevlm.traces import atomic_write
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 COMPARES = ("compare_seed004_1mbps.yaml", "compare_seed004_scale.yaml")
@@ -59,9 +65,6 @@ def network_s(run: str | os.PathLike, request_ids: np.ndarray) -> np.ndarray:
     arrival, propagation included) from audit.parquet. A request's messages are sequential, so this is
     its uplink + downlink time, including two-stage's box request and crop, which phase_breakdown
     folds into `crop_round_trip`."""
-    import pyarrow.parquet as pq
-
-    from edgevlm.sim.audit import LINKS
 
     a = pq.read_table(Path(run) / "audit.parquet", columns=["resource", "request_id", "start_s", "end_s"]).to_pandas()
     a = a[a["resource"].isin(LINKS)]
@@ -105,9 +108,6 @@ def level_table(trace: str | os.PathLike, codec_eval: str | os.PathLike | None =
     """Per codec level: mean cumulative bytes and accuracy over the trace; same-answer rate (answer equal
     to the one on the uncompressed tokens) from a models.codec_eval JSON when given (the trace has no
     per-level answer text), for the codec kind the trace's provenance names, with its sample count."""
-    import pyarrow.parquet as pq
-
-    from edgevlm.traces import read_provenance
 
     t = pq.read_table(trace, columns=["prog_bytes", "prog_score", "prog_min_entropy"])
     b = np.array(t.column("prog_bytes").to_pylist(), float)
@@ -148,10 +148,10 @@ def format_levels(levels: pd.DataFrame) -> str:
 
 
 def plot_network(table: pd.DataFrame, path: str | os.PathLike) -> Path:
-    import matplotlib
+    import matplotlib  # defers matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # defers matplotlib
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
     for v, g in table.groupby("variant", sort=False):
@@ -176,9 +176,6 @@ def plot_network(table: pd.DataFrame, path: str | os.PathLike) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from edgevlm.sim.compare import run_compare
-    from edgevlm.traces import atomic_write
-
     ap = argparse.ArgumentParser(prog="python -m edgevlm.analysis.seed004", description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, help="output directory")
     ap.add_argument("--codec-eval", help="models.codec_eval JSON for the same-answer rate per level")

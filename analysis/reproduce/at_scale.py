@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from edgevlm.analysis.reproduce.simruns import run_spec
+from tqdm import tqdm
 
 RANKING = ("Ranking: at each N the policies are ordered by accuracy within the deadline (mean score, late or dropped "
            "answers count 0; ties, e.g. all 0 under overload, go to the lower p95 latency); a ranking change is an N "
@@ -30,8 +31,6 @@ def run(spec: dict, base_dir: Path, out: Path, progress: bool = True, devices=DE
     """One compare per N with clients.count = N; one row per (N, variant)."""
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=len(devices), unit="N", desc="at scale", dynamic_ncols=True)
     rows = []
     try:

@@ -8,6 +8,19 @@ from pathlib import Path
 
 from edgevlm.commands import Commands
 from edgevlm.sim.errors import UserError
+from edgevlm.sim.runner import default_scenario_path, resolve_trace
+from edgevlm.sim.scenario import load_scenario
+from edgevlm.analysis.reproduce import at_scale as scale
+from edgevlm.analysis.reproduce.simruns import scenarios_dir
+from edgevlm.sim.workload import Workload
+from edgevlm.traces import TraceError
+from tqdm import tqdm
+from edgevlm.analysis.reproduce import seed000
+from edgevlm.analysis.reproduce.columns import TraceView
+from edgevlm.analysis.reproduce import seed004
+from edgevlm.analysis.reproduce import at_scale as scale
+from edgevlm.analysis.events import run_scenario
+from edgevlm.analysis.reproduce.report import provenance_line
 
 SEEDS = {"seed000": "Song & Kim, Collaborative Edge-to-Server Inference for Vision-Language Models",
          "seed004": "Hsu et al., arXiv 2604.26508: progressive semantic communication for edge-cloud VLM "
@@ -16,9 +29,6 @@ SEEDS = {"seed000": "Song & Kim, Collaborative Edge-to-Server Inference for Visi
 
 def default_trace() -> Path:
     """The quickstart scenario's trace: the project's default."""
-    from edgevlm.sim.runner import default_scenario_path, resolve_trace
-    from edgevlm.sim.scenario import load_scenario
-
     scenario, base_dir = load_scenario(default_scenario_path())
     return resolve_trace(scenario.trace, base_dir)
 
@@ -26,12 +36,8 @@ def default_trace() -> Path:
 def reproduce(seed: str, trace: Path, out: Path, *, at_scale: bool = False, progress: bool = True,
               devices=None, requests: int | None = None):
     """Run one seed's reproduction into out/ (report.html, reproduce.json, PNGs, runs/); returns the Reproduction."""
-    from edgevlm.analysis import plots
-    from edgevlm.analysis.reproduce import at_scale as scale
-    from edgevlm.analysis.reproduce import figures, report
-    from edgevlm.analysis.reproduce.simruns import scenarios_dir
-    from edgevlm.sim.workload import Workload
-    from edgevlm.traces import TraceError
+    from edgevlm.analysis import plots  # defers matplotlib
+    from edgevlm.analysis.reproduce import figures, report  # defers matplotlib
 
     try:
         workload = Workload.load(trace)
@@ -43,10 +49,6 @@ def reproduce(seed: str, trace: Path, out: Path, *, at_scale: bool = False, prog
     info = report.trace_info(workload)
     kw = {} if requests is None else {"requests": requests}
     if seed == "seed000":
-        from tqdm import tqdm
-
-        from edgevlm.analysis.reproduce import seed000
-        from edgevlm.analysis.reproduce.columns import TraceView
 
         with tqdm(total=len(seed000.ITEMS), unit="item", desc="seed000", disable=not progress, dynamic_ncols=True) as bar:
             s, items = seed000.items(TraceView(workload), bar)
@@ -54,8 +56,6 @@ def reproduce(seed: str, trace: Path, out: Path, *, at_scale: bool = False, prog
                                   notes=[seed000.__doc__.split("\n\n", 1)[1].strip()])
         spec = seed000.at_scale_spec(s, trace) if at_scale else None
     else:
-        from edgevlm.analysis.reproduce import seed004
-
         rows, skipped, spec = seed004.simulate(workload, trace, out / "runs", progress=progress, **kw)
         items = seed004.items(workload, rows, skipped, spec)
         tables = {f"The 1 Mbit/s comparison ({seed004.COMPARE_FILE}, {len(rows)} runs; network = uplink + "
@@ -86,8 +86,7 @@ def reproduce(seed: str, trace: Path, out: Path, *, at_scale: bool = False, prog
 
 def _scale_report(rep, seed: str, tab, out: Path, description: str) -> None:
     """The at-scale table, rankings, summary and figure into the Reproduction."""
-    from edgevlm.analysis.reproduce import at_scale as scale
-    from edgevlm.analysis.reproduce import figures
+    from edgevlm.analysis.reproduce import figures  # defers matplotlib
 
     rep.figures["at_scale.png"] = figures.at_scale(tab, _deadline(tab), out / "at_scale.png",
                                                    f"{seed} at scale: N devices sharing one cell")
@@ -96,8 +95,6 @@ def _scale_report(rep, seed: str, tab, out: Path, description: str) -> None:
 
 
 def _deadline(tab) -> float | None:
-    from edgevlm.analysis.events import run_scenario
-
     sc = run_scenario(Path(tab["run_dir"].iloc[0]))
     return (sc.get("slo") or {}).get("deadline_s")
 
@@ -112,8 +109,6 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     rep = reproduce(args.seed, trace, out, at_scale=args.at_scale, progress=not args.no_progress and not args.quiet)
     if not args.quiet:
-        from edgevlm.analysis.reproduce.report import provenance_line
-
         print(provenance_line(rep.trace, rep.paper_setting))
         width = max(len(i.key) for i in rep.items)
         for it in rep.items:

@@ -9,6 +9,8 @@ import numpy as np
 from edgevlm.analysis import plots
 from edgevlm.analysis.plots import plt
 from edgevlm.analysis.plots import save as _plots_save
+from edgevlm.analysis.reproduce.seed000 import METRIC_COLUMNS, METRIC_LABELS
+from edgevlm.analysis.reproduce.seed000 import FIRST_K
 
 _source: str | None = None
 
@@ -77,8 +79,6 @@ def fig5(s, hd: dict | None, path: Path) -> Path:
 
 def fig6(s, path: Path) -> Path:
     """The three uncertainty metrics and random on one plot."""
-    from edgevlm.analysis.reproduce.seed000 import METRIC_COLUMNS, METRIC_LABELS
-
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for m in METRIC_COLUMNS:
         c = s.curve(m)
@@ -121,8 +121,6 @@ def fig7(s, steps: dict, path: Path) -> Path:
 
 def fig8(s, path: Path) -> Path:
     """The min-entropy gate averaged over the first k tokens."""
-    from edgevlm.analysis.reproduce.seed000 import FIRST_K
-
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for k in FIRST_K:
         c = s.curve("min_entropy", k)

@@ -27,6 +27,7 @@ from edgevlm.analysis.reproduce.columns import TraceView
 from edgevlm.analysis.reproduce.items import Check, Item, MissingColumn, guarded
 from edgevlm.analysis.tradeoff import Group, separability
 from edgevlm.traces.uncertainty import METRIC_COLUMNS, higher_is_uncertain
+from edgevlm.sim.profiles import MODELS
 
 METRIC_LABELS = {"min_entropy": "min-entropy", "shannon": "Shannon entropy", "margin": "prob. margin"}
 FIRST_K = (1, 2, 3, 5, None)  # None = all tokens
@@ -61,8 +62,6 @@ class Seed000:
     """Offline arrays of one trace and the curves the items share."""
 
     def __init__(self, view: TraceView):
-        from edgevlm.sim.profiles import MODELS
-
         self.v = view
         self.s1, self.s2 = view.scores()
         self.g, self.l = view.global_bytes(), view.local_bytes()
@@ -367,7 +366,7 @@ def items(view: TraceView, progress=None) -> tuple[Seed000, list[Item]]:
 
 def figures(s: Seed000, its: list[Item], out: Path) -> dict[str, Path]:
     """The PNGs the items point at (only those whose data exist)."""
-    from edgevlm.analysis.reproduce import figures as F
+    from edgevlm.analysis.reproduce import figures as F  # defers matplotlib
 
     by = {i.key: i for i in its}
     figs = {}

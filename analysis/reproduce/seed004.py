@@ -25,6 +25,9 @@ import pandas as pd
 from edgevlm.analysis import seed004 as s4
 from edgevlm.analysis.reproduce.items import Check, Item, MissingColumn, guarded
 from edgevlm.analysis.reproduce.simruns import deadline_accuracy, missing_columns, scenarios_dir
+from edgevlm.sim.compare import load_compare
+from edgevlm.analysis.events import run_scenario
+from edgevlm.sim.compare import run_compare
 
 COMPARE_FILE = "compare_seed004_1mbps.yaml"
 SCALE_FILE = "compare_seed004_scale.yaml"
@@ -40,8 +43,6 @@ NATIVE_NOTE = ("full_cloud (resolution: native) sends the original image (origin
 
 def _spec(name: str, workload, trace_path: Path) -> tuple[dict, Path, dict[str, list[str]]]:
     """A compare file's spec on this trace, without the variants the trace cannot run (-> missing columns)."""
-    from edgevlm.sim.compare import load_compare
-
     spec, base_dir = load_compare(scenarios_dir() / name)
     data = spec.model_dump(exclude_none=True)
     data["set"] = {**data.get("set", {}), "trace": str(Path(trace_path).resolve())}
@@ -55,8 +56,6 @@ def _spec(name: str, workload, trace_path: Path) -> tuple[dict, Path, dict[str, 
 
 def _rows(df: pd.DataFrame, name_of=lambda v: v) -> pd.DataFrame:
     """analysis.seed004.run_row for every run of a compare, plus accuracy within the deadline."""
-    from edgevlm.analysis.events import run_scenario
-
     rows = []
     for _, r in df.iterrows():
         run = Path(r["run_dir"])
@@ -69,8 +68,6 @@ def _rows(df: pd.DataFrame, name_of=lambda v: v) -> pd.DataFrame:
 
 def simulate(workload, trace_path: Path, out: Path, progress: bool = True, requests: int | None = None):
     """The 1 Mbit/s compare on this trace (with audit); returns (rows, skipped variant -> missing columns, spec)."""
-    from edgevlm.sim.compare import run_compare
-
     spec, base_dir, skipped = _spec(COMPARE_FILE, workload, trace_path)
     df = run_compare(spec, out, progress=progress, base_dir=base_dir, audit=True,
                      overrides=None if requests is None else {"stop": {"requests": requests}})
@@ -81,8 +78,6 @@ def simulate_scale(workload, trace_path: Path, out: Path, one: pd.DataFrame, pro
                    devices=None, requests: int | None = None) -> pd.DataFrame:
     """compare_seed004_scale.yaml (N = 10, 100, 1000; the variants named <variant>_N<N>) on this trace,
     restricted to `devices`; N = 1 rows are the 1 Mbit/s compare's (`one`)."""
-    from edgevlm.sim.compare import run_compare
-
     spec, base_dir, _ = _spec(SCALE_FILE, workload, trace_path)
     if devices is not None:
         spec["variants"] = [v for v in spec["variants"] if v["set"]["clients"]["count"] in devices]
@@ -258,8 +253,8 @@ def level_rows(workload) -> pd.DataFrame | None:
 
 def figure(rows: pd.DataFrame, path: Path) -> Path:
     """Network and end-to-end latency (log) and accuracy per variant."""
-    from edgevlm.analysis.plots import plt
-    from edgevlm.analysis.reproduce.figures import save
+    from edgevlm.analysis.plots import plt  # defers matplotlib
+    from edgevlm.analysis.reproduce.figures import save  # defers matplotlib
 
     fig, axes = plt.subplots(1, 2, figsize=(11.5, 4.6))
     y = np.arange(len(rows))

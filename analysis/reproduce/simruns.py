@@ -20,6 +20,11 @@ import pandas as pd
 from edgevlm.analysis.events import read_events
 from edgevlm.analysis.seed004 import DRIFT_LIMIT
 from edgevlm.analysis.seed004 import stability as seed004_stability
+from edgevlm.sim.policies.full_cloud import HD_COLUMNS
+from edgevlm.traces.schema import PROG_COLUMNS
+from importlib import resources
+from edgevlm.analysis.events import run_scenario
+from edgevlm.sim.compare import run_compare
 
 UTIL_MAX = 0.95
 
@@ -27,9 +32,6 @@ UTIL_MAX = 0.95
 
 def policy_columns(policy: dict) -> tuple[str, ...]:
     """Trace columns a policy config (mapping) needs beyond the required ones, as the policies check them."""
-    from edgevlm.sim.policies.full_cloud import HD_COLUMNS
-    from edgevlm.traces.schema import PROG_COLUMNS
-
     kind = policy["kind"]
     if kind == "full_cloud":
         return () if policy.get("resolution") == "native" else HD_COLUMNS
@@ -37,8 +39,6 @@ def policy_columns(policy: dict) -> tuple[str, ...]:
 
 
 def scenarios_dir() -> Path:
-    from importlib import resources
-
     local = Path("scenarios")
     if (local / "quickstart.yaml").is_file():
         return local.resolve()
@@ -84,15 +84,11 @@ def run_numbers(run_dir: Path) -> dict[str, Any]:
 
 
 def _scenario(run_dir: Path) -> dict:
-    from edgevlm.analysis.events import run_scenario
-
     return run_scenario(run_dir)
 
 
 def run_spec(spec: dict, out: Path, *, base_dir: Path, progress: bool, overrides: dict | None = None) -> pd.DataFrame:
     """Run a compare spec (mapping) with sim.compare.run_compare; add deadline accuracy and stability."""
-    from edgevlm.sim.compare import run_compare
-
     df = run_compare(copy.deepcopy(spec), out, overrides=overrides, progress=progress, base_dir=base_dir)
     extra = [run_numbers(Path(r["run_dir"])) for _, r in df.iterrows()]
     return pd.concat([df.reset_index(drop=True), pd.DataFrame(extra)], axis=1)
