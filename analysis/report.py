@@ -110,8 +110,8 @@ def _server_text(sc: dict) -> str:
         return v.get("name", "custom") if isinstance(v, dict) else (v or default)
 
     return (f"{name(server.get('model'), 'llava-1.5-7b')} on {server.get('replicas', 1)} x "
-            f"{name(server.get('hardware'), 'default hardware')}, {_get(server, 'scheduler', 'kind') or 'fifo'} "
-            f"scheduler, {_get(server, 'latency', 'kind') or 'roofline'} latency")
+            f"{name(server.get('hardware'), 'default hardware')}, {nested_get(server, 'scheduler', 'kind') or 'fifo'} "
+            f"scheduler, {nested_get(server, 'latency', 'kind') or 'roofline'} latency")
 
 
 def expand_run_dirs(paths: list[str | os.PathLike]) -> list[tuple[Path, str | None, float | None]]:

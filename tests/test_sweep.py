@@ -74,16 +74,16 @@ def test_invalid_runs_stop_the_sweep_before_any_output_listing_each(tmp_path, sc
 
 
 def test_runs_failing_at_run_time_are_recorded_without_stopping(tmp_path, scenario_dict, monkeypatch):
-    from edgevlm.sim import runner
+    from edgevlm.sim import sweep
 
-    real = runner.run
+    real = sweep.run
 
     def flaky(scenario, out_dir=None, **kw):
         if scenario["policy"]["jpeg_quality"] == 50:
             raise RuntimeError("disk on fire")
         return real(scenario, out_dir, **kw)
 
-    monkeypatch.setattr(runner, "run", flaky)
+    monkeypatch.setattr(sweep, "run", flaky)
     path = write_sweep(tmp_path, scenario_dict, grid={"policy.jpeg_quality": [75, 50]})
     df = run_sweep(path, tmp_path / "out", workers=1)
     by = {r["policy.jpeg_quality"]: r for _, r in df.iterrows()}
