@@ -268,7 +268,8 @@ def train(out: Path, seed: int, pool_paths, heldout_paths, steps_a: int, steps_b
           log_every: int = 50, minutes_b: float | None = None, pool_paths_b=None, threads: int = 2,
           rank: int = 0, world: int = 1, stage_a_ckpt=None, reuse_stage_a: bool = False,
           steps_c: int = 0, text_share_c: float = 0.7, init_from=None, geo: D.Geometry = D.V1,
-          warm_from=None, hd_rows: int = 0, jpeg_aug: float = 0.0, eval_every: int = 80) -> dict:
+          warm_from=None, hd_rows: int = 0, jpeg_aug: float = 0.0, eval_every: int = 80,
+          stop_after: int | None = None) -> dict:
     """Stage A on pool_paths, Stage B on pool_paths_b (a callable giving the shard paths; default: the same).
 
     With world > 1 each process draws its own data (seed + 100*rank) and gradients are averaged
@@ -424,6 +425,10 @@ def train(out: Path, seed: int, pool_paths, heldout_paths, steps_a: int, steps_b
                     print(f"\nstage {tag} step {step + 1}: {json.dumps(ev)}", flush=True)
                 save(model, proc, out, log, time.time() - t0, geo)
                 model.train()
+            if stop_after is not None and step + 1 >= stop_after:
+                print(f"\nstage {tag} stopped after {step + 1} of {steps} scheduled steps (--stop-after)", flush=True)
+                log[f"steps_{tag.lower()}_done"] = step + 1
+                break
             if minutes_b is not None and time.time() - tb > 60 * minutes_b:
                 print(f"\nstage {tag} time budget {minutes_b} min reached at step {step + 1}", flush=True)
                 log[f"steps_{tag.lower()}_done"] = step + 1
@@ -533,6 +538,8 @@ def main(argv=None) -> int:
                     "(patch kernel resized) and run Stage C only")
     ap.add_argument("--hd-rows", type=int, default=0, help="HD rows (global + tiles) per step (default 0)")
     ap.add_argument("--eval-every", type=int, default=80, help="held-out evaluation every N steps (default 80)")
+    ap.add_argument("--stop-after", type=int, default=None,
+                    help="stop Stage B/C after this many steps of the scheduled --steps-* (the LR schedule is unchanged)")
     ap.add_argument("--jpeg-aug", type=float, default=0.0,
                     help="share of rows whose images take a JPEG round trip at a random quality (default 0)")
     a = ap.parse_args(argv)
@@ -557,7 +564,7 @@ def main(argv=None) -> int:
                for k in range(n_shards)]
     args = (Path(a.out), a.seed, shards_a, [held], a.steps_a, a.steps_b, a.batch, a.minutes_b,
             specs_b, a.threads, a.procs, a.stage_a_ckpt, a.reuse_stage_a, a.steps_c, a.text_share_c, a.init_from,
-            geo, a.warm_from, a.hd_rows, a.jpeg_aug, a.eval_every)
+            geo, a.warm_from, a.hd_rows, a.jpeg_aug, a.eval_every, a.stop_after)
     if a.procs == 1:
         _run(0, *args)
     else:
@@ -568,7 +575,7 @@ def main(argv=None) -> int:
 
 def _run(rank, out, seed, shards_a, held, steps_a, steps_b, batch, minutes_b, specs_b, threads, world,
          stage_a_ckpt=None, reuse_stage_a=False, steps_c=0, text_share_c=0.7, init_from=None, geo=D.V1,
-         warm_from=None, hd_rows=0, jpeg_aug=0.0, eval_every=80):
+         warm_from=None, hd_rows=0, jpeg_aug=0.0, eval_every=80, stop_after=None):
     """One training process; Stage B shards are rendered here (or waited for) when Stage A ends."""
     if world > 1:
         import torch.distributed as dist
@@ -577,7 +584,7 @@ def _run(rank, out, seed, shards_a, held, steps_a, steps_b, batch, minutes_b, sp
                 pool_paths_b=lambda: [D.ensure_shard(*spec) for spec in specs_b], threads=threads,
                 rank=rank, world=world, stage_a_ckpt=stage_a_ckpt, reuse_stage_a=reuse_stage_a,
                 steps_c=steps_c, text_share_c=text_share_c, init_from=init_from, geo=geo, warm_from=warm_from,
-                hd_rows=hd_rows, jpeg_aug=jpeg_aug, eval_every=eval_every)
+                hd_rows=hd_rows, jpeg_aug=jpeg_aug, eval_every=eval_every, stop_after=stop_after)
     if rank == 0:
         print(json.dumps({k: v for k, v in log.items() if k != "history"}, indent=1), flush=True)
 

@@ -5,6 +5,8 @@ Both models get the same held-out v1 scenes (seed 999), questions and crop boxes
 question type, stage 1 (global) and stage 2 (global + crop), plus the grounding mass.
 
 CLI: python -m edgevlm.models.tiny.warm_check --v1 models/weights/tiny-scenetext-v1 --n 200
+     python -m edgevlm.models.tiny.warm_check --save models/weights/tiny-scenetext-v2   (writes the warm start
+     as a checkpoint with the v2 geometry's backend settings; no check)
 """
 
 from __future__ import annotations
@@ -39,7 +41,17 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m edgevlm.models.tiny.warm_check", description=__doc__.split("\n\n")[0])
     ap.add_argument("--v1", default="models/weights/tiny-scenetext-v1")
     ap.add_argument("--n", type=int, default=200, help="held-out scenes (default 200)")
+    ap.add_argument("--save", help="write the warm-started v2 checkpoint here instead of checking")
     a = ap.parse_args(argv)
+    if a.save:
+        from edgevlm.models.tiny import data as D
+        from edgevlm.models.tiny import model as M
+        model, proc = M.warm_start(a.v1, D.V2.px, D.V2.px // D.V2.grid)
+        g = D.V2
+        M.save_checkpoint(model, proc, a.save, M.edgevlm_settings(g.box_pad_px, g.box_grow, g.box_grow_min_cells,
+                                                                  model_id="tiny-scenetext-v2", px=g.px))
+        print(f"wrote {a.save}")
+        return 0
     print(json.dumps(run(a.v1, a.n), indent=1))
     return 0
 
