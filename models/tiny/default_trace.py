@@ -198,15 +198,20 @@ def main(argv=None) -> int:
     jobs = [(a.model, str(manifest), str(parts_dir / f"part{k}.parquet"), bounds[k], bounds[k + 1], dataset_id,
              codec_dir, a.infer_jpeg_quality)
             for k in range(a.workers)]
-    t0 = time.perf_counter()
-    if a.workers == 1:
-        summaries = [_worker(jobs[0])]
-    else:
-        with mp.get_context("spawn").Pool(a.workers) as pool:
-            summaries = pool.map(_worker, jobs)
-    wall = time.perf_counter() - t0
+    summaries, wall = _run(_worker, jobs)
     join(a, jobs, summaries, wall, dataset_id)
     return 0
+
+
+def _run(worker, jobs) -> tuple[list, float]:
+    """worker(job) for every job, in one spawned process each (inline for one job); + wall seconds."""
+    t0 = time.perf_counter()
+    if len(jobs) == 1:
+        summaries = [worker(jobs[0])]
+    else:
+        with mp.get_context("spawn").Pool(len(jobs)) as pool:
+            summaries = pool.map(worker, jobs)
+    return summaries, time.perf_counter() - t0
 
 
 def main_v2(a) -> int:
@@ -223,13 +228,7 @@ def main_v2(a) -> int:
     parts.mkdir(exist_ok=True)
     stop_at = time.time() + 60 * a.max_minutes if a.max_minutes else None
     jobs = [(a.model, str(parts / f"part{k}.parquet"), k, a.workers, a.n, prov, stop_at) for k in range(a.workers)]
-    t0 = time.perf_counter()
-    if a.workers == 1:
-        summaries = [_worker_v2(jobs[0])]
-    else:
-        with mp.get_context("spawn").Pool(a.workers) as pool:
-            summaries = pool.map(_worker_v2, jobs)
-    wall = time.perf_counter() - t0
+    summaries, wall = _run(_worker_v2, jobs)
     import pyarrow as pa
     from edgevlm.traces.io import read_trace, write_trace
     table = pa.concat_tables([read_trace(j[1])[0] for j in jobs])
