@@ -166,7 +166,7 @@ def _meta(t, **changes):
 
 
 TRACE_CASES = [
-    ("schema version 2", lambda t: _meta(t, format_version=2), ["format_version 2 is not supported"]),
+    ("schema version 3", lambda t: _meta(t, format_version=3), ["format_version 3 is not supported"]),
     ("no provenance", lambda t: t.replace_schema_metadata({}), ["no 'edgevlm' provenance"]),
     ("missing column", lambda t: t.drop_columns(["s2_score"]), ["missing required column 's2_score'"]),
     ("extra column", lambda t: t.append_column("mystery", pa.array(range(t.num_rows))), ["unknown column 'mystery'"]),
