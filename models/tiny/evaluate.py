@@ -77,13 +77,17 @@ def chance_containment(b, g, w, h) -> np.ndarray:
     return np.where(ok, px * py, 0.0)
 
 
-def metrics(df, meta: dict | None = None) -> dict:
+def metrics(df, meta: dict | None = None, k: int = K_TOKENS) -> dict:
+    """Per question type: accuracies, box containment, and correct-vs-wrong separation of the
+    uncertainty metrics averaged over the first k stage-1 tokens (k=1: the start token)."""
     out = {}
     for qt, d in df.groupby("question_type"):
         r = {"n": int(len(d)),
              "acc_global_only": float(d.s1_score.mean()),
              "acc_attention_crop": float(d.s2_score.mean()),
              "acc_oracle_crop": float(d.s2_oracle_score.mean()) if "s2_oracle_score" in d else None}
+        if "hd_score" in d and d.hd_score.notna().all():
+            r["acc_hd"] = float(d.hd_score.mean())
         b = d[["bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"]].to_numpy()
         g = d[["gt_x0", "gt_y0", "gt_x1", "gt_y1"]].to_numpy()
         r["box_contains_gt"] = float(contains(b, g).mean())
@@ -101,7 +105,7 @@ def metrics(df, meta: dict | None = None) -> dict:
         r["n_correct_s1"], r["n_wrong_s1"] = int(ok.sum()), int((~ok).sum())
         for metric, col in METRIC_COLUMNS.items():
             sign = -1 if higher_is_uncertain(metric) else +1  # confidence points the other way
-            v = first_k_mean(d[col])
+            v = first_k_mean(d[col], k)
             short = col.replace("s1_", "")
             # AUROC of the confidence (low entropy / high margin) for "stage 1 is right"
             r[f"{short}_auroc"] = auroc(sign * v[ok], sign * v[~ok])
@@ -203,6 +207,54 @@ def report(res: dict) -> str:
     return "\n".join(lines)
 
 
+def metrics_v2(table, prov: dict, meta: dict | None = None) -> dict:
+    """A v2 trace at every quality: per question type (and pooled) accuracies, bytes, boxes and the
+    uncertainty separation over the first 5 tokens and the start token alone."""
+    from edgevlm.traces.quality import at_quality
+    res = {}
+    for i, q in enumerate(prov["jpeg_qualities"]):
+        df = at_quality(table, prov, q).to_pandas()
+        r = metrics(df, meta)
+        r["all"] = metrics(df.assign(question_type="all"))["all"]
+        start = metrics(df, None, k=1)
+        start["all"] = metrics(df.assign(question_type="all"), None, k=1)["all"]
+        for qt, d in df.groupby(df.question_type):
+            for src, key in ((d, qt), (df, "all")):
+                for col in ("global_jpeg_bytes", "local_jpeg_bytes", "original_jpeg_bytes"):
+                    r[key][f"mean_{col}"] = float(np.mean([v[i] for v in src[col]]))
+        for key in r:
+            for m in ("min_entropy", "shannon", "margin"):
+                for stat in ("auroc", "overlap", "bhattacharyya"):
+                    r[key][f"start_{m}_{stat}"] = start[key][f"{m}_{stat}"]
+        res[int(q)] = r
+    return res
+
+
+def markdown_v2(res: dict) -> str:
+    """Model-card tables of metrics_v2."""
+    qs = list(res)
+    types = [t for t in res[qs[0]] if t != "all"] + ["all"]
+    out = ["| type | q | n | global B | crop B | original B | global-only | + attention crop | + oracle crop | HD | box contains gt (chance) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for t in types:
+        for q in qs:
+            r = res[q][t]
+            out.append(f"| {t} | {q} | {r['n']} | {r['mean_global_jpeg_bytes']:.0f} | {r['mean_local_jpeg_bytes']:.0f} | "
+                       f"{r['mean_original_jpeg_bytes']:.0f} | {r['acc_global_only']:.3f} | {r['acc_attention_crop']:.3f} | "
+                       f"{r['acc_oracle_crop']:.3f} | {r.get('acc_hd', float('nan')):.3f} | "
+                       f"{r['box_contains_gt']:.3f} ({r['box_contains_gt_chance']:.3f}) |")
+    out += ["", "| type (q) | correct / wrong | metric | AUROC 5-tok | overlap 5-tok | Bhatt. 5-tok | AUROC start | overlap start | Bhatt. start |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for t in types:
+        for q in qs:
+            r = res[q][t]
+            for m in ("min_entropy", "shannon", "margin"):
+                out.append(f"| {t} (q{q}) | {r['n_correct_s1']} / {r['n_wrong_s1']} | {m} | {r[m + '_auroc']:.3f} | "
+                           f"{r[m + '_overlap']:.3f} | {r[m + '_bhattacharyya']:.3f} | {r['start_' + m + '_auroc']:.3f} | "
+                           f"{r['start_' + m + '_overlap']:.3f} | {r['start_' + m + '_bhattacharyya']:.3f} |")
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m edgevlm.models.tiny.evaluate", description=__doc__.split("\n")[0])
     ap.add_argument("--trace", required=True, help="trace extracted from the tiny model")
@@ -213,13 +265,21 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="also write the numbers to this JSON file")
     a = ap.parse_args(argv)
     table, prov = read_trace(a.trace)
-    df = table.to_pandas()
     meta = None
     if a.meta:
         meta = {}
         for line in Path(a.meta).read_text().splitlines():
             e = json.loads(line)
             meta[e["sample_id"]] = e
+    if prov.get("format_version") == 2:
+        res = metrics_v2(table, prov, meta)
+        md = markdown_v2(res)
+        print(md)
+        if a.json:
+            Path(a.json).write_text(json.dumps(res, indent=1) + "\n")
+            Path(a.json).with_suffix(".md").write_text(md + "\n")
+        return 0
+    df = table.to_pandas()
     res = metrics(df, meta)
     print(f"trace {a.trace}: {len(df)} rows, model {prov.get('model_id')}, box_pad_px {prov.get('box_pad_px')}, "
           f"box_grow {prov.get('box_grow')} (min cells {prov.get('box_grow_min_cells')}), "

@@ -12,6 +12,11 @@ Plain end-to-end training from scratch learned nothing in 15 CPU minutes (issue 
 - Stage-2 sequences (global + crop) use crops drawn from the padded box-search distribution and
   ground-truth crops, so the model reads crops of the size the pipeline will hand it.
 
+- v2 (``--geometry v2 --warm-from <v1 checkpoint>``): the 336-px, patch-42 model warm-started from v1
+  (models.tiny.model.warm_start) is fine-tuned with Stage C's losses on 1024-px scenes, stage-2 crops
+  from the v2 box geometry, HD rows (global view + 2x2 tiles of the original in one prompt) and a
+  per-row JPEG round trip at a random quality (the trace runs every quality).
+
 CLI: ``python -m edgevlm.models.tiny.train --out models/weights/tiny-scenetext-v1 --seed 1``
 """
 
@@ -41,6 +46,8 @@ from edgevlm.models.tiny import data as D
 from edgevlm.models.tiny import model as M
 
 HELDOUT_SEED = 999
+#: JPEG qualities of the training-time round trip (--jpeg-aug): the trace's qualities below 100.
+AUG_QUALITIES = (5, 10, 25, 50, 75, 95)
 QT_PROBS = {"text": 0.45, "color": 0.30, "position": 0.25}
 COLOR_NAMES = list(S.COLORS)
 KIND_NAMES = {v: k for k, v in D.KIND_IDS.items()}
@@ -88,8 +95,9 @@ def tower(model, pix):
 class Batcher:
     """Draws Stage A/B batches from the pool with a seeded generator."""
 
-    def __init__(self, pool: D.Pool, tok, seed: int):
+    def __init__(self, pool: D.Pool, tok, seed: int, jpeg_aug: float = 0.0):
         self.p, self.tok, self.rng = pool, tok, np.random.default_rng(seed)
+        self.jpeg_aug = jpeg_aug
         self.qt_probs = dict(QT_PROBS)
         self.crops_of: dict[tuple[int, int], list[int]] = {}
         self.random_crops: dict[int, int] = {}
@@ -135,14 +143,35 @@ class Batcher:
             return "position", f"which side is the {col} sign on?", S.SIDES[objs[k, 3] - 1], k
         return "text", f"what is written on the {col} sign?", "".join(str(d) for d in objs[k, 8:11]), k
 
-    def stage_b(self, b, two_images: bool, n_generic: int = 0):
-        """Token ids, labels, pixel values (global[, crop] per row), grounding masks, question types."""
+    def round_trip(self, imgs):
+        """With probability jpeg_aug, the row's images after a JPEG round trip at one random quality."""
+        if not self.jpeg_aug or self.rng.random() >= self.jpeg_aug:
+            return imgs
+        import io
+        from PIL import Image
+        q = int(self.rng.choice(AUG_QUALITIES))
+        out = []
+        for a in imgs:
+            b = io.BytesIO()
+            Image.fromarray(a).save(b, format="JPEG", quality=q)
+            with Image.open(io.BytesIO(b.getvalue())) as im:
+                out.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
+        return out
+
+    def stage_b(self, b, two_images: bool, n_generic: int = 0, hd: bool = False):
+        """Token ids, labels, pixel values (global[, crop] per row), grounding masks, question types.
+
+        hd=True: HD rows, the global view followed by the scene's HD tiles (pool.tiles) in one prompt.
+        """
         rows, pix, gmask, qtypes, readable = [], [], [], [], []
         for _ in range(b):
             si = int(self.rng.integers(len(self.p)))
             qt, q, a, slot = self.question(si)
             imgs = [self.p.glob[si]]
-            if two_images:
+            if hd:
+                nt = len(self.p.tiles) // len(self.p)
+                imgs.extend(self.p.tiles[np.arange(si * nt, (si + 1) * nt)])
+            elif two_images:
                 cands = self.crops_of.get((si, slot), [])
                 if self.rng.random() < 0.1 or not cands:
                     j = self.random_crops[si]
@@ -151,6 +180,7 @@ class Batcher:
                     w = np.where(kinds == 0, 0.6 / max(1, (kinds == 0).sum()), 0.2)
                     j = int(self.rng.choice(cands, p=w / w.sum()))
                 imgs.append(self.p.crops[j])
+            imgs = self.round_trip(imgs)
             prompt = M.PROMPT_TEMPLATE.format(images="<image>" * len(imgs), question=q)
             rows.append((self.ids(prompt), self.ids(a) + [self.tok.eos_token_id]))
             pix.extend(imgs)
@@ -160,7 +190,7 @@ class Batcher:
         for _ in range(n_generic):
             si = int(self.rng.integers(len(self.p)))
             rows.append((self.ids(M.PROMPT_TEMPLATE.format(images="<image>", question=M.GENERIC_PROMPT)), []))
-            pix.append(self.p.glob[si])
+            pix.extend(self.round_trip([self.p.glob[si]]))
         T = max(len(p) + len(a) for p, a in rows)
         ids = torch.full((len(rows), T), self.tok.pad_token_id)
         lab = torch.full((len(rows), T), -100)
@@ -241,7 +271,9 @@ def cosine(step, total, warm=50):
 def train(out: Path, seed: int, pool_paths, heldout_paths, steps_a: int, steps_b: int, batch: int,
           log_every: int = 50, minutes_b: float | None = None, pool_paths_b=None, threads: int = 2,
           rank: int = 0, world: int = 1, stage_a_ckpt=None, reuse_stage_a: bool = False,
-          steps_c: int = 0, text_share_c: float = 0.7, init_from=None) -> dict:
+          steps_c: int = 0, text_share_c: float = 0.7, init_from=None, geo: D.Geometry = D.V1,
+          warm_from=None, hd_rows: int = 0, jpeg_aug: float = 0.0, eval_every: int = 80,
+          stop_after: int | None = None) -> dict:
     """Stage A on pool_paths, Stage B on pool_paths_b (a callable giving the shard paths; default: the same).
 
     With world > 1 each process draws its own data (seed + 100*rank) and gradients are averaged
@@ -253,18 +285,23 @@ def train(out: Path, seed: int, pool_paths, heldout_paths, steps_a: int, steps_b
     t0 = time.time()
     pool = D.load_pools(pool_paths)
     held = D.load_pools(heldout_paths) if heldout_paths else None
-    model, proc = M.build_model(seed)
+    model, proc = M.build_model(seed, geo.px, geo.px // geo.grid)
     if init_from is not None:  # a saved checkpoint after Stage B: skip Stages A and B
         model = LlavaForConditionalGeneration.from_pretrained(init_from)
+        steps_a = steps_b = 0
+    elif warm_from is not None:  # v1 weights with the patch kernel resized to this geometry
+        model, proc = M.warm_start(warm_from, geo.px, geo.px // geo.grid, seed)
         steps_a = steps_b = 0
     model.set_attn_implementation("eager")
     tok = proc.tokenizer
     itok = proc.image_token_id
     heads = Heads()
     torch.manual_seed(seed)
-    bat = Batcher(pool, tok, seed + 100 * rank)
+    bat = Batcher(pool, tok, seed + 100 * rank, jpeg_aug)
     hbat = Batcher(held, tok, seed + 1) if held is not None else None
-    log = {"threads": threads, "seed": seed, "pool_scenes": len(pool), "pool_crops": len(pool.crops), "steps_a": steps_a,
+    log = {"geometry": {k: (v.name if isinstance(v, S.SceneSpec) else v) for k, v in geo.__dict__.items()},
+           "warm_from": str(warm_from) if warm_from else None, "hd_rows": hd_rows, "jpeg_aug": jpeg_aug,
+           "jpeg_aug_qualities": list(AUG_QUALITIES) if jpeg_aug else None, "threads": threads, "seed": seed, "pool_scenes": len(pool), "pool_crops": len(pool.crops), "steps_a": steps_a,
            "steps_b": steps_b, "steps_c": steps_c, "text_share_c": text_share_c, "init_from": init_from,
            "batch": gbatch, "processes": world, "history": []}
     params = list(model.parameters()) + list(heads.parameters())
@@ -320,7 +357,7 @@ def train(out: Path, seed: int, pool_paths, heldout_paths, steps_a: int, steps_b
     if pool_paths_b is not None:
         paths_b = pool_paths_b()
         pool = D.load_pools(paths_b)
-        bat = Batcher(pool, tok, seed + 2 + 100 * rank)
+        bat = Batcher(pool, tok, seed + 2 + 100 * rank, jpeg_aug)
         log["pool_scenes_b"] = len(pool)
     lm_params = list(model.model.multi_modal_projector.parameters()) + list(
         model.model.language_model.parameters()) + list(model.lm_head.parameters())
@@ -352,6 +389,14 @@ def train(out: Path, seed: int, pool_paths, heldout_paths, steps_a: int, steps_b
             ids2, am2, lab2, _ = expand_image_tokens(ids2, am2, lab2, itok)
             logits2, feats2, cls2, _ = lm_forward(model, ids2, am2, pix2)
             ce2 = F.cross_entropy(logits2.reshape(-1, logits2.shape[-1]), lab2.reshape(-1), ignore_index=-100)
+            # HD rows (global + tiles in one prompt): answer cross-entropy only
+            if hd_rows:
+                ids3, lab3, am3, _, pix3, _, _, _ = bat.stage_b(hd_rows, False, hd=True)
+                ids3, am3, lab3, _ = expand_image_tokens(ids3, am3, lab3, itok)
+                logits3, _, _, _ = lm_forward(model, ids3, am3, pix3)
+                ce3 = F.cross_entropy(logits3.reshape(-1, logits3.shape[-1]), lab3.reshape(-1), ignore_index=-100)
+            else:
+                ce3 = torch.zeros(())
             # auxiliary heads on a fresh Stage A batch (keeps per-patch reading alive)
             if use_aux and step % 3 == 0:
                 g, glab, c, clab, code, cm = bat.stage_a(batch // 3)
@@ -360,7 +405,7 @@ def train(out: Path, seed: int, pool_paths, heldout_paths, steps_a: int, steps_b
                 aux = heads.loss(fg, clsg, glab) + heads.loss(fc, clsc, clab, code, cm)
             else:
                 aux = torch.zeros(())
-            loss = ce1 + ce2 + 0.5 * gl + 0.2 * uni + 0.3 * aux
+            loss = ce1 + ce2 + 0.5 * gl + 0.2 * uni + 0.3 * aux + ce3
             opt.zero_grad(set_to_none=True)
             loss.backward()
             sync_grads()
@@ -368,18 +413,23 @@ def train(out: Path, seed: int, pool_paths, heldout_paths, steps_a: int, steps_b
             opt.step()
             sched.step()
             if step % log_every == 0 and lead:
-                rec = {"stage": tag, "step": step, "ce1": ce1.item(), "ce2": ce2.item(), "ground": gl.item(),
+                rec = {"stage": tag, "step": step, "ce1": ce1.item(), "ce2": ce2.item(), "ce_hd": ce3.item(),
+                       "ground": gl.item(),
                        "mass": mass.mean().item(), "uni": uni.item(), "aux": float(aux), "t_s": time.time() - t0}
                 log["history"].append(rec)
                 bar.set_postfix(ce1=f"{rec['ce1']:.2f}", ce2=f"{rec['ce2']:.2f}", mass=f"{rec['mass']:.2f}")
-            if lead and ((step + 1) % 80 == 0 or step == steps - 1):
+            if lead and ((step + 1) % eval_every == 0 or step == steps - 1):
                 if hbat is not None:
-                    ev = quick_eval(model, hbat, itok)
+                    ev = quick_eval(model, hbat, itok, hd=bool(hd_rows))
                     ev["stage"], ev["step"] = tag, step + 1
                     log.setdefault("evals", []).append(ev)
                     print(f"\nstage {tag} step {step + 1}: {json.dumps(ev)}", flush=True)
-                save(model, proc, out, log, time.time() - t0)
+                save(model, proc, out, log, time.time() - t0, geo)
                 model.train()
+            if stop_after is not None and step + 1 >= stop_after:
+                print(f"\nstage {tag} stopped after {step + 1} of {steps} scheduled steps (--stop-after)", flush=True)
+                log[f"steps_{tag.lower()}_done"] = step + 1
+                break
             if minutes_b is not None and time.time() - tb > 60 * minutes_b:
                 print(f"\nstage {tag} time budget {minutes_b} min reached at step {step + 1}", flush=True)
                 log[f"steps_{tag.lower()}_done"] = step + 1
@@ -398,10 +448,12 @@ def train(out: Path, seed: int, pool_paths, heldout_paths, steps_a: int, steps_b
         mix = {q: (text_share_c if q == "text" else p * rest) for q, p in QT_PROBS.items()}
         bat.qt_probs = mix
         log["qt_probs_c"] = mix
-        stage("C", steps_c, 1e-3, 2e-4, use_aux=init_from is None)
+        # A warm start fine-tunes a converged model: half the LM rate.
+        stage("C", steps_c, 5e-4 if warm_from is not None else 1e-3, 2e-4,
+              use_aux=init_from is None and warm_from is None)
     log["wall_s"] = time.time() - t0
     if lead:
-        save(model, proc, out, log, log["wall_s"])
+        save(model, proc, out, log, log["wall_s"], geo)
     return log
 
 
@@ -427,16 +479,16 @@ def probe_heads(model, heads, hbat, n=128):
 
 
 @torch.no_grad()
-def quick_eval(model, hbat, itok, n=120):
+def quick_eval(model, hbat, itok, n=120, hd: bool = False):
     """Teacher-forced exact match (= greedy exact match) per question type on held-out pool scenes."""
     model.eval()
     res = {}
-    for two in (False, True):
-        ids, lab, am, last, pix, gmask, qts, readable = hbat.stage_b(n, two)
+    for two in (False, True) + (("hd",) if hd else ()):
+        ids, lab, am, last, pix, gmask, qts, readable = hbat.stage_b(n, bool(two), hd=two == "hd")
         ids, am, lab, shift = expand_image_tokens(ids, am, lab, itok)
         logits, _, _, attn = lm_forward(model, ids, am, pix, None if two else M.ATTENTION_LAYER)
         ok = answer_stats(logits, lab)
-        tag = "s2" if two else "s1"
+        tag = "hd" if two == "hd" else "s2" if two else "s1"
         for qt in QT_PROBS:
             m = torch.tensor([q == qt for q in qts])
             if m.any():
@@ -450,8 +502,10 @@ def quick_eval(model, hbat, itok, n=120):
     return res
 
 
-def save(model, proc, out: Path, log: dict, wall_s: float):
-    M.save_checkpoint(model, proc, out, M.edgevlm_settings(D.BOX_PAD_PX, D.BOX_GROW, D.BOX_GROW_MIN_CELLS))
+def save(model, proc, out: Path, log: dict, wall_s: float, geo: D.Geometry = D.V1):
+    model_id = M.MODEL_ID if geo == D.V1 else "tiny-scenetext-v2"
+    M.save_checkpoint(model, proc, out, M.edgevlm_settings(geo.box_pad_px, geo.box_grow, geo.box_grow_min_cells,
+                                                           model_id=model_id, px=geo.px))
     log = dict(log, wall_s_so_far=wall_s)
     (out / "training_log.json").write_text(json.dumps(log, indent=1) + "\n")
 
@@ -479,7 +533,22 @@ def main(argv=None) -> int:
                     help="Stage C steps: Stage B's losses with text questions in the majority (default 0)")
     ap.add_argument("--text-share-c", type=float, default=0.7, help="share of text questions in Stage C (default 0.7)")
     ap.add_argument("--init-from", help="start from this saved checkpoint (after Stage B) and run Stage C only")
+    ap.add_argument("--geometry", choices=sorted(D.GEOMETRIES), default="v1",
+                    help="scene/input geometry: v1 (768-px scenes, 64-px input) or v2 (1024 px, 336 px; default v1)")
+    ap.add_argument("--warm-from", help="a v1 checkpoint: warm-start this geometry's model from it "
+                    "(patch kernel resized) and run Stage C only")
+    ap.add_argument("--hd-rows", type=int, default=0, help="HD rows (global + tiles) per step (default 0)")
+    ap.add_argument("--eval-every", type=int, default=80, help="held-out evaluation every N steps (default 80)")
+    ap.add_argument("--stop-after", type=int, default=None,
+                    help="stop Stage B/C after this many steps of the scheduled --steps-* (the LR schedule is unchanged)")
+    ap.add_argument("--jpeg-aug", type=float, default=0.0,
+                    help="share of rows whose images take a JPEG round trip at a random quality (default 0)")
     a = ap.parse_args(argv)
+    geo = D.GEOMETRIES[a.geometry]
+    if a.hd_rows and not geo.hd_grid:
+        ap.error("--hd-rows needs a geometry with HD tiles (--geometry v2)")
+    if a.pool_dir == "runs/pool" and a.geometry != "v1":
+        a.pool_dir = f"runs/pool-{a.geometry}"
     pool_dir = Path(a.pool_dir)
     pool_dir.mkdir(parents=True, exist_ok=True)
     n_shards = math.ceil(a.pool_scenes / D.SHARD)
@@ -487,13 +556,16 @@ def main(argv=None) -> int:
 
     def shard(k):
         return D.ensure_shard(pool_dir / f"{prefix}shard{k}.npz", a.seed, k * D.SHARD, D.SHARD,
-                              wait_s=1800 if a.wait_for_pool else 0)
-    held = D.ensure_shard(pool_dir / "heldout.npz", HELDOUT_SEED, 0, 200, wait_s=1800 if a.wait_for_pool else 0)
+                              wait_s=1800 if a.wait_for_pool else 0, geo=geo)
+    held = D.ensure_shard(pool_dir / "heldout.npz", HELDOUT_SEED, 0, 200, wait_s=1800 if a.wait_for_pool else 0,
+                          geo=geo)
     shards_a = [shard(k) for k in range(min(2, n_shards))]
     wait_s = 1800 if a.wait_for_pool else 0
-    specs_b = [(pool_dir / f"{prefix}shard{k}.npz", a.seed, k * D.SHARD, D.SHARD, wait_s) for k in range(n_shards)]
+    specs_b = [(pool_dir / f"{prefix}shard{k}.npz", a.seed, k * D.SHARD, D.SHARD, wait_s, geo)
+               for k in range(n_shards)]
     args = (Path(a.out), a.seed, shards_a, [held], a.steps_a, a.steps_b, a.batch, a.minutes_b,
-            specs_b, a.threads, a.procs, a.stage_a_ckpt, a.reuse_stage_a, a.steps_c, a.text_share_c, a.init_from)
+            specs_b, a.threads, a.procs, a.stage_a_ckpt, a.reuse_stage_a, a.steps_c, a.text_share_c, a.init_from,
+            geo, a.warm_from, a.hd_rows, a.jpeg_aug, a.eval_every, a.stop_after)
     if a.procs == 1:
         _run(0, *args)
     else:
@@ -502,14 +574,16 @@ def main(argv=None) -> int:
 
 
 def _run(rank, out, seed, shards_a, held, steps_a, steps_b, batch, minutes_b, specs_b, threads, world,
-         stage_a_ckpt=None, reuse_stage_a=False, steps_c=0, text_share_c=0.7, init_from=None):
+         stage_a_ckpt=None, reuse_stage_a=False, steps_c=0, text_share_c=0.7, init_from=None, geo=D.V1,
+         warm_from=None, hd_rows=0, jpeg_aug=0.0, eval_every=80, stop_after=None):
     """One training process; Stage B shards are rendered here (or waited for) when Stage A ends."""
     if world > 1:
         dist.init_process_group("gloo", init_method="tcp://127.0.0.1:29517", rank=rank, world_size=world)
     log = train(out, seed, shards_a, held, steps_a, steps_b, batch, minutes_b=minutes_b,
                 pool_paths_b=lambda: [D.ensure_shard(*spec) for spec in specs_b], threads=threads,
                 rank=rank, world=world, stage_a_ckpt=stage_a_ckpt, reuse_stage_a=reuse_stage_a,
-                steps_c=steps_c, text_share_c=text_share_c, init_from=init_from)
+                steps_c=steps_c, text_share_c=text_share_c, init_from=init_from, geo=geo, warm_from=warm_from,
+                hd_rows=hd_rows, jpeg_aug=jpeg_aug, eval_every=eval_every, stop_after=stop_after)
     if rank == 0:
         print(json.dumps({k: v for k, v in log.items() if k != "history"}, indent=1), flush=True)
 
