@@ -25,6 +25,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from tqdm import tqdm
 
 from edgevlm.traces.io import atomic_write
+import multiprocessing as mp
 
 SCENE_PX = 768
 #: Vision input of the tiny model; readability is judged at this global resolution.
@@ -299,7 +300,6 @@ def write_dataset(out: str | os.PathLike, n: int, seed: int, *, progress: bool =
     (out / "images").mkdir(parents=True, exist_ok=True)
     jobs = [(out, seed, i, spec) for i in range(n)]
     if workers > 1:
-        import multiprocessing as mp
         with mp.get_context("spawn").Pool(workers) as pool:
             rows = list(tqdm(pool.imap(_write_one, jobs, chunksize=16), total=n, desc="scenes", disable=not progress))
     else:

@@ -36,6 +36,13 @@ from edgevlm.models.backend import load_backend
 from edgevlm.models.codec import load_codec
 from edgevlm.models.manifest import read_manifest
 from edgevlm.traces.io import read_trace, write_trace
+import io
+from edgevlm.traces.schema import TRACE_SCHEMA_V2
+import datetime as dt
+import platform
+from edgevlm.models.backend import BackendSettings, read_settings_file
+from edgevlm.models.boxsearch import DEFAULT_RATIOS
+from edgevlm.traces.version import generator_string, git_commit
 
 DEFAULT_OUT = "traces/tiny-scenetext-v1.parquet"
 DEFAULT_OUT_V2 = "traces/tiny-scenetext-v2.parquet"
@@ -46,18 +53,14 @@ def _worker_v2(args):
     """Trace-v2 rows for held-out samples k, k+W, k+2W, ... < n (rendered here, as models.scenes writes them),
     checkpointed to part_out every 10 samples and resumed by sample id; stops at stop_at (time.time())."""
     model, part_out, k, W, n, prov, stop_at = args
-    import torch
+    import torch  # defers torch
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
-    import io
 
-    import pyarrow as pa
-    from PIL import Image
+    from PIL import Image  # defers PIL
 
-    from edgevlm.models import scenes as S
-    from edgevlm.models.tiny.quality_trace import TinyLlavaRunner, sample_row
-    from edgevlm.traces.io import read_trace, write_trace
-    from edgevlm.traces.schema import TRACE_SCHEMA_V2
+    from edgevlm.models import scenes as S  # defers torch, PIL (the [models] extra)
+    from edgevlm.models.tiny.quality_trace import TinyLlavaRunner, sample_row  # defers torch, PIL (the [models] extra)
     run = TinyLlavaRunner(model)
     rows, metas = [], []
     meta_out = Path(part_out).with_suffix(".meta.jsonl")
@@ -106,16 +109,10 @@ COLUMNS_V2 = ("sample_id", "question_type", "image_w", "image_h", "prompt_tokens
 
 
 def provenance_v2(model: str, dataset_id: str, manifest: Path, qualities, hd_grid: int) -> dict:
-    import datetime as dt
-    import platform
+    import torch  # defers torch
+    import transformers  # defers transformers
 
-    import torch
-    import transformers
-
-    from edgevlm.models.backend import BackendSettings, read_settings_file
-    from edgevlm.models.boxsearch import DEFAULT_RATIOS
-    from edgevlm.models.jpeg import JPEG_SETTINGS
-    from edgevlm.traces.version import generator_string, git_commit
+    from edgevlm.models.jpeg import JPEG_SETTINGS  # defers torch, PIL (the [models] extra)
     st = BackendSettings().merged(read_settings_file(model), where=model)
     cfg = json.loads((Path(model) / "config.json").read_text())["vision_config"]
     grid = cfg["image_size"] // cfg["patch_size"]
@@ -220,8 +217,8 @@ def _run(worker, jobs) -> tuple[list, float]:
 
 
 def main_v2(a) -> int:
-    from edgevlm.models import scenes as S
-    from edgevlm.models.tiny.quality_trace import QUALITIES
+    from edgevlm.models import scenes as S  # defers torch, PIL (the [models] extra)
+    from edgevlm.models.tiny.quality_trace import QUALITIES  # defers torch, PIL (the [models] extra)
     data = Path(a.data if a.data != "runs/scenes-heldout" else "runs/scenes-heldout-v2")
     out = a.out if a.out != DEFAULT_OUT else DEFAULT_OUT_V2
     data.mkdir(parents=True, exist_ok=True)
@@ -234,8 +231,6 @@ def main_v2(a) -> int:
     stop_at = time.time() + 60 * a.max_minutes if a.max_minutes else None
     jobs = [(a.model, str(parts / f"part{k}.parquet"), k, a.workers, a.n, prov, stop_at) for k in range(a.workers)]
     summaries, wall = _run(_worker_v2, jobs)
-    import pyarrow as pa
-    from edgevlm.traces.io import read_trace, write_trace
     table = pa.concat_tables([read_trace(j[1])[0] for j in jobs])
     order = sorted(range(table.num_rows), key=lambda r: table.column("sample_id")[r].as_py())
     table = table.take(order)

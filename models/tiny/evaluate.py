@@ -32,6 +32,7 @@ from edgevlm.models.manifest import read_manifest
 from edgevlm.traces.io import read_trace
 
 from edgevlm.traces.uncertainty import METRIC_COLUMNS, higher_is_uncertain
+from edgevlm.traces.quality import at_quality
 
 K_TOKENS = 5
 N_BINS = 20
@@ -210,7 +211,6 @@ def report(res: dict) -> str:
 def metrics_v2(table, prov: dict, meta: dict | None = None) -> dict:
     """A v2 trace at every quality: per question type (and pooled) accuracies, bytes, boxes and the
     uncertainty separation over the first 5 tokens and the start token alone."""
-    from edgevlm.traces.quality import at_quality
     res = {}
     for i, q in enumerate(prov["jpeg_qualities"]):
         df = at_quality(table, prov, q).to_pandas()

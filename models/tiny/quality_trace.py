@@ -31,9 +31,11 @@ from PIL import Image
 
 from edgevlm.models.backend import BackendSettings, read_settings_file
 from edgevlm.models.boxsearch import DEFAULT_RATIOS, box_around, search_box
+from edgevlm.models.hf_base import _cache_kwarg
 from edgevlm.models.jpeg import jpeg_encode, to_rgb
 from edgevlm.models.scoring import score_answer
 from edgevlm.models.uncertainty import token_uncertainty
+import json
 
 RESAMPLE = Image.Resampling.BICUBIC
 #: The trace's qualities: the seed's reference q100 and the range down to q5.
@@ -64,7 +66,7 @@ class TinyLlavaRunner:
     """Batched greedy decoding and relative attention for a LLaVA checkpoint of fixed-size square inputs."""
 
     def __init__(self, model_dir: str | Path, threads: int | None = None):
-        from transformers import AutoTokenizer, LlavaForConditionalGeneration
+        from transformers import AutoTokenizer, LlavaForConditionalGeneration  # defers transformers
         if threads:
             torch.set_num_threads(threads)
         self.model = LlavaForConditionalGeneration.from_pretrained(str(model_dir), dtype=torch.float32,
@@ -143,7 +145,7 @@ class TinyLlavaRunner:
                 break
             mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)
             out = lm(inputs_embeds=self.model.get_input_embeddings()(toks[:, None]), attention_mask=mask,
-                     past_key_values=out.past_key_values, use_cache=True)
+                     use_cache=True, **_cache_kwarg(out))
         res = []
         for seq, rr in zip(seqs, rows):
             keep = max(len(seq) - 1 if seq and seq[-1] in self.eos else len(seq), 1)
@@ -177,7 +179,6 @@ class TinyLlavaRunner:
 
 
 def read_json(path: Path) -> dict:
-    import json
     return json.loads(path.read_text()) if path.is_file() else {}
 
 

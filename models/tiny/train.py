@@ -29,6 +29,8 @@ import os
 import sys
 import time
 from pathlib import Path
+import io
+from PIL import Image
 
 os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "33554432")
 
@@ -147,8 +149,6 @@ class Batcher:
         """With probability jpeg_aug, the row's images after a JPEG round trip at one random quality."""
         if not self.jpeg_aug or self.rng.random() >= self.jpeg_aug:
             return imgs
-        import io
-        from PIL import Image
         q = int(self.rng.choice(AUG_QUALITIES))
         out = []
         for a in imgs:

@@ -17,12 +17,12 @@ import sys
 
 
 def run(v1_dir: str, n_scenes: int = 200, n_questions: int = 240) -> dict:
-    import torch
-    from transformers import LlavaForConditionalGeneration
+    import torch  # defers torch
+    from transformers import LlavaForConditionalGeneration  # defers transformers
 
-    from edgevlm.models.tiny import data as D
-    from edgevlm.models.tiny import model as M
-    from edgevlm.models.tiny import train as T
+    from edgevlm.models.tiny import data as D  # defers torch, PIL (the [models] extra)
+    from edgevlm.models.tiny import model as M  # defers torch, PIL (the [models] extra)
+    from edgevlm.models.tiny import train as T  # defers torch, PIL (the [models] extra)
     torch.set_num_threads(1)
     v1 = LlavaForConditionalGeneration.from_pretrained(v1_dir).eval()
     v1.set_attn_implementation("eager")
@@ -44,8 +44,8 @@ def main(argv=None) -> int:
     ap.add_argument("--save", help="write the warm-started v2 checkpoint here instead of checking")
     a = ap.parse_args(argv)
     if a.save:
-        from edgevlm.models.tiny import data as D
-        from edgevlm.models.tiny import model as M
+        from edgevlm.models.tiny import data as D  # defers torch, PIL (the [models] extra)
+        from edgevlm.models.tiny import model as M  # defers torch, PIL (the [models] extra)
         model, proc = M.warm_start(a.v1, D.V2.px, D.V2.px // D.V2.grid)
         g = D.V2
         M.save_checkpoint(model, proc, a.save, M.edgevlm_settings(g.box_pad_px, g.box_grow, g.box_grow_min_cells,
