@@ -9,7 +9,8 @@ time-average number of waiting jobs.
 start: constant by default, or lognormal per-pass jitter plus a shared drift.
 
 Schedulers (registry `server.scheduler`): `fifo` (sim/server/fifo.py), `static` and `continuous`
-(sim/server/batching.py). Routing over `replicas`: `least_loaded` (fewest jobs waiting or running; for
+(sim/server/batching.py; KV-cache memory, `kv_allocation` and its counters in sim/server/kvcache.py,
+vLLM-like preemption in sim/server/ondemand.py). Routing over `replicas`: `least_loaded` (fewest jobs waiting or running; for
 `fifo`, the replica that frees first, i.e. one shared FCFS queue) or `round_robin`.
 """
 
@@ -27,6 +28,7 @@ from edgevlm.sim.profiles import HARDWARE, MODELS, HardwareProfile, ModelProfile
 from edgevlm.sim.registry import Registry
 from edgevlm.sim.server.batching import BatchServer, ContinuousReplica, ContinuousScheduler, StaticReplica, StaticScheduler
 from edgevlm.sim.server.fifo import FifoScheduler, FifoServer
+from edgevlm.sim.server.ondemand import OnDemandReplica
 from edgevlm.sim.speed import build_speed
 
 schedulers: Registry = Registry("server.scheduler")
@@ -45,8 +47,9 @@ def _static(cfg: StaticScheduler, env: simpy.Environment, server_cfg, latency, s
 
 @schedulers.register(ContinuousScheduler)
 def _continuous(cfg: ContinuousScheduler, env: simpy.Environment, server_cfg, latency, speed=None):
+    replica = OnDemandReplica if cfg.kv_allocation == "on_demand" else ContinuousReplica
     return BatchServer(env, server_cfg.replicas, latency, server_cfg.max_queue, server_cfg.routing, cfg,
-                       ContinuousReplica, speed)
+                       replica, speed)
 
 
 def build_latency(cfg, rng: np.random.Generator, model: ModelProfile, hardware: HardwareProfile, where: str):

@@ -9,10 +9,11 @@ SimPy event for its completion, plus one per batch or iteration that it shares w
   model times it. The prefill emits a sequence's first token; it leaves after its last one.
 - Admission is FCFS while fewer than `max_batch` sequences run, within an optional prefill token
   budget per iteration (`max_batched_tokens`), and while the KV cache holds the prompt plus every
-  answer token of all running sequences. vLLM allocates KV blocks as tokens appear and preempts
-  (recomputes) when they run out; reserving the final length up front never preempts, at the price
-  of admitting somewhat fewer sequences when memory binds. A job larger than the whole cache still
-  runs when it is alone.
+  answer token of all running sequences (`kv_allocation: reserve`). vLLM allocates KV blocks as tokens
+  appear and preempts (recomputes) when they run out (`kv_allocation: on_demand`, sim/server/ondemand.py);
+  reserving the final length up front never preempts, at the price of admitting somewhat fewer
+  sequences when memory binds. A job larger than the whole cache still runs when it is alone.
+  summary.json's gpu.kv has the counters and a KV-use series (sim/server/kvcache.py).
 - Answer lengths come from the trace, so no sampling, stop strings or beam search.
 - Replicas do not share a queue: routing picks one on submission, per GPU pass (a follow-up pass of
   the same request may go to another replica).
@@ -31,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from edgevlm.sim.interfaces import Server
 from edgevlm.sim.latency import Job
+from edgevlm.sim.server.kvcache import KvUse, kv_summary
 
 
 class _Strict(BaseModel):
@@ -50,6 +52,12 @@ class ContinuousScheduler(_Strict):
         None, description="most prompt tokens prefilled in one iteration (vLLM max_num_batched_tokens); "
                           "one prompt is always admitted")
     kv_cache_limit: bool = Field(True, description="admit only what fits in the KV cache beside the weights")
+    kv_allocation: Literal["reserve", "on_demand"] = Field(
+        "reserve", description="reserve: admit on the final length, never preempt; on_demand: allocate as tokens "
+                               "appear and preempt by recomputation (vLLM); see sim/server/kvcache.py")
+    kv_capacity_tokens: PositiveInt | None = Field(
+        None, description="KV tokens per replica; default: from the hardware and model profiles (roofline), "
+                          "unbounded for latency kinds without a memory model")
 
 
 class BatchServer(Server):
@@ -112,7 +120,8 @@ class BatchServer(Server):
             # Little's law: the integral of the waiting count is the sum of the waits (all jobs ended by h)
             "mean_queue_length": self.wait_s / h if h > 0 else 0.0,
             "batches" if isinstance(self.cfg, StaticScheduler) else "iterations": self.batches,
-        }
+        } | ({"kv": kv_summary([r.kv for r in self.reps], self.cfg.kv_allocation, h)}
+             if isinstance(self.cfg, ContinuousScheduler) else {})
 
 
 class StaticReplica:
@@ -172,6 +181,9 @@ class ContinuousReplica:
         self.waiting: deque = deque()
         self.n_running = 0  # sequences that have been prefilled and not yet finished
         self._wake = None
+        cfg = server.cfg
+        self.kv = KvUse(cfg.kv_capacity_tokens or server.latency.kv_capacity_tokens if cfg.kv_cache_limit
+                        else float("inf"))
         server.env.process(self.loop())
 
     def kick(self) -> None:
@@ -185,7 +197,8 @@ class ContinuousReplica:
         iteration_s = srv.latency.iteration_s
         max_batch = cfg.max_batch
         token_budget = cfg.max_batched_tokens or float("inf")
-        kv_cap = srv.latency.kv_capacity_tokens if cfg.kv_cache_limit else float("inf")
+        kv = self.kv
+        kv_cap = kv.capacity
         ctx = 0.0  # context tokens held by running sequences
         reserved = 0.0  # KV tokens reserved for running sequences' final lengths
         finish: dict[int, list] = {}  # iteration -> sequences whose last token it emits
@@ -218,12 +231,14 @@ class ContinuousReplica:
                 srv.wait_s += sum(start - t for _, _, t in new)
             yield env.timeout(dur)
             ctx += n_dec
+            kv.admitted += len(new)
             for job, done, _ in new:
                 n = job.visual_tokens + job.prompt_tokens
                 steps = job.out_tokens - 1 if job.out_tokens > 1 else 0
                 ctx += n
                 self.n_running += 1
                 finish.setdefault(it + steps, []).append((done, start, n + steps))
+            kv.note(env.now, ctx, self.n_running)
             ended = finish.pop(it, None)
             if ended:
                 end = env.now
