@@ -29,6 +29,7 @@ from edgevlm.sim.registry import Registry
 from edgevlm.sim.server.batching import BatchServer, ContinuousReplica, ContinuousScheduler, StaticReplica, StaticScheduler
 from edgevlm.sim.server.fifo import FifoScheduler, FifoServer
 from edgevlm.sim.server.ondemand import OnDemandReplica
+from edgevlm.sim.server.prefix import PrefixCache, PrefixCacheConfig
 from edgevlm.sim.speed import build_speed
 
 schedulers: Registry = Registry("server.scheduler")
@@ -72,7 +73,11 @@ def build_server(env: simpy.Environment, cfg, rng: np.random.Generator, speed_rn
             raise ConfigError("server.scheduler.max_batch",
                               f"{cfg.scheduler.max_batch} is above the largest batch the latency profile "
                               f"measured ({latency.max_batch}); allowed: 1..{latency.max_batch}")
-    return schedulers.build(cfg.scheduler, env, cfg, latency, speed)
+    server = schedulers.build(cfg.scheduler, env, cfg, latency, speed)
+    prefix_cfg = getattr(cfg, "prefix_cache", None)
+    if prefix_cfg is not None and prefix_cfg.enabled:
+        server.prefix = PrefixCache(prefix_cfg, cfg.replicas)
+    return server
 
 
 class ServerBase(BaseModel):
@@ -105,5 +110,5 @@ class ServerBase(BaseModel):
         return dump(v, HARDWARE)
 
 
-__all__ = ["BatchServer", "ContinuousScheduler", "FifoScheduler", "FifoServer", "ServerBase", "StaticScheduler",
+__all__ = ["BatchServer", "PrefixCacheConfig", "ContinuousScheduler", "FifoScheduler", "FifoServer", "ServerBase", "StaticScheduler",
            "build_latency", "build_server", "schedulers"]

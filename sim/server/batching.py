@@ -73,6 +73,7 @@ class BatchServer(Server):
         self.round_robin = routing == "round_robin"
         self.reps = [replica_cls(self) for _ in range(replicas)]
         self._next = 0
+        self.prefix = None  # PrefixCache (sim/server/prefix.py) when server.prefix_cache is enabled
         self.waiting = 0
         self.busy_s = 0.0
         self.wait_s = 0.0
@@ -102,6 +103,8 @@ class BatchServer(Server):
             return None
         done = self.env.event()
         rep = self._route()
+        if self.prefix is not None:
+            job = self.prefix.route(self.reps.index(rep), job)
         rep.waiting.append((job, done, self.env.now))
         self.waiting += 1
         self.jobs += 1
@@ -121,7 +124,8 @@ class BatchServer(Server):
             "mean_queue_length": self.wait_s / h if h > 0 else 0.0,
             "batches" if isinstance(self.cfg, StaticScheduler) else "iterations": self.batches,
         } | ({"kv": kv_summary([r.kv for r in self.reps], self.cfg.kv_allocation, h)}
-             if isinstance(self.cfg, ContinuousScheduler) else {})
+             if isinstance(self.cfg, ContinuousScheduler) else {}) \
+          | ({"prefix_cache": self.prefix.stats()} if self.prefix is not None else {})
 
 
 class StaticReplica:

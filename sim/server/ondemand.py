@@ -49,7 +49,8 @@ class OnDemandReplica(ContinuousReplica):
                 new.append(waiting.popleft())
                 tokens += n
             start = env.now
-            jobs = [e[0] if len(e) == 3 else replace(e[0], prompt_tokens=e[0].prompt_tokens + e[3][1], pre_flops=0.0)
+            jobs = [e[0] if len(e) == 3 else replace(e[0], prompt_tokens=e[0].prompt_tokens + e[3][1], pre_flops=0.0,
+                                                           cached_tokens=0)
                     for e in new]
             dur = iteration_s(jobs, n_dec, ctx)
             if srv.speed is not None:
