@@ -26,6 +26,7 @@ from edgevlm.sim.policies import policies
 from edgevlm.sim.rng import Batched, Streams
 from edgevlm.sim.scenario import Scenario
 from edgevlm.sim.server import build_server
+from edgevlm.sim.server.encoder import build_encoder_pool, encode_job
 from edgevlm.sim.workload import Workload
 
 #: Tokens of the generic prompt ("Write a general description of the image.") in the attention pass.
@@ -89,6 +90,8 @@ class Simulation:
         n_v = self.model.visual_tokens
         self.stage_flops = {1: self.model.flops(n_v), 0: self.model.flops(n_v), 2: self.model.flops(2 * n_v)}
         self._prefix = getattr(self.server, "prefix", None)
+        enc = sc.server.encoder
+        self.encoder = None if enc is None else build_encoder_pool(env, enc, self.model)
         self.stage2_reuse_flops = self.model.flops(2 * n_v) - self.model.flops(n_v)
         rng = self.streams["samples"]
         self._draw_sample = Batched(lambda n: rng.integers(0, workload.n, n))
@@ -217,6 +220,9 @@ class Simulation:
     def _gpu(self, req: Request, job: Job, stage: int, flops: float, admit: bool, sets_stages: int):
         """Process: one GPU pass, counted in `gpu_in_system` while submitted; books its FLOPs and,
         if `sets_stages`, records it as the request's last stage."""
+        if self.encoder is not None and job.stage and job.images:
+            yield from self.encoder.submit(encode_job(job))
+            job = replace(job, images=0)
         self.gpu_in_system += 1
         book = self._book
         if book is not None:  # the span is known on arrival: one timeout, no nested process

@@ -27,6 +27,7 @@ from edgevlm.sim.latency import RooflineLatency, latency_models
 from edgevlm.sim.network import LinkConfig
 from edgevlm.sim.policies import policies
 from edgevlm.sim.server import FifoScheduler, PrefixCacheConfig, ServerBase, schedulers
+from edgevlm.sim.server.encoder import EncoderPoolConfig
 from edgevlm.sim.speed import ConstantSpeed, speed_models
 
 SCENARIO_VERSION = 1
@@ -98,12 +99,18 @@ class ServerConfig(ServerBase):
     prefix_cache: PrefixCacheConfig = Field(PrefixCacheConfig(), description="reuse stage 1's KV in stage 2 "
                                             "(sim/server/prefix.py)")
 
+    encoder: EncoderPoolConfig | None = Field(None, description="a separate vision-encoder pool "
+                                              "(sim/server/encoder.py); None: the LLM workers encode")
+
     @model_serializer(mode="wrap")
-    def _omit_default_prefix_cache(self, handler):
-        """A scenario without prefix reuse dumps as before it existed (run directories keep their bytes)."""
+    def _omit_new_defaults(self, handler):
+        """A scenario without prefix reuse or an encoder pool dumps as before they existed (run
+        directories keep their bytes)."""
         data = handler(self)
         if self.prefix_cache == PrefixCacheConfig():
             data.pop("prefix_cache", None)
+        if self.encoder is None:
+            data.pop("encoder", None)
         return data
 
 
