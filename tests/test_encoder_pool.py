@@ -9,6 +9,7 @@ from edgevlm.sim import run
 from edgevlm.sim.latency import Job, Roofline
 from edgevlm.sim.profiles import HARDWARE, MODELS
 from edgevlm.sim.scenario import Scenario
+from edgevlm.sim.workload import Workload
 
 
 def test_llm_passes_lose_the_vision_encoder_and_wait_for_the_pool(scenario_dict):
@@ -20,8 +21,6 @@ def test_llm_passes_lose_the_vision_encoder_and_wait_for_the_pool(scenario_dict)
     assert per_image_s == pytest.approx(0.00838, rel=0.01)
     roof = Roofline(llava, HARDWARE["a100-80gb"])
     # fifo: a stage-1 pass lasts exactly its token-only roofline time (no vision encoder on the LLM)
-    from edgevlm.sim.workload import Workload
-
     w = Workload.load(sc["trace"]).for_policy(Scenario.model_validate(sc).policy)
     p = w.table.column("prompt_tokens").to_numpy()
     t1 = w.s1_tokens

@@ -6,12 +6,15 @@ batcher is c parallel servers fed by one FCFS queue: M/M/c when answer lengths a
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from edgevlm.sim import run
+from edgevlm.sim.check import check_run_dir
+from edgevlm.sim.engine import Simulation
 from edgevlm.sim.latency import Job, Parametric, Roofline
 from edgevlm.sim.profiles import HARDWARE, MODELS
 from edgevlm.sim.server.kvcache import SERIES_POINTS
@@ -76,23 +79,26 @@ def test_without_the_limit_the_same_backlog_overflows_an_l4(monkeypatch):
     assert srv.stats(srv.end_s)["kv"]["capacity_tokens"] is None
 
 
+def _l4_on_demand(scenario_dict, rate_per_client: float, requests: int) -> dict:
+    """60 clients on a fast network in front of one L4 with on-demand KV allocation."""
+    return scenario_dict(server={"hardware": "l4", "scheduler": {"kind": "continuous", "max_batch": 64,
+                                                                 "kv_allocation": "on_demand"}},
+                         clients={"count": 60, "arrival": {"kind": "poisson", "rate_per_s": rate_per_client},
+                                  "link_classes": [{"share": 1, "uplink_mbps": 1000}]},
+                         network={"uplink": {"capacity_mbps": 10_000}, "downlink": {"capacity_mbps": 10_000}},
+                         stop={"requests": requests})
+
+
 def test_on_demand_preemption_conserves_requests(scenario_dict, monkeypatch):
     """Two-stage gate on an L4 under overload, answers 60x the synthetic trace's (so decode growth
     overflows): preemptions happen, and every request still ends in exactly one terminal record."""
-    from edgevlm.sim.engine import Simulation
-
     orig = Simulation._build_jobs
 
     def long_answers(self):
         return {k: [replace(j, out_tokens=60 * j.out_tokens) for j in js] for k, js in orig(self).items()}
 
     monkeypatch.setattr(Simulation, "_build_jobs", long_answers)
-    sc = scenario_dict(server={"hardware": "l4", "scheduler": {"kind": "continuous", "max_batch": 64,
-                                                               "kv_allocation": "on_demand"}},
-                       clients={"count": 60, "arrival": {"kind": "poisson", "rate_per_s": 0.5},
-                                "link_classes": [{"share": 1, "uplink_mbps": 1000}]},
-                       network={"uplink": {"capacity_mbps": 10_000}, "downlink": {"capacity_mbps": 10_000}},
-                       stop={"requests": 1000})
+    sc = _l4_on_demand(scenario_dict, rate_per_client=0.5, requests=1000)
     res = run(sc)
     kv = res.summary["gpu"]["kv"]
     assert kv["preempted"] > 0 and kv["peak_shared_tokens"] <= kv["capacity_tokens"], kv
@@ -145,16 +151,7 @@ def test_continuous_with_kv_room_for_c_is_mmc(monkeypatch, c, alloc, jobs, seed)
 
 
 def test_edgevlm_check_verifies_the_kv_cache(scenario_dict, tmp_path):
-    import json
-
-    from edgevlm.sim.check import check_run_dir
-
-    sc = scenario_dict(server={"hardware": "l4", "scheduler": {"kind": "continuous", "max_batch": 64,
-                                                               "kv_allocation": "on_demand"}},
-                       clients={"count": 60, "arrival": {"kind": "poisson", "rate_per_s": 1.0},
-                                "link_classes": [{"share": 1, "uplink_mbps": 1000}]},
-                       network={"uplink": {"capacity_mbps": 10_000}, "downlink": {"capacity_mbps": 10_000}},
-                       stop={"requests": 400})
+    sc = _l4_on_demand(scenario_dict, rate_per_client=1.0, requests=400)
     run(sc, tmp_path / "run")
     rep = check_run_dir(tmp_path / "run")
     assert rep.ok, rep.format()
