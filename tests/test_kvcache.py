@@ -166,3 +166,28 @@ def test_edgevlm_check_verifies_the_kv_cache(scenario_dict, tmp_path):
         p.write_text(json.dumps(bad))
         rep = check_run_dir(tmp_path / "run")
         assert any(msg in v.message for v in rep.violations if v.invariant == "gpu"), rep.format()
+
+
+def test_static_batches_fit_their_padded_kv_when_limited(monkeypatch):
+    """Static batching pads every job to the longest prompt and answer: with the limit on, an L4 takes
+    only as many stage-2 jobs as k x (longest prompt + longest answer - 1) <= 14,266 tokens allows."""
+    sizes = []
+    orig = Roofline.batch_s
+
+    def wrapped(self, jobs):
+        n = max(j.prefill_tokens for j in jobs) + max(j.out_tokens for j in jobs) - 1
+        sizes.append((len(jobs), len(jobs) * n))
+        return orig(self, jobs)
+
+    monkeypatch.setattr(Roofline, "batch_s", wrapped)
+    rng = np.random.default_rng(4)
+    jobs = [Job(2, 2, 1152, 20, int(t)) for t in rng.integers(2, 300, 64)]
+    sched = {"kind": "static", "max_batch": 32, "max_wait_s": 0.0}
+    _, soj, srv = drive({"hardware": "l4", "scheduler": sched | {"kv_cache_limit": True}}, 300, None, jobs)
+    held = np.array([h for k, h in sizes if k > 1])
+    assert held.size > 10 and held.max() <= 14_266 and max(k for k, _ in sizes) < 32
+    kv = srv.stats(srv.end_s)["kv"]
+    assert kv["peak_shared_tokens"] == held.max() and kv["admitted"] == 300 and (soj > 0).all()
+    sizes.clear()
+    drive({"hardware": "l4", "scheduler": sched}, 300, None, jobs)  # off (default): batches of 32 as before
+    assert max(h for _, h in sizes) > 3 * 14_266 and {k for k, _ in sizes} == {32, 300 % 32}

@@ -43,6 +43,8 @@ class StaticScheduler(_Strict):
     kind: Literal["static"]
     max_batch: PositiveInt = 8
     max_wait_s: float = Field(0.05, ge=0, description="longest the first job of a batch waits for more")
+    kv_cache_limit: bool = Field(False, description="take into a batch only the jobs whose padded KV (batch x "
+                                 "(longest prompt + longest answer - 1)) fits the KV cache; default off, as before")
 
 
 class ContinuousScheduler(_Strict):
@@ -123,8 +125,8 @@ class BatchServer(Server):
             # Little's law: the integral of the waiting count is the sum of the waits (all jobs ended by h)
             "mean_queue_length": self.wait_s / h if h > 0 else 0.0,
             "batches" if isinstance(self.cfg, StaticScheduler) else "iterations": self.batches,
-        } | ({"kv": kv_summary([r.kv for r in self.reps], self.cfg.kv_allocation, h)}
-             if isinstance(self.cfg, ContinuousScheduler) else {}) \
+        } | {"kv": kv_summary([r.kv for r in self.reps], self.cfg.kv_allocation if isinstance(
+                self.cfg, ContinuousScheduler) else "padded_batch", h)} \
           | ({"prefix_cache": self.prefix.stats()} if self.prefix is not None else {})
 
 
@@ -135,6 +137,8 @@ class StaticReplica:
         self.n_running = 0
         self._wake = None
         self._full = None
+        cfg = server.cfg
+        self.kv = KvUse(server.latency.kv_capacity_tokens if cfg.kv_cache_limit else float("inf"))
         server.env.process(self.loop())
 
     def kick(self) -> None:
@@ -161,6 +165,16 @@ class StaticReplica:
                     yield self._full | env.timeout(wait)
                     self._full = None
             k = min(len(waiting), max_batch)
+            kv = self.kv
+            longest_n = longest_out = 0
+            for i in range(k):  # padded KV of the first i + 1 jobs: HF generate pads prompts and answers
+                job = waiting[i][0]
+                n = max(longest_n, job.visual_tokens + job.prompt_tokens)
+                out = max(longest_out, job.out_tokens - 1 if job.out_tokens > 1 else 0)
+                if i and (i + 1) * (n + out) > kv.capacity:
+                    k = i
+                    break
+                longest_n, longest_out = n, out
             batch = [waiting.popleft() for _ in range(k)]
             start = env.now
             srv.waiting -= k
@@ -173,6 +187,8 @@ class StaticReplica:
             srv.batches += 1
             srv.batched_seqs += k
             yield env.timeout(dur)
+            kv.admitted += k
+            kv.note(env.now, k * (longest_n + longest_out), k)
             self.n_running = 0
             span = (start, env.now)
             for _, done, _ in batch:
