@@ -25,10 +25,10 @@ every job of the batch ends when the batch does.
 from __future__ import annotations
 
 from collections import deque
-from typing import Literal
+from typing import ClassVar, Literal
 
 import simpy
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_serializer
 
 from edgevlm.sim.interfaces import Server
 from edgevlm.sim.latency import Job
@@ -37,12 +37,24 @@ from edgevlm.sim.server.kvcache import KvUse, kv_summary
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    #: Fields added after runs were recorded; left out of the dump at their defaults, so a stored
+    #: scenario (and the event log's metadata) keeps its bytes.
+    _later_fields: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _omit_later_defaults(self, handler):
+        data = handler(self)
+        for name in self._later_fields:
+            if getattr(self, name) == type(self).model_fields[name].default:
+                data.pop(name, None)
+        return data
 
 
 class StaticScheduler(_Strict):
     kind: Literal["static"]
     max_batch: PositiveInt = 8
     max_wait_s: float = Field(0.05, ge=0, description="longest the first job of a batch waits for more")
+    _later_fields = ("kv_cache_limit",)
     kv_cache_limit: bool = Field(False, description="take into a batch only the jobs whose padded KV (batch x "
                                  "(longest prompt + longest answer - 1)) fits the KV cache; default off, as before")
 
@@ -54,6 +66,7 @@ class ContinuousScheduler(_Strict):
         None, description="most prompt tokens prefilled in one iteration (vLLM max_num_batched_tokens); "
                           "one prompt is always admitted")
     kv_cache_limit: bool = Field(True, description="admit only what fits in the KV cache beside the weights")
+    _later_fields = ("kv_allocation", "kv_capacity_tokens")
     kv_allocation: Literal["reserve", "on_demand"] = Field(
         "reserve", description="reserve: admit on the final length, never preempt; on_demand: allocate as tokens "
                                "appear and preempt by recomputation (vLLM); see sim/server/kvcache.py")
