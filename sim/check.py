@@ -14,6 +14,8 @@ audit.parquet (written by `edgevlm run --audit`, see sim/audit.py), and checks:
                  with the audit);
 - gpu:           utilisation <= 1 and never more passes at once than replicas x max batch;
                  with the audit and a batch-1 scheduler the busy time equals the summary's;
+                 continuous batching: the KV cache held by two or more sequences never exceeds its
+                 capacity (summary.json gpu.kv, kept by the scheduler on every iteration);
 - summary:       summary.json equals what sim.summary.summarize recomputes from the events.
 
 A run stopped by Ctrl-C (`"complete": false`) is checked too: requests still in flight have no
@@ -517,6 +519,7 @@ def _check_gpu(ev: dict, summary: dict, sc, audit, complete: bool, report: Repor
     util = gpu.get("utilisation")
     if not isinstance(util, (int, float)) or not (0.0 <= util <= 1.0 + REL_TOL):
         bad("gpu", f"summary.json gpu utilisation is {util!r}; it must lie in [0, 1]")
+    _check_kv(gpu.get("kv"), gpu, complete, bad)
     replicas = sc.server.replicas
     max_batch = getattr(sc.server.scheduler, "max_batch", None) or 1
     if audit is not None:
@@ -550,6 +553,25 @@ def _check_gpu(ev: dict, summary: dict, sc, audit, complete: bool, report: Repor
             bad("gpu", f"GPU passes in the audit are busy {recomputed:.9g} of the time, summary.json says {util!r}")
         if complete and gpu.get("jobs") is not None and gpu.get("jobs") != start.size:
             bad("gpu", f"the audit has {start.size} GPU passes, summary.json gpu.jobs {gpu.get('jobs')}")
+
+
+def _check_kv(kv, gpu: dict, complete: bool, bad) -> None:
+    """KV cache (continuous batching): the peak held by two or more sequences, and the fullest replica's
+    per-bin maxima, stay within the capacity; admissions = jobs + preemptions (recomputations).
+    summary.json carries these; the audit has no token counts to recompute them from."""
+    if not isinstance(kv, dict) or kv.get("capacity_tokens") is None:
+        return
+    cap = kv["capacity_tokens"]
+    if kv.get("peak_shared_tokens", 0) > cap:
+        bad("gpu", f"KV cache: {kv['peak_shared_tokens']} tokens held by two or more sequences at once, "
+                   f"capacity {cap}")
+    series = (kv.get("use_series") or {}).get("max_tokens") or []
+    if series and max(series) > max(cap, kv.get("peak_tokens", 0)):
+        bad("gpu", f"KV cache: the use series peaks at {max(series)} tokens, above capacity {cap} and peak "
+                   f"{kv.get('peak_tokens')}")
+    if complete and gpu.get("jobs") is not None and kv.get("admitted") != gpu["jobs"] + kv.get("preempted", 0):
+        bad("gpu", f"KV cache: {kv.get('admitted')} admissions, but {gpu['jobs']} jobs + {kv.get('preempted')} "
+                   "preemptions")
 
 
 def _peak_concurrency(start: np.ndarray, end: np.ndarray) -> tuple[int, float]:

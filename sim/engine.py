@@ -9,6 +9,7 @@ then the engine gives each request's protocol its building blocks: edge profile,
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -25,6 +26,7 @@ from edgevlm.sim.policies import policies
 from edgevlm.sim.rng import Batched, Streams
 from edgevlm.sim.scenario import Scenario
 from edgevlm.sim.server import build_server
+from edgevlm.sim.server.encoder import build_encoder_pool, encode_job
 from edgevlm.sim.workload import Workload
 
 #: Tokens of the generic prompt ("Write a general description of the image.") in the attention pass.
@@ -87,6 +89,10 @@ class Simulation:
         self._jobs = self._build_jobs()
         n_v = self.model.visual_tokens
         self.stage_flops = {1: self.model.flops(n_v), 0: self.model.flops(n_v), 2: self.model.flops(2 * n_v)}
+        self._prefix = getattr(self.server, "prefix", None)
+        enc = sc.server.encoder
+        self.encoder = None if enc is None else build_encoder_pool(env, enc, self.model)
+        self.stage2_reuse_flops = self.model.flops(2 * n_v) - self.model.flops(n_v)
         rng = self.streams["samples"]
         self._draw_sample = Batched(lambda n: rng.integers(0, workload.n, n))
         self.max_requests = sc.stop.requests
@@ -188,7 +194,20 @@ class Simulation:
         Returns (start_s, end_s), or None if admission control (`admit`) dropped the request.
         Follow-up passes of an admitted request are never dropped.
         """
-        return self._gpu(req, self._jobs[stage][req.sample], stage, self.stage_flops[stage], admit, stage)
+        job = self._jobs[stage][req.sample]
+        prefix = self._prefix
+        if prefix is None or stage == 0:
+            return self._gpu(req, job, stage, self.stage_flops[stage], admit, stage)
+        return self._gpu_prefix(req, replace(job, prefix_key=req.request_id), stage, admit, prefix)
+
+    def _gpu_prefix(self, req: Request, job: Job, stage: int, admit: bool, prefix):
+        """Process: `_gpu` with prefix reuse; a stage 2 that reused stage 1's KV books the incremental
+        FLOPs(2·n_v) - FLOPs(n_v) (sim/server/prefix.py)."""
+        flops = self.stage_flops[stage]
+        span = yield from self._gpu(req, job, stage, 0.0, admit, stage)
+        if span is not None:
+            req.flops += self.stage2_reuse_flops if stage == 2 and prefix.was_hit(req.request_id) else flops
+        return span
 
     def infer_job(self, req: Request, job: Job, flops: float, admit: bool = False):
         """Process: run an arbitrary GPU `job` (HD tokens, a progressive level) for the request.
@@ -201,6 +220,9 @@ class Simulation:
     def _gpu(self, req: Request, job: Job, stage: int, flops: float, admit: bool, sets_stages: int):
         """Process: one GPU pass, counted in `gpu_in_system` while submitted; books its FLOPs and,
         if `sets_stages`, records it as the request's last stage."""
+        if self.encoder is not None and job.stage and job.images:
+            yield from self.encoder.submit(encode_job(job))
+            job = replace(job, images=0)
         self.gpu_in_system += 1
         book = self._book
         if book is not None:  # the span is known on arrival: one timeout, no nested process

@@ -13,7 +13,8 @@ A prefill emits a job's first output token; each later token is one decode step.
 Kinds:
 - `roofline` (default): from the model and hardware profiles (sim/profiles.py). Prefill compute is
   FLOPs(n) = (24·n·d² + 4·n²·d)·L, the token at context c costs FLOPs(c+1) − FLOPs(c) =
-  24·d²·L + 4·(2c+1)·d·L, and a pass takes max(FLOPs / (peak·mfu), (weight bytes + KV bytes read) /
+  24·d²·L + 4·(2c+1)·d·L, m new tokens after c cached ones (prefix reuse) FLOPs(c+m) − FLOPs(c) =
+  m·(24·d²·L + 4·(2c+m)·d·L), and a pass takes max(FLOPs / (peak·mfu), (weight bytes + KV bytes read) /
   (bandwidth·bw_efficiency)); the vision encoder adds its FLOPs / (peak·mfu) per image.
 - `profile`: measured times from a CSV, interpolated (see `ProfileLatency`).
 - `parametric`: vision per image, prefill at a token rate, a fixed time per decode step whatever the
@@ -62,13 +63,19 @@ class Job:
     prompt_tokens: int
     out_tokens: int
     pre_flops: float = 0.0
+    #: Leading prompt tokens whose KV is already cached (prefix reuse, sim/server/prefix.py): the
+    #: prefill computes only the others, attending to all.
+    cached_tokens: int = 0
+    #: The request whose stage-1 prefix this pass stores or reuses; None: no prefix caching.
+    prefix_key: int | None = None
 
     @property
     def prefill_tokens(self) -> int:
         return self.visual_tokens + self.prompt_tokens
 
     def key(self) -> tuple:
-        return (self.stage, self.images, self.visual_tokens, self.prompt_tokens, self.out_tokens, self.pre_flops)
+        return (self.stage, self.images, self.visual_tokens, self.prompt_tokens, self.out_tokens, self.pre_flops,
+                self.cached_tokens)
 
 
 class _Strict(BaseModel):
@@ -183,7 +190,9 @@ class Roofline(LatencyModel):
         pre = 0.0
         for j in new_jobs:
             n = j.visual_tokens + j.prompt_tokens
-            flops += n * (a + b * n)
+            c = j.cached_tokens
+            # m = n - c new tokens against c cached: FLOPs(n) - FLOPs(c) = m·(a + b·(2c + m))
+            flops += n * (a + b * n) if not c else (n - c) * (a + b * (n + c))
             kv += n
             if j.stage:
                 images += j.images
@@ -206,7 +215,8 @@ class Parametric(LatencyModel):
     def iteration_s(self, new_jobs, n_decode: int, ctx_tokens: float) -> float:
         t = self.decode if n_decode else 0.0
         for j in new_jobs:
-            t += (j.visual_tokens + j.prompt_tokens) * self.per_token + (self.vision * j.images if j.stage else 0.0)
+            t += ((j.visual_tokens + j.prompt_tokens - j.cached_tokens) * self.per_token
+                  + (self.vision * j.images if j.stage else 0.0))
         return t
 
 
@@ -269,7 +279,7 @@ class Profile(LatencyModel):
         t = self.decode(n_decode, ctx_tokens / n_decode) if n_decode else 0.0
         if new_jobs:
             k = len(new_jobs)
-            t += self.prefill(k, sum(j.visual_tokens + j.prompt_tokens for j in new_jobs) / k)
+            t += self.prefill(k, sum(j.visual_tokens + j.prompt_tokens - j.cached_tokens for j in new_jobs) / k)
         return t
 
 

@@ -180,6 +180,8 @@ def build_summary(sc: Scenario, workload: Workload, sim: Simulation, events: pa.
     }
     if sim.edge_devices.jobs:
         components["edge"] = sim.edge_devices.stats(end_s)
+    if sim.encoder is not None:
+        components["encoder"] = sim.encoder.stats(end_s)
     if not complete:
         discount_future_work(components, sim, end_s)
     body = summarize(events, warmup_s=sc.stop.warmup_s, comm=comm_bytes(sc.policy, workload, events),

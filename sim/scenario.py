@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Optional, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_serializer, model_validator
 
 from edgevlm.sim import yamlsafe
 from edgevlm.sim.arrivals import arrival_processes
@@ -26,7 +26,8 @@ from edgevlm.sim.hardening import check_values
 from edgevlm.sim.latency import RooflineLatency, latency_models
 from edgevlm.sim.network import LinkConfig
 from edgevlm.sim.policies import policies
-from edgevlm.sim.server import FifoScheduler, ServerBase, schedulers
+from edgevlm.sim.server import FifoScheduler, PrefixCacheConfig, ServerBase, schedulers
+from edgevlm.sim.server.encoder import EncoderPoolConfig
 from edgevlm.sim.speed import ConstantSpeed, speed_models
 
 SCENARIO_VERSION = 1
@@ -95,6 +96,22 @@ class ServerConfig(ServerBase):
     scheduler: schedulers.config_union() = FifoScheduler()  # type: ignore[valid-type]
     latency: latency_models.config_union() = RooflineLatency()  # type: ignore[valid-type]
     speed: speed_models.config_union() = ConstantSpeed()  # type: ignore[valid-type]
+    prefix_cache: PrefixCacheConfig = Field(PrefixCacheConfig(), description="reuse stage 1's KV in stage 2 "
+                                            "(sim/server/prefix.py)")
+
+    encoder: EncoderPoolConfig | None = Field(None, description="a separate vision-encoder pool "
+                                              "(sim/server/encoder.py); None: the LLM workers encode")
+
+    @model_serializer(mode="wrap")
+    def _omit_new_defaults(self, handler):
+        """A scenario without prefix reuse or an encoder pool dumps as before they existed (run
+        directories keep their bytes)."""
+        data = handler(self)
+        if self.prefix_cache == PrefixCacheConfig():
+            data.pop("prefix_cache", None)
+        if self.encoder is None:
+            data.pop("encoder", None)
+        return data
 
 
 class SloConfig(Strict):

@@ -9,7 +9,8 @@ time-average number of waiting jobs.
 start: constant by default, or lognormal per-pass jitter plus a shared drift.
 
 Schedulers (registry `server.scheduler`): `fifo` (sim/server/fifo.py), `static` and `continuous`
-(sim/server/batching.py). Routing over `replicas`: `least_loaded` (fewest jobs waiting or running; for
+(sim/server/batching.py; KV-cache memory, `kv_allocation` and its counters in sim/server/kvcache.py,
+vLLM-like preemption in sim/server/ondemand.py). Routing over `replicas`: `least_loaded` (fewest jobs waiting or running; for
 `fifo`, the replica that frees first, i.e. one shared FCFS queue) or `round_robin`.
 """
 
@@ -27,6 +28,8 @@ from edgevlm.sim.profiles import HARDWARE, MODELS, HardwareProfile, ModelProfile
 from edgevlm.sim.registry import Registry
 from edgevlm.sim.server.batching import BatchServer, ContinuousReplica, ContinuousScheduler, StaticReplica, StaticScheduler
 from edgevlm.sim.server.fifo import FifoScheduler, FifoServer
+from edgevlm.sim.server.ondemand import OnDemandReplica
+from edgevlm.sim.server.prefix import PrefixCache, PrefixCacheConfig
 from edgevlm.sim.speed import build_speed
 
 schedulers: Registry = Registry("server.scheduler")
@@ -45,8 +48,9 @@ def _static(cfg: StaticScheduler, env: simpy.Environment, server_cfg, latency, s
 
 @schedulers.register(ContinuousScheduler)
 def _continuous(cfg: ContinuousScheduler, env: simpy.Environment, server_cfg, latency, speed=None):
+    replica = OnDemandReplica if cfg.kv_allocation == "on_demand" else ContinuousReplica
     return BatchServer(env, server_cfg.replicas, latency, server_cfg.max_queue, server_cfg.routing, cfg,
-                       ContinuousReplica, speed)
+                       replica, speed)
 
 
 def build_latency(cfg, rng: np.random.Generator, model: ModelProfile, hardware: HardwareProfile, where: str):
@@ -69,7 +73,11 @@ def build_server(env: simpy.Environment, cfg, rng: np.random.Generator, speed_rn
             raise ConfigError("server.scheduler.max_batch",
                               f"{cfg.scheduler.max_batch} is above the largest batch the latency profile "
                               f"measured ({latency.max_batch}); allowed: 1..{latency.max_batch}")
-    return schedulers.build(cfg.scheduler, env, cfg, latency, speed)
+    server = schedulers.build(cfg.scheduler, env, cfg, latency, speed)
+    prefix_cfg = getattr(cfg, "prefix_cache", None)
+    if prefix_cfg is not None and prefix_cfg.enabled:
+        server.prefix = PrefixCache(prefix_cfg, cfg.replicas)
+    return server
 
 
 class ServerBase(BaseModel):
@@ -102,5 +110,5 @@ class ServerBase(BaseModel):
         return dump(v, HARDWARE)
 
 
-__all__ = ["BatchServer", "ContinuousScheduler", "FifoScheduler", "FifoServer", "ServerBase", "StaticScheduler",
+__all__ = ["BatchServer", "PrefixCacheConfig", "ContinuousScheduler", "FifoScheduler", "FifoServer", "ServerBase", "StaticScheduler",
            "build_latency", "build_server", "schedulers"]

@@ -9,10 +9,11 @@ SimPy event for its completion, plus one per batch or iteration that it shares w
   model times it. The prefill emits a sequence's first token; it leaves after its last one.
 - Admission is FCFS while fewer than `max_batch` sequences run, within an optional prefill token
   budget per iteration (`max_batched_tokens`), and while the KV cache holds the prompt plus every
-  answer token of all running sequences. vLLM allocates KV blocks as tokens appear and preempts
-  (recomputes) when they run out; reserving the final length up front never preempts, at the price
-  of admitting somewhat fewer sequences when memory binds. A job larger than the whole cache still
-  runs when it is alone.
+  answer token of all running sequences (`kv_allocation: reserve`). vLLM allocates KV blocks as tokens
+  appear and preempts (recomputes) when they run out (`kv_allocation: on_demand`, sim/server/ondemand.py);
+  reserving the final length up front never preempts, at the price of admitting somewhat fewer
+  sequences when memory binds. A job larger than the whole cache still runs when it is alone.
+  summary.json's gpu.kv has the counters and a KV-use series (sim/server/kvcache.py).
 - Answer lengths come from the trace, so no sampling, stop strings or beam search.
 - Replicas do not share a queue: routing picks one on submission, per GPU pass (a follow-up pass of
   the same request may go to another replica).
@@ -24,23 +25,38 @@ every job of the batch ends when the batch does.
 from __future__ import annotations
 
 from collections import deque
-from typing import Literal
+from typing import ClassVar, Literal
 
 import simpy
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_serializer
 
 from edgevlm.sim.interfaces import Server
 from edgevlm.sim.latency import Job
+from edgevlm.sim.server.kvcache import KvUse, kv_summary
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    #: Fields added after runs were recorded; left out of the dump at their defaults, so a stored
+    #: scenario (and the event log's metadata) keeps its bytes.
+    _later_fields: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _omit_later_defaults(self, handler):
+        data = handler(self)
+        for name in self._later_fields:
+            if getattr(self, name) == type(self).model_fields[name].default:
+                data.pop(name, None)
+        return data
 
 
 class StaticScheduler(_Strict):
     kind: Literal["static"]
     max_batch: PositiveInt = 8
     max_wait_s: float = Field(0.05, ge=0, description="longest the first job of a batch waits for more")
+    _later_fields = ("kv_cache_limit",)
+    kv_cache_limit: bool = Field(False, description="take into a batch only the jobs whose padded KV (batch x "
+                                 "(longest prompt + longest answer - 1)) fits the KV cache; default off, as before")
 
 
 class ContinuousScheduler(_Strict):
@@ -50,6 +66,13 @@ class ContinuousScheduler(_Strict):
         None, description="most prompt tokens prefilled in one iteration (vLLM max_num_batched_tokens); "
                           "one prompt is always admitted")
     kv_cache_limit: bool = Field(True, description="admit only what fits in the KV cache beside the weights")
+    _later_fields = ("kv_allocation", "kv_capacity_tokens")
+    kv_allocation: Literal["reserve", "on_demand"] = Field(
+        "reserve", description="reserve: admit on the final length, never preempt; on_demand: allocate as tokens "
+                               "appear and preempt by recomputation (vLLM); see sim/server/kvcache.py")
+    kv_capacity_tokens: PositiveInt | None = Field(
+        None, description="KV tokens per replica; default: from the hardware and model profiles (roofline), "
+                          "unbounded for latency kinds without a memory model")
 
 
 class BatchServer(Server):
@@ -65,6 +88,7 @@ class BatchServer(Server):
         self.round_robin = routing == "round_robin"
         self.reps = [replica_cls(self) for _ in range(replicas)]
         self._next = 0
+        self.prefix = None  # PrefixCache (sim/server/prefix.py) when server.prefix_cache is enabled
         self.waiting = 0
         self.busy_s = 0.0
         self.wait_s = 0.0
@@ -94,6 +118,8 @@ class BatchServer(Server):
             return None
         done = self.env.event()
         rep = self._route()
+        if self.prefix is not None:
+            job = self.prefix.route(self.reps.index(rep), job)
         rep.waiting.append((job, done, self.env.now))
         self.waiting += 1
         self.jobs += 1
@@ -112,7 +138,9 @@ class BatchServer(Server):
             # Little's law: the integral of the waiting count is the sum of the waits (all jobs ended by h)
             "mean_queue_length": self.wait_s / h if h > 0 else 0.0,
             "batches" if isinstance(self.cfg, StaticScheduler) else "iterations": self.batches,
-        }
+        } | {"kv": kv_summary([r.kv for r in self.reps], self.cfg.kv_allocation if isinstance(
+                self.cfg, ContinuousScheduler) else "padded_batch", h)} \
+          | ({"prefix_cache": self.prefix.stats()} if self.prefix is not None else {})
 
 
 class StaticReplica:
@@ -122,6 +150,8 @@ class StaticReplica:
         self.n_running = 0
         self._wake = None
         self._full = None
+        cfg = server.cfg
+        self.kv = KvUse(server.latency.kv_capacity_tokens if cfg.kv_cache_limit else float("inf"))
         server.env.process(self.loop())
 
     def kick(self) -> None:
@@ -148,6 +178,16 @@ class StaticReplica:
                     yield self._full | env.timeout(wait)
                     self._full = None
             k = min(len(waiting), max_batch)
+            kv = self.kv
+            longest_n = longest_out = 0
+            for i in range(k):  # padded KV of the first i + 1 jobs: HF generate pads prompts and answers
+                job = waiting[i][0]
+                n = max(longest_n, job.visual_tokens + job.prompt_tokens)
+                out = max(longest_out, job.out_tokens - 1 if job.out_tokens > 1 else 0)
+                if i and (i + 1) * (n + out) > kv.capacity:
+                    k = i
+                    break
+                longest_n, longest_out = n, out
             batch = [waiting.popleft() for _ in range(k)]
             start = env.now
             srv.waiting -= k
@@ -160,6 +200,8 @@ class StaticReplica:
             srv.batches += 1
             srv.batched_seqs += k
             yield env.timeout(dur)
+            kv.admitted += k
+            kv.note(env.now, k * (longest_n + longest_out), k)
             self.n_running = 0
             span = (start, env.now)
             for _, done, _ in batch:
@@ -172,6 +214,9 @@ class ContinuousReplica:
         self.waiting: deque = deque()
         self.n_running = 0  # sequences that have been prefilled and not yet finished
         self._wake = None
+        cfg = server.cfg
+        self.kv = KvUse(cfg.kv_capacity_tokens or server.latency.kv_capacity_tokens if cfg.kv_cache_limit
+                        else float("inf"))
         server.env.process(self.loop())
 
     def kick(self) -> None:
@@ -185,7 +230,8 @@ class ContinuousReplica:
         iteration_s = srv.latency.iteration_s
         max_batch = cfg.max_batch
         token_budget = cfg.max_batched_tokens or float("inf")
-        kv_cap = srv.latency.kv_capacity_tokens if cfg.kv_cache_limit else float("inf")
+        kv = self.kv
+        kv_cap = kv.capacity
         ctx = 0.0  # context tokens held by running sequences
         reserved = 0.0  # KV tokens reserved for running sequences' final lengths
         finish: dict[int, list] = {}  # iteration -> sequences whose last token it emits
@@ -218,12 +264,14 @@ class ContinuousReplica:
                 srv.wait_s += sum(start - t for _, _, t in new)
             yield env.timeout(dur)
             ctx += n_dec
+            kv.admitted += len(new)
             for job, done, _ in new:
                 n = job.visual_tokens + job.prompt_tokens
                 steps = job.out_tokens - 1 if job.out_tokens > 1 else 0
                 ctx += n
                 self.n_running += 1
                 finish.setdefault(it + steps, []).append((done, start, n + steps))
+            kv.note(env.now, ctx, self.n_running)
             ended = finish.pop(it, None)
             if ended:
                 end = env.now

@@ -43,6 +43,7 @@ class FifoServer(Server):
         # started ones are dropped as jobs arrive, so each holds at most the jobs now waiting
         self._starts: list[deque[float]] = [deque() for _ in range(replicas if self.round_robin else 1)]
         self._next = 0
+        self.prefix = None  # PrefixCache (sim/server/prefix.py) when server.prefix_cache is enabled
         self.busy_s = 0.0
         self.wait_s = 0.0
         self.jobs = 0
@@ -80,10 +81,16 @@ class FifoServer(Server):
             self._next = (k + 1) % self.replicas
             start = free[k]
             starts = self._starts[k]
+        elif self.prefix is not None:  # the replica that frees first, by index (its cache is its own)
+            k = min(range(self.replicas), key=free.__getitem__)
+            start = free[k]
+            starts = self._starts[0]
         else:
             k = -1
             start = heapq.heappop(free)
             starts = self._starts[0]
+        if self.prefix is not None:
+            job = self.prefix.route(max(k, 0), job)
         start = lindley_start(start, now)
         dur = self.service_s(job)
         if self.speed is not None:
@@ -115,4 +122,4 @@ class FifoServer(Server):
             "mean_batch": 1.0,
             # Little's law: the integral of the waiting count is the sum of the waits (all jobs ended by horizon_s)
             "mean_queue_length": self.wait_s / horizon_s if horizon_s > 0 else 0.0,
-        }
+        } | ({"prefix_cache": self.prefix.stats()} if self.prefix is not None else {})
