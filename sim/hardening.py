@@ -42,8 +42,9 @@ def _check_run_size(sc: Any) -> None:
     if stop.time_s is not None and rate is not None:
         expected = rate() * sc.clients.count * stop.time_s
         if expected > MAX_ARRIVALS:
-            raise ConfigError("stop.time_s", f"{stop.time_s:g} s at {rate() * sc.clients.count:g} requests/s is "
-                                             f"{expected:.2g} arrivals; at most {MAX_ARRIVALS:.0e} in one run")
+            raise ConfigError("stop.time_s", f"{stop.time_s:g} s at {rate() * sc.clients.count:g} requests/s "
+                                             f"(clients.count x clients.arrival) is {expected:.2g} arrivals; at most "
+                                             f"{MAX_ARRIVALS:.0e} in one run")
 
 
 def _walk(raw: Any, value: Any, path: str) -> None:
