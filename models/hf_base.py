@@ -9,6 +9,9 @@ and projector for images it has not seen (a small FIFO cache keyed by the image 
 reference so the key stays valid) and hands the features to the model as `mm_encoder_outputs`. The
 stage-1 global image is thus encoded once for stage 1, both attention passes, stage 2 and the oracle
 pass; the numbers are the same as with pixel inputs (tested), only the repeated work goes.
+Batched calls (models.batched) go further where `share_prefix` is on (LLaVA): the key/value states of
+each prompt's tokens up to the end of the global image are computed once per image and every later
+pass of that sample runs only the rest of its prompt on top of them (`collate_after_prefix`).
 
 Timings: t_vision_s is the vision encoder + projector time of the encode() that first saw the image
 (0 when cached); t_prefill_s runs from the start of generate to the first token's logits;
@@ -20,7 +23,7 @@ from __future__ import annotations
 import inspect
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -107,6 +110,7 @@ class HFBackend(VLMBackend):
         self._clock = _Clock(device)
         self._feature_cache: dict[int, tuple[Any, torch.Tensor, dict[str, torch.Tensor]]] = {}
         self._prefix_cache: dict[tuple, tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]] = {}
+        self._prompt_states: dict[tuple, tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]] = {}
         self._check_config()
         layer = settings.attention_layer
         if layer is not None and not 0 <= layer < self.n_layers:
@@ -273,6 +277,7 @@ class HFBackend(VLMBackend):
         """Forget cached visual features and prefix states (extract calls this after each batch)."""
         self._feature_cache.clear()
         self._prefix_cache.clear()
+        self._prompt_states.clear()
 
     def _fresh(self, encoded: Encoded) -> dict[str, Any]:
         """The inputs with a fresh mm_encoder_outputs dict (transformers may write into it)."""
@@ -373,7 +378,9 @@ class HFBackend(VLMBackend):
         steps: list[float] = []
         t0 = self._clock.now()
         if self.direct_greedy and self._can_share_prefix(encodeds):
-            seqs, rows = self._greedy_loop_batch(self.collate_after_prefix(encodeds), max_new, eos, steps)
+            inputs = self.collate_after_prefix(encodeds)
+            seqs, rows = self._greedy_loop_batch(inputs, max_new, eos, steps,
+                                                 on_prefill=lambda out: self._keep_prompt_states(encodeds, inputs, out))
         elif self.direct_greedy:
             seqs, rows = self._greedy_loop_batch(self.collate(encodeds)[0], max_new, eos, steps)
         else:
@@ -383,10 +390,13 @@ class HFBackend(VLMBackend):
         return [self._generation(seqs[b], logits[b], eos, e.t_vision_s, t0, steps)
                 for b, e in enumerate(encodeds)]
 
-    def _greedy_loop_batch(self, inputs: dict[str, Any], max_new: int, eos: list[int], steps: list[float]):
+    def _greedy_loop_batch(self, inputs: dict[str, Any], max_new: int, eos: list[int], steps: list[float],
+                           on_prefill: Callable[[Any], None] | None = None):
         mask, pos = inputs["attention_mask"], inputs.get("position_ids")
         lm = self._lm()
         out = lm(**inputs, use_cache=True, logits_to_keep=1)
+        if on_prefill is not None:
+            on_prefill(out)
         n = mask.shape[0]
         seqs: list[list[int]] = [[] for _ in range(n)]
         done = torch.zeros(n, dtype=torch.bool, device=mask.device)
@@ -473,6 +483,48 @@ class HFBackend(VLMBackend):
             inputs["mm_encoder_outputs"] = {"image": _pooled(later)}
         return inputs
 
+    def _keep_prompt_states(self, encodeds: Sequence[Encoded], inputs: dict[str, Any], out: Any) -> None:
+        """After a batched one-image prefill (stage 1): keep each prompt's states but its last token's, up
+        to the attention layer, so the question attention pass (the same prompt) runs only that token."""
+        cache = next(iter(_cache_kwarg(out).values()))
+        layers = cache.layers[:self.attention_layer + 1]
+        for b, e in enumerate(encodeds):
+            if e.n_images != 1:
+                return
+            cols = torch.nonzero(inputs["attention_mask"][b])[:-1, 0]
+            feat = e.inputs["mm_encoder_outputs"]["image"].pooler_output[0]
+            key = (id(feat), tuple(e.inputs["input_ids"][0, :-1].tolist()))
+            self._prompt_states[key] = (feat, [(layer.keys[b:b + 1, :, cols], layer.values[b:b + 1, :, cols])
+                                               for layer in layers])
+
+    def _prompt_key(self, encoded: Encoded) -> tuple:
+        feat = encoded.inputs["mm_encoder_outputs"]["image"].pooler_output[0]
+        return (id(feat), tuple(encoded.inputs["input_ids"][0, :-1].tolist()))
+
+    def collate_last_token(self, encodeds: Sequence[Encoded]) -> tuple[dict[str, Any], list[int]]:
+        """Batch inputs that run only each prompt's last token on top of its kept states (a stage-1 prompt
+        seen before): [padding][states][last token], and each prompt's left offset."""
+        from transformers import DynamicCache  # defers transformers
+
+        states = [self._prompt_states[self._prompt_key(e)][1] for e in encodeds]
+        lengths = [int(s[0][0].shape[2]) for s in states]
+        width = max(lengths)
+        offsets = [width - n for n in lengths]
+
+        def padded(t: torch.Tensor, off: int) -> torch.Tensor:
+            return torch.cat([t.new_zeros((1, t.shape[1], off, t.shape[3])), t], dim=2) if off else t
+
+        cache = DynamicCache(ddp_cache_data=[(torch.cat([padded(s[l][0], o) for s, o in zip(states, offsets)]),
+                                              torch.cat([padded(s[l][1], o) for s, o in zip(states, offsets)]))
+                                             for l in range(len(states[0]))], config=self.model.config)
+        ids = torch.cat([e.inputs["input_ids"][:, -1:] for e in encodeds])
+        mask = torch.ones((len(encodeds), width + 1), dtype=torch.long, device=ids.device)
+        for b, off in enumerate(offsets):
+            mask[b, :off] = 0
+        inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": torch.tensor(lengths, device=ids.device)[:, None],
+                  _cache_keyword(self._lm()): cache}
+        return inputs, offsets
+
     def _hf_generate_batch(self, inputs: dict[str, Any], max_new: int, eos: list[int], steps: list[float]):
         seq, rows = self._hf_generate(inputs, max_new, eos, steps, batched=True)
         return seq, rows
@@ -552,6 +604,8 @@ class HFBackend(VLMBackend):
         """_last_position_attention for several prompts in one left-padded forward pass."""
         if len(encodeds) == 1:
             inputs, offsets = self._fresh(encodeds[0]), [0]
+        elif self._can_share_prefix(encodeds) and all(self._prompt_key(e) in self._prompt_states for e in encodeds):
+            inputs, offsets = self.collate_last_token(encodeds)     # stage 1's prompts: their last token only
         elif self._can_share_prefix(encodeds):    # image 0 sits in the prefix: its positions are unmoved
             inputs, offsets = self.collate_after_prefix(encodeds), [0] * len(encodeds)
         else:
