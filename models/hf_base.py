@@ -493,11 +493,11 @@ class HFBackend(VLMBackend):
                 return
             cols = torch.nonzero(inputs["attention_mask"][b])[:-1, 0]
             feat = e.inputs["mm_encoder_outputs"]["image"].pooler_output[0]
-            key = (id(feat), tuple(e.inputs["input_ids"][0, :-1].tolist()))
-            self._prompt_states[key] = (feat, [(layer.keys[b:b + 1, :, cols], layer.values[b:b + 1, :, cols])
+            self._prompt_states[self._prompt_key(e)] = (feat, [(layer.keys[b:b + 1, :, cols], layer.values[b:b + 1, :, cols])
                                                for layer in layers])
 
     def _prompt_key(self, encoded: Encoded) -> tuple:
+        """Kept states' key: image 0's features (held by the entry, so the id stays valid), ids but the last."""
         feat = encoded.inputs["mm_encoder_outputs"]["image"].pooler_output[0]
         return (id(feat), tuple(encoded.inputs["input_ids"][0, :-1].tolist()))
 
