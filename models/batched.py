@@ -6,7 +6,9 @@ at once but wait at a rendezvous. When every worker is waiting (or done), the ca
 all waiting calls of a kind together: the images' visual features in one vision pass, the prompts
 left-padded into one `generate_batch`, the question and generic attention passes in one forward.
 Samples proceed in lock step (stage 1, attention, stage 2, oracle), so a batch of B samples makes
-about four batched model calls instead of 4B single ones. Image work (resizing, JPEG, box search)
+about four batched model calls instead of 4B single ones; with a backend that shares the global
+image's key/value prefix (hf_base `share_prefix`, LLaVA), the prompt tokens up to the end of the
+global image are run once per sample, not five times. Image work (resizing, JPEG, box search)
 stays in the workers; all torch work runs in the calling thread, in a fixed order (by sample), so
 results are deterministic and equal to one-at-a-time extraction up to float rounding (tested:
 answers, uncertainties to 1e-5, boxes). Timings in a batched trace are those of the batched calls.

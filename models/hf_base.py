@@ -9,6 +9,9 @@ and projector for images it has not seen (a small FIFO cache keyed by the image 
 reference so the key stays valid) and hands the features to the model as `mm_encoder_outputs`. The
 stage-1 global image is thus encoded once for stage 1, both attention passes, stage 2 and the oracle
 pass; the numbers are the same as with pixel inputs (tested), only the repeated work goes.
+Batched calls (models.batched) go further where `share_prefix` is on (LLaVA): the key/value states of
+each prompt's tokens up to the end of the global image are computed once per image and every later
+pass of that sample runs only the rest of its prompt on top of them (`collate_after_prefix`).
 
 Timings: t_vision_s is the vision encoder + projector time of the encode() that first saw the image
 (0 when cached); t_prefill_s runs from the start of generate to the first token's logits;
@@ -17,9 +20,10 @@ t_decode_token_s is the mean time between later tokens. On CUDA the clock synchr
 
 from __future__ import annotations
 
+import inspect
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -105,6 +109,8 @@ class HFBackend(VLMBackend):
         self.device = device
         self._clock = _Clock(device)
         self._feature_cache: dict[int, tuple[Any, torch.Tensor, dict[str, torch.Tensor]]] = {}
+        self._prefix_cache: dict[tuple, tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]] = {}
+        self._prompt_states: dict[tuple, tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]] = {}
         self._check_config()
         layer = settings.attention_layer
         if layer is not None and not 0 <= layer < self.n_layers:
@@ -268,8 +274,10 @@ class HFBackend(VLMBackend):
             self.image_features(images)
 
     def clear_cache(self) -> None:
-        """Forget cached visual features (extract calls this after each sample)."""
+        """Forget cached visual features and prefix states (extract calls this after each batch)."""
         self._feature_cache.clear()
+        self._prefix_cache.clear()
+        self._prompt_states.clear()
 
     def _fresh(self, encoded: Encoded) -> dict[str, Any]:
         """The inputs with a fresh mm_encoder_outputs dict (transformers may write into it)."""
@@ -367,21 +375,28 @@ class HFBackend(VLMBackend):
             return [self.generate(encodeds[0], max_new_tokens)]
         max_new = int(max_new_tokens or self.settings.max_new_tokens)
         eos = self.eos_token_ids()
-        inputs, _ = self.collate(encodeds)
         steps: list[float] = []
         t0 = self._clock.now()
-        if self.direct_greedy:
-            seqs, rows = self._greedy_loop_batch(inputs, max_new, eos, steps)
+        if self.direct_greedy and self._can_share_prefix(encodeds):
+            inputs = self.collate_after_prefix(encodeds)
+            seqs, rows = self._greedy_loop_batch(inputs, max_new, eos, steps,
+                                                 on_prefill=lambda out: self._keep_prompt_states(encodeds, inputs, out))
+        elif self.direct_greedy:
+            seqs, rows = self._greedy_loop_batch(self.collate(encodeds)[0], max_new, eos, steps)
         else:
+            inputs, _ = self.collate(encodeds)
             seqs, rows = self._hf_generate_batch(inputs, max_new, eos, steps)
         logits = torch.stack(rows, dim=1)               # (batch, steps, vocab)
         return [self._generation(seqs[b], logits[b], eos, e.t_vision_s, t0, steps)
                 for b, e in enumerate(encodeds)]
 
-    def _greedy_loop_batch(self, inputs: dict[str, Any], max_new: int, eos: list[int], steps: list[float]):
+    def _greedy_loop_batch(self, inputs: dict[str, Any], max_new: int, eos: list[int], steps: list[float],
+                           on_prefill: Callable[[Any], None] | None = None):
         mask, pos = inputs["attention_mask"], inputs.get("position_ids")
         lm = self._lm()
         out = lm(**inputs, use_cache=True, logits_to_keep=1)
+        if on_prefill is not None:
+            on_prefill(out)
         n = mask.shape[0]
         seqs: list[list[int]] = [[] for _ in range(n)]
         done = torch.zeros(n, dtype=torch.bool, device=mask.device)
@@ -404,6 +419,112 @@ class HFBackend(VLMBackend):
                 extra["position_ids"] = pos
             out = lm(input_ids=tok[:, None], attention_mask=mask, use_cache=True, **_cache_kwarg(out), **extra)
 
+    # ----- shared image prefix (batched calls) ------------------------------------------------------
+    #: batched calls compute the key/value states of each prompt's prefix up to the end of image 0 (the
+    #: global image) once, and run only the rest of each prompt on top of them: stage 1, both attention
+    #: passes, stage 2 and the oracle pass share that prefix. Needs a causal LM whose prompts put image 0
+    #: first (template text before it is fine) and explicit position ids; off for Qwen2.5-VL (M-RoPE).
+    share_prefix = False
+
+    def _prefix_len(self, encoded: Encoded) -> int:
+        return int(encoded.image_positions[0][-1]) + 1
+
+    def _can_share_prefix(self, encodeds: Sequence[Encoded]) -> bool:
+        return (self.share_prefix and self.batch_position_ids and len(encodeds) > 1
+                and len({self._prefix_len(e) for e in encodeds}) == 1
+                and all("mm_encoder_outputs" in e.inputs for e in encodeds))
+
+    @torch.inference_mode()
+    def _prefix_states(self, encodeds: Sequence[Encoded]) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Per prompt, per decoder layer, the (key, value) states of its prefix, shape (1, heads, P, dim);
+        cached by (image-0 features, prefix ids), the missing ones computed in one unpadded forward."""
+        n = self._prefix_len(encodeds[0])
+        keys, todo = [], {}
+        for e in encodeds:
+            feat = e.inputs["mm_encoder_outputs"]["image"].pooler_output[0]
+            ids = e.inputs["input_ids"][:, :n]
+            key = (id(feat), tuple(ids[0].tolist()))
+            keys.append(key)
+            if key not in self._prefix_cache and key not in todo:
+                todo[key] = (feat, ids)
+        if todo:
+            ids = torch.cat([v[1] for v in todo.values()], dim=0)
+            mm = {"image": _pooled([v[0] for v in todo.values()])}
+            pos = torch.arange(n, device=ids.device).expand(ids.shape[0], n)
+            out = self._lm()(input_ids=ids, attention_mask=torch.ones_like(ids), position_ids=pos,
+                             mm_encoder_outputs=mm, use_cache=True, logits_to_keep=1)
+            cache = next(iter(_cache_kwarg(out).values()))
+            for b, (key, (feat, _)) in enumerate(todo.items()):
+                self._prefix_cache[key] = (feat, [(layer.keys[b:b + 1], layer.values[b:b + 1])
+                                                  for layer in cache.layers])
+        return [self._prefix_cache[k][1] for k in keys]
+
+    def collate_after_prefix(self, encodeds: Sequence[Encoded]) -> dict[str, Any]:
+        """Batch inputs that run only the prompts' parts after the shared prefix, on top of its cached
+        states: [prefix][padding][rest], the padding masked out and position ids as if unpadded."""
+        from transformers import DynamicCache  # defers transformers
+
+        n = self._prefix_len(encodeds[0])
+        states = self._prefix_states(encodeds)
+        rests = [e.inputs["input_ids"][:, n:] for e in encodeds]
+        width = max(int(r.shape[1]) for r in rests)
+        pad = self.pad_id()
+        ids = torch.cat([torch.cat([r.new_full((1, width - r.shape[1]), pad), r], dim=1) for r in rests])
+        mask = torch.ones((len(rests), n + width), dtype=torch.long, device=ids.device)
+        for b, r in enumerate(rests):
+            mask[b, n:n + width - r.shape[1]] = 0
+        cache = DynamicCache(ddp_cache_data=[(torch.cat([s[l][0] for s in states]), torch.cat([s[l][1] for s in states]))
+                                             for l in range(len(states[0]))], config=self.model.config)
+        inputs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask,
+                                  "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)[:, n:],
+                                  _cache_keyword(self._lm()): cache}
+        later = [f for e in encodeds for f in e.inputs["mm_encoder_outputs"]["image"].pooler_output[1:]]
+        if later:
+            inputs["mm_encoder_outputs"] = {"image": _pooled(later)}
+        return inputs
+
+    def _keep_prompt_states(self, encodeds: Sequence[Encoded], inputs: dict[str, Any], out: Any) -> None:
+        """After a batched one-image prefill (stage 1): keep each prompt's states but its last token's, up
+        to the attention layer, so the question attention pass (the same prompt) runs only that token."""
+        cache = next(iter(_cache_kwarg(out).values()))
+        layers = cache.layers[:self.attention_layer + 1]
+        for b, e in enumerate(encodeds):
+            if e.n_images != 1:
+                return
+            cols = torch.nonzero(inputs["attention_mask"][b])[:-1, 0]
+            feat = e.inputs["mm_encoder_outputs"]["image"].pooler_output[0]
+            self._prompt_states[self._prompt_key(e)] = (feat, [(layer.keys[b:b + 1, :, cols], layer.values[b:b + 1, :, cols])
+                                               for layer in layers])
+
+    def _prompt_key(self, encoded: Encoded) -> tuple:
+        """Kept states' key: image 0's features (held by the entry, so the id stays valid), ids but the last."""
+        feat = encoded.inputs["mm_encoder_outputs"]["image"].pooler_output[0]
+        return (id(feat), tuple(encoded.inputs["input_ids"][0, :-1].tolist()))
+
+    def collate_last_token(self, encodeds: Sequence[Encoded]) -> tuple[dict[str, Any], list[int]]:
+        """Batch inputs that run only each prompt's last token on top of its kept states (a stage-1 prompt
+        seen before): [padding][states][last token], and each prompt's left offset."""
+        from transformers import DynamicCache  # defers transformers
+
+        states = [self._prompt_states[self._prompt_key(e)][1] for e in encodeds]
+        lengths = [int(s[0][0].shape[2]) for s in states]
+        width = max(lengths)
+        offsets = [width - n for n in lengths]
+
+        def padded(t: torch.Tensor, off: int) -> torch.Tensor:
+            return torch.cat([t.new_zeros((1, t.shape[1], off, t.shape[3])), t], dim=2) if off else t
+
+        cache = DynamicCache(ddp_cache_data=[(torch.cat([padded(s[l][0], o) for s, o in zip(states, offsets)]),
+                                              torch.cat([padded(s[l][1], o) for s, o in zip(states, offsets)]))
+                                             for l in range(len(states[0]))], config=self.model.config)
+        ids = torch.cat([e.inputs["input_ids"][:, -1:] for e in encodeds])
+        mask = torch.ones((len(encodeds), width + 1), dtype=torch.long, device=ids.device)
+        for b, off in enumerate(offsets):
+            mask[b, :off] = 0
+        inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": torch.tensor(lengths, device=ids.device)[:, None],
+                  _cache_keyword(self._lm()): cache}
+        return inputs, offsets
+
     def _hf_generate_batch(self, inputs: dict[str, Any], max_new: int, eos: list[int], steps: list[float]):
         seq, rows = self._hf_generate(inputs, max_new, eos, steps, batched=True)
         return seq, rows
@@ -413,13 +534,12 @@ class HFBackend(VLMBackend):
         """attention_to_image for several (image, question) pairs: all question and generic passes in
         one left-padded forward."""
         layer = self.attention_layer
-        encs = [self.encode([img], q) for img, q in zip(images, questions)]
-        encs += [self.encode([img], self.settings.generic_prompt, add_suffix=False) for img in images]
-        grids = self._last_position_attention_many(encs, layer)
-        n = len(images)
-        return [AttentionMaps(question=grids[k], generic=grids[n + k],
-                              relative=grids[k] / (grids[n + k] + self.settings.attention_eps), layer=layer)
-                for k in range(n)]
+        # two forwards, so that the short question prompts are not padded to the generic prompt's length
+        q = self._last_position_attention_many([self.encode([img], t) for img, t in zip(images, questions)], layer)
+        g = self._last_position_attention_many(
+            [self.encode([img], self.settings.generic_prompt, add_suffix=False) for img in images], layer)
+        return [AttentionMaps(question=qk, generic=gk, relative=qk / (gk + self.settings.attention_eps), layer=layer)
+                for qk, gk in zip(q, g)]
 
     def _hf_generate(self, inputs: dict[str, Any], max_new: int, eos: list[int], steps: list[float],
                      batched: bool = False):
@@ -484,6 +604,10 @@ class HFBackend(VLMBackend):
         """_last_position_attention for several prompts in one left-padded forward pass."""
         if len(encodeds) == 1:
             inputs, offsets = self._fresh(encodeds[0]), [0]
+        elif self._can_share_prefix(encodeds) and all(self._prompt_key(e) in self._prompt_states for e in encodeds):
+            inputs, offsets = self.collate_last_token(encodeds)     # stage 1's prompts: their last token only
+        elif self._can_share_prefix(encodeds):    # image 0 sits in the prefix: its positions are unmoved
+            inputs, offsets = self.collate_after_prefix(encodeds), [0] * len(encodeds)
         else:
             inputs, offsets = self.collate(encodeds)
         text_cfg = self.model.config.get_text_config()
@@ -521,6 +645,19 @@ class HFBackend(VLMBackend):
         d["dtype"] = str(self.model.dtype).replace("torch.", "")
         d["n_layers"] = self.n_layers
         return d
+
+
+def _pooled(features: list[torch.Tensor]) -> Any:
+    from transformers.modeling_outputs import BaseModelOutputWithPooling  # defers transformers
+
+    return BaseModelOutputWithPooling(pooler_output=list(features))
+
+
+
+def _cache_keyword(lm: Any) -> str:
+    """The forward keyword for a KV cache in the installed transformers (`cache` from 5.x, else
+    `past_key_values`)."""
+    return "cache" if "cache" in inspect.signature(type(lm).forward).parameters else "past_key_values"
 
 
 def _cache_kwarg(out: Any) -> dict[str, Any]:

@@ -23,6 +23,7 @@ class LlavaBackend(FixedViTGrid, HFBackend):
     name = "llava"
     model_class_name = "LlavaForConditionalGeneration"
     direct_greedy = True
+    share_prefix = True
     default_settings = BackendSettings(prompt_template="USER: {images}\n{question} ASSISTANT:", image_joiner="\n")
 
     def _check_config(self) -> None:

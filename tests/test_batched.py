@@ -159,3 +159,50 @@ def test_half_precision_weights_keep_float32_logits_and_batching(data5, tmp_path
     # images). So a half-precision batched run is checked for validity only.
     rows = _rows(b16, data5, tmp_path, 4, "bf16")
     assert len(rows) == 5 and all(len(r["s1_min_entropy"]) >= 1 for r in rows)
+
+
+def test_shared_image_prefix_equals_whole_prompts(backends):
+    """Batched calls run image 0's prefix once ("USER: " + its tokens here) and only the rest of each
+    prompt on top of its cached states, and the question attention pass only the last token of the
+    stage-1 prompt: same tokens, logits and attention maps as whole prompts."""
+    from PIL import Image
+
+    b = backends["llava"]
+    assert b.share_prefix
+    rng = np.random.default_rng(11)
+    imgs = [Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)) for _ in range(4)]
+    b.clear_cache()
+    encs = [b.encode([imgs[0]], "q?"), b.encode([imgs[1]], "a much longer question about the image?"),
+            b.encode([imgs[0], imgs[2]], "two images, and a question"), b.encode([imgs[1], imgs[3]], "mid?")]
+    n = b._prefix_len(encs[0])
+    assert n > int(b.visual_tokens_per_image) and len({b._prefix_len(e) for e in encs}) == 1
+    prefix_calls = []
+    real = b._lm().forward
+    try:
+        b._lm().forward = lambda *a, **kw: prefix_calls.append(kw["input_ids"].shape) or real(*a, **kw)
+        batched = b.generate_batch(encs)
+    finally:
+        del b._lm().forward
+    assert prefix_calls[0] == (2, n)                    # two distinct images 0: one prefix forward of both
+    assert len(b._prefix_cache) == 2
+    for single, many in zip([b.generate(e) for e in encs], batched):
+        assert many.tokens == single.tokens and many.text == single.text
+        np.testing.assert_allclose(many.logits, single.logits, atol=1e-4)
+    layer = b.attention_layer
+    assert len(b._prompt_states) == 2                   # the one-image (stage-1) prompts' states were kept
+    generic = [b.encode([img], b.settings.generic_prompt, add_suffix=False) for img in imgs[:2]]
+    for prompts, width in ((encs[:2], 1), (generic, None)):
+        prefix_calls.clear()
+        try:
+            b._lm().forward = lambda *a, **kw: prefix_calls.append(kw["input_ids"].shape) or real(*a, **kw)
+            grids = b._last_position_attention_many(prompts, layer)
+        finally:
+            del b._lm().forward
+        # the question pass (= stage 1's prompt) runs only its last token; the generic one the text after image 0
+        assert prefix_calls == [(2, width or max(int(e.inputs["input_ids"].shape[1]) for e in prompts) - n)]
+        for e, grid in zip(prompts, grids):
+            np.testing.assert_allclose(grid, b._last_position_attention(e, layer), atol=1e-6)
+            assert grid.shape == b.visual_grid() and abs(grid.sum()) > 0
+    assert len(b._prefix_cache) == 2                    # the attention passes reused the cached prefixes
+    b.clear_cache()
+    assert not b._prefix_cache and not b._prompt_states
