@@ -10,11 +10,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from edgevlm.sim.commcost import REFERENCE_QUALITY
-from edgevlm.sim.policies import policies
-from edgevlm.sim.policies.base import TwoStagePolicy
-from edgevlm.sim.policies.full_cloud import FullCloudPolicy
-from edgevlm.sim.policies.progressive import ProgressivePolicy, prog_levels
+from edgevlm.sim.commcost import REFERENCE_QUALITY, _image_bytes
 from edgevlm.sim.stability import assess
 from edgevlm.sim.summary import QUANTILES, SUMMARY_COLUMNS, batch_means_ci, dictionary_codes, dictionary_values
 from edgevlm.sim.workload import Workload, policy_quality
@@ -62,21 +58,6 @@ def comm_bytes(policy_cfg, workload: Workload, events: pa.Table) -> CommBytes | 
     ref = (view.global_bytes[:, view.qualities.index(REFERENCE_QUALITY)][rows].astype(np.float64)
            if REFERENCE_QUALITY in view.qualities else None)
     return CommBytes(image.astype(np.float64), glob, crop, ref, quality)
-
-
-def _image_bytes(policy_cfg, view: Workload, q: int):
-    """fn(sample rows, stages) -> image bytes per request, by the policy's protocol; None if unknown."""
-    cls = policies.builder(policy_cfg.kind)
-    if issubclass(cls, TwoStagePolicy):  # global image; the crop when a stage-2 pass ran
-        glob, local = view.global_bytes[:, q], view.local_bytes[:, q]
-        return lambda rows, stages: glob[rows] + np.where(stages >= 2, local[rows], 0)
-    if issubclass(cls, FullCloudPolicy):
-        hd = view.hd_upload_bytes[:, q]
-        return lambda rows, stages: hd[rows]
-    if issubclass(cls, ProgressivePolicy):  # cumulative bytes of the levels used (stages = levels)
-        cum = prog_levels(view)[0]
-        return lambda rows, stages: cum[rows, np.clip(stages, 1, cum.shape[1]) - 1]
-    return None
 
 
 def _sample_rows(workload: Workload, sample_ids: pa.ChunkedArray) -> np.ndarray:
