@@ -122,19 +122,28 @@ class SummaryPass:
         n, c, warmup_s = self._n, self._counts, self._warmup_s
         order = _request_order(self._rid[:n])
         self._rid = None
-        take = (lambda a: a[:n]) if order is None else (lambda a: a[:n][order])  # noqa: E731
-        arrival, done, status = take(self._arrival), take(self._done), take(self._status)
-        self._arrival = self._done = self._status = None
+        # one column at a time into request order, so at most one extra column is alive at once
+        for name in ("_arrival", "_done", "_status", "_met", "_score", "_flops", "_latency"):
+            col = getattr(self, name)
+            if col is not None:
+                setattr(self, name, col[:n] if order is None else col[:n][order])
+        del order, col
+        arrival, done, status = self._arrival, self._done, self._status
         measured = arrival >= warmup_s
         ok = (status == 0) & measured
+        del measured
         n_meas, n_ok = c["measured"], c["measured_ok"]
         window_end = float(arrival.max()) if n else 0.0
         window_s = window_end - warmup_s
         in_window = (status == 0) & (done >= warmup_s) & (done <= window_end)
-        in_time = in_window & take(self._met)
-        latency = (take(self._latency)[ok] if self._latency is not None else done[ok] - arrival[ok])
-        score = take(self._score)
-        flops = take(self._flops)[ok].astype(np.float64, copy=False)
+        in_time = in_window & self._met
+        if self._latency is not None:
+            latency = self._latency[ok]
+        else:
+            latency = done[ok]
+            latency -= arrival[ok]
+        score = self._score
+        flops = self._flops[ok].astype(np.float64, copy=False)
         out: dict[str, Any] = {
             "counts": {
                 "arrived": n,
@@ -166,7 +175,8 @@ class SummaryPass:
             "retransmission_rate": c["retrans"] / n_ok if n_ok else None,
             "flops_per_request": float(flops.mean()) if n_ok else None,
         }
-        del latency, score, flops
+        del latency, score, flops, ok, in_window, in_time
+        self._score = self._flops = self._latency = self._met = self._status = None
         comm = self._comm
         if comm is not None:
             costs = comm.costs()
