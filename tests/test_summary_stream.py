@@ -111,3 +111,30 @@ def test_empty_log_and_oversized_batch():
     acc = SummaryPass(0, warmup_s=0.0, comm=None)
     with pytest.raises(ValueError, match="sized for"):
         acc.add(pa.table({c: [1] for c in ("request_id",)}))
+
+
+def test_file_pass_reads_row_groups_and_needed_columns_only(scenario_dict, tmp_path, monkeypatch):
+    res = run(scenario_dict(seed=6, stop={"requests": 1200}), tmp_path / "run")
+    path = tmp_path / "run" / "events.parquet"
+    table = pq.read_table(path)
+    pq.write_table(table, tmp_path / "small_groups.parquet", row_group_size=100, **WRITER_OPTIONS)
+    calls = []
+    real = pq.ParquetFile.read_row_group
+
+    def spy(self, i, columns=None, **kw):
+        calls.append((i, tuple(columns)))
+        return real(self, i, columns=columns, **kw)
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", spy)
+    got = summarize_file(tmp_path / "small_groups.parquet", warmup_s=0.0, comm=None, components={})
+    assert [i for i, _ in calls] == list(range(12))
+    assert all("sample_id" not in cols and "client_id" not in cols and "s1_start_s" not in cols for _, cols in calls)
+    assert _json(got) == _json(reference_summarize(table, warmup_s=0.0, comm=None, components={}))
+    assert res.summary["counts"]["arrived"] == 1200
+
+
+def test_per_request_storage_is_compact():
+    acc = SummaryPass(1_000_000, warmup_s=0.0, comm=None)
+    per_row = sum(a.nbytes for a in (acc._rid, acc._arrival, acc._done, acc._score, acc._flops, acc._status,
+                                     acc._met)) / 1_000_000
+    assert per_row == 30 and acc._latency is None
