@@ -168,6 +168,100 @@ def case_sweep(ctx: Ctx) -> dict:
             "wall_s": round(wall, 1), "runs_per_min": round(60 * len(df) / wall, 1)}
 
 
+QUICKSTART_RUN = """\
+import json, resource, sys, time
+import yaml
+from edgevlm.sim import run
+from edgevlm.sim.scenario import load_scenario
+sc, base = load_scenario(sys.argv[1])
+d = yaml.safe_load(sc.to_yaml())
+d["stop"]["requests"] = int(sys.argv[2])
+t = time.perf_counter()
+run(d, sys.argv[3], base_dir=base)
+print(json.dumps({"wall_s": time.perf_counter() - t,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def case_ten_million(ctx: Ctx) -> dict:
+    """Issue 26: the quickstart at 10M requests (and 1/5, 1/2 of it) in fresh processes, writing
+    events.parquet and summary.json; peak RSS must stay under 1 GB and flat in N. One run per size."""
+    import subprocess
+
+    sizes = [ctx.n(n) for n in (2_000_000, 5_000_000, 10_000_000)]
+    per_size = {}
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    for n in sizes:
+        out = subprocess.run([sys.executable, "-c", QUICKSTART_RUN, str(ROOT / "scenarios" / "quickstart.yaml"),
+                              str(n), str(ctx.tmp / f"quickstart_{n}")], capture_output=True, text=True,
+                             check=True, env=env, cwd=ROOT).stdout
+        res = json.loads(out.strip().splitlines()[-1])
+        per_size[n] = {"wall_s": round(res["wall_s"], 1), "peak_rss_mb": round(res["peak_rss_mb"]),
+                       "us_per_request": round(1e6 * res["wall_s"] / n, 1)}
+    rss = [v["peak_rss_mb"] for v in per_size.values()]
+    return {"case": "ten_million", "scenario": "quickstart", "sizes": per_size,
+            "rss_ratio_largest_vs_smallest": round(rss[-1] / rss[0], 3), "target_rss_mb": 1024}
+
+
+def case_million_clients(ctx: Ctx) -> dict:
+    """Issue 26: cost per request (run time less setup) at 1M clients against 100, same total rate; setup time."""
+    from edgevlm.sim.engine import Simulation
+    from edgevlm.sim.scenario import parse_scenario
+
+    n = ctx.n(50_000)
+    costs: dict[int, list[float]] = {100: [], 1_000_000: []}
+    setups: dict[int, list[float]] = {100: [], 1_000_000: []}
+    for _ in range(ctx.repeats):  # interleaved, so drift in the host's speed hits both alike
+        for clients in costs:
+            sc = two_stage_scenario(ctx.trace, n, clients)
+            t0 = time.perf_counter()
+            Simulation(parse_scenario(sc), ctx.workload, lambda req: None)
+            setup = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            run(sc, workload=ctx.workload)
+            costs[clients].append((time.perf_counter() - t0 - setup) / n * 1e6)
+            setups[clients].append(setup)
+    ratios = [b / a for a, b in zip(costs[100], costs[1_000_000])]
+    return {"case": "million_clients", "requests": n,
+            "us_per_request": {k: round(statistics.median(v), 2) for k, v in costs.items()},
+            "setup_s": {k: round(statistics.median(v), 3) for k, v in setups.items()},
+            "ratio_1M_vs_100": round(statistics.median(ratios), 3),
+            "ratio_per_repeat": [round(r, 3) for r in ratios], "target_ratio_max": 1.05}
+
+
+def case_sweep_scaling(ctx: Ctx) -> dict:
+    """Issue 26: sweep runs per minute on 2 workers against 1, for the process pool and a Dask
+    LocalCluster of worker processes (target >= 1.8x; needs two free cores)."""
+    import yaml
+    from distributed import Client, LocalCluster  # defers distributed
+
+    from edgevlm.sim.sweep import run_sweep
+
+    base = two_stage_scenario(ctx.trace, ctx.n(20_000))
+    spec = {"base": base, "grid": {"policy.threshold": [0.3, 0.6, 0.9, 1.2]}, "seeds": [1, 2]}
+    path = ctx.tmp / "sweep_scaling.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    rpm: dict[str, dict[int, list[float]]] = {"pool": {1: [], 2: []}, "dask": {1: [], 2: []}}
+    for k in range(ctx.repeats):
+        for workers in (1, 2):
+            out = ctx.tmp / f"sweep_pool_{workers}_{k}"
+            t0 = time.perf_counter()
+            df = run_sweep(path, out, workers=workers)
+            rpm["pool"][workers].append(60 * len(df) / (time.perf_counter() - t0))
+            with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                              dashboard_address=None) as cluster, Client(cluster) as client:
+                client.wait_for_workers(workers)
+                t0 = time.perf_counter()
+                df = run_sweep(path, ctx.tmp / f"sweep_dask_{workers}_{k}", client=client)
+                rpm["dask"][workers].append(60 * len(df) / (time.perf_counter() - t0))
+    med = {kind: {w: statistics.median(v) for w, v in by.items()} for kind, by in rpm.items()}
+    return {"case": "sweep_scaling", "runs": len(df), "requests_per_run": base["stop"]["requests"],
+            "runs_per_min": {kind: {w: round(v, 1) for w, v in by.items()} for kind, by in med.items()},
+            "ratio_2_vs_1": {kind: round(by[2] / by[1], 3) for kind, by in med.items()},
+            "ratio_per_repeat": {kind: [round(b / a, 3) for a, b in zip(by[1], by[2])] for kind, by in rpm.items()},
+            "target_ratio": 1.8, "host_cpus": os.cpu_count()}
+
+
 OVERLOAD_CLIENTS = 10_000
 OVERLOAD_MAX_QUEUE = 512
 
@@ -363,7 +457,8 @@ def case_continuous_overload(ctx: Ctx) -> dict:
 CASES = {"two_stage": case_two_stage, "client_scaling": case_client_scaling, "overload": case_overload,
          "million": case_million, "sweep": case_sweep, "continuous_overload": case_continuous_overload,
          "two_stage_fifo": case_two_stage_fifo, "ps_many_clients": case_ps_many_clients,
-         "ps_event_cost": case_ps_event_cost}
+         "ps_event_cost": case_ps_event_cost, "ten_million": case_ten_million,
+         "million_clients": case_million_clients, "sweep_scaling": case_sweep_scaling}
 
 
 def machine_info() -> dict:

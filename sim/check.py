@@ -41,7 +41,7 @@ from edgevlm.sim.audit import LINKS
 from edgevlm.sim.errors import UserError
 from edgevlm.sim.policies import policies
 from edgevlm.sim.rundir import AUDIT_FILE, EVENTS_FILE, SCENARIO_FILE, SUMMARY_FILE, file_sha256
-from edgevlm.sim.commcost import comm_bytes
+from edgevlm.sim.commcost import comm_meter
 from edgevlm.sim.scenario import load_scenario
 from edgevlm.sim.summary import summarize
 from edgevlm.sim.workload import Workload
@@ -592,7 +592,7 @@ def _check_summary(events, summary: dict, sc, workload, bad) -> None:
         bad("summary", "summary.json has no 'utilisation' block")
         return
     components = {name: summary.get(name) for name in util}
-    comm = comm_bytes(sc.policy, workload, events) if workload is not None else None
+    comm = comm_meter(sc.policy, workload) if workload is not None else None
     body = summarize(events, warmup_s=sc.stop.warmup_s, comm=comm, components=components)
     body = json.loads(json.dumps(body, default=float))  # the types summary.json holds
     if workload is None:

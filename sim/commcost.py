@@ -13,8 +13,6 @@ per-message overhead are left out, as in the seed, and appear in `bytes_per_requ
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -30,47 +28,61 @@ from edgevlm.sim.summary import dictionary_codes
 REFERENCE_QUALITY = 100
 
 
-@dataclass(frozen=True)
-class CommBytes:
-    """Per event row: image bytes sent, and what global-only / always-crop would send for that sample."""
+class CommMeter:
+    """Running byte sums of the served requests, fed batch by batch (sim/summary.py's bounded pass).
 
-    image: np.ndarray
-    global_only: np.ndarray
-    always_crop: np.ndarray
-    reference: np.ndarray | None  # the global image at q100, or None
-    jpeg_quality: int
+    Byte counts are integers, so the sums are exact whatever the batching: the ratios equal those
+    computed over the whole log at once.
+    """
 
-    def costs(self, rows: np.ndarray) -> dict:
-        """The two measures over the event rows selected by the boolean mask `rows`."""
-        if not rows.any():
+    def __init__(self, per_sample, glob: np.ndarray, crop: np.ndarray, ref: np.ndarray | None,
+                 sample_index: pd.Index, jpeg_quality: int):
+        self._per_sample, self._glob, self._crop, self._ref = per_sample, glob, crop, ref
+        self._index = sample_index
+        self.jpeg_quality = jpeg_quality
+        self.reference = ref
+        self._n = self._image = self._global = self._always = self._reference = 0
+
+    def add(self, sample_ids: pa.Array | pa.ChunkedArray, stages: np.ndarray, served: np.ndarray) -> None:
+        """Add the rows of one batch selected by the boolean mask `served`."""
+        if not served.any():
+            return
+        codes, ids = dictionary_codes(sample_ids)
+        rows = self._index.get_indexer(ids)[codes][served]
+        self._n += int(rows.size)
+        self._image += int(self._per_sample(rows, stages[served].astype(np.int64)).sum())
+        self._global += int(self._glob[rows].sum())
+        self._always += int(self._crop[rows].sum())
+        if self._ref is not None:
+            self._reference += int(self._ref[rows].sum())
+
+    def costs(self) -> dict:
+        """The two measures over every served row added so far."""
+        if not self._n:
             return {"additional_comm_cost": None, "relative_comm_cost": None, "image_bytes_per_request": None}
-        img, g, a = self.image[rows].sum(), self.global_only[rows].sum(), self.always_crop[rows].sum()
         return {
-            "additional_comm_cost": float((img - g) / (a - g)),
-            "relative_comm_cost": (float(img / self.reference[rows].sum()) if self.reference is not None
+            "additional_comm_cost": float(self._image - self._global) / float(self._always - self._global),
+            "relative_comm_cost": (float(self._image) / float(self._reference) if self._ref is not None
                                    else None),
-            "image_bytes_per_request": float(self.image[rows].mean()),
+            "image_bytes_per_request": float(self._image) / self._n,
         }
 
 
-def comm_bytes(policy_cfg, workload: Workload, events: pa.Table) -> CommBytes | None:
-    """Per-row image bytes of `events` for the policy `policy_cfg`; None if the policy sends no image."""
+def comm_meter(policy_cfg, workload: Workload) -> CommMeter | None:
+    """An empty meter of image bytes for the policy `policy_cfg`; None if the policy sends no image."""
     quality, _ = policy_quality(policy_cfg)
     if quality is None or quality not in workload.qualities:
         return None
     view = workload.at_quality(quality)
     q = view.quality_index(quality)
-    rows = _sample_rows(workload, events.column("sample_id"))
-    stages = events.column("stages").to_numpy(zero_copy_only=False).astype(np.int64)
     per_sample = _image_bytes(policy_cfg, view, q)
     if per_sample is None:
         return None
-    image = per_sample(rows, stages)
-    glob = view.global_bytes[:, q][rows].astype(np.float64)
-    crop = glob + view.local_bytes[:, q][rows]
-    ref = (view.global_bytes[:, view.qualities.index(REFERENCE_QUALITY)][rows].astype(np.float64)
+    glob = view.global_bytes[:, q].astype(np.int64)
+    crop = glob + view.local_bytes[:, q]
+    ref = (view.global_bytes[:, view.qualities.index(REFERENCE_QUALITY)].astype(np.int64)
            if REFERENCE_QUALITY in view.qualities else None)
-    return CommBytes(image.astype(np.float64), glob, crop, ref, quality)
+    return CommMeter(per_sample, glob, crop, ref, pd.Index(workload.sample_id), quality)
 
 
 def _image_bytes(policy_cfg, view: Workload, q: int):
@@ -86,8 +98,3 @@ def _image_bytes(policy_cfg, view: Workload, q: int):
         cum = prog_levels(view)[0]
         return lambda rows, stages: cum[rows, np.clip(stages, 1, cum.shape[1]) - 1]
     return None
-
-
-def _sample_rows(workload: Workload, sample_ids: pa.ChunkedArray) -> np.ndarray:
-    codes, ids = dictionary_codes(sample_ids)
-    return pd.Index(workload.sample_id).get_indexer(ids)[codes]

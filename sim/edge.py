@@ -8,6 +8,8 @@ server (`clients.edge.latency`), on the device's accelerator (`EdgeProfile.hardw
 
 from __future__ import annotations
 
+from array import array
+
 import simpy
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
@@ -52,7 +54,7 @@ class EdgeDevices:
         self.n_clients = n_clients
         self._rng = rng
         self._latency = None
-        self._free = [0.0] * n_clients
+        self._free = array("d", bytes(8 * n_clients))  # each device's free time; 8 bytes per client
         self.busy_s = 0.0
         self.jobs = 0
         self.flops = 0.0

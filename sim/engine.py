@@ -16,8 +16,9 @@ from typing import Callable
 import simpy
 from simpy.events import Timeout
 
+from edgevlm.sim.access import AccessRates, assign_classes
 from edgevlm.sim.arrivals import arrival_processes
-from edgevlm.sim.bandwidth import BandwidthTraceError, ConstantProfile, ShiftedProfile, load_profile, period_s
+from edgevlm.sim.bandwidth import BandwidthTraceError, ConstantProfile, load_profile
 from edgevlm.sim.edge import EdgeDevices
 from edgevlm.sim.errors import ConfigError
 from edgevlm.sim.latency import Job
@@ -105,36 +106,28 @@ class Simulation:
         self.policy.bind(self)
         arrival_processes.build(sc.clients.arrival, self, sc.clients.count)
 
-    def _assign_link_classes(self) -> list:
+    def _assign_link_classes(self) -> AccessRates:
         """Each client's access rate: classes get exact shares of the clients, in a seeded shuffle.
 
         A constant class gives a rate in bit/s; a trace class gives each client the trace started
         at a uniform random offset in its period, drawn from the `network` stream.
         """
         sc = self.scenario.clients
-        shares = [c.share for c in sc.link_classes]
-        counts = [int(s * sc.count) for s in shares]
-        by_remainder = sorted(range(len(shares)), key=lambda k: (-(shares[k] * sc.count - counts[k]), k))
-        for k in by_remainder[: sc.count - sum(counts)]:
-            counts[k] += 1
-        rates = [c.uplink_mbps * 1e6 if c.uplink_mbps is not None else c
-                 for c, n in zip(sc.link_classes, counts) for _ in range(n)]
-        order = self.streams["clients"].permutation(sc.count)
-        access = [rates[i] for i in order]
+        client_class = assign_classes([c.share for c in sc.link_classes], sc.count,
+                                      self.streams["clients"].permutation(sc.count))
+        rates: list = [c.uplink_mbps * 1e6 if c.uplink_mbps is not None else None for c in sc.link_classes]
+        offsets = None
         if any(c.bandwidth_trace is not None for c in sc.link_classes):
-            offsets = self.streams["network"].random(sc.count).tolist()
-            for client, c in enumerate(access):
-                if not isinstance(c, float):
-                    k = sc.link_classes.index(c)
-                    try:
-                        base = load_profile(c.bandwidth_trace, self.base_dir, self._profiles)
-                    except BandwidthTraceError as exc:
-                        raise ConfigError(f"clients.link_classes[{k}].bandwidth_trace", str(exc)) from None
-                    if isinstance(base, ConstantProfile):
-                        access[client] = base.bps
-                    else:
-                        access[client] = ShiftedProfile(base, offsets[client] * period_s(base))
-        return access
+            offsets = self.streams["network"].random(sc.count)
+            for k, c in enumerate(sc.link_classes):
+                if c.bandwidth_trace is None or not (client_class == k).any():
+                    continue
+                try:
+                    base = load_profile(c.bandwidth_trace, self.base_dir, self._profiles)
+                except BandwidthTraceError as exc:
+                    raise ConfigError(f"clients.link_classes[{k}].bandwidth_trace", str(exc)) from None
+                rates[k] = base.bps if isinstance(base, ConstantProfile) else base
+        return AccessRates(rates, client_class, offsets)
 
     def _build_link(self, path: str, cfg):
         try:

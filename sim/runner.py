@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from edgevlm.sim import rundir
 from edgevlm.sim.audit import AuditLog
-from edgevlm.sim.commcost import comm_bytes
+from edgevlm.sim.commcost import comm_meter
 from edgevlm.sim.engine import Simulation
 from edgevlm.sim.errors import ConfigError
 from edgevlm.sim.interrupt import RunInterrupted, SimulationInterrupted, discount_future_work, stop_on_sigint
@@ -33,7 +33,7 @@ from edgevlm.sim.preflight import Sink, build_checked
 from edgevlm.sim.recorder import EventLog
 from edgevlm.sim.rundir import AUDIT_FILE
 from edgevlm.sim.scenario import Scenario, load_scenario, parse_scenario
-from edgevlm.sim.summary import read_summary_columns, summarize
+from edgevlm.sim.summary import summarize, summarize_file
 from edgevlm.sim.workload import V1_QUALITY_NOTE, Workload
 from edgevlm.traces import TraceError, atomic_write
 from edgevlm.traces.version import git_commit, package_version
@@ -158,10 +158,8 @@ def _simulate(sc: Scenario, workload: Workload, out: Path | None, progress: bool
         os.replace(tmp_events, out / "events.parquet")
         if audit:
             os.replace(tmp_audit, out / AUDIT_FILE)
-        table_for_summary = read_summary_columns(out / "events.parquet")
-    else:
-        table_for_summary = table
-    summary = build_summary(sc, workload, sim, table_for_summary, end_s, complete=not interrupted)
+    summary = build_summary(sc, workload, sim, out / "events.parquet" if out is not None else table, end_s,
+                            complete=not interrupted)
     if out is not None:
         atomic_write(out / "scenario.yaml", lambda tmp: Path(tmp).write_text(sc.to_yaml()))
         write_json(out / "summary.json", summary)  # last: its presence marks a finished run
@@ -171,8 +169,10 @@ def _simulate(sc: Scenario, workload: Workload, out: Path | None, progress: bool
     return result
 
 
-def build_summary(sc: Scenario, workload: Workload, sim: Simulation, events: pa.Table, end_s: float,
+def build_summary(sc: Scenario, workload: Workload, sim: Simulation, events: pa.Table | Path, end_s: float,
                   complete: bool = True) -> dict:
+    """summary.json of a finished run; `events`: the in-memory table, or events.parquet (read in one
+    bounded pass, row group by row group: sim/summary.py)."""
     components = {
         "gpu": sim.server.stats(end_s),
         "uplink": sim.uplink.stats(end_s),
@@ -184,8 +184,8 @@ def build_summary(sc: Scenario, workload: Workload, sim: Simulation, events: pa.
         components["encoder"] = sim.encoder.stats(end_s)
     if not complete:
         discount_future_work(components, sim, end_s)
-    body = summarize(events, warmup_s=sc.stop.warmup_s, comm=comm_bytes(sc.policy, workload, events),
-                     components=components)
+    stats = summarize_file if isinstance(events, Path) else summarize
+    body = stats(events, warmup_s=sc.stop.warmup_s, comm=comm_meter(sc.policy, workload), components=components)
     return {
         "scenario": sc.name,
         "scenario_hash": sc.hash(),

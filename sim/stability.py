@@ -38,9 +38,12 @@ def assess(arrival_s: np.ndarray, done_s: np.ndarray, window_s: tuple[float, flo
     "deficit_per_s_ci95", "backlog": {start, end, mean_first_third, mean_last_third}, "reason"}.
     """
     lo, hi = float(window_s[0]), float(window_s[1])
-    arrival = np.sort(np.asarray(arrival_s, dtype=np.float64))
+    arrival = np.asarray(arrival_s, dtype=np.float64)
+    if not (arrival[1:] >= arrival[:-1]).all():  # arrivals in request order are sorted already
+        arrival = np.sort(arrival)
     done = np.asarray(done_s, dtype=np.float64)
-    done = np.sort(done[~np.isnan(done)])
+    done = done[~np.isnan(done)]  # a copy: sorted in place
+    done.sort()
     span = hi - lo
     n_arr = int(np.searchsorted(arrival, hi, side="right") - np.searchsorted(arrival, lo, side="left"))
     out: dict[str, Any] = {"stable": None, "offered_per_s": None, "served_per_s": None, "served_ratio": None,

@@ -300,23 +300,24 @@ def _dask_map(jobs, address: str | None, client) -> Iterable[tuple[int, dict]]:
         from distributed import Client, LocalCluster, as_completed as dask_completed  # defers distributed
     except ImportError:
         raise UserError("--dask needs dask.distributed: pip install 'edgevlm-sim[dask]'") from None
-    own = None
+    own = own_client = None
     if client is None:
         if address == "local":
             own = LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None)
-            client = Client(own)
+            client = own_client = Client(own)
         else:
             try:
-                client = Client(address, timeout="10s")
+                client = own_client = Client(address, timeout="10s")
             except OSError as exc:
                 raise UserError(f"--dask: cannot reach the Dask scheduler at {address} ({exc})") from None
     try:
         futures = {client.submit(run_one, *job, pure=False): i for i, *job in jobs}
         for fut in dask_completed(futures):
             yield futures[fut], fut.result()
-    finally:
+    finally:  # close what we opened; a cluster someone else started keeps running
+        if own_client is not None:
+            own_client.close()
         if own is not None:
-            client.close()
             own.close()
 
 

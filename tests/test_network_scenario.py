@@ -55,7 +55,7 @@ def test_access_traces_give_each_client_its_own_offset(scenario_dict, synthetic_
     w = Workload.load(synthetic_trace)
     sim = Simulation(parse_scenario(d), w, lambda r: None)
     traced = [a for a in sim.access_bps if isinstance(a, ShiftedProfile)]
-    assert len(traced) == 20 and sum(isinstance(a, float) for a in sim.access_bps) == 20
+    assert len(traced) == 20 and sum(isinstance(a, float) for a in sim.access_bps) == 20 and len(sim.access_bps) == 40
     offsets = [a.offset_s for a in traced]
     assert len(set(offsets)) == 20 and all(0 <= o < 30 for o in offsets)
     assert len({id(a.base) for a in traced}) == 1  # the file is parsed once
@@ -129,7 +129,7 @@ def test_constant_trace_class_is_a_plain_rate(scenario_dict, synthetic_trace):
                                "link_classes": [{"share": 1, "bandwidth_trace": {"kind": "constant", "mbps": 3}}]},
                       network={"uplink": {"capacity_mbps": 20, "discipline": "ps"}, "downlink": {"capacity_mbps": 9}})
     sim = Simulation(parse_scenario(d), Workload.load(synthetic_trace), lambda r: None)
-    assert sim.access_bps == [3e6] * 6 and isinstance(sim.uplink, PsLink)
+    assert list(sim.access_bps) == [3e6] * 6 and isinstance(sim.uplink, PsLink)
     assert math.isclose(sim.downlink.capacity_bps, 9e6)
 
 

@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from edgevlm.sim.errors import ConfigError, UserError
+from edgevlm.sim import sweep
 from edgevlm.sim.sweep import SweepSpec, expand, parse_path, run_sweep, set_path
 
 
@@ -83,7 +84,7 @@ def test_runs_failing_at_run_time_are_recorded_without_stopping(tmp_path, scenar
             raise RuntimeError("disk on fire")
         return real(scenario, out_dir, **kw)
 
-    monkeypatch.setattr(sweep, "run", flaky)
+    monkeypatch.setattr(sweep, "run", flaky)  # sim/sweep.py imports run at module level
     path = write_sweep(tmp_path, scenario_dict, grid={"policy.jpeg_quality": [75, 50]})
     df = run_sweep(path, tmp_path / "out", workers=1)
     by = {r["policy.jpeg_quality"]: r for _, r in df.iterrows()}
