@@ -141,7 +141,7 @@ def case_million(ctx: Ctx) -> dict:
 
     n = ctx.n(1_000_000)
     code = (f"import sys,time,resource,json; sys.path.insert(0,{str(ROOT)!r}); sys.path.insert(0,{str(ROOT / 'bench')!r})\n"
-            "from run import two_stage_scenario\nfrom sim import run\n"
+            "from run import two_stage_scenario\nfrom edgevlm.sim import run\n"
             f"t=time.perf_counter(); run(two_stage_scenario({str(ctx.trace)!r}, {n}), {str(ctx.tmp / 'million')!r})\n"
             "print(json.dumps({'wall_s': time.perf_counter()-t, "
             "'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024}))")
