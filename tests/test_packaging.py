@@ -60,6 +60,11 @@ def test_the_wheel_holds_one_top_level_package(wheel):
     for sub in ("sim/engine.py", "traces/schema.py", "models/extract.py", "analysis/report.py", "testbed/validate.py",
                 "scenarios/quickstart.yaml", "traces/synthetic-v1.parquet", "cli.py", "commands.py", "__main__.py"):
         assert f"edgevlm/{sub}" in record, sub
+    # every package folder of the checkout (sub-packages too) is installed, so no import fails after `pip install .`
+    for init in sorted(p for folder in FOLDERS for p in (ROOT / folder).rglob("__init__.py")
+                       if "weights" not in p.parts):
+        rel = init.relative_to(ROOT).as_posix()
+        assert (rel if rel.startswith("edgevlm/") else f"edgevlm/{rel}") in record, rel
     assert f"\nVersion: {edgevlm.__version__}\n" in metadata
     assert "edgevlm = edgevlm.cli:main" in entry_points
 
@@ -71,7 +76,7 @@ def test_installed_in_a_fresh_venv_only_edgevlm_is_importable(wheel, tmp_path):
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True,
                    timeout=300)
     py = venv / "bin" / "python"
-    proc = subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)],
+    proc = subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "--no-index", "--ignore-installed", "-q", str(wheel)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
