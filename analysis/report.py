@@ -92,6 +92,7 @@ def run_row(run_dir: Path, label: str | None = None, load_scale: float | None = 
         "deadline_s": nested_get(sc, "slo", "deadline_s"),
         "source_kind": nested_get(s, "trace", "source_kind"), "trace_path": nested_get(s, "trace", "path"),
         "trace_note": nested_get(s, "trace", "note"),
+        "accuracy_note": s.get("accuracy_note"),
         "jpeg_quality": nested_get(sc, "policy", "jpeg_quality"), "run_dir": str(run_dir),
         "stable": s.get("stable"), "offered_per_s": nested_get(s, "stability", "offered_per_s"),
         "served_per_s": nested_get(s, "stability", "served_per_s"),
@@ -340,6 +341,7 @@ def _render(title: str, rep: Report, tradeoff_tables) -> tuple[str, str]:
     note = ("<p class='warn'><b>SYNTHETIC trace</b>: invented numbers from traces/synthetic.py, for tests only; "
             "these results describe no model.</p>") if synthetic else ""
     trace_notes = sorted(set(table["trace_note"].dropna())) if "trace_note" in table else []
+    trace_notes += sorted(set(table["accuracy_note"].dropna())) if "accuracy_note" in table else []
     note += "".join(f"<p class='warn'>Note: {html.escape(n)}.</p>" for n in trace_notes)
     cost_legend = ("add. comm cost: the seed's additional communication cost, (bytes − global-only) / "
                    "(always-crop − global-only) at the same JPEG quality (0 = global-only, 1 = always-crop); "

@@ -76,10 +76,11 @@ def format_summary(s: dict) -> str:
           if s.get("stable") is False else []),
         ("latency mean", ci(lat["mean"]) + " s"),
         ("latency p50/p95/p99", " / ".join(f(lat[k]["value"]) for k in ("p50", "p95", "p99")) + " s"),
-        ("accuracy", ci(s["accuracy"])),
+        ("accuracy", ci(s["accuracy"]) + (f"  ({s['accuracy_note']})" if s.get("accuracy_note") else "")),
         ("uplink bytes/req", f(s["bytes_per_request"]["uplink"], "{:,.0f}")),
         ("comm cost (seed)", "additional " + f(s["additional_comm_cost"]) + " (global-only 0, always-crop 1)"
-         + "   relative " + ("n/a (trace has no q100)" if s.get("relative_comm_cost") is None
+         + "   relative " + ("n/a (the policy sends no image)" if "comm_cost" not in s
+                           else "n/a (trace has no q100)" if s.get("relative_comm_cost") is None
                            else f(s["relative_comm_cost"]) + " (x global image at q100)")),
         ("retransmission rate", f(s["retransmission_rate"])),
         ("utilisation", "  ".join(f"{k} {f(v, '{:.1%}')}" for k, v in s["utilisation"].items())),

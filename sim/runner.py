@@ -197,6 +197,7 @@ def build_summary(sc: Scenario, workload: Workload, sim: Simulation, events: pa.
         "sim_time_s": end_s,
         "trace": trace_info(workload),
         **body,
+        **({"accuracy_note": note} if (note := accuracy_note(sc.policy.kind, workload)) else {}),
         **({"policy_stats": sim.policy.stats()} if hasattr(sim.policy, "stats") else {}),
         "environment": run_environment(),
     }
@@ -210,6 +211,16 @@ def trace_info(workload: Workload) -> dict[str, Any]:
             "format_version": prov.get("format_version"), "jpeg_qualities": list(workload.qualities),
             "accuracy_depends_on_jpeg_quality": workload.per_quality,
             **({} if workload.per_quality else {"note": V1_QUALITY_NOTE})}
+
+
+def accuracy_note(policy_kind: str, workload: Workload) -> str | None:
+    """What a full-edge accuracy is: the trace's `edge_score`, i.e. whichever model its provenance names."""
+    if policy_kind != "full_edge":
+        return None
+    edge_model = workload.provenance.get("edge_model")
+    if edge_model and str(edge_model).startswith("the same tiny model"):
+        return f"full-edge accuracy = stage-1 accuracy on the device: {edge_model}"
+    return f"full-edge accuracy is the trace's edge_score: {edge_model or 'the trace does not say which model'}"
 
 
 def run_environment() -> dict[str, Any]:
