@@ -92,12 +92,7 @@ def _l4_on_demand(scenario_dict, rate_per_client: float, requests: int) -> dict:
 def test_on_demand_preemption_conserves_requests(scenario_dict, monkeypatch):
     """Two-stage gate on an L4 under overload, answers 60x the synthetic trace's (so decode growth
     overflows): preemptions happen, and every request still ends in exactly one terminal record."""
-    orig = Simulation._build_jobs
-
-    def long_answers(self):
-        return {k: [replace(j, out_tokens=60 * j.out_tokens) for j in js] for k, js in orig(self).items()}
-
-    monkeypatch.setattr(Simulation, "_build_jobs", long_answers)
+    _long_answers(monkeypatch)
     sc = _l4_on_demand(scenario_dict, rate_per_client=0.5, requests=1000)
     res = run(sc)
     kv = res.summary["gpu"]["kv"]
@@ -191,3 +186,73 @@ def test_static_batches_fit_their_padded_kv_when_limited(monkeypatch):
     sizes.clear()
     drive({"hardware": "l4", "scheduler": sched}, 300, None, jobs)  # off (default): batches of 32 as before
     assert max(h for _, h in sizes) > 3 * 14_266 and {k for k, _ in sizes} == {32, 300 % 32}
+
+
+def _long_answers(monkeypatch, factor: int = 60):
+    """Answers `factor` x the synthetic trace's, so decode growth overflows the L4's KV cache."""
+    orig = Simulation._build_jobs
+
+    def long_answers(self):
+        return {k: [replace(j, out_tokens=factor * j.out_tokens) for j in js] for k, js in orig(self).items()}
+
+    monkeypatch.setattr(Simulation, "_build_jobs", long_answers)
+
+
+def _rewrite(path, column: str, row: int, value) -> None:
+    """Plant a value in one row of a Parquet file (what a bug or a hand edit would leave)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(path)
+    vals = t.column(column).to_pylist()
+    vals[row] = value
+    t = t.set_column(t.schema.get_field_index(column), t.schema.field(column), pa.array(vals, t.schema.field(column).type))
+    pq.write_table(t, path)
+
+
+def test_check_verifies_every_step_from_server_steps(scenario_dict, monkeypatch, tmp_path):
+    """--audit writes one row per iteration; check holds it to the capacity on every step and to
+    admissions = jobs + preemptions, and names the step when a planted row breaks either."""
+    import pyarrow.parquet as pq
+
+    _long_answers(monkeypatch)
+    sc = _l4_on_demand(scenario_dict, rate_per_client=0.5, requests=400)
+    res = run(sc, tmp_path / "run", audit=True)
+    kv, gpu = res.summary["gpu"]["kv"], res.summary["gpu"]
+    steps = pq.read_table(tmp_path / "run" / "server_steps.parquet").to_pandas()
+    assert len(steps) == gpu["iterations"] and (steps["capacity_tokens"] == kv["capacity_tokens"]).all()
+    assert kv["preempted"] > 0 and steps["preempted"].sum() == kv["preempted"] == sum(kv["use_series"]["preempted"])
+    assert steps["admitted"].sum() == gpu["jobs"] + kv["preempted"] == kv["admitted"]
+    shared = steps[steps["sequences"] > 1]
+    assert shared["kv_tokens"].max() <= kv["capacity_tokens"] and shared["kv_tokens"].max() > 0.9 * kv["capacity_tokens"]
+    assert steps["end_s"].is_monotonic_increasing and steps["kv_tokens"].max() == kv["peak_tokens"]
+    rep = check_run_dir(tmp_path / "run")
+    assert rep.ok and not any("KV cache on every step" in s for s in rep.skipped), rep.format()
+
+    p = tmp_path / "run" / "server_steps.parquet"
+    good = p.read_bytes()
+    i = int(shared.index[len(shared) // 2])
+    _rewrite(p, "kv_tokens", i, kv["capacity_tokens"] + 1)
+    rep = check_run_dir(tmp_path / "run")
+    msgs = [v.message for v in rep.violations if v.invariant == "gpu"]
+    assert any(f"row {i})" in m and f"{kv['capacity_tokens'] + 1} tokens held by" in m and "over capacity" in m
+               for m in msgs), rep.format()
+    p.write_bytes(good)
+    _rewrite(p, "admitted", i, int(steps["admitted"][i]) + 1)
+    rep = check_run_dir(tmp_path / "run")
+    assert any("admit" in v.message and "preemptions" in v.message for v in rep.violations), rep.format()
+    p.write_bytes(good)
+    assert check_run_dir(tmp_path / "run").ok
+
+
+def test_server_steps_only_with_a_kv_model_and_the_audit(scenario_dict, tmp_path):
+    """The default FIFO server writes no server_steps.parquet even audited; a KV run without --audit
+    says the per-step check was skipped."""
+    run(scenario_dict(stop={"requests": 200}), tmp_path / "fifo", audit=True)
+    assert (tmp_path / "fifo" / "audit.parquet").exists() and not (tmp_path / "fifo" / "server_steps.parquet").exists()
+    rep = check_run_dir(tmp_path / "fifo")
+    assert rep.ok and not any("KV" in s for s in rep.skipped), rep.format()
+    run(_l4_on_demand(scenario_dict, rate_per_client=0.5, requests=200), tmp_path / "kv")
+    assert not (tmp_path / "kv" / "server_steps.parquet").exists()
+    rep = check_run_dir(tmp_path / "kv")
+    assert rep.ok and any("KV cache on every step" in s for s in rep.skipped), rep.format()

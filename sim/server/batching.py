@@ -24,6 +24,7 @@ every job of the batch ends when the batch does.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import ClassVar, Literal
 
@@ -100,6 +101,9 @@ class BatchServer(Server):
     def queue_length(self) -> int:
         """Jobs submitted but not yet in a batch, over all replicas."""
         return self.waiting
+
+    def kv_uses(self) -> list[KvUse]:
+        return [r.kv for r in self.reps] if math.isfinite(self.reps[0].kv.capacity) else []
 
     def _route(self):
         reps = self.reps

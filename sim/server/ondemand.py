@@ -33,7 +33,7 @@ class OnDemandReplica(ContinuousReplica):
                 k = next(reversed(running))
                 job, done, start, held, _, gen = running.pop(k)
                 ctx -= held
-                kv.preempted += 1
+                kv.preempt(env.now)
                 waiting.appendleft((job, done, env.now, (start, gen)))
                 srv.waiting += 1
             n_dec = len(running)
@@ -64,7 +64,6 @@ class OnDemandReplica(ContinuousReplica):
             yield env.timeout(dur)
             end = env.now
             ctx += n_dec + tokens
-            kv.note(end, ctx, n_dec + len(new))
             ended = []
             for k, rec in running.items():
                 rec[3] += 1
@@ -83,6 +82,7 @@ class OnDemandReplica(ContinuousReplica):
                 if rec[4] <= 0:
                     ended.append(seq)
                 running[seq] = rec
+            kv.note(end, ctx, n_dec + len(new))
             for k in ended:
                 job, done, first, held, _, _ = running.pop(k)
                 ctx -= held
