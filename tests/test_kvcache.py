@@ -256,3 +256,34 @@ def test_server_steps_only_with_a_kv_model_and_the_audit(scenario_dict, tmp_path
     assert not (tmp_path / "kv" / "server_steps.parquet").exists()
     rep = check_run_dir(tmp_path / "kv")
     assert rep.ok and any("KV cache on every step" in s for s in rep.skipped), rep.format()
+
+
+def test_report_shows_kv_counters_and_use_figure(scenario_dict, monkeypatch, tmp_path):
+    """A compare of an L4 with on-demand KV (long answers: preemptions) and the FIFO server: the report's
+    KV table has the L4 run only, with summary.json's counters, and the KV-use figure is drawn."""
+    import yaml
+
+    from edgevlm.analysis.report import build_report
+    from edgevlm.sim.compare import run_compare
+
+    _long_answers(monkeypatch)
+    policy = {"kind": "entropy_threshold", "threshold": 0.5}
+    spec = {"name": "kv", "base": _l4_on_demand(scenario_dict, rate_per_client=0.5, requests=300),
+            "variants": [{"name": "l4", "policy": policy},
+                         {"name": "fifo", "policy": policy, "set": {"server": {"scheduler": None}}}]}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(spec))
+    df = run_compare(tmp_path / "c.yaml", tmp_path / "out")
+    df.to_parquet(tmp_path / "out" / "results.parquet")
+    rep = build_report([tmp_path / "out"], tmp_path / "rep", tradeoff=False)
+    kv = json.loads((tmp_path / "out" / "runs" / "l4" / "summary.json").read_text())["gpu"]["kv"]
+    assert kv["preempted"] > 0
+    t = rep.kv_table
+    assert list(t["variant"]) == ["l4"]  # the FIFO run has no KV model
+    row = t.iloc[0]
+    assert row["admissions"] == f"{kv['admitted']:,}" and row["preemptions"] == f"{kv['preempted']:,}"
+    assert row["capacity (tokens)"] == "14,266" and row["peak in use (tokens)"].startswith(f"{kv['peak_tokens']:,} (")
+    png = rep.figures["kv_use"].read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    html_text, md = rep.html_path.read_text(), rep.md_path.read_text()
+    assert "<table" in html_text.split("<h2>KV cache</h2>")[1][:200] and "id=\"kv\"" in html_text
+    assert "## KV cache" in md and "![kv_use](kv_use.png)" in md
