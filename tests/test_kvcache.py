@@ -287,3 +287,72 @@ def test_report_shows_kv_counters_and_use_figure(scenario_dict, monkeypatch, tmp
     html_text, md = rep.html_path.read_text(), rep.md_path.read_text()
     assert "<table" in html_text.split("<h2>KV cache</h2>")[1][:200] and "id=\"kv\"" in html_text
     assert "## KV cache" in md and "![kv_use](kv_use.png)" in md
+
+
+def _steps(server: dict, jobs: list, n: int):
+    """Run n jobs queued at t=0 and return the server's per-step KV records (sim.audit.StepLog)."""
+    from edgevlm.sim.audit import StepLog
+
+    log = StepLog(None)
+
+    def attach(srv):
+        for i, use in enumerate(srv.kv_uses()):
+            use.steps = log.recorder(i, use.capacity)
+
+    _, soj, srv = drive(server, n, None, jobs, setup=attach)
+    assert np.isfinite(soj).all()
+    return log.close().to_pandas(), srv.stats(srv.end_s)["kv"]
+
+
+@pytest.mark.parametrize("block,watermark,admitted,at,preempted", [(1, 0.0, 6, 2, 1), (16, 0.0, 4, 13, 2),
+                                                                 (16, 0.25, 3, 13, 1)])
+def test_on_demand_kv_blocks_and_watermark_by_hand(block, watermark, admitted, at, preempted):
+    """Prompts of 20 tokens, 39 decode steps, room for 128 KV tokens (8 blocks of 16), all queued at t=0.
+    Token by token 6 prompts fit (120 tokens), and two iterations later their growth (126 + 6 > 128)
+    preempts the newest. In blocks each prompt holds 2, so 4 fit; they fill their second block at 32
+    tokens, 13 iterations in, when 4 sequences need 12 of the 8 blocks: the two newest are preempted.
+    A watermark of 25% (2 blocks) must stay free at admission: 3 fit, and at 32 tokens 9 blocks of 8
+    preempt one."""
+    sched = {"kind": "continuous", "max_batch": 64, "kv_allocation": "on_demand", "kv_capacity_tokens": 128,
+             "kv_block_tokens": block, "kv_watermark": watermark}
+    steps, kv = _steps({"scheduler": sched}, [Job(1, 0, 0, 20, 40)], 10)
+    assert kv["capacity_tokens"] == 128 and steps["admitted"].iloc[0] == admitted
+    assert steps["kv_tokens"].iloc[0] == admitted * (20 if block == 1 else 32)
+    assert steps["preempted"].iloc[:at].sum() == 0 and steps["preempted"].iloc[at] == preempted
+    shared = steps[steps["sequences"] > 1]
+    assert (shared["kv_tokens"] <= 128).all() and (steps["kv_tokens"] % block == 0).all()
+    assert steps["admitted"].sum() == 10 + kv["preempted"] == kv["admitted"]
+    # every admission beside running sequences left the watermark free (25%: 2 blocks = 32 tokens)
+    joined = steps[(steps["admitted"] > 0) & (steps["sequences"] > 1)]
+    assert (joined["kv_tokens"] <= 128 - int(watermark * 8) * 16).all()
+
+
+def test_reserve_books_whole_blocks():
+    """Reserving final lengths of 59 tokens: token by token two fit in 120; in blocks of 16 the capacity is
+    7 blocks (112 tokens) and each reserves 4 (64), so one runs at a time."""
+    for block, first, cap in ((1, 2, 120), (16, 1, 112)):
+        sched = {"kind": "continuous", "max_batch": 64, "kv_capacity_tokens": 120, "kv_block_tokens": block}
+        steps, kv = _steps({"scheduler": sched}, [Job(1, 0, 0, 20, 40)], 6)
+        assert kv["capacity_tokens"] == cap and steps["admitted"].iloc[0] == first
+        assert kv["peak_sequences"] == first and kv["preempted"] == 0 and kv["admitted"] == 6
+
+
+def test_blocks_and_watermark_in_a_run_pass_check(scenario_dict, tmp_path):
+    """vLLM's settings (16-token blocks, 1% watermark) on the L4: capacity 891 blocks = 14,256 tokens,
+    every step in whole blocks and within it, `edgevlm check` clean; the defaults leave the scenario's
+    stored YAML without the new keys."""
+    import pyarrow.parquet as pq
+
+    sc = _l4_on_demand(scenario_dict, rate_per_client=1.0, requests=300)
+    sc["server"]["scheduler"] |= {"kv_block_tokens": 16, "kv_watermark": 0.01}
+    res = run(sc, tmp_path / "run", audit=True)
+    kv = res.summary["gpu"]["kv"]
+    assert kv["capacity_tokens"] == 891 * 16 == 14_256
+    steps = pq.read_table(tmp_path / "run" / "server_steps.parquet").to_pandas()
+    assert (steps["kv_tokens"] % 16 == 0).all() and steps.loc[steps["sequences"] > 1, "kv_tokens"].max() <= 14_256
+    assert kv["peak_shared_tokens"] > 0.9 * 14_256
+    rep = check_run_dir(tmp_path / "run")
+    assert rep.ok, rep.format()
+    assert "kv_block_tokens" in (tmp_path / "run" / "scenario.yaml").read_text()
+    run(_l4_on_demand(scenario_dict, rate_per_client=1.0, requests=50), tmp_path / "plain")
+    assert "kv_block_tokens" not in (tmp_path / "plain" / "scenario.yaml").read_text()

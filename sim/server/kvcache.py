@@ -16,8 +16,15 @@ prompt + answer - 1 tokens; a stage-2 prompt carries two images' visual tokens.
   running ones hold now plus this iteration's growth; when the running sequences' next tokens do not
   fit, the most recently admitted one is preempted by recomputation (vLLM's default, not swap): its KV
   is freed, it goes back to the head of the queue, and on readmission it prefills its prompt plus the
-  tokens it had generated (vision encoder included, codec work not) and carries on. vLLM's block
-  granularity (16 tokens) and free-block watermark are not modelled.
+  tokens it had generated (vision encoder included, codec work not) and carries on.
+
+`kv_block_tokens` (vLLM: 16; default 1, token by token): KV is allocated in whole blocks, so a sequence
+of n tokens holds ceil(n / block) blocks, it takes a new block when its last one is full, and the
+capacity is floor(capacity / block) whole blocks (an L4: 891 blocks of 16 = 14,256 tokens).
+`kv_watermark` (vLLM: 0.01; default 0): an admission must leave that share of the blocks free, so
+running sequences can grow into them before anything is preempted (vLLM's `can_allocate`). In
+`reserve` mode a final length is reserved in whole blocks under the same watermark. Swapping to host
+memory, prefix-block sharing inside the KV pool and chunked prefill are not modelled.
 
 summary.json's gpu.kv has the counters, the peaks and a series of at most SERIES_POINTS bins: the most
 KV tokens in use on the fullest replica in each bin and, for `on_demand`, the preemptions in it.
