@@ -426,7 +426,8 @@ def _render(title: str, rep: Report, tradeoff_tables) -> tuple[str, str]:
              "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;"
              "text-align:right}th{background:#f3f3f3}td:first-child{text-align:left}.warn{color:#a00}"
              "table.context td,table.context th{text-align:left}"
-             "img{max-width:100%;box-sizing:border-box;border:1px solid #eee;margin:6px 0}.scroll{max-width:100%;overflow-x:auto}"
+             "img{max-width:100%;box-sizing:border-box;border:1px solid #eee;margin:6px 0}"
+             ".scroll{max-width:100%;overflow-x:auto}"
              "</style></head><body>",
              f"<h1>{html.escape(title)}</h1>{note}",
              f"<h2>What this report shows</h2><table class='context'>{ctx_html}</table>",

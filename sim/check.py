@@ -700,9 +700,9 @@ def register(subparsers) -> None:
         description="Re-verify a finished run from its files alone (events.parquet, summary.json, scenario.yaml, "
                     "the trace it names, and audit.parquet if the run used --audit): one terminal record per "
                     "request, monotone step times, no link over capacity in any window, bytes conserved, GPU "
-                    "never over 100%, summary equal to its recomputation. Exit 0 if all hold, 1 listing the "
-                    "first violations, 2 if RUN_DIR is not a run directory. A compare or sweep output directory checks each of its "
-                    "runs.")
+                    "never over 100%, the KV cache within capacity on every step (server_steps.parquet), summary "
+                    "equal to its recomputation. Exit 0 if all hold, 1 listing the first violations, 2 if RUN_DIR "
+                    "is not a run directory. A compare or sweep output directory checks each of its runs.")
     p.add_argument("run_dir", help="a directory written by `edgevlm run` (use --audit for the full check)")
     p.add_argument("--max", type=int, default=5, help="violations listed per invariant (default 5)")
     p.set_defaults(func=_cmd_check)
