@@ -114,8 +114,9 @@ def register(commands: Commands) -> None:
     p.add_argument("--seed", type=int, help="override the scenario's seed")
     add_output_options(p, "run directory to write (default: runs/<scenario name>)", progress=True)
     p.add_argument("--audit", action="store_true",
-                   help="also write audit.parquet (every transfer and GPU pass) so `edgevlm check` can verify "
-                        "link capacity, per-request bytes and GPU busy time")
+                   help="also write audit.parquet (every transfer and GPU pass), and server_steps.parquet (KV use "
+                        "per scheduler step) where the server has a KV model, so `edgevlm check` can verify "
+                        "link capacity, per-request bytes, GPU busy time and the KV cache on every step")
     p.add_argument("--replay", metavar="RUN_DIR",
                    help="rerun RUN_DIR from its stored scenario.yaml and trace, and diff the outputs against it "
                         "(exit 1 if they differ)")
