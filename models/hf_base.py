@@ -20,6 +20,7 @@ t_decode_token_s is the mean time between later tokens. On CUDA the clock synchr
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import time
 from pathlib import Path
@@ -394,7 +395,8 @@ class HFBackend(VLMBackend):
                            on_prefill: Callable[[Any], None] | None = None):
         mask, pos = inputs["attention_mask"], inputs.get("position_ids")
         lm = self._lm()
-        out = lm(**inputs, use_cache=True, logits_to_keep=1)
+        with self._top_layer_last_position():
+            out = lm(**inputs, use_cache=True, logits_to_keep=1)
         if on_prefill is not None:
             on_prefill(out)
         n = mask.shape[0]
@@ -418,6 +420,35 @@ class HFBackend(VLMBackend):
                 pos = pos[:, -1:] + 1
                 extra["position_ids"] = pos
             out = lm(input_ids=tok[:, None], attention_mask=mask, use_cache=True, **_cache_kwarg(out), **extra)
+
+    #: decoder layer classes whose forward is exactly pre-norm attention + residual, pre-norm MLP +
+    #: residual (transformers' Llama), so `_top_layer_last_position` may restate it
+    TOP_LAYER_SLICEABLE = ("LlamaDecoderLayer",)
+
+    @contextlib.contextmanager
+    def _top_layer_last_position(self):
+        """Within: the top decoder layer runs attention on every position (the KV cache needs their keys
+        and values) but its MLP on the last position only, all a prefill with logits_to_keep=1 uses; the
+        other positions' top-layer MLP (~3/4 of that layer) is skipped. Batched prefills only (the
+        one-at-a-time path stays the reference); other layer types run unchanged."""
+        layer = self._decoder_layers()[-1]
+        if type(layer).__name__ not in self.TOP_LAYER_SLICEABLE:
+            yield
+            return
+
+        def forward(hidden_states, attention_mask=None, position_ids=None, cache=None, use_cache=False,
+                    position_embeddings=None, **kwargs):
+            attn, _ = layer.self_attn(hidden_states=layer.input_layernorm(hidden_states),
+                                      attention_mask=attention_mask, position_ids=position_ids, cache=cache,
+                                      use_cache=use_cache, position_embeddings=position_embeddings, **kwargs)
+            last = hidden_states[:, -1:] + attn[:, -1:]
+            return last + layer.mlp(layer.post_attention_layernorm(last))
+
+        layer.forward = forward
+        try:
+            yield
+        finally:
+            del layer.forward
 
     # ----- shared image prefix (batched calls) ------------------------------------------------------
     #: batched calls compute the key/value states of each prompt's prefix up to the end of image 0 (the
@@ -451,8 +482,9 @@ class HFBackend(VLMBackend):
             ids = torch.cat([v[1] for v in todo.values()], dim=0)
             mm = {"image": _pooled([v[0] for v in todo.values()])}
             pos = torch.arange(n, device=ids.device).expand(ids.shape[0], n)
-            out = self._lm()(input_ids=ids, attention_mask=torch.ones_like(ids), position_ids=pos,
-                             mm_encoder_outputs=mm, use_cache=True, logits_to_keep=1)
+            with self._top_layer_last_position():
+                out = self._lm()(input_ids=ids, attention_mask=torch.ones_like(ids), position_ids=pos,
+                                 mm_encoder_outputs=mm, use_cache=True, logits_to_keep=1)
             cache = next(iter(_cache_kwarg(out).values()))
             for b, (key, (feat, _)) in enumerate(todo.items()):
                 self._prefix_cache[key] = (feat, [(layer.keys[b:b + 1], layer.values[b:b + 1])
