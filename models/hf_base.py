@@ -399,6 +399,10 @@ class HFBackend(VLMBackend):
             out = lm(**inputs, use_cache=True, logits_to_keep=1)
         if on_prefill is not None:
             on_prefill(out)
+        from edgevlm.models.kv_buffer import with_spare_room  # defers transformers
+
+        for cache in _cache_kwarg(out).values():   # decode steps write in place, no copy of the cache
+            with_spare_room(cache, max_new)
         n = mask.shape[0]
         seqs: list[list[int]] = [[] for _ in range(n)]
         done = torch.zeros(n, dtype=torch.bool, device=mask.device)
