@@ -112,6 +112,7 @@ class HFBackend(VLMBackend):
         self._feature_cache: dict[int, tuple[Any, torch.Tensor, dict[str, torch.Tensor]]] = {}
         self._prefix_cache: dict[tuple, tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]] = {}
         self._prompt_states: dict[tuple, tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]] = {}
+        self._token_cache: dict[str, dict[str, torch.Tensor]] = {}
         self._check_config()
         layer = settings.attention_layer
         if layer is not None and not 0 <= layer < self.n_layers:
@@ -249,7 +250,7 @@ class HFBackend(VLMBackend):
         n_tokens = [int(f.shape[0]) for f in feats]
         text = question + (self.settings.question_suffix if add_suffix else "")
         prompt = self.build_prompt(n_tokens, text)
-        ids = self.tokenizer(prompt, return_tensors="pt")
+        ids = self._tokenize(prompt)
         input_ids = ids["input_ids"]
         flat = input_ids[0].numpy()
         pos = np.flatnonzero(flat == self.image_token_id)
@@ -268,6 +269,18 @@ class HFBackend(VLMBackend):
         inputs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=list(feats))}
         return Encoded(inputs=inputs, image_positions=per_image,
                        prompt_tokens=int(flat.size - pos.size), n_images=len(n_tokens), t_vision_s=t_vision)
+
+    TOKEN_CACHE_SIZE = 64
+
+    def _tokenize(self, prompt: str) -> dict[str, torch.Tensor]:
+        """The tokenizer's tensors for `prompt` (fresh copies); a small cache serves a sample's repeated
+        prompts (stage 1 = question pass, stage 2 = oracle pass) and the generic prompt."""
+        hit = self._token_cache.get(prompt)
+        if hit is None:
+            while len(self._token_cache) >= self.TOKEN_CACHE_SIZE:
+                self._token_cache.pop(next(iter(self._token_cache)))
+            hit = self._token_cache[prompt] = dict(self.tokenizer(prompt, return_tensors="pt"))
+        return {k: v.clone() for k, v in hit.items()}
 
     def prefetch(self, images: Sequence[Any]) -> None:
         """Visual features of all these images in one vision-encoder pass (cached for encode)."""
