@@ -91,7 +91,11 @@ def main() -> int:
           f"{args.threads} thread(s), {args.reps} interleaved reps")
     for k in ("single", "batched"):
         print(f"  {k:8s} median {med[k]:.2f} s  ({n / med[k]:.1f} samples/s)  runs: "
-              + ", ".join(f"{t:.2f}" for t in times[k]) + f"; CPU time median {med_cpu[k]:.2f} s")
+              + ", ".join(f"{t:.2f}" for t in times[k]) + f"; CPU time median {med_cpu[k]:.2f} s  runs: "
+              + ", ".join(f"{t:.2f}" for t in cpu[k]))
+    pairs = [a / b for a, b in zip(cpu["single"], cpu["batched"])]
+    print("  CPU-time ratio of each rep (single / the batched run after it): "
+          + ", ".join(f"{r:.2f}" for r in pairs) + f"; median {statistics.median(pairs):.2f}x")
     print(f"  speed-up (median single / median batched): {med['single'] / med['batched']:.2f}x wall, "
           f"{med_cpu['single'] / med_cpu['batched']:.2f}x CPU time; "
           f"results equal (answers, boxes, uncertainties to 1e-5)")
