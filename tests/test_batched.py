@@ -272,3 +272,23 @@ def test_stage_2_and_the_oracle_pass_run_in_one_batch(backends, data5, tmp_path,
     extract(b, samples, tmp_path / "o.parquet", ExtractOptions(dataset_id="d", progress=False, batch_size=5))
     with_box = sum(s.gt_box is not None for s in samples)
     assert with_box == 2 and sizes == [5, 5 + with_box]
+
+
+@pytest.mark.parametrize("chunk_tokens", [1, 40])
+def test_chunked_prefill_equals_one_at_a_time(backends, monkeypatch, chunk_tokens):
+    """On CPU the prefill after the shared prefix runs in chunks of rows (1 row each, or a few), padded to
+    one width and joined into one cache for decoding: the same tokens and logits as generate() on each."""
+    from PIL import Image
+
+    b = backends["llava"]
+    monkeypatch.setattr(b, "CPU_PREFILL_CHUNK_TOKENS", chunk_tokens)
+    rng = np.random.default_rng(13)
+    imgs = [Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)) for _ in range(4)]
+    b.clear_cache()
+    encs = [b.encode([imgs[0], imgs[1]], "q?"), b.encode([imgs[1], imgs[2]], "a much longer question here?"),
+            b.encode([imgs[2], imgs[3]], "mid question"), b.encode([imgs[3], imgs[0]], "and the last?")]
+    batched = b.generate_batch(encs)
+    for single, many in zip([b.generate(e) for e in encs], batched):
+        assert many.tokens == single.tokens and many.text == single.text
+        np.testing.assert_allclose(many.logits, single.logits, atol=1e-5)
+    b.clear_cache()
