@@ -24,7 +24,7 @@ import contextlib
 import inspect
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
