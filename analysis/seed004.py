@@ -19,14 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from edgevlm.analysis.events import phase_breakdown, read_events, run_scenario
-import pyarrow.parquet as pq
 from edgevlm.sim.audit import LINKS
-import pyarrow.parquet as pq
-from edgevlm.traces import read_provenance
 from edgevlm.sim.compare import run_compare
-from edgevlm.traces import atomic_write
+from edgevlm.traces import atomic_write, read_provenance
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 COMPARES = ("compare_seed004_1mbps.yaml", "compare_seed004_scale.yaml")
@@ -147,7 +145,8 @@ def format_levels(levels: pd.DataFrame) -> str:
     return head + "\n".join("| " + " | ".join(fmt(v) for v in r) + " |" for r in levels.itertuples(index=False))
 
 
-def plot_network(table: pd.DataFrame, path: str | os.PathLike) -> Path:
+def plot_network(table: pd.DataFrame, path: str | os.PathLike, trace_label: str = "tiny-model trace") -> Path:
+    """Network and end-to-end latency vs devices per variant; unstable runs (queue grows) ringed in red."""
     import matplotlib  # defers matplotlib
 
     matplotlib.use("Agg")
@@ -158,6 +157,12 @@ def plot_network(table: pd.DataFrame, path: str | os.PathLike) -> Path:
         g = g.sort_values("devices")
         for ax, col in zip(axes, ("network_mean_s", "e2e_mean_s")):
             ax.plot(g["devices"], g[col], marker="o", label=v)
+            bad = g[~g["stable"].astype(bool)]
+            ax.scatter(bad["devices"], bad[col], s=160, facecolors="none", edgecolors="#b22222", linewidths=1.6,
+                       zorder=5, label="_unstable")
+            for x, y in zip(bad["devices"], bad[col]):
+                ax.annotate(f"{v} UNSTABLE", (x, y), textcoords="offset points", xytext=(-8, -14), ha="right",
+                            fontsize=7, color="#b22222")
     for ax, title in zip(axes, ("network latency (uplink + downlink), mean", "end-to-end latency, mean")):
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -167,7 +172,8 @@ def plot_network(table: pd.DataFrame, path: str | os.PathLike) -> Path:
         ax.grid(True, which="both", alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=8, frameon=False)
-    fig.suptitle("seed004: tiny-scenetext-v1 trace (tiny-local), LLaVA-1.5-7B costs, i.MX95 NPU edge", fontsize=10)
+    fig.suptitle(f"seed004: {trace_label}, LLaVA-1.5-7B costs, i.MX95 NPU edge; red ring: unstable (queue grows, "
+                 "latency depends on run length)", fontsize=10)
     fig.tight_layout(rect=(0, 0.1, 1, 1))
     p = Path(path)
     fig.savefig(p, dpi=120)
@@ -197,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         lv = level_table(trace, args.codec_eval)
         md += f"\n\nPer level (trace {trace}):\n\n" + format_levels(lv)
     atomic_write(out / "seed004.md", lambda tmp: Path(tmp).write_text(md + "\n"))
-    plot_network(table, out / "seed004_network_latency.png")
+    label = f"{Path(trace).name} ({read_provenance(trace)['source_kind']})" if trace else "trace unknown"
+    plot_network(table, out / "seed004_network_latency.png", label)
     print(md)
     return 0
 
