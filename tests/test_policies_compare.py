@@ -48,14 +48,14 @@ def test_compare_policies_runs_every_policy_on_one_workload(tmp_path, capsys):
     assert spec.base == "quickstart.yaml"
     assert "trace: traces/tiny-scenetext-v2.parquet" in (SCENARIOS / "quickstart.yaml").read_text()
     out = tmp_path / "cmp"
-    assert main(["compare", str(path), "--out", str(out), "--requests", "300", "--no-progress"]) == 0
+    assert main(["compare", str(path), "--out", str(out), "--requests", "1200", "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "oracle (bound)" in printed and "SYNTHETIC" not in printed
     df = pd.read_parquet(out / "results.parquet")
     assert list(df["variant"]) == [v.name for v in spec.variants for _ in spec.load.scale]
     assert df[df["variant"] == "oracle"]["policy_is_bound"].all()
     assert not df.drop(df.index[df["variant"] == "oracle"])["policy_is_bound"].any()
-    assert (df["requests_arrived"] == 300).all() and (df["requests_measured"] > 0).all()
+    assert (df["requests_arrived"] == 1200).all() and (df["requests_measured"] > 0).all()  # past the 30 s warm-up
     for name, scale in zip(df["variant"], df["load_scale"]):
         assert (out / "runs" / f"{name}-load{scale:g}" / "summary.json").is_file()
 
