@@ -26,7 +26,7 @@ from edgevlm.testbed.validate import run
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     model = args.model
-    if model is None:
+    if model is None and args.engine != "timed":
         if not DEFAULT_MODEL.is_dir():
             raise UserError(f"--model: the default tiny model {DEFAULT_MODEL} does not exist here; "
                             "pass --model DIR (a checkpoint directory)")
@@ -41,10 +41,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if (cpus or args.model_spin_s) and not args.model_process:
         raise UserError("--model-cpus / --model-spin-s: need --model-process (the passes run in the server "
                         "process otherwise)")
+    timed = None
+    if args.engine == "timed":
+        if not (args.trace and args.pass_times and args.jpeg_quality):
+            raise UserError("--engine timed: needs --trace, --jpeg-quality and --pass-times")
+        if args.model_process:
+            raise UserError("--model-process: the timed engine runs no model")
+        timed = {"trace": args.trace, "quality": args.jpeg_quality, "pass_times": args.pass_times,
+                 "visual_tokens": args.visual_tokens}
     try:
         serve(model, args.host, args.port, manifest=args.manifest, max_queue=args.max_queue,
               max_body_bytes=args.max_body_bytes, threads=args.threads, model_process=args.model_process,
-              model_cpus=cpus, model_spin_s=args.model_spin_s)
+              model_cpus=cpus, model_spin_s=args.model_spin_s, timed=timed)
     except (BackendError, ModelProcessError) as exc:
         raise UserError(str(exc)) from None
     return 0
@@ -124,6 +132,15 @@ def register(commands: Commands) -> None:
     s.add_argument("--model-spin-s", type=float, default=0.0, metavar="S",
                    help="with --model-process: after each pass, busy-poll up to S seconds for the next one, so a "
                         "dedicated core does not go idle between close passes (default 0: block)")
+    s.add_argument("--engine", choices=("model", "timed"), default="model",
+                   help="model: run the model's passes; timed: no model, each pass held for the simulator's "
+                        "time and answered from the trace (testbed/timed.py)")
+    s.add_argument("--trace", help="with --engine timed: the trace the answers come from")
+    s.add_argument("--jpeg-quality", type=int, help="with --engine timed: the trace's quality to answer at")
+    s.add_argument("--pass-times", metavar="CSV", help="with --engine timed: a latency profile "
+                   "(phase,batch,tokens,seconds) or a per-sample table (sample_id,s1_s,att_s,s2_s)")
+    s.add_argument("--visual-tokens", type=int, help="with --engine timed and a profile: visual tokens per image "
+                   "(default: the trace's)")
 
     e = commands.add("edge", _cmd_edge, "run a real edge client against `edgevlm serve`",
                      "Replay a schedule (or a Poisson stream) of manifest samples with a simulator policy; writes "

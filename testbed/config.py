@@ -15,7 +15,7 @@ Example (testbed/examples/ci.yaml):
   network:
     uplink: {capacity_mbps: 4, propagation_ms: 0, loss_pct: 0}
     downlink: {capacity_mbps: 20, propagation_ms: 0}
-  server: {max_queue: 1000, threads: 1, model_process: true, model_cpus: null, model_spin_s: 5}  # null: last CPU
+  server: {engine: model, max_queue: 1000, threads: 1, model_process: true, model_cpus: null, model_spin_s: 5}  # null: last CPU
   calibration: {repeats: 3, server_passes: idle, server_speed: lognormal}  # idle | busy: where the pass times
                            # come from; lognormal | constant: the simulator's server speed model
   time_limit_s: 120        # per point: the edge run is stopped after this
@@ -52,6 +52,10 @@ class Network(_Strict):
 
 
 class ServerBlock(_Strict):
+    #: model: the tiny model's real passes (in the model process or inline); timed: no model, each pass
+    #: held for the simulator's time of that sample (the round's profile) and answered from the trace,
+    #: a stand-in for a dedicated accelerator's steady pass times (testbed/timed.py)
+    engine: Literal["model", "timed"] = "model"
     max_queue: PositiveInt = 1000
     threads: PositiveInt = Field(1, description="torch threads of the server process")
     port: int = Field(8000, ge=1, le=65535)

@@ -33,6 +33,7 @@ from fastapi.responses import JSONResponse
 
 from edgevlm.models.manifest import read_manifest
 from edgevlm.testbed.engine import InlineEngine, ProcessEngine
+from edgevlm.testbed.timed import SWITCH_INTERVAL_S, TimedEngine
 
 STAGE1_PARAMS = ("request_id", "sample_id", "image_w", "image_h", "question")
 MAX_SESSIONS = 4096
@@ -44,6 +45,7 @@ class Session:
     question: str
     image_w: int
     image_h: int
+    sample_id: str
 
 
 class GpuWorker:
@@ -77,7 +79,9 @@ def create_app(backend, *, sample_ids: set[str] | None = None, max_queue: int = 
     `sample_ids`: known ids (None accepts any)."""
     from PIL import Image  # defers PIL
 
-    engine = backend if isinstance(backend, (InlineEngine, ProcessEngine)) else InlineEngine(backend)
+    engine = backend if isinstance(backend, (InlineEngine, ProcessEngine, TimedEngine)) else InlineEngine(backend)
+    if isinstance(engine, TimedEngine):  # it answers only the samples of its trace
+        sample_ids = set(engine.row) if sample_ids is None else sample_ids & set(engine.row)
     app = FastAPI(title="edgevlm serve", docs_url=None, redoc_url=None)
     gpu = GpuWorker()
     sessions: OrderedDict[int, Session] = OrderedDict()
@@ -168,8 +172,8 @@ def create_app(backend, *, sample_ids: set[str] | None = None, max_queue: int = 
         if img.size != (px, px):
             img = img.resize((px, px), Image.Resampling.BICUBIC)
 
-        (text, mn, sh, mg), start, end = await gpu.run(engine.stage1, img, q["question"])
-        sessions[rid] = Session(img, q["question"], w, h)
+        (text, mn, sh, mg), start, end = await gpu.run(engine.stage1, img, q["question"], q["sample_id"])
+        sessions[rid] = Session(img, q["question"], w, h, q["sample_id"])
         while len(sessions) > MAX_SESSIONS:
             sessions.popitem(last=False)
         return {"request_id": rid, "answer": text, "tokens": len(mn), "s1_min_entropy": mn,
@@ -192,7 +196,8 @@ def create_app(backend, *, sample_ids: set[str] | None = None, max_queue: int = 
             raise Reject(400, "field 'request_id' must be an integer")
         s = session(rid)
 
-        box, start, end = await gpu.run(engine.attention_box, s.global_img, s.question, s.image_w, s.image_h)
+        box, start, end = await gpu.run(engine.attention_box, s.global_img, s.question, s.image_w, s.image_h,
+                                         s.sample_id)
         return {"request_id": rid, "box": list(box), "start_s": start, "end_s": end}
 
     @app.post("/v1/stage2")
@@ -205,7 +210,7 @@ def create_app(backend, *, sample_ids: set[str] | None = None, max_queue: int = 
         if local.size != (px, px):
             local = local.resize((px, px), Image.Resampling.BICUBIC)
 
-        (text, tokens), start, end = await gpu.run(engine.stage2, s.global_img, local, s.question)
+        (text, tokens), start, end = await gpu.run(engine.stage2, s.global_img, local, s.question, s.sample_id)
         sessions.pop(rid, None)
         return {"request_id": rid, "answer": text, "tokens": tokens, "recv_s": recv_s,
                 "start_s": start, "end_s": end}
@@ -216,16 +221,23 @@ def create_app(backend, *, sample_ids: set[str] | None = None, max_queue: int = 
 
 def serve(model: str, host: str, port: int, *, manifest: str | None = None, max_queue: int = 64,
           max_body_bytes: int = 4 << 20, threads: int = 1, model_process: bool = False,
-          model_cpus: list[int] | None = None, model_spin_s: float = 0.0, ready_file: str | None = None) -> None:
+          model_cpus: list[int] | None = None, model_spin_s: float = 0.0, ready_file: str | None = None,
+          timed: dict | None = None) -> None:
     """Load the model and serve until interrupted. `model_process`: run the passes in a process of their
     own (testbed.engine.ProcessEngine), pinned to `model_cpus` if given, busy-polling for the next pass
-    for up to `model_spin_s` seconds after each."""
+    for up to `model_spin_s` seconds after each. `timed`: TimedEngine.load's arguments (trace, quality,
+    pass_times, visual_tokens): no model, passes held for the simulator's times (testbed/timed.py)."""
     import uvicorn  # defers uvicorn
 
     ids = None
     if manifest:
         ids = {s.sample_id for s in read_manifest(manifest)}
-    if model_process:
+    if timed is not None:
+        engine = TimedEngine.load(**timed)
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
+        print(f"edgevlm serve: timed engine ({engine.times.source}), answers from {timed['trace']}",
+              file=sys.stderr, flush=True)
+    elif model_process:
         engine = ProcessEngine(model, threads=threads, cpus=model_cpus, spin_s=model_spin_s)
         print(f"edgevlm serve: model process on CPUs {engine.cpus or 'any'}, memory "
               f"{'locked (mlockall)' if engine.mlocked else 'NOT locked (mlockall refused; pages may be reclaimed)'}",

@@ -152,8 +152,8 @@ def _merge(data: dict, changes: dict) -> None:
 
 def cpu_split(tb) -> tuple[list[int], list[int]]:
     """(model process CPUs, CPUs of everything else: server event loop, edge client); both empty when
-    the model runs in the server process (nothing pinned)."""
-    if not tb.server.model_process:
+    the model runs in the server process or the engine is timed (nothing pinned)."""
+    if not tb.server.model_process or tb.server.engine == "timed":
         return [], []
     avail = sorted(os.sched_getaffinity(0))
     model = list(tb.server.model_cpus or ([avail[-1]] if len(avail) >= 2 else []))
@@ -193,17 +193,22 @@ def network_namespaces(tb: Testbed) -> Iterator[Netns]:
 
 
 @contextmanager
-def inference_server(ns: Netns, tb: Testbed, env: dict[str, str], log_path: Path, say: Say) -> Iterator[str]:
+def inference_server(ns: Netns, tb: Testbed, env: dict[str, str], log_path: Path, say: Say,
+                     timed: tuple[Path, int, Path] | None = None) -> Iterator[str]:
     """`edgevlm serve` in the server namespace, its output in `log_path`; yields its URL once healthy,
-    then stops it (terminate, kill after 10 s) and closes the log."""
+    then stops it (terminate, kill after 10 s) and closes the log. `timed`: (trace, JPEG quality, pass
+    times CSV) of `server.engine: timed`."""
     base_url = f"http://{ns.server_ip}:{tb.server.port}"
     model_cpus, other_cpus = cpu_split(tb)
     cmd = (ns.exec_prefix(ns.server)
            + [sys.executable, "-m", "edgevlm", "serve", "--model", tb.model, "--host", ns.server_ip,
               "--port", str(tb.server.port), "--manifest", tb.manifest, "--max-queue", str(tb.server.max_queue),
               "--threads", str(tb.server.threads)]
-           + (["--model-process", "--model-spin-s", str(tb.server.model_spin_s)] if tb.server.model_process else [])
-           + (["--model-cpus", ",".join(map(str, model_cpus))] if model_cpus else []))
+           + (["--model-process", "--model-spin-s", str(tb.server.model_spin_s)]
+              if tb.server.model_process and timed is None else [])
+           + (["--model-cpus", ",".join(map(str, model_cpus))] if model_cpus else [])
+           + (["--engine", "timed", "--trace", str(timed[0]), "--jpeg-quality", str(timed[1]),
+               "--pass-times", str(timed[2])] if timed is not None else []))
     with open(log_path, "w") as log:
         server = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
                                   preexec_fn=_pinned(other_cpus))
@@ -665,7 +670,9 @@ def run(tb: Testbed, out: Path, *, compare_sim: bool = True, progress: bool = Tr
                MALLOC_MMAP_THRESHOLD_="33554432", OMP_NUM_THREADS=str(tb.server.threads))
     runs: dict[str, list[dict]] = {}
     calibrations: list[dict] = []
-    with network_namespaces(tb) as ns, inference_server(ns, tb, env, out / "server.log", say) as base_url:
+    # the timed engine holds each pass for the simulator's time under the in-process calibration's profile
+    timed = (setup.trace, quality, out / "profile.csv") if tb.server.engine == "timed" else None
+    with network_namespaces(tb) as ns, inference_server(ns, tb, env, out / "server.log", say, timed) as base_url:
         live = Live(ns, tb, env, base_url, setup.trace)
         gap_s = 3 * max(r["s1_s"] + r["att_s"] + r["s2_s"] for r in rows) + 0.05
         # Every sample through all three passes once, unmeasured, so the first calibration does not time

@@ -206,6 +206,7 @@ def test_cpu_split_keeps_the_model_apart_when_it_can():
     else:
         assert model == [] and other == []
     assert cpu_split(Testbed(manifest="m", server={"model_process": False})) == ([], [])
+    assert cpu_split(Testbed(manifest="m", server={"engine": "timed"})) == ([], [])  # no model to keep apart
 
 
 def _netns_reason():
