@@ -172,7 +172,7 @@ class Simulation:
         link = self.uplink
         nbytes = payload_bytes + link.overhead_bytes
         req.uplink_bytes += nbytes
-        gen = link.transfer(nbytes, self.access_bps[req.client_id])
+        gen = link.transfer(nbytes, self.access_bps[req.client_id], req.client_id)
         if self.audit is not None:
             return self.audit.transfer(self.env, gen, "uplink", req.request_id, nbytes)
         return gen
@@ -182,7 +182,7 @@ class Simulation:
         link = self.downlink
         nbytes = payload_bytes + link.overhead_bytes
         req.downlink_bytes += nbytes
-        gen = link.transfer(nbytes)
+        gen = link.transfer(nbytes, None, req.client_id)
         if self.audit is not None:
             return self.audit.transfer(self.env, gen, "downlink", req.request_id, nbytes)
         return gen

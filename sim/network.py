@@ -213,7 +213,7 @@ class FifoLink(LinkBase):
         self.free_at_s = 0.0
         self._end_bits = 0.0  # on a trace: the capacity position where the last transfer ended
 
-    def transfer(self, nbytes: int, access=None):
+    def transfer(self, nbytes: int, access=None, flow=None):
         """Process: carry `nbytes` (already including overhead); returns once delivered."""
         env = self.env
         now = env.now
@@ -311,7 +311,7 @@ class PsLink(LinkBase):
 
     # ---------------------------------------------------------------- the process
 
-    def transfer(self, nbytes: int, access=None):
+    def transfer(self, nbytes: int, access=None, flow=None):
         """Process: carry `nbytes` (already including overhead); returns once delivered.
 
         While the transfers in flight run at their own caps and the caps fit in the capacity,

@@ -28,6 +28,11 @@ it sends nothing while it waits), the rate r is the message's fair share when it
 (capacity / (transfers in flight + 1), at most its access cap), loss and the bottleneck queue are not
 modelled, and each segment carries `header_bytes` of TCP/IP header (timestamps on: 52) on the wire.
 RTT: `rtt_ms`, or twice the link's propagation delay when null.
+
+Which messages start from idle: with `idle_restart_ms: null` every one (a new connection each, or
+always idle past the restart time); otherwise the engine's flow (one per client: the edge keeps its
+connections open) restarts only on its first message and after being idle longer than
+`idle_restart_ms`; a message sent while the flow is busy rides its open window (no stalls).
 """
 
 from __future__ import annotations
@@ -57,6 +62,10 @@ class TcpTransport(_Strict):
     mss_bytes: PositiveInt = Field(1448, description="payload per segment (1500-byte MTU, timestamps on)")
     header_bytes: int = Field(52, ge=0, description="TCP/IP header bytes per segment on the wire")
     rtt_ms: Optional[PositiveFloat] = Field(None, description="round-trip time; null: 2 x the link's propagation")
+    idle_restart_ms: Optional[float] = Field(
+        None, ge=0, description="null: every message starts from the initial window (new connections); else a "
+        "flow (a client's connection) restarts from it only on its first message or after this long idle: "
+        "Linux cubic/reno restart after an idle RTO (about RTT + 200 ms); bbr keeps its window (a large value)")
 
 
 def slow_start_windows(segments: int, init_cwnd: int) -> int:
@@ -95,11 +104,30 @@ class TcpLink(Link):
         self.rtt_s = cfg.rtt_ms / 1e3 if cfg.rtt_ms is not None else 2 * inner.propagation_s
         self.stalls = 0
         self.stall_total_s = 0.0
+        self.idle_restart_s = None if cfg.idle_restart_ms is None else cfg.idle_restart_ms / 1e3
+        self._last_s: dict = {}  # flow -> when its last message was delivered (or is due)
+        self._busy: dict = {}  # flow -> messages in flight
 
-    def transfer(self, nbytes: int, access=None) -> Generator:
+    def _cold(self, flow) -> bool:
+        """Does this message start from the initial window?"""
+        if self.idle_restart_s is None or flow is None:
+            return True
+        if self._busy.get(flow):
+            return False  # the connection is sending: its window is open
+        last = self._last_s.get(flow)
+        return last is None or self.env.now - last > self.idle_restart_s
+
+    def transfer(self, nbytes: int, access=None, flow=None) -> Generator:
         cfg = self.cfg
         segments = -(-nbytes // cfg.mss_bytes)
         wire = nbytes + segments * cfg.header_bytes
+        if not self._cold(flow):
+            self._busy[flow] = self._busy.get(flow, 0) + 1
+            yield from self.inner.transfer(wire, access, flow)
+            self._busy[flow] -= 1
+            self._last_s[flow] = self.env.now
+            return
+        self._busy[flow] = self._busy.get(flow, 0) + 1
         share = self.capacity_bps / (1 + self.inner.active_transfers())
         if isinstance(access, (int, float)) and access < share:
             share = access
@@ -110,7 +138,9 @@ class TcpLink(Link):
             self.stalls += 1
             self.stall_total_s += idle
             yield Timeout(self.env, idle)
-        yield from self.inner.transfer(wire, access)
+        yield from self.inner.transfer(wire, access, flow)
+        self._busy[flow] -= 1
+        self._last_s[flow] = self.env.now
 
     def backlog_bytes(self) -> float:
         return self.inner.backlog_bytes()

@@ -83,8 +83,11 @@ def _cmd_edge(args: argparse.Namespace) -> int:
         arrivals = [Arrival(k, int(rng.integers(args.clients)), int(rng.integers(workload.n)), float(t[k]))
                     for k in range(args.requests)]
     px = int(workload.provenance.get("vision_input_px"))
-    done, info = asyncio.run(run_edge(args.server, rows, policy, arrivals, vision_px=px, n_clients=args.clients,
-                                      health_timeout_s=args.health_timeout_s))
+    try:
+        done, info = asyncio.run(run_edge(args.server, rows, policy, arrivals, vision_px=px, n_clients=args.clients,
+                                          health_timeout_s=args.health_timeout_s, t0=args.t0))
+    except RuntimeError as exc:
+        raise UserError(f"edge: {exc}") from None
     out = Path(args.out)
     write_events(done, list(workload.sample_id), policy.name, out, args.deadline_s)
     out.with_suffix(".json").write_text(json.dumps(info, indent=1))
@@ -157,6 +160,8 @@ def register(commands: Commands) -> None:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--deadline-s", type=float, default=2.0)
     e.add_argument("--health-timeout-s", type=float, default=60.0)
+    e.add_argument("--t0", type=float, help="the run's time origin (time.time()); default: once the server is "
+                   "healthy. The testbed sets it to when its bandwidth traces start over")
     e.add_argument("--out", default="events_testbed.parquet")
 
     for name, cmp in (("testbed", False), ("validate", True)):

@@ -20,7 +20,8 @@ The process runs at real-time priority where allowed (SCHED_FIFO; root), as a bu
 wait for a CPU on a loaded host. Sizes are IP packets (the TUN devices carry no link header), so a
 rate here is an IP-level rate: TCP goodput is rate x MSS / (MSS + 52) with timestamps.
 Run as `python -m edgevlm.testbed.delayline SPEC.json`; it prints `ready <time.time() at trace time 0>` once
-both devices are open, and on SIGTERM writes its counters to `SPEC.stats` (JSON) and exits.
+both devices are open; on SIGUSR1 it restarts the traces (and the rate clocks) at the wall-clock time written in
+`SPEC.epoch`, so a run can start exactly at trace time 0 as the simulator's does; on SIGTERM it writes its counters to `SPEC.stats` (JSON) and exits.
 """
 
 from __future__ import annotations
@@ -121,14 +122,25 @@ def _realtime() -> bool:
         return False
 
 
-def forward(fd_a: int, fd_b: int, up: Direction, down: Direction, stop, t0: float) -> None:
+def forward(fd_a: int, fd_b: int, up: Direction, down: Direction, stop, t0: float, epoch=lambda: None) -> None:
     """The loop: a->b is `up`, b->a is `down`, times from `t0` (time.monotonic; a trace starts
-    there); returns when `stop()` is true."""
+    there); returns when `stop()` is true. `epoch()`: a new time origin (time.monotonic) once asked
+    for, or None; the line switches to it when it comes (packets already timed keep their times)."""
     route = {fd_a: (up, fd_b), fd_b: (down, fd_a)}
     dirs = ((up, fd_b), (down, fd_a))
+    pending = None
     while not stop():
+        pending = epoch() or pending
+        if pending is not None and time.monotonic() >= pending:
+            shift = pending - t0
+            for d, _ in dirs:  # the same packets in flight, on the new clock
+                d.out = deque((r - shift, p) for r, p in d.out)
+                d.free_at_s, d.end_bits = 0.0, 0.0
+            t0, pending = pending, None
         heads = [d.out[0][0] for d, _ in dirs if d.out]
         now = time.monotonic() - t0
+        if pending is not None:
+            heads.append(pending - t0)
         timeout = max(0.0, min(heads) - now) if heads else 0.5
         try:
             ready, _, _ = select.select([fd_a, fd_b], [], [], timeout)
@@ -160,13 +172,22 @@ def main(argv: list[str] | None = None) -> int:
     fd_a = open_tun(spec["a_ns"], spec["a_dev"])
     fd_b = open_tun(spec["b_ns"], spec["b_dev"])
     rt = _realtime()
-    stopping = []
+    stopping, asked = [], []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
     signal.signal(signal.SIGINT, lambda *_: stopping.append(1))
+    signal.signal(signal.SIGUSR1, lambda *_: asked.append(1))
+
+    def epoch():  # SIGUSR1: SPEC.epoch holds the wall-clock time the trace is to restart at
+        if not asked:
+            return None
+        asked.clear()
+        wall_at = float(Path(str(spec_path) + ".epoch").read_text())
+        return wall_at - time.time() + time.monotonic()
+
     t0, wall = time.monotonic(), time.time()
     print(f"ready {wall!r}", flush=True)  # the wall-clock time a trace starts at
     try:
-        forward(fd_a, fd_b, up, down, lambda: bool(stopping), t0)
+        forward(fd_a, fd_b, up, down, lambda: bool(stopping), t0, epoch)
     finally:
         stats = {"realtime": rt, **{name: {"packets": d.packets, "bytes": d.bytes, "drops": d.drops}
                                     for name, d in (("up", up), ("down", down))}}

@@ -96,7 +96,13 @@ async def run_edge(base_url: str, samples: Sequence[Any], policy, arrivals: Sequ
                     await c.aclose()
                 raise RuntimeError(f"server {base_url} not healthy after {health_timeout_s:g} s ({exc})") from None
             await asyncio.sleep(0.3)
-    t0 = time.time() if t0 is None else t0
+    if t0 is None:
+        t0 = time.time()
+    elif time.time() > t0:
+        for c in clients:
+            await c.aclose()
+        raise RuntimeError(f"the edge was ready {time.time() - t0:.2f} s after the run's start time (--t0); "
+                           "give it more time to start")
 
     async def one(a: Arrival):
         delay = t0 + a.arrival_s - time.time()

@@ -18,6 +18,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -199,6 +200,14 @@ class Netns:
             err = self._line.communicate(timeout=10)[1]
             raise RuntimeError(f"the delay line did not start: {err.strip()[-500:]}")
         self.line_t0 = float(first[1])  # time.time() at which a trace's time 0 is
+
+    def restart_traces_at(self, wall_s: float) -> None:
+        """Make the delay line's traces start over (trace time 0) at `wall_s` (time.time())."""
+        if self._line is None:
+            raise RuntimeError("no delay line: restart_traces_at needs propagation or a trace")
+        Path(str(self._spec) + ".epoch").write_text(repr(wall_s))
+        self._line.send_signal(signal.SIGUSR1)
+        self.line_t0 = wall_s
 
     def delay_line_stats(self) -> dict | None:
         """The delay line's counters (packets, bytes, drops per direction), after teardown; None without one."""

@@ -67,6 +67,9 @@ METRICS = (("latency_mean_s", ("latency_s", "mean", "value")), ("latency_p50_s",
            ("downlink_bytes_per_request", ("bytes_per_request", "downlink")),
            ("retransmission_rate", ("retransmission_rate",)))
 REPO = Path(__file__).resolve().parent.parent
+#: With a bandwidth trace, the edge client's run starts this long after it is launched (its start-up:
+#: imports, images, the server's health check, one connection per client), at the traces' time 0.
+EDGE_START_S = 8.0
 
 
 def rel_error(sim: float | None, real: float | None) -> float | None:
@@ -111,11 +114,12 @@ def scenario_dict(tb: Testbed, *, name: str, seed: int, policy: dict, trace: Pat
                     # the device's own times are the measured ones; its hardware block is a placeholder
                     "edge": {"device": {"name": "testbed-edge", "prep_s": prep_s, "crop_s": crop_s,
                                         "hardware": EDGES["imx95"].hardware.model_dump()}},
-                    "link_classes": [{"share": 1.0, "uplink_mbps": up.capacity_mbps}]},
-        "network": {"uplink": {"capacity_mbps": up.capacity_mbps,
+                    # one shared uplink, no access cap of its own (1 Gbit/s never binds)
+                    "link_classes": [{"share": 1.0, "uplink_mbps": up.capacity_mbps or 1000.0}]},
+        "network": {"uplink": {**up.sim_link(),
                                "propagation_ms": up.propagation_ms + 1e3 * net["uplink_fixed_s"],
                                "overhead_bytes": net["uplink_overhead_bytes"]},
-                    "downlink": {"capacity_mbps": down.capacity_mbps,
+                    "downlink": {**down.sim_link(),
                                  "propagation_ms": down.propagation_ms + 1e3 * net["downlink_fixed_s"],
                                  "overhead_bytes": net["downlink_overhead_bytes"]}},
         "server": {"replicas": 1, "max_queue": tb.server.max_queue,
@@ -185,8 +189,7 @@ def network_namespaces(tb: Testbed) -> Iterator[Netns]:
     up, down = tb.network.uplink, tb.network.downlink
     with ExitStack() as stack:
         try:
-            ns = stack.enter_context(Netns(Shape(up.capacity_mbps, up.propagation_ms, up.loss_pct),
-                                           Shape(down.capacity_mbps, down.propagation_ms, down.loss_pct)))
+            ns = stack.enter_context(Netns(up.shape(), down.shape()))
         except NetnsUnavailable as exc:
             raise UserError(f"testbed: {exc}") from None
         yield ns
@@ -238,15 +241,21 @@ class Live:
     trace: Path
 
     def edge(self, policy: dict, schedule: list[dict], pdir: Path, name: str) -> tuple[pa.Table, dict]:
-        """One `edgevlm edge` run in the client namespace; returns (events table, edge info)."""
+        """One `edgevlm edge` run in the client namespace; returns (events table, edge info). With a
+        bandwidth trace, the run starts when the delay line starts its traces over (trace time 0), as
+        the simulator's run starts at its trace's time 0."""
         tb = self.tb
         pdir.mkdir(parents=True, exist_ok=True)
         (pdir / "schedule.json").write_text(json.dumps(schedule))
+        t0 = []
+        if tb.network.uplink.bandwidth_trace or tb.network.downlink.bandwidth_trace:
+            t0 = [time.time() + EDGE_START_S]
+            self.ns.restart_traces_at(t0[0])
         cmd = self.ns.exec_prefix(self.ns.client) + [
             sys.executable, "-m", "edgevlm", "edge", "--server", self.base_url, "--manifest", tb.manifest,
             "--trace", str(self.trace), "--policy", json.dumps(policy), "--schedule", str(pdir / "schedule.json"),
             "--clients", str(tb.clients), "--out", str(pdir / "events_testbed.parquet"),
-            "--deadline-s", str(tb.deadline_s)]
+            "--deadline-s", str(tb.deadline_s)] + (["--t0", repr(t0[0])] if t0 else [])
         try:
             p = subprocess.run(cmd, cwd=REPO, env=self.env, capture_output=True, text=True, timeout=tb.time_limit_s,
                                preexec_fn=_pinned(cpu_split(tb)[1]))
@@ -397,7 +406,7 @@ def calibrate_network(live: Live, workload: Workload, quality: int, gap_s: float
     `busy_gap_s`, from a third run (always_crop, arrivals every `busy_gap_s`, i.e. above capacity) that
     keeps the server busy (TESTBED.yaml calibration.server_passes: busy)."""
     tb = live.tb
-    up_bps, down_bps = tb.network.uplink.capacity_mbps * 1e6, tb.network.downlink.capacity_mbps * 1e6
+    up_bps, down_bps = tb.network.uplink.mean_bps(), tb.network.downlink.mean_bps()
     qi = workload.quality_index(quality)
     n = max(8, 2 * workload.n)
     sched = [{"request_id": k, "client_id": 0, "sample": k % workload.n, "arrival_s": 0.2 + k * gap_s}
@@ -412,8 +421,11 @@ def calibrate_network(live: Live, workload: Workload, quality: int, gap_s: float
     g = g[g.status == "ok"]
     c = c[c.status == "ok"]
     up_overhead, down_overhead, gate_bytes = message_bytes(g, c, workload, qi, crop_share=0.0)
-    up_fixed = np.mean((g.up1_end_s - g.edge_done_s).to_numpy() - g.uplink_bytes.to_numpy() * 8 / up_bps)
-    down_fixed = np.mean((g.done_s - g.s1_end_s).to_numpy() - g.downlink_bytes.to_numpy() * 8 / down_bps)
+    # beyond the wire time and the emulated propagation (the scenario has that already)
+    up_fixed = np.mean((g.up1_end_s - g.edge_done_s).to_numpy() - g.uplink_bytes.to_numpy() * 8 / up_bps) \
+        - tb.network.uplink.propagation_ms / 1e3
+    down_fixed = np.mean((g.done_s - g.s1_end_s).to_numpy() - g.downlink_bytes.to_numpy() * 8 / down_bps) \
+        - tb.network.downlink.propagation_ms / 1e3
     prep = [v for v in (ginfo["edge_prep_s"], cinfo["edge_prep_s"]) if v is not None]
     # Pass times as the real server process runs them (its event loop shares the CPU and the GIL).
     server_rows = server_pass_times([g, c], cinfo["attention_passes"], workload)

@@ -278,3 +278,54 @@ def test_ci_short_validation(tmp_path):
     # Byte accounting is calibrated on separate idle requests; it must carry over to the loaded run.
     assert abs(point["metrics"]["uplink_bytes_per_request"]["rel_error"]) < 0.02
     assert (tmp_path / "out" / point["point"] / "cdf.png").stat().st_size > 1000
+
+
+@pytest.mark.models
+def test_ci_short_validation_timed_engine_with_propagation(tmp_path):
+    """The timed accelerator stand-in over the delay line (10 ms each way): 1 load x 1 policy, 2 clients,
+    a replay. Every request completes; the server's passes last the profile's times; the simulator's
+    mean latency is within 25 % of the testbed's (a smoke bound for CI on a loaded host; the matrix in
+    bench/testbed_results.md holds the 10 % targets); bytes within 2 %."""
+    reason = _netns_reason()
+    if reason:
+        pytest.skip(reason)
+    import os
+
+    if not os.path.exists("/dev/net/tun"):
+        pytest.skip("no /dev/net/tun (the delay line needs TUN devices)")
+    pytest.importorskip("fastapi")
+    pytest.importorskip("torch")
+    import pyarrow.parquet as pq
+    import yaml
+
+    from edgevlm.sim.workload import Workload
+    from edgevlm.testbed.config import load_testbed
+    from edgevlm.testbed.timed import PassTimes
+    from edgevlm.testbed.validate import run
+    from tests.models_fixtures import build_tiny_llava, make_images, write_manifest
+
+    build_tiny_llava(tmp_path / "ckpt", settings={"max_new_tokens": 4, "source_kind": "synthetic"})
+    write_manifest(tmp_path / "vqa.jsonl", make_images(tmp_path, 4))
+    (tmp_path / "tb.yaml").write_text(yaml.safe_dump({
+        "name": "ci-timed", "model": "ckpt", "manifest": "vqa.jsonl", "clients": 2, "requests": 30, "loads": [0.5],
+        "replays": 2, "policies": [{"kind": "always_crop", "jpeg_quality": 75}],
+        "server": {"engine": "timed"},
+        "network": {"uplink": {"capacity_mbps": 4, "propagation_ms": 10},
+                    "downlink": {"capacity_mbps": 20, "propagation_ms": 10}},
+        "calibration": {"repeats": 1, "server_speed": "constant"}, "time_limit_s": 120}))
+    tb, _ = load_testbed(tmp_path / "tb.yaml")
+    out = tmp_path / "out"
+    result = run(tb, out, progress=False)
+    (point,) = result["points"]
+    assert point["testbed_ok"] == 30 and not point["testbed_errors"]
+    ev = pq.read_table(out / point["point"] / "events_testbed.parquet").to_pandas()
+    w = Workload.load(out / "trace.parquet").at_quality(75)
+    times = PassTimes.from_profile(out / "profile.csv", w, w.provenance["visual_tokens_per_image"])
+    row = {s: i for i, s in enumerate(w.sample_id)}
+    err = [(b - a) - times.pass_s(1, row[s]) for s, a, b in zip(ev.sample_id, ev.s1_start_s, ev.s1_end_s)]
+    assert min(err) > -2e-5 and np.median(err) < 1e-3
+    # the emulated propagation is real: every request spent at least 3 one-way trips on the wire
+    assert (ev.done_s - ev.edge_done_s - (ev.s1_end_s - ev.s1_start_s) - (ev.s2_end_s - ev.s2_start_s)).min() > 0.06
+    m = point["metrics"]
+    assert abs(m["latency_mean_s"]["rel_error"]) < 0.25, m
+    assert abs(m["uplink_bytes_per_request"]["rel_error"]) < 0.02

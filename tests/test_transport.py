@@ -107,3 +107,27 @@ def test_default_transport_changes_nothing(tmp_path, synthetic_trace):
 
     lat = [pq.read_table(tmp_path / x / "events.parquet").column("latency_s").to_pandas().mean() for x in "ac"]
     assert lat[1] > lat[0]  # synthetic images of 10-30 KB stall in slow start at 40 ms RTT
+
+
+def test_flows_restart_only_when_idle():
+    """idle_restart_ms: a client's first message stalls, the next one 100 ms later rides the open window,
+    one after more than the restart time stalls again; a message while the flow is busy never stalls."""
+    env = simpy.Environment()
+    link = build_link(env, LinkConfig(capacity_mbps=1000, propagation_ms=20, overhead_bytes=0,
+                                      transport={"kind": "tcp", "idle_restart_ms": 300}))
+    took = {}
+
+    def go(name, at, flow):
+        yield env.timeout(at)
+        t = env.now
+        yield from link.transfer(1448 * 30, None, flow)
+        took[name] = env.now - t
+
+    for name, at, flow in (("first", 0.0, 1), ("warm", 0.2, 1), ("other", 0.5, 2), ("cold", 1.0, 1),
+                           ("busy", 1.01, 1)):
+        env.process(go(name, at, flow))
+    env.run()
+    fluid = 1500 * 30 * 8 / 1e9 + 0.020
+    assert took["warm"] == pytest.approx(fluid) and took["busy"] == pytest.approx(fluid, rel=0.01)
+    assert took["first"] > fluid + 0.035 and took["cold"] == pytest.approx(took["first"])
+    assert took["other"] == pytest.approx(took["first"])  # another client's first message
