@@ -46,6 +46,7 @@ import pyarrow.parquet as pq
 
 from edgevlm.models.backend import load_backend
 from edgevlm.models.manifest import Sample, read_manifest
+from edgevlm.sim.bandwidth import parse_mahimahi
 from edgevlm.sim.errors import UserError
 from edgevlm.sim.profiles import EDGES
 from edgevlm.sim.runner import run as sim_run
@@ -297,6 +298,15 @@ def median_rows(calibrations: list[list[dict[str, Any]]]) -> list[dict[str, Any]
     return out
 
 
+def wire_s(direction, start_s: np.ndarray, nbytes: np.ndarray) -> np.ndarray:
+    """Seconds each message takes alone on this direction's link from `start_s` (run time = trace time):
+    bytes / capacity, or on a bandwidth trace until its opportunities have carried the bytes."""
+    if direction.bandwidth_trace is None:
+        return nbytes * 8.0 / direction.mean_bps()
+    prof = parse_mahimahi(direction.bandwidth_trace)
+    return np.array([prof.time_at(prof.cum_bits(t) + 8.0 * b) - t for t, b in zip(start_s, nbytes)])
+
+
 def message_bytes(g, c, workload, qi: int, crop_share: float) -> tuple[float, float, float]:
     """Per-message HTTP bytes up and down, and the stage-1 reply's uncertainty bytes per token, for a
     policy that crops `crop_share` of requests, from idle global_only (`g`: one message each way) and
@@ -406,7 +416,6 @@ def calibrate_network(live: Live, workload: Workload, quality: int, gap_s: float
     `busy_gap_s`, from a third run (always_crop, arrivals every `busy_gap_s`, i.e. above capacity) that
     keeps the server busy (TESTBED.yaml calibration.server_passes: busy)."""
     tb = live.tb
-    up_bps, down_bps = tb.network.uplink.mean_bps(), tb.network.downlink.mean_bps()
     qi = workload.quality_index(quality)
     n = max(8, 2 * workload.n)
     sched = [{"request_id": k, "client_id": 0, "sample": k % workload.n, "arrival_s": 0.2 + k * gap_s}
@@ -421,10 +430,13 @@ def calibrate_network(live: Live, workload: Workload, quality: int, gap_s: float
     g = g[g.status == "ok"]
     c = c[c.status == "ok"]
     up_overhead, down_overhead, gate_bytes = message_bytes(g, c, workload, qi, crop_share=0.0)
-    # beyond the wire time and the emulated propagation (the scenario has that already)
-    up_fixed = np.mean((g.up1_end_s - g.edge_done_s).to_numpy() - g.uplink_bytes.to_numpy() * 8 / up_bps) \
+    # beyond the wire time (alone on the link; on a trace from where the run's trace time stood, each edge
+    # run starting at trace time 0) and the emulated propagation (the scenario has both already)
+    up_fixed = np.mean((g.up1_end_s - g.edge_done_s).to_numpy()
+                       - wire_s(tb.network.uplink, g.edge_done_s.to_numpy(), g.uplink_bytes.to_numpy())) \
         - tb.network.uplink.propagation_ms / 1e3
-    down_fixed = np.mean((g.done_s - g.s1_end_s).to_numpy() - g.downlink_bytes.to_numpy() * 8 / down_bps) \
+    down_fixed = np.mean((g.done_s - g.s1_end_s).to_numpy()
+                         - wire_s(tb.network.downlink, g.s1_end_s.to_numpy(), g.downlink_bytes.to_numpy())) \
         - tb.network.downlink.propagation_ms / 1e3
     prep = [v for v in (ginfo["edge_prep_s"], cinfo["edge_prep_s"]) if v is not None]
     # Pass times as the real server process runs them (its event loop shares the CPU and the GIL).
