@@ -49,10 +49,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             raise UserError("--model-process: the timed engine runs no model")
         timed = {"trace": args.trace, "quality": args.jpeg_quality, "pass_times": args.pass_times,
                  "visual_tokens": args.visual_tokens}
+    if args.max_batch < 1 or args.max_wait_s < 0:
+        raise UserError("--max-batch: must be >= 1; --max-wait-s: must be >= 0")
+    if args.max_batch > 1 and timed is None:
+        raise UserError("--max-batch: batching needs --engine timed")
     try:
         serve(model, args.host, args.port, manifest=args.manifest, max_queue=args.max_queue,
               max_body_bytes=args.max_body_bytes, threads=args.threads, model_process=args.model_process,
-              model_cpus=cpus, model_spin_s=args.model_spin_s, timed=timed)
+              model_cpus=cpus, model_spin_s=args.model_spin_s, timed=timed, max_batch=args.max_batch,
+              max_wait_s=args.max_wait_s)
     except (BackendError, ModelProcessError) as exc:
         raise UserError(str(exc)) from None
     return 0
@@ -142,6 +147,10 @@ def register(commands: Commands) -> None:
     s.add_argument("--jpeg-quality", type=int, help="with --engine timed: the trace's quality to answer at")
     s.add_argument("--pass-times", metavar="CSV", help="with --engine timed: a latency profile "
                    "(phase,batch,tokens,seconds) or a per-sample table (sample_id,s1_s,att_s,s2_s)")
+    s.add_argument("--max-batch", type=int, default=1, help="with --engine timed: static batches of up to this "
+                   "many passes, as the simulator's `static` scheduler (default 1: one pass at a time, `fifo`)")
+    s.add_argument("--max-wait-s", type=float, default=0.05, help="with --max-batch: longest the first pass of "
+                   "a batch waits for more (the scheduler's max_wait_s)")
     s.add_argument("--visual-tokens", type=int, help="with --engine timed and a profile: visual tokens per image "
                    "(default: the trace's)")
 

@@ -22,7 +22,7 @@ import json
 import sys
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -73,17 +73,77 @@ class GpuWorker:
         return await loop.run_in_executor(self.pool, timed)
 
 
+class BatchWorker:
+    """Static batching as the simulator's `static` scheduler does it (sim/server/batching.py): one thread
+    waits for the first pass, then until `max_batch` passes wait or the first has waited `max_wait_s`,
+    and runs up to `max_batch` of them as one batch (`TimedEngine.run_batch`); every pass of a batch
+    starts and ends together. Timed engine only (a model's passes are not batched here)."""
+
+    def __init__(self, engine, max_batch: int, max_wait_s: float):
+        self.engine, self.max_batch, self.max_wait_s = engine, max_batch, max_wait_s
+        self.queue: deque = deque()
+        self.cv = threading.Condition()
+        self.pending = 0
+        self.batches: list[int] = []  # sizes, for tests and logs
+        threading.Thread(target=self._loop, name="gpu-batch", daemon=True).start()
+
+    async def run(self, fn, *args):
+        """Like GpuWorker.run for an engine method `fn` whose last argument is the sample id."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        with self.cv:
+            self.pending += 1
+            self.queue.append((fn.__name__, args[-1], fut, loop, time.perf_counter()))
+            self.cv.notify()
+        return await fut
+
+    def _loop(self) -> None:
+        q = self.queue
+        while True:
+            with self.cv:
+                while not q:
+                    self.cv.wait()
+                deadline = q[0][4] + self.max_wait_s
+                while len(q) < self.max_batch and (left := deadline - time.perf_counter()) > 0:
+                    self.cv.wait(left)
+                batch = [q.popleft() for _ in range(min(len(q), self.max_batch))]
+            start = time.time()
+            try:
+                outs = self.engine.run_batch([(op, sid) for op, sid, *_ in batch])
+                end = time.time()
+                results = [(o, start, end) for o in outs]
+            except Exception as exc:  # every pass of the batch fails alike
+                results = [exc] * len(batch)
+            self.batches.append(len(batch))
+            with self.cv:
+                self.pending -= len(batch)
+            for (_, _, fut, loop, _), r in zip(batch, results):
+                loop.call_soon_threadsafe(_settle, fut, r)
+
+
+def _settle(fut, result) -> None:
+    if fut.cancelled():
+        return
+    if isinstance(result, Exception):
+        fut.set_exception(result)
+    else:
+        fut.set_result(result)
+
+
 def create_app(backend, *, sample_ids: set[str] | None = None, max_queue: int = 64,
-               max_body_bytes: int = 4 << 20):
+               max_body_bytes: int = 4 << 20, max_batch: int = 1, max_wait_s: float = 0.0):
     """The FastAPI app serving `backend` (a models/ backend, or a testbed.engine engine).
-    `sample_ids`: known ids (None accepts any)."""
+    `sample_ids`: known ids (None accepts any). `max_batch` > 1 (timed engine only): static batches
+    (BatchWorker), else one pass at a time in arrival order."""
     from PIL import Image  # defers PIL
 
     engine = backend if isinstance(backend, (InlineEngine, ProcessEngine, TimedEngine)) else InlineEngine(backend)
     if isinstance(engine, TimedEngine):  # it answers only the samples of its trace
         sample_ids = set(engine.row) if sample_ids is None else sample_ids & set(engine.row)
     app = FastAPI(title="edgevlm serve", docs_url=None, redoc_url=None)
-    gpu = GpuWorker()
+    if max_batch > 1 and not isinstance(engine, TimedEngine):
+        raise ValueError("max_batch > 1 needs the timed engine")
+    gpu = BatchWorker(engine, max_batch, max_wait_s) if max_batch > 1 else GpuWorker()
     sessions: OrderedDict[int, Session] = OrderedDict()
     px = engine.vision_input_px
 
@@ -222,7 +282,7 @@ def create_app(backend, *, sample_ids: set[str] | None = None, max_queue: int = 
 def serve(model: str, host: str, port: int, *, manifest: str | None = None, max_queue: int = 64,
           max_body_bytes: int = 4 << 20, threads: int = 1, model_process: bool = False,
           model_cpus: list[int] | None = None, model_spin_s: float = 0.0, ready_file: str | None = None,
-          timed: dict | None = None) -> None:
+          timed: dict | None = None, max_batch: int = 1, max_wait_s: float = 0.0) -> None:
     """Load the model and serve until interrupted. `model_process`: run the passes in a process of their
     own (testbed.engine.ProcessEngine), pinned to `model_cpus` if given, busy-polling for the next pass
     for up to `model_spin_s` seconds after each. `timed`: TimedEngine.load's arguments (trace, quality,
@@ -245,7 +305,8 @@ def serve(model: str, host: str, port: int, *, manifest: str | None = None, max_
     else:
         engine = InlineEngine.load(model, threads)
     try:
-        app = create_app(engine, sample_ids=ids, max_queue=max_queue, max_body_bytes=max_body_bytes)
+        app = create_app(engine, sample_ids=ids, max_queue=max_queue, max_body_bytes=max_body_bytes,
+                         max_batch=max_batch, max_wait_s=max_wait_s)
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     finally:
         engine.close()

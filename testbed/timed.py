@@ -39,6 +39,7 @@ from edgevlm.sim.workload import Workload
 #: 0.05-0.5 ms, more under load).
 SPIN_S = 0.002
 STAGES = {1: "s1_s", 0: "att_s", 2: "s2_s"}
+OPS = {"stage1": 1, "attention_box": 0, "stage2": 2}  # the engine's pass -> the simulator's stage
 #: The GIL switch interval a timed server runs with (Python's default is 5 ms): when the HTTP thread
 #: decodes a JPEG as a pass ends, the GPU thread waits up to one interval for the GIL to stamp the
 #: end and start the next pass (measured: 3 of 36 passes 1.6-2.8 ms long at the default).
@@ -171,19 +172,41 @@ class TimedEngine:
         start = time.perf_counter()
         r = self._row(sample_id)
         self._hold(start, 1, r)
-        return (self._s1[r], *self._unc[r])
+        return self._answer("stage1", r)
 
     def attention_box(self, img, question: str, image_w: int, image_h: int, sample_id: str | None = None):
         start = time.perf_counter()
         r = self._row(sample_id)
         self._hold(start, 0, r)
-        return tuple(int(v) for v in self._box[r])
+        return self._answer("attention_box", r)
 
     def stage2(self, img, local, question: str, sample_id: str | None = None):
         start = time.perf_counter()
         r = self._row(sample_id)
         self._hold(start, 2, r)
+        return self._answer("stage2", r)
+
+    def _answer(self, op: str, r: int):
+        if op == "stage1":
+            return (self._s1[r], *self._unc[r])
+        if op == "attention_box":
+            return tuple(int(v) for v in self._box[r])
         return self._s2[r], int(self.workload.s2_tokens[r])
+
+    def run_batch(self, calls: Sequence[tuple[str, str]]) -> list:
+        """One static batch of passes, `calls` = [(op, sample_id)]: held for the latency model's batch
+        time of their jobs (joint prefill, lock-step decode; `LatencyModel.batch_s`), then each answered."""
+        start = time.perf_counter()
+        rows = [(OPS[op], self._row(sid)) for op, sid in calls]
+        if len(rows) == 1:
+            dur = self.times.pass_s(*rows[0])
+        elif self.times.model is None:
+            raise ValueError("batched passes need a profile (phase,batch,tokens,seconds rows)")
+        else:
+            dur = self.times.model.batch_s([self.times.jobs[st][r] for st, r in rows])
+        self._realtime()
+        hold_until(start + dur, self.spin_s)
+        return [self._answer(op, r) for (op, _), (_, r) in zip(calls, rows)]
 
     def close(self) -> None:
         pass

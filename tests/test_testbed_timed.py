@@ -113,3 +113,35 @@ def test_table_of_pass_times(tmp_path):
     from edgevlm.sim.errors import UserError
     with pytest.raises(UserError, match="no row for sample_id"):
         PassTimes.load(tmp_path / "short.csv", w, 64)
+
+
+def test_static_batches_as_the_simulators_scheduler(engine, switch_interval):
+    """max_batch 4: four stage-1 requests sent together run as one batch (same start and end; the
+    profile's batch time of their jobs, within 1 ms); a lone one waits max_wait_s for company first."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from edgevlm.testbed.server import create_app
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (10, 30, 30)).save(buf, "JPEG")
+    w = engine.workload
+    app = create_app(engine, max_queue=16, max_batch=4, max_wait_s=0.3)
+    with TestClient(app) as c:
+        def send(r):
+            return c.post("/v1/stage1", content=buf.getvalue(), headers={"content-type": "image/jpeg"},
+                          params={"request_id": r, "sample_id": str(w.sample_id[r]), "image_w": 99,
+                                  "image_h": 99, "question": "q"}).json()
+
+        with ThreadPoolExecutor(4) as pool:
+            out = list(pool.map(send, range(4)))
+        lone = send(7)
+    assert len({(j["start_s"], j["end_s"]) for j in out}) == 1
+    batch = engine.times.model.batch_s([engine.times.jobs[1][r] for r in range(4)])
+    assert 0 <= out[0]["end_s"] - out[0]["start_s"] - batch < 1e-3
+    assert [j["answer"] for j in out] == [w.table.column("s1_answer")[r].as_py() for r in range(4)]
+    assert lone["start_s"] - lone["recv_s"] >= 0.29  # waited for a batch that never filled
+    assert 0 <= lone["end_s"] - lone["start_s"] - engine.times.pass_s(1, 7) < 1e-3
+    assert app.state.gpu.batches == [4, 1]
