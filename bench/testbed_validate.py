@@ -46,6 +46,8 @@ def main(argv=None) -> int:
     ap.add_argument("--uplink-mbps", type=float, default=4.0)
     ap.add_argument("--propagation-ms", type=float, default=0.0)
     ap.add_argument("--uplink-trace", help="a Mahimahi uplink trace instead of --uplink-mbps (read in place)")
+    ap.add_argument("--uplink-discipline", choices=("ps", "fifo"), default="ps",
+                    help="the simulator's uplink discipline (network.uplink.discipline)")
     ap.add_argument("--engine", choices=("model", "timed"), default="model",
                     help="server.engine: the model's passes, or passes held for the simulator's times (timed)")
     ap.add_argument("--server-passes", choices=("idle", "busy"), default="idle",
@@ -96,7 +98,8 @@ def main(argv=None) -> int:
                          "jpeg_quality": 75}],
            "server": {"engine": a.engine},
            "network": {"uplink": {**({"bandwidth_trace": str(Path(a.uplink_trace).resolve())} if a.uplink_trace
-                                     else {"capacity_mbps": a.uplink_mbps}), "propagation_ms": a.propagation_ms},
+                                     else {"capacity_mbps": a.uplink_mbps}), "propagation_ms": a.propagation_ms,
+                                  "discipline": a.uplink_discipline},
                        "downlink": {"capacity_mbps": 20.0, "propagation_ms": a.propagation_ms}},
            "calibration": {"repeats": 3, "server_passes": a.server_passes}, "time_limit_s": 300}
     (out / "TESTBED.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))

@@ -51,6 +51,9 @@ class Direction(_Strict):
     #: one-way propagation: the delay line on the testbed (this kernel has no netem)
     propagation_ms: float = Field(0.0, ge=0)
     loss_pct: float = Field(0.0, ge=0, lt=100)
+    #: the simulator's discipline for this link: the delay line is one FIFO packet queue, so messages that
+    #: fit in TCP's window leave in FIFO order (fifo), larger ones from several flows interleave (ps)
+    discipline: Literal["ps", "fifo"] = "ps"
 
     @model_validator(mode="after")
     def _one_rate(self):
@@ -71,8 +74,8 @@ class Direction(_Strict):
     def sim_link(self) -> dict[str, Any]:
         """The simulator link's capacity keys (`capacity_mbps`, or a `mahimahi` bandwidth_trace)."""
         if self.bandwidth_trace is None:
-            return {"capacity_mbps": self.capacity_mbps}
-        return {"bandwidth_trace": {"kind": "mahimahi", "path": self.bandwidth_trace}}
+            return {"capacity_mbps": self.capacity_mbps, "discipline": self.discipline}
+        return {"bandwidth_trace": {"kind": "mahimahi", "path": self.bandwidth_trace}, "discipline": self.discipline}
 
 
 class Network(_Strict):

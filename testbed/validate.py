@@ -299,12 +299,22 @@ def median_rows(calibrations: list[list[dict[str, Any]]]) -> list[dict[str, Any]
 
 
 def wire_s(direction, start_s: np.ndarray, nbytes: np.ndarray) -> np.ndarray:
-    """Seconds each message takes alone on this direction's link from `start_s` (run time = trace time):
-    bytes / capacity, or on a bandwidth trace until its opportunities have carried the bytes."""
+    """Seconds each message takes on this direction's link from `start_s` (run time = trace time), the
+    messages in FIFO order as the delay line's queue carries them: bytes / capacity when the link is idle,
+    and on a bandwidth trace until its opportunities have carried the bytes, behind any message still
+    queued (an outage of the trace holds several one-at-a-time requests)."""
     if direction.bandwidth_trace is None:
         return nbytes * 8.0 / direction.mean_bps()
     prof = parse_mahimahi(direction.bandwidth_trace)
-    return np.array([prof.time_at(prof.cum_bits(t) + 8.0 * b) - t for t, b in zip(start_s, nbytes)])
+    out = np.empty(len(start_s))
+    end_bits, free_s = 0.0, 0.0
+    for i in np.argsort(start_s, kind="stable"):
+        t = float(start_s[i])
+        begin = end_bits if free_s > t else prof.cum_bits(t)
+        end_bits = begin + 8.0 * float(nbytes[i])
+        free_s = max(t, prof.time_at(end_bits))
+        out[i] = free_s - t
+    return out
 
 
 def message_bytes(g, c, workload, qi: int, crop_share: float) -> tuple[float, float, float]:

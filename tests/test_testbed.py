@@ -329,3 +329,16 @@ def test_ci_short_validation_timed_engine_with_propagation(tmp_path):
     m = point["metrics"]
     assert abs(m["latency_mean_s"]["rel_error"]) < 0.25, m
     assert abs(m["uplink_bytes_per_request"]["rel_error"]) < 0.02
+
+
+def test_wire_time_on_a_trace_queues_messages_fifo(tmp_path):
+    """Calibration's wire time on a bandwidth trace: alone, until the opportunities carried the bytes;
+    two messages in an outage leave one after the other."""
+    from edgevlm.testbed.config import Direction
+    from edgevlm.testbed.validate import wire_s
+
+    (tmp_path / "t.up").write_text("".join(f"{ms}\n" for ms in [1, 2, 3, 1000, 1001, 1002, 2000]))
+    d = Direction(bandwidth_trace=str(tmp_path / "t.up"))
+    w = wire_s(d, np.array([0.0, 0.5, 0.6]), np.array([1500, 1500, 3000]))
+    assert w == pytest.approx([0.001, 0.5, 0.402])  # 1 ms; the outage to 1 s; behind it: 1.001, 1.002 s
+    assert wire_s(Direction(capacity_mbps=8), np.array([3.0]), np.array([1000]))[0] == pytest.approx(0.001)
