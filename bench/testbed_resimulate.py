@@ -23,7 +23,7 @@ import yaml
 from edgevlm.sim.scenario import parse_scenario
 from edgevlm.sim.summary import summarize
 from edgevlm.testbed.config import load_testbed
-from edgevlm.testbed.validate import _simulate, compare, wire_s, with_changes
+from edgevlm.testbed.validate import _simulate, compare, idle_handoffs, wire_s, with_changes
 
 
 def fixed_uplink_s(run: Path, tb) -> float:
@@ -36,11 +36,35 @@ def fixed_uplink_s(run: Path, tb) -> float:
                - up.propagation_ms / 1e3)
 
 
+def handoff_s(run: Path) -> float:
+    """The mean hand-off of the idle calibration requests' passes that found the server idle."""
+    d = []
+    for kind in ("global_only", "always_crop"):
+        ev = pq.read_table(run / f"calibration-{kind}" / "events_testbed.parquet").to_pandas()
+        info = json.loads((run / f"calibration-{kind}" / "events_testbed.json").read_text())
+        d.append(idle_handoffs(ev[ev.status == "ok"], info["attention_passes"]))
+    return max(0.0, float(np.mean(np.concatenate(d))))
+
+
+def shifted_profile(src: Path, minus_s: float, dst: Path) -> Path:
+    """The profile CSV with every prefill row `minus_s` shorter (the hand-off is added to each pass's prefill)."""
+    lines = src.read_text().splitlines()
+    out = [lines[0]]
+    for line in lines[1:]:
+        phase, b, tok, sec = line.split(",")
+        out.append(f"{phase},{b},{tok},{float(sec) - minus_s if phase == 'prefill' else float(sec):.6f}")
+    dst.write_text("\n".join(out) + "\n")
+    return dst
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run")
     ap.add_argument("--uplink-discipline", choices=("ps", "fifo"))
     ap.add_argument("--recalibrate-fixed", action="store_true")
+    ap.add_argument("--recalibrate-handoff", action="store_true",
+                    help="the per-pass hand-off from idle passes only (validate.idle_handoffs); the round's "
+                         "profile shifted by the difference")
     a = ap.parse_args(argv)
     run = Path(a.run)
     tb, _ = load_testbed(run / "TESTBED.yaml")
@@ -49,11 +73,19 @@ def main(argv=None) -> int:
         up["discipline"] = a.uplink_discipline
     if a.recalibrate_fixed:
         up["propagation_ms"] = tb.network.uplink.propagation_ms + 1e3 * fixed_uplink_s(run, tb)
+    changes: dict = {"network": {"uplink": up}} if up else {}
+    record: dict = {}
+    if a.recalibrate_handoff:
+        old = json.loads((run / "calibration.json").read_text())["server_start_delay_s"]
+        new = handoff_s(run)
+        prof = shifted_profile(run / "profile.csv", old - new, run / "profile_resim.csv")
+        changes["server"] = {"latency": {"path": str(prof)}}
+        record = {"handoff_s_was": old, "handoff_s_now": new}
     out = []
     for sc_path in sorted(run.glob("*/scenario.yaml")):
         pdir = sc_path.parent
         sc = parse_scenario(yaml.safe_load(sc_path.read_text()), source=str(sc_path))
-        sc = with_changes(sc, {"network": {"uplink": up}}) if up else sc
+        sc = with_changes(sc, changes) if changes else sc
         _, pooled, _ = _simulate(sc, pdir / "resim", tb.calibration.speed_replications)
         tb_ev = pq.read_table(pdir / "events_testbed.parquet")
         arr = np.sort(tb_ev.column("arrival_s").to_numpy())
@@ -65,7 +97,7 @@ def main(argv=None) -> int:
         out.append(row)
         print(f"{row['point']}: mean {100 * row['latency_mean_s']:+.1f} %, p95 {100 * row['latency_p95_s']:+.1f} %",
               flush=True)
-    (run / "resimulated.json").write_text(json.dumps({"changes": up, "points": out}, indent=1))
+    (run / "resimulated.json").write_text(json.dumps({"changes": changes, **record, "points": out}, indent=1))
     return 0
 
 

@@ -298,6 +298,22 @@ def median_rows(calibrations: list[list[dict[str, Any]]]) -> list[dict[str, Any]
     return out
 
 
+def idle_handoffs(ev, attention_passes) -> np.ndarray:
+    """Receive-to-pass-start delays of the stage-1 and stage-2 passes that found the server idle (no other
+    pass running or queued when the upload ended). Idle requests one at a time all do on a constant link;
+    on a bandwidth trace an outage bunches them, and the queueing behind each other is not hand-off."""
+    two = ev[ev.stages == 2]
+    passes = np.concatenate([ev[["s1_start_s", "s1_end_s"]].to_numpy(), two[["s2_start_s", "s2_end_s"]].to_numpy(),
+                             np.array([[p["start_s"], p["end_s"]] for p in attention_passes]).reshape(-1, 2)])
+    out = []
+    for up, start in np.concatenate([ev[["up1_end_s", "s1_start_s"]].to_numpy(),
+                                     two[["up2_end_s", "s2_start_s"]].to_numpy()]):
+        busy = (passes[:, 0] < start - 1e-9) & (passes[:, 1] > up)  # another pass ran past this upload's end
+        if not busy.any():
+            out.append(start - up)
+    return np.asarray(out, dtype=float)
+
+
 def wire_s(direction, start_s: np.ndarray, nbytes: np.ndarray) -> np.ndarray:
     """Seconds each message takes on this direction's link from `start_s` (run time = trace time), the
     messages in FIFO order as the delay line's queue carries them: bytes / capacity when the link is idle,
@@ -454,9 +470,7 @@ def calibrate_network(live: Live, workload: Workload, quality: int, gap_s: float
     # every pass with its start time, per run (the speed fit pairs passes within one run only)
     passes = [calibrate.pass_records([g], [], workload), calibrate.pass_records([c], cinfo["attention_passes"], workload)]
     # the idle server's hand-off from receiving a request to starting its pass (event loop -> model thread)
-    two = c[c.stages == 2]
-    delay = np.concatenate([(g.s1_start_s - g.up1_end_s).to_numpy(), (c.s1_start_s - c.up1_end_s).to_numpy(),
-                            (two.s2_start_s - two.up2_end_s).to_numpy()])
+    delay = np.concatenate([idle_handoffs(g, ginfo["attention_passes"]), idle_handoffs(c, cinfo["attention_passes"])])
     if busy_gap_s is not None:
         busy = [{"request_id": k, "client_id": k % tb.clients, "sample": k % workload.n,
                  "arrival_s": 0.2 + k * busy_gap_s} for k in range(3 * workload.n)]
@@ -705,7 +719,10 @@ def run(tb: Testbed, out: Path, *, compare_sim: bool = True, progress: bool = Tr
     runs: dict[str, list[dict]] = {}
     calibrations: list[dict] = []
     # the timed engine holds each pass for the simulator's time under the in-process calibration's profile
-    timed = (setup.trace, quality, out / "profile.csv") if tb.server.engine == "timed" else None
+    timed = None
+    if tb.server.engine == "timed":  # its own copy: the rounds' calibrated profiles are written later
+        timed = (setup.trace, quality, out / "profile_timed.csv")
+        timed[2].write_bytes((out / "profile.csv").read_bytes())
     with network_namespaces(tb) as ns, inference_server(ns, tb, env, out / "server.log", say, timed) as base_url:
         live = Live(ns, tb, env, base_url, setup.trace)
         gap_s = 3 * max(r["s1_s"] + r["att_s"] + r["s2_s"] for r in rows) + 0.05
