@@ -26,14 +26,17 @@ from edgevlm.testbed.config import load_testbed
 from edgevlm.testbed.validate import _simulate, compare, idle_handoffs, wire_s, with_changes
 
 
-def fixed_uplink_s(run: Path, tb) -> float:
-    """The uplink's software time per message from the idle global_only calibration (validate's formula)."""
+def fixed_s(run: Path, tb) -> tuple[float, float]:
+    """The uplink's and downlink's software time per message from the idle global_only calibration
+    (validate.calibrate_network's formula: the median beyond wire time and propagation)."""
     g = pq.read_table(run / "calibration-global_only" / "events_testbed.parquet").to_pandas()
     g = g[g.status == "ok"]
-    up = tb.network.uplink
-    return max(0.0, float(np.mean((g.up1_end_s - g.edge_done_s).to_numpy()
-                                  - wire_s(up, g.edge_done_s.to_numpy(), g.uplink_bytes.to_numpy())))
-               - up.propagation_ms / 1e3)
+    up, down = tb.network.uplink, tb.network.downlink
+    u = np.median((g.up1_end_s - g.edge_done_s).to_numpy()
+                  - wire_s(up, g.edge_done_s.to_numpy(), g.uplink_bytes.to_numpy())) - up.propagation_ms / 1e3
+    d = np.median((g.done_s - g.s1_end_s).to_numpy()
+                  - wire_s(down, g.s1_end_s.to_numpy(), g.downlink_bytes.to_numpy())) - down.propagation_ms / 1e3
+    return max(0.0, float(u)), max(0.0, float(d))
 
 
 def handoff_s(run: Path) -> float:
@@ -71,9 +74,12 @@ def main(argv=None) -> int:
     up: dict = {}
     if a.uplink_discipline:
         up["discipline"] = a.uplink_discipline
+    down: dict = {}
     if a.recalibrate_fixed:
-        up["propagation_ms"] = tb.network.uplink.propagation_ms + 1e3 * fixed_uplink_s(run, tb)
-    changes: dict = {"network": {"uplink": up}} if up else {}
+        u, d = fixed_s(run, tb)
+        up["propagation_ms"] = tb.network.uplink.propagation_ms + 1e3 * u
+        down["propagation_ms"] = tb.network.downlink.propagation_ms + 1e3 * d
+    changes: dict = {"network": {"uplink": up, "downlink": down}} if up else {}
     record: dict = {}
     if a.recalibrate_handoff:
         old = json.loads((run / "calibration.json").read_text())["server_start_delay_s"]

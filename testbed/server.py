@@ -37,6 +37,7 @@ from edgevlm.testbed.timed import SWITCH_INTERVAL_S, TimedEngine
 
 STAGE1_PARAMS = ("request_id", "sample_id", "image_w", "image_h", "question")
 MAX_SESSIONS = 4096
+KEEP_ALIVE_S = 3600
 
 
 @dataclass
@@ -307,6 +308,9 @@ def serve(model: str, host: str, port: int, *, manifest: str | None = None, max_
     try:
         app = create_app(engine, sample_ids=ids, max_queue=max_queue, max_body_bytes=max_body_bytes,
                          max_batch=max_batch, max_wait_s=max_wait_s)
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+        # Connections stay open as long as the edge keeps them (uvicorn closes one idle for 5 s by default:
+        # a client idle that long then paid a new TCP handshake, or, racing the close, lost its request).
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
+                    timeout_keep_alive=KEEP_ALIVE_S)
     finally:
         engine.close()

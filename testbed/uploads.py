@@ -219,7 +219,17 @@ def bucket_stats(times: np.ndarray, kinds: list[str]) -> dict[str, dict[str, flo
     return out
 
 
+def _realtime() -> None:
+    """The measuring processes at real-time priority where allowed (root), as the delay line: their
+    time stamps are the measurement, and this host's other jobs must not delay them."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
+    except (PermissionError, OSError, AttributeError):
+        pass
+
+
 if __name__ == "__main__":
+    _realtime()
     cmd, *rest = sys.argv[1:]
     if cmd == "sink":
         sys.exit(sink_main(rest[0], int(rest[1]), rest[2]))
