@@ -45,6 +45,11 @@ def main(argv=None) -> int:
     ap.add_argument("--loads", default="0.3,0.6,0.85")
     ap.add_argument("--uplink-mbps", type=float, default=4.0)
     ap.add_argument("--propagation-ms", type=float, default=0.0)
+    ap.add_argument("--uplink-trace", help="a Mahimahi uplink trace instead of --uplink-mbps (read in place)")
+    ap.add_argument("--uplink-discipline", choices=("ps", "fifo"), default="ps",
+                    help="the simulator's uplink discipline (network.uplink.discipline)")
+    ap.add_argument("--engine", choices=("model", "timed"), default="model",
+                    help="server.engine: the model's passes, or passes held for the simulator's times (timed)")
     ap.add_argument("--server-passes", choices=("idle", "busy"), default="idle",
                     help="where the profile's pass times come from (TESTBED.yaml calibration.server_passes)")
     a = ap.parse_args(argv)
@@ -91,7 +96,10 @@ def main(argv=None) -> int:
            "policies": [{"kind": "global_only", "jpeg_quality": 75},
                         {"kind": "entropy_threshold", "metric": "min_entropy", "threshold": eta, "tokens": 5,
                          "jpeg_quality": 75}],
-           "network": {"uplink": {"capacity_mbps": a.uplink_mbps, "propagation_ms": a.propagation_ms},
+           "server": {"engine": a.engine},
+           "network": {"uplink": {**({"bandwidth_trace": str(Path(a.uplink_trace).resolve())} if a.uplink_trace
+                                     else {"capacity_mbps": a.uplink_mbps}), "propagation_ms": a.propagation_ms,
+                                  "discipline": a.uplink_discipline},
                        "downlink": {"capacity_mbps": 20.0, "propagation_ms": a.propagation_ms}},
            "calibration": {"repeats": 3, "server_passes": a.server_passes}, "time_limit_s": 300}
     (out / "TESTBED.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -99,7 +107,8 @@ def main(argv=None) -> int:
     result = run(tb, out)
     lines = [f"# sim vs testbed\n\nmodel: {label} ({model}); trace source_kind "
              f"{result['trace_source_kind']}; {a.requests} requests/point (at least {a.min_point_s:g} s of arrivals) x {a.rounds} rounds, {a.clients} clients; uplink "
-             f"{a.uplink_mbps} Mbit/s\n\ncalibration: " + json.dumps(result["calibration"]) + "\n",
+             f"{a.uplink_trace or f'{a.uplink_mbps} Mbit/s'}, propagation {a.propagation_ms:g} ms each way; "
+             f"server engine {a.engine}\n\ncalibration: " + json.dumps(result["calibration"]) + "\n",
              "| point | metric | sim | testbed | error | target | met | diagnostic: sim with in-situ pass times |",
              "|---|---|---|---|---|---|---|---|"]
     for p in result["points"]:

@@ -36,6 +36,19 @@ GENERIC_PROMPT_TOKENS = 12
 NAN = math.nan
 
 
+def sample_jobs(workload: Workload, visual_tokens: int) -> dict[int, list[Job]]:
+    """Per sample row, the GPU job of stage 1, the attention pass (0) and stage 2 (public: a stand-in
+    server that must time its passes exactly as the simulator does builds the same jobs)."""
+    prompt = workload.table.column("prompt_tokens").to_numpy().tolist()
+    t1, t2 = workload.s1_tokens.tolist(), workload.s2_tokens.tolist()
+    n_v = visual_tokens
+    return {
+        1: [Job(1, 1, n_v, p, t) for p, t in zip(prompt, t1)],
+        0: [Job(0, 1, n_v, GENERIC_PROMPT_TOKENS, 0) for _ in prompt],
+        2: [Job(2, 2, 2 * n_v, p, t) for p, t in zip(prompt, t2)],
+    }
+
+
 class Request:
     """One request's path through the system; NaN marks a step it skipped."""
 
@@ -137,14 +150,7 @@ class Simulation:
 
     def _build_jobs(self) -> dict[int, list[Job]]:
         """The GPU jobs of each sample for stage 1, the attention pass (0) and stage 2."""
-        w, n_v = self.workload, self.model.visual_tokens
-        prompt = w.table.column("prompt_tokens").to_numpy().tolist()
-        t1, t2 = w.s1_tokens.tolist(), w.s2_tokens.tolist()
-        return {
-            1: [Job(1, 1, n_v, p, t) for p, t in zip(prompt, t1)],
-            0: [Job(0, 1, n_v, GENERIC_PROMPT_TOKENS, 0) for _ in prompt],
-            2: [Job(2, 2, 2 * n_v, p, t) for p, t in zip(prompt, t2)],
-        }
+        return sample_jobs(self.workload, self.model.visual_tokens)
 
     # ------------------------------------------------------------ request factory
 
@@ -166,7 +172,7 @@ class Simulation:
         link = self.uplink
         nbytes = payload_bytes + link.overhead_bytes
         req.uplink_bytes += nbytes
-        gen = link.transfer(nbytes, self.access_bps[req.client_id])
+        gen = link.transfer(nbytes, self.access_bps[req.client_id], req.client_id)
         if self.audit is not None:
             return self.audit.transfer(self.env, gen, "uplink", req.request_id, nbytes)
         return gen
@@ -176,7 +182,7 @@ class Simulation:
         link = self.downlink
         nbytes = payload_bytes + link.overhead_bytes
         req.downlink_bytes += nbytes
-        gen = link.transfer(nbytes)
+        gen = link.transfer(nbytes, None, req.client_id)
         if self.audit is not None:
             return self.audit.transfer(self.env, gen, "downlink", req.request_id, nbytes)
         return gen

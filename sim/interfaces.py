@@ -35,9 +35,10 @@ class Link(ABC):
     profile: Any
 
     @abstractmethod
-    def transfer(self, nbytes: int, access=None) -> Generator:
+    def transfer(self, nbytes: int, access=None, flow=None) -> Generator:
         """Process: carry `nbytes` (overhead included), capped by the client's `access` rate (None:
-        uncapped; float bit/s; or a per-client profile); returns once delivered."""
+        uncapped; float bit/s; or a per-client profile); returns once delivered. `flow`: the
+        connection it belongs to (the client), which only a transport model reads."""
 
     @abstractmethod
     def backlog_bytes(self) -> float:

@@ -57,12 +57,13 @@ from typing import Literal, Optional
 import numpy as np
 import simpy
 from simpy.events import Event, Timeout
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_serializer, model_validator
 
 from edgevlm.sim.bandwidth import BandwidthTraceConfig, ConstantProfile, load_profile
 from edgevlm.sim.interfaces import Link
 from edgevlm.sim.lindley import lindley_start
 from edgevlm.sim.simpy_adapter import succeed_after
+from edgevlm.sim.transport import NoTransport, transports
 
 #: Default per-message overhead: an HTTP/1.1 request or response line with ~8 typical headers
 #: (~250 B) plus one TCP/IPv4 header (40 B) on a persistent connection, rounded to 300 B. Per-segment
@@ -83,6 +84,16 @@ class LinkConfig(BaseModel):
     overhead_bytes: int = Field(DEFAULT_OVERHEAD_BYTES, ge=0,
                                 description="headers and handshake bytes added to every message")
     bandwidth_trace: Optional[BandwidthTraceConfig] = None
+    #: what TCP adds to the fluid transfer (sim/transport.py); `none` (default) is the discipline alone
+    transport: transports.config_union() = NoTransport()
+
+    @model_serializer(mode="wrap")
+    def _omit_default_transport(self, handler):
+        """Left out at its default, so a stored scenario (and the event log's metadata) keeps its bytes."""
+        data = handler(self)
+        if self.transport == NoTransport():
+            data.pop("transport", None)
+        return data
 
     @model_validator(mode="after")
     def _one_capacity(self):
@@ -169,6 +180,10 @@ class LinkBase(Link):
         self.busy_s = 0.0
         self.slowdowns = _Slowdowns()
 
+    def active_transfers(self) -> int:
+        """Transfers sharing the link now (0 for FIFO: the one in service has the whole link)."""
+        return 0
+
     def _record(self, nbytes: int, duration_s: float) -> None:
         """Count one finished transfer's time in the stats."""
         self.transfer_s += duration_s
@@ -198,7 +213,7 @@ class FifoLink(LinkBase):
         self.free_at_s = 0.0
         self._end_bits = 0.0  # on a trace: the capacity position where the last transfer ended
 
-    def transfer(self, nbytes: int, access=None):
+    def transfer(self, nbytes: int, access=None, flow=None):
         """Process: carry `nbytes` (already including overhead); returns once delivered."""
         env = self.env
         now = env.now
@@ -296,7 +311,7 @@ class PsLink(LinkBase):
 
     # ---------------------------------------------------------------- the process
 
-    def transfer(self, nbytes: int, access=None):
+    def transfer(self, nbytes: int, access=None, flow=None):
         """Process: carry `nbytes` (already including overhead); returns once delivered.
 
         While the transfers in flight run at their own caps and the caps fit in the capacity,
@@ -680,6 +695,9 @@ class PsLink(LinkBase):
             self._settle(now)
         return self.n
 
+    def active_transfers(self) -> int:
+        return self.active()
+
     def stats(self, horizon_s: float) -> dict:
         if self._ind:
             self._retire(horizon_s)
@@ -693,5 +711,7 @@ def _cap_key(cls: _CapClass) -> float:
 
 
 def build_link(env: simpy.Environment, cfg: LinkConfig, base_dir: Path | None = None,
-               profile_cache: dict | None = None) -> LinkBase:
-    return (PsLink if cfg.discipline == "ps" else FifoLink)(env, cfg, base_dir, profile_cache)
+               profile_cache: dict | None = None) -> Link:
+    """The link of `cfg`, wrapped by its transport model (`none`: the link itself)."""
+    link = (PsLink if cfg.discipline == "ps" else FifoLink)(env, cfg, base_dir, profile_cache)
+    return transports.build(cfg.transport, link)

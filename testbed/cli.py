@@ -26,7 +26,7 @@ from edgevlm.testbed.validate import run
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     model = args.model
-    if model is None:
+    if model is None and args.engine != "timed":
         if not DEFAULT_MODEL.is_dir():
             raise UserError(f"--model: the default tiny model {DEFAULT_MODEL} does not exist here; "
                             "pass --model DIR (a checkpoint directory)")
@@ -41,10 +41,23 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if (cpus or args.model_spin_s) and not args.model_process:
         raise UserError("--model-cpus / --model-spin-s: need --model-process (the passes run in the server "
                         "process otherwise)")
+    timed = None
+    if args.engine == "timed":
+        if not (args.trace and args.pass_times and args.jpeg_quality):
+            raise UserError("--engine timed: needs --trace, --jpeg-quality and --pass-times")
+        if args.model_process:
+            raise UserError("--model-process: the timed engine runs no model")
+        timed = {"trace": args.trace, "quality": args.jpeg_quality, "pass_times": args.pass_times,
+                 "visual_tokens": args.visual_tokens}
+    if args.max_batch < 1 or args.max_wait_s < 0:
+        raise UserError("--max-batch: must be >= 1; --max-wait-s: must be >= 0")
+    if args.max_batch > 1 and timed is None:
+        raise UserError("--max-batch: batching needs --engine timed")
     try:
         serve(model, args.host, args.port, manifest=args.manifest, max_queue=args.max_queue,
               max_body_bytes=args.max_body_bytes, threads=args.threads, model_process=args.model_process,
-              model_cpus=cpus, model_spin_s=args.model_spin_s)
+              model_cpus=cpus, model_spin_s=args.model_spin_s, timed=timed, max_batch=args.max_batch,
+              max_wait_s=args.max_wait_s)
     except (BackendError, ModelProcessError) as exc:
         raise UserError(str(exc)) from None
     return 0
@@ -75,8 +88,11 @@ def _cmd_edge(args: argparse.Namespace) -> int:
         arrivals = [Arrival(k, int(rng.integers(args.clients)), int(rng.integers(workload.n)), float(t[k]))
                     for k in range(args.requests)]
     px = int(workload.provenance.get("vision_input_px"))
-    done, info = asyncio.run(run_edge(args.server, rows, policy, arrivals, vision_px=px, n_clients=args.clients,
-                                      health_timeout_s=args.health_timeout_s))
+    try:
+        done, info = asyncio.run(run_edge(args.server, rows, policy, arrivals, vision_px=px, n_clients=args.clients,
+                                          health_timeout_s=args.health_timeout_s, t0=args.t0))
+    except RuntimeError as exc:
+        raise UserError(f"edge: {exc}") from None
     out = Path(args.out)
     write_events(done, list(workload.sample_id), policy.name, out, args.deadline_s)
     out.with_suffix(".json").write_text(json.dumps(info, indent=1))
@@ -124,6 +140,19 @@ def register(commands: Commands) -> None:
     s.add_argument("--model-spin-s", type=float, default=0.0, metavar="S",
                    help="with --model-process: after each pass, busy-poll up to S seconds for the next one, so a "
                         "dedicated core does not go idle between close passes (default 0: block)")
+    s.add_argument("--engine", choices=("model", "timed"), default="model",
+                   help="model: run the model's passes; timed: no model, each pass held for the simulator's "
+                        "time and answered from the trace (testbed/timed.py)")
+    s.add_argument("--trace", help="with --engine timed: the trace the answers come from")
+    s.add_argument("--jpeg-quality", type=int, help="with --engine timed: the trace's quality to answer at")
+    s.add_argument("--pass-times", metavar="CSV", help="with --engine timed: a latency profile "
+                   "(phase,batch,tokens,seconds) or a per-sample table (sample_id,s1_s,att_s,s2_s)")
+    s.add_argument("--max-batch", type=int, default=1, help="with --engine timed: static batches of up to this "
+                   "many passes, as the simulator's `static` scheduler (default 1: one pass at a time, `fifo`)")
+    s.add_argument("--max-wait-s", type=float, default=0.05, help="with --max-batch: longest the first pass of "
+                   "a batch waits for more (the scheduler's max_wait_s)")
+    s.add_argument("--visual-tokens", type=int, help="with --engine timed and a profile: visual tokens per image "
+                   "(default: the trace's)")
 
     e = commands.add("edge", _cmd_edge, "run a real edge client against `edgevlm serve`",
                      "Replay a schedule (or a Poisson stream) of manifest samples with a simulator policy; writes "
@@ -140,6 +169,8 @@ def register(commands: Commands) -> None:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--deadline-s", type=float, default=2.0)
     e.add_argument("--health-timeout-s", type=float, default=60.0)
+    e.add_argument("--t0", type=float, help="the run's time origin (time.time()); default: once the server is "
+                   "healthy. The testbed sets it to when its bandwidth traces start over")
     e.add_argument("--out", default="events_testbed.parquet")
 
     for name, cmp in (("testbed", False), ("validate", True)):

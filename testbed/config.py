@@ -15,7 +15,7 @@ Example (testbed/examples/ci.yaml):
   network:
     uplink: {capacity_mbps: 4, propagation_ms: 0, loss_pct: 0}
     downlink: {capacity_mbps: 20, propagation_ms: 0}
-  server: {max_queue: 1000, threads: 1, model_process: true, model_cpus: null, model_spin_s: 5}  # null: last CPU
+  server: {engine: model, max_queue: 1000, threads: 1, model_process: true, model_cpus: null, model_spin_s: 5}  # null: last CPU
   calibration: {repeats: 3, server_passes: idle, server_speed: lognormal}  # idle | busy: where the pass times
                            # come from; lognormal | constant: the simulator's server speed model
   time_limit_s: 120        # per point: the edge run is stopped after this
@@ -28,10 +28,12 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
 
+from edgevlm.sim.bandwidth import parse_mahimahi
 from edgevlm.sim.errors import ConfigError
 from edgevlm.testbed.engine import cpus_problem
+from edgevlm.testbed.netns import Shape
 
 DEFAULT_MODEL = Path("models/weights/tiny-scenetext-v1")
 
@@ -41,9 +43,39 @@ class _Strict(BaseModel):
 
 
 class Direction(_Strict):
-    capacity_mbps: PositiveFloat
+    capacity_mbps: Optional[PositiveFloat] = None
+    #: a Mahimahi trace file instead of a constant capacity: the testbed's delay line releases packets on
+    #: its delivery opportunities, the simulator's link replays it (`mahimahi`); both start it at the
+    #: point's first arrival (relative paths: against TESTBED.yaml's folder)
+    bandwidth_trace: Optional[str] = None
+    #: one-way propagation: the delay line on the testbed (this kernel has no netem)
     propagation_ms: float = Field(0.0, ge=0)
     loss_pct: float = Field(0.0, ge=0, lt=100)
+    #: the simulator's discipline for this link: the delay line is one FIFO packet queue, so messages that
+    #: fit in TCP's window leave in FIFO order (fifo), larger ones from several flows interleave (ps)
+    discipline: Literal["ps", "fifo"] = "ps"
+
+    @model_validator(mode="after")
+    def _one_rate(self):
+        if (self.capacity_mbps is None) == (self.bandwidth_trace is None):
+            raise ValueError("give exactly one of 'capacity_mbps' or 'bandwidth_trace'")
+        return self
+
+    def shape(self) -> Shape:
+        """The testbed's shaping of this direction."""
+        return Shape(self.capacity_mbps or 0.0, self.propagation_ms, self.loss_pct, trace=self.bandwidth_trace)
+
+    def mean_bps(self) -> float:
+        """The capacity, or the trace's mean rate."""
+        if self.bandwidth_trace is None:
+            return self.capacity_mbps * 1e6
+        return parse_mahimahi(self.bandwidth_trace).mean_bps
+
+    def sim_link(self) -> dict[str, Any]:
+        """The simulator link's capacity keys (`capacity_mbps`, or a `mahimahi` bandwidth_trace)."""
+        if self.bandwidth_trace is None:
+            return {"capacity_mbps": self.capacity_mbps, "discipline": self.discipline}
+        return {"bandwidth_trace": {"kind": "mahimahi", "path": self.bandwidth_trace}, "discipline": self.discipline}
 
 
 class Network(_Strict):
@@ -52,6 +84,10 @@ class Network(_Strict):
 
 
 class ServerBlock(_Strict):
+    #: model: the tiny model's real passes (in the model process or inline); timed: no model, each pass
+    #: held for the simulator's time of that sample (the round's profile) and answered from the trace,
+    #: a stand-in for a dedicated accelerator's steady pass times (testbed/timed.py)
+    engine: Literal["model", "timed"] = "model"
     max_queue: PositiveInt = 1000
     threads: PositiveInt = Field(1, description="torch threads of the server process")
     port: int = Field(8000, ge=1, le=65535)
@@ -141,5 +177,13 @@ def load_testbed(path: str | Path) -> tuple[Testbed, Path]:
             raise ConfigError("model", f"no model given and the default {DEFAULT_MODEL} does not exist; "
                                        "set model: to a checkpoint directory")
         model = str(DEFAULT_MODEL.resolve())
-    tb = tb.model_copy(update={"model": model, "manifest": absolute(tb.manifest), "trace": absolute(tb.trace)})
+    net = tb.network.model_copy(update={
+        d: getattr(tb.network, d).model_copy(update={"bandwidth_trace": absolute(getattr(tb.network, d).bandwidth_trace)})
+        for d in ("uplink", "downlink")})
+    for d in ("uplink", "downlink"):
+        trace = getattr(net, d).bandwidth_trace
+        if trace is not None and not Path(trace).is_file():
+            raise ConfigError(f"network.{d}.bandwidth_trace", f"trace file not found: {trace}")
+    tb = tb.model_copy(update={"model": model, "manifest": absolute(tb.manifest), "trace": absolute(tb.trace),
+                               "network": net})
     return tb, base

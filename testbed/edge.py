@@ -80,7 +80,9 @@ async def run_edge(base_url: str, samples: Sequence[Any], policy, arrivals: Sequ
     score1, score2 = policy.score1, policy.score2
     # No cap on a client's connections: a simulated client never holds a request back for an earlier one
     # (a cap of 4 delayed 6 % of uploads by 30-130 ms at rho 0.85, waiting for a free connection).
-    unlimited = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    # No keep-alive expiry either (httpx closes a connection idle for 5 s by default): with 32 clients each
+    # sends every ~6 s, and half the uploads paid a TCP handshake (one RTT) the simulator does not model.
+    unlimited = httpx.Limits(max_connections=None, max_keepalive_connections=None, keepalive_expiry=None)
     clients = [httpx.AsyncClient(base_url=base_url, timeout=timeout_s, limits=unlimited) for _ in range(n_clients)]
     prep_times, crop_times, errors, attention = [], [], [], []
     done: list[Request] = []
@@ -96,7 +98,13 @@ async def run_edge(base_url: str, samples: Sequence[Any], policy, arrivals: Sequ
                     await c.aclose()
                 raise RuntimeError(f"server {base_url} not healthy after {health_timeout_s:g} s ({exc})") from None
             await asyncio.sleep(0.3)
-    t0 = time.time() if t0 is None else t0
+    if t0 is None:
+        t0 = time.time()
+    elif time.time() > t0:
+        for c in clients:
+            await c.aclose()
+        raise RuntimeError(f"the edge was ready {time.time() - t0:.2f} s after the run's start time (--t0); "
+                           "give it more time to start")
 
     async def one(a: Arrival):
         delay = t0 + a.arrival_s - time.time()

@@ -32,7 +32,7 @@ class InlineEngine:
         self.vision_input_px = backend.vision_input_px
         self.visual_tokens_per_image = backend.visual_tokens_per_image
 
-    def stage1(self, img, question: str) -> tuple[str, list[float], list[float], list[float]]:
+    def stage1(self, img, question: str, sample_id: str | None = None) -> tuple[str, list[float], list[float], list[float]]:
         """Answer on the global image and its per-token uncertainty (float32, as the trace stores it)."""
 
         be = self.backend
@@ -40,7 +40,8 @@ class InlineEngine:
         f32 = lambda a: [float(v) for v in np.asarray(a, dtype=np.float32)]  # noqa: E731
         return (gen.text, *(f32(a) for a in token_uncertainty(gen.logits)))
 
-    def attention_box(self, img, question: str, image_w: int, image_h: int) -> tuple[int, int, int, int]:
+    def attention_box(self, img, question: str, image_w: int, image_h: int,
+                      sample_id: str | None = None) -> tuple[int, int, int, int]:
         """The relative-attention box in original-image pixels."""
 
         be = self.backend
@@ -48,7 +49,7 @@ class InlineEngine:
         box = search_box(maps.relative, image_w, image_h, self.vision_input_px, **be.settings.box_kwargs())
         return box.x0, box.y0, box.x1, box.y1
 
-    def stage2(self, img, local, question: str) -> tuple[str, int]:
+    def stage2(self, img, local, question: str, sample_id: str | None = None) -> tuple[str, int]:
         """Answer on global + local and its token count."""
         be = self.backend
         gen = be.generate(be.encode([img, local], question))
@@ -175,13 +176,13 @@ class ProcessEngine:
             raise ModelProcessError(f"model process: {out}")
         return out
 
-    def stage1(self, img, question: str):
+    def stage1(self, img, question: str, sample_id: str | None = None):
         return tuple(self._call("stage1", img, question))
 
-    def attention_box(self, img, question: str, image_w: int, image_h: int):
+    def attention_box(self, img, question: str, image_w: int, image_h: int, sample_id: str | None = None):
         return tuple(self._call("attention_box", img, question, image_w, image_h))
 
-    def stage2(self, img, local, question: str):
+    def stage2(self, img, local, question: str, sample_id: str | None = None):
         return tuple(self._call("stage2", img, local, question))
 
     def close(self) -> None:

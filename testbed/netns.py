@@ -1,6 +1,10 @@
 """Network namespaces for the testbed: a server namespace and a client namespace joined by a veth pair,
-with `tc` shaping rate (tbf; netem when delay or loss is asked) of the uplink (client -> server, on the client's end)
+with `tc` shaping rate (tbf; netem when loss is asked) of the uplink (client -> server, on the client's end)
 and of the downlink (server -> client, on the server's end). Needs root and `ip`/`tc`.
+
+With propagation delay or a bandwidth trace (`Shape.delay_ms`, `Shape.trace`), the namespaces are joined
+instead by a TUN device in each and the user-space delay line (testbed/delayline.py: rate or Mahimahi
+trace, then the one-way delay), since this kernel has no sch_netem.
 
 Names carry a `evb<pid>x<rand>` stem, so parallel runs never collide and leftovers of dead
 processes are recognised and removed (`cleanup_leftovers`). `Netns` is a context manager that
@@ -9,12 +13,17 @@ tears everything down even when the body raises.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
 import shutil
+import signal
 import subprocess
+import sys
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 PREFIX = "evb"
 _NAME = re.compile(rf"^{PREFIX}(\d+)x([0-9a-f]+)-[sc]$")
@@ -86,10 +95,22 @@ class Shape:
     rate_mbit: float
     delay_ms: float = 0.0
     loss_pct: float = 0.0
+    #: a Mahimahi trace file: packets leave on its delivery opportunities (the delay line)
+    trace: str | None = None
+    #: the delay line's drop-tail queue
+    queue_bytes: int = 1 << 20
 
     @property
     def needs_netem(self) -> bool:
-        return self.delay_ms > 0 or self.loss_pct > 0
+        return self.loss_pct > 0
+
+    @property
+    def needs_delay_line(self) -> bool:
+        return self.delay_ms > 0 or self.trace is not None
+
+    def delay_line_spec(self) -> dict:
+        spec = {"delay_ms": self.delay_ms, "queue_bytes": self.queue_bytes}
+        return {**spec, "trace": self.trace} if self.trace else {**spec, "rate_mbps": self.rate_mbit}
 
     def qdisc_args(self) -> list[str]:
         """tbf (rate only) when no delay/loss is asked, so kernels without sch_netem still shape."""
@@ -109,6 +130,9 @@ class Netns:
 
     def __init__(self, uplink: Shape, downlink: Shape):
         self.uplink, self.downlink = uplink, downlink
+        #: TUN devices + the delay line instead of veth + tc (propagation delay or a trace asked)
+        self.delay_line = uplink.needs_delay_line or downlink.needs_delay_line
+        self._line = None  # the delay line process
         tag = f"{os.getpid()}x{random.getrandbits(24):06x}"
         self.server, self.client = f"{PREFIX}{tag}-s", f"{PREFIX}{tag}-c"
         short = f"{random.getrandbits(32):08x}"
@@ -125,16 +149,21 @@ class Netns:
         if reason:
             raise NetnsUnavailable(reason)
         if self.uplink.needs_netem or self.downlink.needs_netem:
+            if self.delay_line:
+                raise NetnsUnavailable("loss_pct is not emulated by the delay line (propagation or a trace); "
+                                       "set it to 0")
             reason = netem_missing_reason()
             if reason:
-                raise NetnsUnavailable(f"network propagation_ms/loss_pct need netem, but {reason}; "
-                                       "set them to 0 (rate-only shaping uses tbf)")
+                raise NetnsUnavailable(f"network loss_pct needs netem, but {reason}; set it to 0")
         cleanup_leftovers()
         try:
             for ns in (self.server, self.client):
                 _run("ip", "netns", "add", ns)
                 self._made.append(ns)
                 _run("ip", "-n", ns, "link", "set", "lo", "up")
+            if self.delay_line:
+                self._tun_link()
+                return self
             _run("ip", "link", "add", self.veth_s, "type", "veth", "peer", "name", self.veth_c)
             _run("ip", "link", "set", self.veth_s, "netns", self.server)
             _run("ip", "link", "set", self.veth_c, "netns", self.client)
@@ -153,11 +182,52 @@ class Netns:
             raise
         return self
 
+    def _tun_link(self) -> None:
+        """A TUN device in each namespace (point-to-point addresses) and the delay line between them."""
+        for ns, dev, ip, peer in ((self.server, self.veth_s, self.server_ip, self.client_ip),
+                                  (self.client, self.veth_c, self.client_ip, self.server_ip)):
+            _run("ip", "-n", ns, "tuntap", "add", "dev", dev, "mode", "tun")
+            _run("ip", "-n", ns, "addr", "add", ip, "peer", peer, "dev", dev)
+            _run("ip", "-n", ns, "link", "set", dev, "mtu", "1500", "up")
+        self._spec = Path(tempfile.mkdtemp(prefix="evb-line-")) / "line.json"
+        self._spec.write_text(json.dumps({"a_ns": self.client, "a_dev": self.veth_c, "b_ns": self.server,
+                                          "b_dev": self.veth_s, "up": self.uplink.delay_line_spec(),
+                                          "down": self.downlink.delay_line_spec()}))
+        self._line = subprocess.Popen([sys.executable, "-m", "edgevlm.testbed.delayline", str(self._spec)],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        first = self._line.stdout.readline().split()
+        if not first or first[0] != "ready":
+            err = self._line.communicate(timeout=10)[1]
+            raise RuntimeError(f"the delay line did not start: {err.strip()[-500:]}")
+        self.line_t0 = float(first[1])  # time.time() at which a trace's time 0 is
+
+    def restart_traces_at(self, wall_s: float) -> None:
+        """Make the delay line's traces start over (trace time 0) at `wall_s` (time.time())."""
+        if self._line is None:
+            raise RuntimeError("no delay line: restart_traces_at needs propagation or a trace")
+        Path(str(self._spec) + ".epoch").write_text(repr(wall_s))
+        self._line.send_signal(signal.SIGUSR1)
+        self.line_t0 = wall_s
+
+    def delay_line_stats(self) -> dict | None:
+        """The delay line's counters (packets, bytes, drops per direction), after teardown; None without one."""
+        p = Path(str(getattr(self, "_spec", "")) + ".stats")
+        return json.loads(p.read_text()) if getattr(self, "_spec", None) and p.exists() else None
+
     def __exit__(self, *exc) -> None:
         self.teardown()
 
     def teardown(self) -> None:
-        """Delete both namespaces (the veth pair goes with them); safe to call twice."""
+        """Stop the delay line (if any), delete both namespaces (the veth pair or the TUN devices go
+        with them); safe to call twice."""
+        if self._line is not None:
+            self._line.terminate()
+            try:
+                self._line.wait(5)
+            except subprocess.TimeoutExpired:
+                self._line.kill()
+                self._line.wait()
+            self._line = None
         for ns in self._made:
             _run("ip", "netns", "del", ns, check=False)
         self._made = []

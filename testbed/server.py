@@ -22,7 +22,7 @@ import json
 import sys
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -33,9 +33,11 @@ from fastapi.responses import JSONResponse
 
 from edgevlm.models.manifest import read_manifest
 from edgevlm.testbed.engine import InlineEngine, ProcessEngine
+from edgevlm.testbed.timed import SWITCH_INTERVAL_S, TimedEngine
 
 STAGE1_PARAMS = ("request_id", "sample_id", "image_w", "image_h", "question")
 MAX_SESSIONS = 4096
+KEEP_ALIVE_S = 3600
 
 
 @dataclass
@@ -44,6 +46,7 @@ class Session:
     question: str
     image_w: int
     image_h: int
+    sample_id: str
 
 
 class GpuWorker:
@@ -71,15 +74,77 @@ class GpuWorker:
         return await loop.run_in_executor(self.pool, timed)
 
 
+class BatchWorker:
+    """Static batching as the simulator's `static` scheduler does it (sim/server/batching.py): one thread
+    waits for the first pass, then until `max_batch` passes wait or the first has waited `max_wait_s`,
+    and runs up to `max_batch` of them as one batch (`TimedEngine.run_batch`); every pass of a batch
+    starts and ends together. Timed engine only (a model's passes are not batched here)."""
+
+    def __init__(self, engine, max_batch: int, max_wait_s: float):
+        self.engine, self.max_batch, self.max_wait_s = engine, max_batch, max_wait_s
+        self.queue: deque = deque()
+        self.cv = threading.Condition()
+        self.pending = 0
+        self.batches: list[int] = []  # sizes, for tests and logs
+        threading.Thread(target=self._loop, name="gpu-batch", daemon=True).start()
+
+    async def run(self, fn, *args):
+        """Like GpuWorker.run for an engine method `fn` whose last argument is the sample id."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        with self.cv:
+            self.pending += 1
+            self.queue.append((fn.__name__, args[-1], fut, loop, time.perf_counter()))
+            self.cv.notify()
+        return await fut
+
+    def _loop(self) -> None:
+        q = self.queue
+        while True:
+            with self.cv:
+                while not q:
+                    self.cv.wait()
+                deadline = q[0][4] + self.max_wait_s
+                while len(q) < self.max_batch and (left := deadline - time.perf_counter()) > 0:
+                    self.cv.wait(left)
+                batch = [q.popleft() for _ in range(min(len(q), self.max_batch))]
+            start = time.time()
+            try:
+                outs = self.engine.run_batch([(op, sid) for op, sid, *_ in batch])
+                end = time.time()
+                results = [(o, start, end) for o in outs]
+            except Exception as exc:  # every pass of the batch fails alike
+                results = [exc] * len(batch)
+            self.batches.append(len(batch))
+            with self.cv:
+                self.pending -= len(batch)
+            for (_, _, fut, loop, _), r in zip(batch, results):
+                loop.call_soon_threadsafe(_settle, fut, r)
+
+
+def _settle(fut, result) -> None:
+    if fut.cancelled():
+        return
+    if isinstance(result, Exception):
+        fut.set_exception(result)
+    else:
+        fut.set_result(result)
+
+
 def create_app(backend, *, sample_ids: set[str] | None = None, max_queue: int = 64,
-               max_body_bytes: int = 4 << 20):
+               max_body_bytes: int = 4 << 20, max_batch: int = 1, max_wait_s: float = 0.0):
     """The FastAPI app serving `backend` (a models/ backend, or a testbed.engine engine).
-    `sample_ids`: known ids (None accepts any)."""
+    `sample_ids`: known ids (None accepts any). `max_batch` > 1 (timed engine only): static batches
+    (BatchWorker), else one pass at a time in arrival order."""
     from PIL import Image  # defers PIL
 
-    engine = backend if isinstance(backend, (InlineEngine, ProcessEngine)) else InlineEngine(backend)
+    engine = backend if isinstance(backend, (InlineEngine, ProcessEngine, TimedEngine)) else InlineEngine(backend)
+    if isinstance(engine, TimedEngine):  # it answers only the samples of its trace
+        sample_ids = set(engine.row) if sample_ids is None else sample_ids & set(engine.row)
     app = FastAPI(title="edgevlm serve", docs_url=None, redoc_url=None)
-    gpu = GpuWorker()
+    if max_batch > 1 and not isinstance(engine, TimedEngine):
+        raise ValueError("max_batch > 1 needs the timed engine")
+    gpu = BatchWorker(engine, max_batch, max_wait_s) if max_batch > 1 else GpuWorker()
     sessions: OrderedDict[int, Session] = OrderedDict()
     px = engine.vision_input_px
 
@@ -168,8 +233,8 @@ def create_app(backend, *, sample_ids: set[str] | None = None, max_queue: int = 
         if img.size != (px, px):
             img = img.resize((px, px), Image.Resampling.BICUBIC)
 
-        (text, mn, sh, mg), start, end = await gpu.run(engine.stage1, img, q["question"])
-        sessions[rid] = Session(img, q["question"], w, h)
+        (text, mn, sh, mg), start, end = await gpu.run(engine.stage1, img, q["question"], q["sample_id"])
+        sessions[rid] = Session(img, q["question"], w, h, q["sample_id"])
         while len(sessions) > MAX_SESSIONS:
             sessions.popitem(last=False)
         return {"request_id": rid, "answer": text, "tokens": len(mn), "s1_min_entropy": mn,
@@ -192,7 +257,8 @@ def create_app(backend, *, sample_ids: set[str] | None = None, max_queue: int = 
             raise Reject(400, "field 'request_id' must be an integer")
         s = session(rid)
 
-        box, start, end = await gpu.run(engine.attention_box, s.global_img, s.question, s.image_w, s.image_h)
+        box, start, end = await gpu.run(engine.attention_box, s.global_img, s.question, s.image_w, s.image_h,
+                                         s.sample_id)
         return {"request_id": rid, "box": list(box), "start_s": start, "end_s": end}
 
     @app.post("/v1/stage2")
@@ -205,7 +271,7 @@ def create_app(backend, *, sample_ids: set[str] | None = None, max_queue: int = 
         if local.size != (px, px):
             local = local.resize((px, px), Image.Resampling.BICUBIC)
 
-        (text, tokens), start, end = await gpu.run(engine.stage2, s.global_img, local, s.question)
+        (text, tokens), start, end = await gpu.run(engine.stage2, s.global_img, local, s.question, s.sample_id)
         sessions.pop(rid, None)
         return {"request_id": rid, "answer": text, "tokens": tokens, "recv_s": recv_s,
                 "start_s": start, "end_s": end}
@@ -216,16 +282,23 @@ def create_app(backend, *, sample_ids: set[str] | None = None, max_queue: int = 
 
 def serve(model: str, host: str, port: int, *, manifest: str | None = None, max_queue: int = 64,
           max_body_bytes: int = 4 << 20, threads: int = 1, model_process: bool = False,
-          model_cpus: list[int] | None = None, model_spin_s: float = 0.0, ready_file: str | None = None) -> None:
+          model_cpus: list[int] | None = None, model_spin_s: float = 0.0, ready_file: str | None = None,
+          timed: dict | None = None, max_batch: int = 1, max_wait_s: float = 0.0) -> None:
     """Load the model and serve until interrupted. `model_process`: run the passes in a process of their
     own (testbed.engine.ProcessEngine), pinned to `model_cpus` if given, busy-polling for the next pass
-    for up to `model_spin_s` seconds after each."""
+    for up to `model_spin_s` seconds after each. `timed`: TimedEngine.load's arguments (trace, quality,
+    pass_times, visual_tokens): no model, passes held for the simulator's times (testbed/timed.py)."""
     import uvicorn  # defers uvicorn
 
     ids = None
     if manifest:
         ids = {s.sample_id for s in read_manifest(manifest)}
-    if model_process:
+    if timed is not None:
+        engine = TimedEngine.load(**timed)
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
+        print(f"edgevlm serve: timed engine ({engine.times.source}), answers from {timed['trace']}",
+              file=sys.stderr, flush=True)
+    elif model_process:
         engine = ProcessEngine(model, threads=threads, cpus=model_cpus, spin_s=model_spin_s)
         print(f"edgevlm serve: model process on CPUs {engine.cpus or 'any'}, memory "
               f"{'locked (mlockall)' if engine.mlocked else 'NOT locked (mlockall refused; pages may be reclaimed)'}",
@@ -233,7 +306,11 @@ def serve(model: str, host: str, port: int, *, manifest: str | None = None, max_
     else:
         engine = InlineEngine.load(model, threads)
     try:
-        app = create_app(engine, sample_ids=ids, max_queue=max_queue, max_body_bytes=max_body_bytes)
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+        app = create_app(engine, sample_ids=ids, max_queue=max_queue, max_body_bytes=max_body_bytes,
+                         max_batch=max_batch, max_wait_s=max_wait_s)
+        # Connections stay open as long as the edge keeps them (uvicorn closes one idle for 5 s by default:
+        # a client idle that long then paid a new TCP handshake, or, racing the close, lost its request).
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
+                    timeout_keep_alive=KEEP_ALIVE_S)
     finally:
         engine.close()

@@ -46,6 +46,7 @@ import pyarrow.parquet as pq
 
 from edgevlm.models.backend import load_backend
 from edgevlm.models.manifest import Sample, read_manifest
+from edgevlm.sim.bandwidth import parse_mahimahi
 from edgevlm.sim.errors import UserError
 from edgevlm.sim.profiles import EDGES
 from edgevlm.sim.runner import run as sim_run
@@ -67,6 +68,9 @@ METRICS = (("latency_mean_s", ("latency_s", "mean", "value")), ("latency_p50_s",
            ("downlink_bytes_per_request", ("bytes_per_request", "downlink")),
            ("retransmission_rate", ("retransmission_rate",)))
 REPO = Path(__file__).resolve().parent.parent
+#: With a bandwidth trace, the edge client's run starts this long after it is launched (its start-up:
+#: imports, images, the server's health check, one connection per client), at the traces' time 0.
+EDGE_START_S = 15.0
 
 
 def rel_error(sim: float | None, real: float | None) -> float | None:
@@ -111,11 +115,12 @@ def scenario_dict(tb: Testbed, *, name: str, seed: int, policy: dict, trace: Pat
                     # the device's own times are the measured ones; its hardware block is a placeholder
                     "edge": {"device": {"name": "testbed-edge", "prep_s": prep_s, "crop_s": crop_s,
                                         "hardware": EDGES["imx95"].hardware.model_dump()}},
-                    "link_classes": [{"share": 1.0, "uplink_mbps": up.capacity_mbps}]},
-        "network": {"uplink": {"capacity_mbps": up.capacity_mbps,
+                    # one shared uplink, no access cap of its own (1 Gbit/s never binds)
+                    "link_classes": [{"share": 1.0, "uplink_mbps": up.capacity_mbps or 1000.0}]},
+        "network": {"uplink": {**up.sim_link(),
                                "propagation_ms": up.propagation_ms + 1e3 * net["uplink_fixed_s"],
                                "overhead_bytes": net["uplink_overhead_bytes"]},
-                    "downlink": {"capacity_mbps": down.capacity_mbps,
+                    "downlink": {**down.sim_link(),
                                  "propagation_ms": down.propagation_ms + 1e3 * net["downlink_fixed_s"],
                                  "overhead_bytes": net["downlink_overhead_bytes"]}},
         "server": {"replicas": 1, "max_queue": tb.server.max_queue,
@@ -152,8 +157,8 @@ def _merge(data: dict, changes: dict) -> None:
 
 def cpu_split(tb) -> tuple[list[int], list[int]]:
     """(model process CPUs, CPUs of everything else: server event loop, edge client); both empty when
-    the model runs in the server process (nothing pinned)."""
-    if not tb.server.model_process:
+    the model runs in the server process or the engine is timed (nothing pinned)."""
+    if not tb.server.model_process or tb.server.engine == "timed":
         return [], []
     avail = sorted(os.sched_getaffinity(0))
     model = list(tb.server.model_cpus or ([avail[-1]] if len(avail) >= 2 else []))
@@ -185,25 +190,29 @@ def network_namespaces(tb: Testbed) -> Iterator[Netns]:
     up, down = tb.network.uplink, tb.network.downlink
     with ExitStack() as stack:
         try:
-            ns = stack.enter_context(Netns(Shape(up.capacity_mbps, up.propagation_ms, up.loss_pct),
-                                           Shape(down.capacity_mbps, down.propagation_ms, down.loss_pct)))
+            ns = stack.enter_context(Netns(up.shape(), down.shape()))
         except NetnsUnavailable as exc:
             raise UserError(f"testbed: {exc}") from None
         yield ns
 
 
 @contextmanager
-def inference_server(ns: Netns, tb: Testbed, env: dict[str, str], log_path: Path, say: Say) -> Iterator[str]:
+def inference_server(ns: Netns, tb: Testbed, env: dict[str, str], log_path: Path, say: Say,
+                     timed: tuple[Path, int, Path] | None = None) -> Iterator[str]:
     """`edgevlm serve` in the server namespace, its output in `log_path`; yields its URL once healthy,
-    then stops it (terminate, kill after 10 s) and closes the log."""
+    then stops it (terminate, kill after 10 s) and closes the log. `timed`: (trace, JPEG quality, pass
+    times CSV) of `server.engine: timed`."""
     base_url = f"http://{ns.server_ip}:{tb.server.port}"
     model_cpus, other_cpus = cpu_split(tb)
     cmd = (ns.exec_prefix(ns.server)
            + [sys.executable, "-m", "edgevlm", "serve", "--model", tb.model, "--host", ns.server_ip,
               "--port", str(tb.server.port), "--manifest", tb.manifest, "--max-queue", str(tb.server.max_queue),
               "--threads", str(tb.server.threads)]
-           + (["--model-process", "--model-spin-s", str(tb.server.model_spin_s)] if tb.server.model_process else [])
-           + (["--model-cpus", ",".join(map(str, model_cpus))] if model_cpus else []))
+           + (["--model-process", "--model-spin-s", str(tb.server.model_spin_s)]
+              if tb.server.model_process and timed is None else [])
+           + (["--model-cpus", ",".join(map(str, model_cpus))] if model_cpus else [])
+           + (["--engine", "timed", "--trace", str(timed[0]), "--jpeg-quality", str(timed[1]),
+               "--pass-times", str(timed[2])] if timed is not None else []))
     with open(log_path, "w") as log:
         server = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
                                   preexec_fn=_pinned(other_cpus))
@@ -233,15 +242,21 @@ class Live:
     trace: Path
 
     def edge(self, policy: dict, schedule: list[dict], pdir: Path, name: str) -> tuple[pa.Table, dict]:
-        """One `edgevlm edge` run in the client namespace; returns (events table, edge info)."""
+        """One `edgevlm edge` run in the client namespace; returns (events table, edge info). With a
+        bandwidth trace, the run starts when the delay line starts its traces over (trace time 0), as
+        the simulator's run starts at its trace's time 0."""
         tb = self.tb
         pdir.mkdir(parents=True, exist_ok=True)
         (pdir / "schedule.json").write_text(json.dumps(schedule))
+        t0 = []
+        if tb.network.uplink.bandwidth_trace or tb.network.downlink.bandwidth_trace:
+            t0 = [time.time() + EDGE_START_S]
+            self.ns.restart_traces_at(t0[0])
         cmd = self.ns.exec_prefix(self.ns.client) + [
             sys.executable, "-m", "edgevlm", "edge", "--server", self.base_url, "--manifest", tb.manifest,
             "--trace", str(self.trace), "--policy", json.dumps(policy), "--schedule", str(pdir / "schedule.json"),
             "--clients", str(tb.clients), "--out", str(pdir / "events_testbed.parquet"),
-            "--deadline-s", str(tb.deadline_s)]
+            "--deadline-s", str(tb.deadline_s)] + (["--t0", repr(t0[0])] if t0 else [])
         try:
             p = subprocess.run(cmd, cwd=REPO, env=self.env, capture_output=True, text=True, timeout=tb.time_limit_s,
                                preexec_fn=_pinned(cpu_split(tb)[1]))
@@ -280,6 +295,41 @@ def median_rows(calibrations: list[list[dict[str, Any]]]) -> list[dict[str, Any]
             v = [r[k] for r in rows if r.get(k) is not None]
             d[k] = float(np.median(v)) if v else None
         out.append(d)
+    return out
+
+
+def idle_handoffs(ev, attention_passes) -> np.ndarray:
+    """Receive-to-pass-start delays of the stage-1 and stage-2 passes that found the server idle (no other
+    pass running or queued when the upload ended). Idle requests one at a time all do on a constant link;
+    on a bandwidth trace an outage bunches them, and the queueing behind each other is not hand-off."""
+    two = ev[ev.stages == 2]
+    passes = np.concatenate([ev[["s1_start_s", "s1_end_s"]].to_numpy(), two[["s2_start_s", "s2_end_s"]].to_numpy(),
+                             np.array([[p["start_s"], p["end_s"]] for p in attention_passes]).reshape(-1, 2)])
+    out = []
+    for up, start in np.concatenate([ev[["up1_end_s", "s1_start_s"]].to_numpy(),
+                                     two[["up2_end_s", "s2_start_s"]].to_numpy()]):
+        busy = (passes[:, 0] < start - 1e-9) & (passes[:, 1] > up)  # another pass ran past this upload's end
+        if not busy.any():
+            out.append(start - up)
+    return np.asarray(out, dtype=float)
+
+
+def wire_s(direction, start_s: np.ndarray, nbytes: np.ndarray) -> np.ndarray:
+    """Seconds each message takes on this direction's link from `start_s` (run time = trace time), the
+    messages in FIFO order as the delay line's queue carries them: bytes / capacity when the link is idle,
+    and on a bandwidth trace until its opportunities have carried the bytes, behind any message still
+    queued (an outage of the trace holds several one-at-a-time requests)."""
+    if direction.bandwidth_trace is None:
+        return nbytes * 8.0 / direction.mean_bps()
+    prof = parse_mahimahi(direction.bandwidth_trace)
+    out = np.empty(len(start_s))
+    end_bits, free_s = 0.0, 0.0
+    for i in np.argsort(start_s, kind="stable"):
+        t = float(start_s[i])
+        begin = end_bits if free_s > t else prof.cum_bits(t)
+        end_bits = begin + 8.0 * float(nbytes[i])
+        free_s = max(t, prof.time_at(end_bits))
+        out[i] = free_s - t
     return out
 
 
@@ -392,7 +442,6 @@ def calibrate_network(live: Live, workload: Workload, quality: int, gap_s: float
     `busy_gap_s`, from a third run (always_crop, arrivals every `busy_gap_s`, i.e. above capacity) that
     keeps the server busy (TESTBED.yaml calibration.server_passes: busy)."""
     tb = live.tb
-    up_bps, down_bps = tb.network.uplink.capacity_mbps * 1e6, tb.network.downlink.capacity_mbps * 1e6
     qi = workload.quality_index(quality)
     n = max(8, 2 * workload.n)
     sched = [{"request_id": k, "client_id": 0, "sample": k % workload.n, "arrival_s": 0.2 + k * gap_s}
@@ -407,17 +456,22 @@ def calibrate_network(live: Live, workload: Workload, quality: int, gap_s: float
     g = g[g.status == "ok"]
     c = c[c.status == "ok"]
     up_overhead, down_overhead, gate_bytes = message_bytes(g, c, workload, qi, crop_share=0.0)
-    up_fixed = np.mean((g.up1_end_s - g.edge_done_s).to_numpy() - g.uplink_bytes.to_numpy() * 8 / up_bps)
-    down_fixed = np.mean((g.done_s - g.s1_end_s).to_numpy() - g.downlink_bytes.to_numpy() * 8 / down_bps)
+    # beyond the wire time (alone on the link; on a trace from where the run's trace time stood, each edge
+    # run starting at trace time 0) and the emulated propagation (the scenario has both already). The
+    # median: one host stall in these few idle requests (seen: 146 ms against 18-36 ms) moved the mean by 8 ms.
+    up_fixed = np.median((g.up1_end_s - g.edge_done_s).to_numpy()
+                       - wire_s(tb.network.uplink, g.edge_done_s.to_numpy(), g.uplink_bytes.to_numpy())) \
+        - tb.network.uplink.propagation_ms / 1e3
+    down_fixed = np.median((g.done_s - g.s1_end_s).to_numpy()
+                         - wire_s(tb.network.downlink, g.s1_end_s.to_numpy(), g.downlink_bytes.to_numpy())) \
+        - tb.network.downlink.propagation_ms / 1e3
     prep = [v for v in (ginfo["edge_prep_s"], cinfo["edge_prep_s"]) if v is not None]
     # Pass times as the real server process runs them (its event loop shares the CPU and the GIL).
     server_rows = server_pass_times([g, c], cinfo["attention_passes"], workload)
     # every pass with its start time, per run (the speed fit pairs passes within one run only)
     passes = [calibrate.pass_records([g], [], workload), calibrate.pass_records([c], cinfo["attention_passes"], workload)]
     # the idle server's hand-off from receiving a request to starting its pass (event loop -> model thread)
-    two = c[c.stages == 2]
-    delay = np.concatenate([(g.s1_start_s - g.up1_end_s).to_numpy(), (c.s1_start_s - c.up1_end_s).to_numpy(),
-                            (two.s2_start_s - two.up2_end_s).to_numpy()])
+    delay = np.concatenate([idle_handoffs(g, ginfo["attention_passes"]), idle_handoffs(c, cinfo["attention_passes"])])
     if busy_gap_s is not None:
         busy = [{"request_id": k, "client_id": k % tb.clients, "sample": k % workload.n,
                  "arrival_s": 0.2 + k * busy_gap_s} for k in range(3 * workload.n)]
@@ -665,7 +719,12 @@ def run(tb: Testbed, out: Path, *, compare_sim: bool = True, progress: bool = Tr
                MALLOC_MMAP_THRESHOLD_="33554432", OMP_NUM_THREADS=str(tb.server.threads))
     runs: dict[str, list[dict]] = {}
     calibrations: list[dict] = []
-    with network_namespaces(tb) as ns, inference_server(ns, tb, env, out / "server.log", say) as base_url:
+    # the timed engine holds each pass for the simulator's time under the in-process calibration's profile
+    timed = None
+    if tb.server.engine == "timed":  # its own copy: the rounds' calibrated profiles are written later
+        timed = (setup.trace, quality, out / "profile_timed.csv")
+        timed[2].write_bytes((out / "profile.csv").read_bytes())
+    with network_namespaces(tb) as ns, inference_server(ns, tb, env, out / "server.log", say, timed) as base_url:
         live = Live(ns, tb, env, base_url, setup.trace)
         gap_s = 3 * max(r["s1_s"] + r["att_s"] + r["s2_s"] for r in rows) + 0.05
         # Every sample through all three passes once, unmeasured, so the first calibration does not time
