@@ -26,6 +26,7 @@ from edgevlm.sim.network import build_link
 from edgevlm.sim.policies import policies
 from edgevlm.sim.rng import Batched, Streams
 from edgevlm.sim.scenario import Scenario
+from edgevlm.sim.simpy_adapter import run as run_events, start
 from edgevlm.sim.server import build_server
 from edgevlm.sim.server.encoder import build_encoder_pool, encode_job
 from edgevlm.sim.workload import Workload
@@ -156,7 +157,7 @@ class Simulation:
             return False
         req = Request(self.arrived, client_id, self._draw_sample(), now)
         self.arrived += 1
-        env.process(self.policy.life(self, req))
+        start(self.policy.life(self, req))  # env.process without its two events (sim/simpy_adapter.py)
         return True
 
     # ------------------------------------------------------------ building blocks for policies
@@ -270,5 +271,5 @@ class Simulation:
 
     def run(self) -> float:
         """Run until arrivals stop and every request has ended; returns the final time."""
-        self.env.run()
+        run_events(self.env)
         return self.env.now
