@@ -49,6 +49,11 @@ class EventLog:
         if len(rows) >= self._flush_at:
             self.flush()
 
+    @property
+    def rows_pending(self) -> int:
+        """Rows logged and not yet flushed."""
+        return len(self._rows) // ROW_WIDTH
+
     def flush(self) -> None:
         if not self._rows:
             return
