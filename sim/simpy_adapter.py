@@ -17,14 +17,17 @@ for the event order:
   right after the current event; so a caller starts it as the last thing of its step (as the
   arrival processes do). Nothing may wait on or interrupt such a process.
 - `run(env)` is `env.run()` with `env.step` inlined into the loop.
+- `timeout(env, delay_s)` is `Timeout(env, delay_s)` (value None) with `Timeout.__init__` and
+  `env.schedule` inlined: the protocols make several per request.
 """
 
 from __future__ import annotations
 
 import simpy
-from heapq import heappop
+from heapq import heappop, heappush
 
-from simpy.events import NORMAL, PENDING, Event
+
+from simpy.events import NORMAL, PENDING, Event, Timeout
 
 #: The SimPy versions `check_assumptions` was verified on (kept in step with pyproject.toml).
 SUPPORTED = ((4, 1), (4, 2))  # >= 4.1, < 4.2
@@ -35,6 +38,25 @@ def succeed_after(event: Event, delay_s: float) -> None:
     event._ok = True
     event._value = None
     event.env.schedule(event, NORMAL, delay_s)
+
+
+class _Delay(Timeout):
+    """A Timeout made by `timeout`, whose value is always None."""
+
+    _ok = True
+    _value = None
+
+
+def timeout(env: simpy.Environment, delay_s: float) -> Timeout:
+    """`Timeout(env, delay_s)` in one call: the same event, scheduled the same way."""
+    if delay_s < 0:
+        raise ValueError(f"Negative delay {delay_s}")
+    event = object.__new__(_Delay)
+    event.env = env
+    event.callbacks = []
+    event._delay = delay_s
+    heappush(env._queue, (env._now + delay_s, NORMAL, next(env._eid), event))
+    return event
 
 
 class _Driver:
@@ -117,3 +139,9 @@ def check_assumptions() -> None:
     ev2.succeed()  # the public path still schedules through env.schedule at priority NORMAL
     assert env.peek() == env.now and env._queue[0][1] == NORMAL and env._queue[0][3] is ev2, \
         "env.schedule's queue entry is no longer (time, priority, id, event)"
+    env3, fired = simpy.Environment(), []
+    for k, make in enumerate((timeout, Timeout, timeout, Timeout)):  # equal times: creation order
+        make(env3, 1.0 if k < 3 else 0.5).callbacks.append(lambda e, k=k: fired.append((env3.now, k, e.value)))
+    env3.run()
+    assert fired == [(0.5, 3, None), (1.0, 0, None), (1.0, 1, None), (1.0, 2, None)], \
+        f"`timeout` and `Timeout` no longer fire alike: {fired}"
