@@ -286,7 +286,9 @@ def start_pool(workers: int) -> ProcessPoolExecutor:
     from a forkserver that imported it once, or spawned (each importing it) where there is none."""
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload([__name__])
+        # the main module too (as spawn would import it in every worker): the `edgevlm` script's
+        # imports, a script's; a main module run with -m, or none, is skipped by multiprocessing
+        ctx.set_forkserver_preload(["__main__", __name__])
     else:
         ctx = mp.get_context("spawn")
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
