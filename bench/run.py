@@ -105,7 +105,7 @@ def case_two_stage(ctx: Ctx) -> dict:
     sim, floor = statistics.median(sims), statistics.median(floors)
     return {"case": "two_stage", "requests": n, "clients": 100, "sim_req_per_s": round(sim),
             "floor_req_per_s": round(floor), "ratio": round(sim / floor, 3),
-            "ratio_per_repeat": [round(a / b, 3) for a, b in zip(sims, floors)], "target_ratio": 0.5}
+            "ratio_per_repeat": [round(a / b, 3) for a, b in zip(sims, floors)], "target_ratio": 0.7}
 
 
 def case_client_scaling(ctx: Ctx) -> dict:
