@@ -230,3 +230,34 @@ def tradeoff_curves(curves: pd.DataFrame, path: Path, tokens: str = "5") -> Path
     ax.set_title("Offline trade-off (no queueing)")
     ax.legend(fontsize=8, loc="lower right")
     return save(fig, path)
+
+
+def kv_use_over_time(kv: dict[str, dict], warmup_s: float, path: Path, colours: dict) -> Path:
+    """KV tokens in use over time, one panel per variant with a KV model: the most held on the fullest
+    replica in each bin of summary.json's use series, the capacity (dark dashed) and the bins with
+    preemptions (red triangles along the time axis)."""
+    n = max(len(kv), 1)
+    fig, axes = plt.subplots(n, 1, figsize=(8.6, 1.9 * n + 1.2), sharex=True, squeeze=False)
+    for ax, (name, k) in zip(axes.flat, kv.items()):
+        use = k["use_series"]
+        bin_s, tokens = use["bin_s"], np.asarray(use["max_tokens"], float) / 1e3
+        t = np.arange(tokens.size + 1) * bin_s
+        cap = k["capacity_tokens"] / 1e3
+        ax.stairs(tokens, t, baseline=None, color=colours[name], linewidth=1.2,
+                  label=f"most in use per bin (peak {k['peak_tokens']:,})")
+        ax.axhline(cap, color="0.15", linestyle="--", linewidth=1.0, label=f"capacity {k['capacity_tokens']:,}")
+        pre = np.asarray(use.get("preempted") or [], int)
+        hit = np.flatnonzero(pre > 0)
+        if hit.size:
+            ax.plot((hit + 0.5) * bin_s, np.full(hit.size, 0.04), linestyle="", marker="^", markersize=6,
+                    color="firebrick", transform=ax.get_xaxis_transform(), clip_on=False,
+                    label=f"bins with preemptions ({int(pre.sum()):,} in all)")
+        if warmup_s > 0:
+            ax.axvspan(0, warmup_s, color="0.88", zorder=0)
+        ax.set_ylim(0, max(cap, float(tokens.max(initial=0.0))) * 1.35)
+        ax.set_title(f"{name}: {k['allocation']}, bins of {bin_s:g} s", fontsize=9, loc="left")
+        ax.legend(fontsize=7, loc="upper right", ncol=3, frameon=False, handlelength=1.6, columnspacing=1.0)
+    fig.supxlabel("simulated time (s)" + ("; grey: warm-up" if warmup_s > 0 else ""), fontsize=10)
+    fig.supylabel("KV tokens in use (thousands)", fontsize=10)
+    fig.suptitle("KV-cache use over time (fullest replica)")
+    return save(fig, path)

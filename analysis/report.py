@@ -37,6 +37,8 @@ class Report:
     table: pd.DataFrame
     figures: dict[str, Path] = field(default_factory=dict)
     phase_table: pd.DataFrame | None = None
+    #: KV-cache counters of the runs whose server has a KV model (None if none has)
+    kv_table: pd.DataFrame | None = None
     #: which load the figures without a load axis show
     single_load: str = ""
     html_path: Path | None = None
@@ -92,6 +94,7 @@ def run_row(run_dir: Path, label: str | None = None, load_scale: float | None = 
         "deadline_s": nested_get(sc, "slo", "deadline_s"),
         "source_kind": nested_get(s, "trace", "source_kind"), "trace_path": nested_get(s, "trace", "path"),
         "trace_note": nested_get(s, "trace", "note"),
+        "accuracy_note": s.get("accuracy_note"),
         "jpeg_quality": nested_get(sc, "policy", "jpeg_quality"), "run_dir": str(run_dir),
         "stable": s.get("stable"), "offered_per_s": nested_get(s, "stability", "offered_per_s"),
         "served_per_s": nested_get(s, "stability", "served_per_s"),
@@ -176,6 +179,13 @@ def build_report(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, 
                                                  log_y=True, deadline_s=float(deadline.iloc[0]) if len(deadline) else None)
         figs["goodput_vs_load"] = plots.load_curves(table, "goodput_per_s", "goodput (requests/s within deadline)",
                                                     "Goodput vs load", out / "goodput_vs_load.png", colours)
+    kv = {i: b for i, b in ((i, kv_block(r["run_dir"])) for i, r in table.iterrows()) if b is not None}
+    if kv:
+        rep.kv_table = kv_table(table, kv)
+        shown = {base_load.loc[i, "variant"]: kv[i] for i in base_load.index if i in kv}
+        if shown:
+            figs["kv_use"] = plots.kv_use_over_time(shown, float(base_load["warmup_s"].max()), out / "kv_use.png",
+                                                    colours)
     tradeoff_tables = _tradeoff(table, out) if tradeoff else None
     if tradeoff_tables is not None:
         figs["tradeoff"] = plots.tradeoff_curves(tradeoff_tables[0], out / "tradeoff.png")
@@ -187,6 +197,41 @@ def build_report(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, 
     atomic_write(rep.html_path, lambda tmp: Path(tmp).write_text(html_text, encoding="utf-8"))
     atomic_write(rep.md_path, lambda tmp: Path(tmp).write_text(md_text, encoding="utf-8"))
     return rep
+
+
+def kv_block(run_dir: str | os.PathLike) -> dict | None:
+    """summary.json's gpu.kv (with gpu.prefix_cache), or None when the run's server has no KV model."""
+    s = json.loads((Path(run_dir) / "summary.json").read_text())
+    kv = nested_get(s, "gpu", "kv")
+    if not isinstance(kv, dict) or kv.get("capacity_tokens") is None:
+        return None
+    return kv | {"prefix_cache": nested_get(s, "gpu", "prefix_cache")}
+
+
+def kv_table(table: pd.DataFrame, kv: dict) -> pd.DataFrame:
+    """One row of KV-cache counters per run with a KV model (`kv`: table index -> kv_block), as strings."""
+    show_load = table["load_scale"].notna().any() and table["load_scale"].nunique() > 1
+    prefix = any(b["prefix_cache"] for b in kv.values())
+    rows = []
+    for i, b in kv.items():
+        r = table.loc[i]
+        cap = b["capacity_tokens"]
+        row = {"variant": r["variant"]}
+        if show_load:
+            row["load ×"] = f"{r['load_scale']:g}"
+        row |= {
+            "allocation": b["allocation"], "capacity (tokens)": f"{cap:,}",
+            "peak in use (tokens)": f"{b['peak_tokens']:,} ({b['peak_tokens'] / cap:.0%})",
+            "peak sequences": f"{b['peak_sequences']:,}", "admissions": f"{b['admitted']:,}",
+            "preemptions": f"{b['preempted']:,}", "recomputed tokens": f"{b['recomputed_tokens']:,}",
+        }
+        if prefix:
+            pc = b["prefix_cache"]
+            looked = pc["hits"] + pc["misses"] if pc else 0
+            row["prefix hits"] = f"{pc['hits']:,} of {looked:,}" + (f" ({pc['hits'] / looked:.0%})" if looked else "") \
+                if pc else "off"
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def _single_load_text(base_load: pd.DataFrame) -> str:
@@ -291,6 +336,20 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+#: The summary table in two parts (HTML table ids), each narrow enough for the page; both lead with the variant.
+SUMMARY_PARTS = {("Accuracy, latency and throughput", "summary"): ("accuracy", "latency mean (s)", "p50 (s)", "p95 (s)",
+                                                                   "p99 (s)", "throughput (req/s)", "goodput (req/s)"),
+                 ("Communication and computation", "summary_cost"): (
+                     "bytes/req (kB)", "add. comm cost (crop=1)", "rel. comm cost (q100=1)", "retx rate", "GPU util",
+                     "uplink util", "rel. server compute", "server TFLOPs/req")}
+
+
+def summary_parts(disp: pd.DataFrame) -> list[tuple[tuple[str, str], pd.DataFrame]]:
+    """The display table split by SUMMARY_PARTS, each with the leading variant (and load) columns."""
+    lead = [c for c in ("variant", "load ×") if c in disp.columns]
+    return [(key, disp[lead + [c for c in cols if c in disp.columns]]) for key, cols in SUMMARY_PARTS.items()]
+
+
 def unstable_note(table: pd.DataFrame) -> str:
     """'* UNSTABLE: queue grows; ...' with each unstable run's served vs offered rate ('' if none)."""
     bad = table[table["stable"].eq(False)] if "stable" in table else table.iloc[:0]
@@ -309,6 +368,11 @@ def phase_view(phases: pd.DataFrame) -> pd.DataFrame:
     return phases[keep].map(lambda v: f"{v:.3f}")
 
 
+def _html_table(df: pd.DataFrame, **kw) -> str:
+    """A table in a box that scrolls sideways if the window is narrower than the table (the page never does)."""
+    return f"<div class='scroll'>{df.to_html(escape=True, **kw)}</div>"
+
+
 def _md_table(df: pd.DataFrame) -> str:
     head = "| " + " | ".join(map(str, df.columns)) + " |"
     sep = "|" + "|".join("---" for _ in df.columns) + "|"
@@ -325,7 +389,15 @@ FIGURE_TITLES = {
     "load_latency": "p95 latency vs offered load (log scale; deadline and unstable points marked)",
     "goodput_vs_load": "Goodput vs offered load",
     "tradeoff": "Offline trade-off: accuracy vs additional comm cost per metric, random, oracle bound",
+    "kv_use": "KV-cache use over time: most tokens in use per bin on the fullest replica, capacity dashed, "
+              "bins with preemptions marked",
 }
+
+KV_NOTE = ("Runs whose server has a KV-cache model (batching with a finite KV capacity, sim/server/kvcache.py). "
+           "Capacity: KV tokens per replica. Peak: most tokens in use at once on one replica (a lone sequence "
+           "larger than the cache still runs, so it may pass 100%). Admissions = GPU jobs + preemptions: a "
+           "preempted sequence frees its KV and is admitted again, recomputing its prompt and the tokens it had "
+           "generated (recomputed tokens).")
 
 
 def _separability_view(sep: pd.DataFrame) -> pd.DataFrame:
@@ -340,6 +412,7 @@ def _render(title: str, rep: Report, tradeoff_tables) -> tuple[str, str]:
     note = ("<p class='warn'><b>SYNTHETIC trace</b>: invented numbers from traces/synthetic.py, for tests only; "
             "these results describe no model.</p>") if synthetic else ""
     trace_notes = sorted(set(table["trace_note"].dropna())) if "trace_note" in table else []
+    trace_notes += sorted(set(table["accuracy_note"].dropna())) if "accuracy_note" in table else []
     note += "".join(f"<p class='warn'>Note: {html.escape(n)}.</p>" for n in trace_notes)
     cost_legend = ("add. comm cost: the seed's additional communication cost, (bytes − global-only) / "
                    "(always-crop − global-only) at the same JPEG quality (0 = global-only, 1 = always-crop); "
@@ -355,20 +428,29 @@ def _render(title: str, rep: Report, tradeoff_tables) -> tuple[str, str]:
              "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;"
              "text-align:right}th{background:#f3f3f3}td:first-child{text-align:left}.warn{color:#a00}"
              "table.context td,table.context th{text-align:left}"
-             "img{max-width:100%;border:1px solid #eee;margin:6px 0}</style></head><body>",
+             "img{max-width:100%;box-sizing:border-box;border:1px solid #eee;margin:6px 0}"
+             ".scroll{max-width:100%;overflow-x:auto}"
+             "</style></head><body>",
              f"<h1>{html.escape(title)}</h1>{note}",
              f"<h2>What this report shows</h2><table class='context'>{ctx_html}</table>",
              f"<p>{html.escape(caveat)}</p>",
-             "<h2>Summary</h2>", disp.to_html(index=False, escape=True, table_id="summary"),
+             "<h2>Summary</h2>", *(f"<h3>{html.escape(head)}</h3>" + _html_table(part, index=False, table_id=tid)
+                                   for (head, tid), part in summary_parts(disp)),
              f"<p class='warn'>{html.escape(unstable)}</p>" if unstable else "",
              f"<p>{html.escape(cost_legend)}</p>"]
     md = [f"# {title}", "", "**SYNTHETIC trace: invented numbers, for tests only.**" if synthetic else "",
           *(f"**Note: {n}.**" for n in trace_notes),
           "## What this report shows", "", _md_table(pd.DataFrame(ctx, columns=["", "value"])), "",
-          caveat, "", "## Summary", "", _md_table(disp), "", unstable, "", cost_legend, ""]
+          caveat, "", "## Summary", "",
+          *(f"### {head}\n\n{_md_table(part)}\n" for (head, _), part in summary_parts(disp)),
+          unstable, "", cost_legend, ""]
     phases = phase_view(rep.phase_table)
-    parts.append("<h2>Mean latency by phase (s)</h2>" + phases.to_html())
+    parts.append("<h2>Mean latency by phase (s)</h2>" + _html_table(phases))
     md += ["## Mean latency by phase (s)", "", _md_table(phases.reset_index(names="variant")), ""]
+    if rep.kv_table is not None:
+        parts += ["<h2>KV cache</h2>", _html_table(rep.kv_table, index=False, table_id="kv"),
+                  f"<p>{html.escape(KV_NOTE)}</p>"]
+        md += ["## KV cache", "", _md_table(rep.kv_table), "", KV_NOTE, ""]
     parts.append("<h2>Figures</h2>")
     md.append("## Figures\n")
     for key, path in rep.figures.items():
@@ -385,9 +467,9 @@ def _render(title: str, rep: Report, tradeoff_tables) -> tuple[str, str]:
         reach_df = pd.DataFrame(rows).astype(object).fillna("–")
         sepv = _separability_view(sep)
         parts += ["<h2>Offline trade-off</h2><p>Additional comm cost needed to reach 99% of always-crop accuracy "
-                  "(pooled; the oracle is a bound):</p>", reach_df.to_html(index=False),
+                  "(pooled; the oracle is a bound):</p>", _html_table(reach_df, index=False),
                   "<h3>Separability of correct vs wrong stage-1 answers (k=5, per question type)</h3>",
-                  sepv.to_html(index=False)]
+                  _html_table(sepv, index=False)]
         md += ["## Offline trade-off", "", "Additional comm cost to reach 99% of always-crop accuracy (pooled):", "",
                _md_table(reach_df), "", "### Separability (k=5, per question type)", "", _md_table(sepv), ""]
     parts.append("</body></html>")

@@ -6,11 +6,18 @@ drift of a shared host hits both alike; medians are reported with the ratio, and
 checked to be equal (answers, boxes; uncertainties to 1e-5).
 
     python bench/bench_batched.py [--samples 32] [--batch-size 16] [--reps 3] [--threads 1] [--device cpu]
+                                  [--results bench/results.jsonl]
+
+With --results the medians, per-run times and ratios are appended to that file as one JSON line
+(case "batched_extraction", in bench/run.py's record shape).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import platform
 import statistics
 import sys
 import tempfile
@@ -29,6 +36,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default=None, help="float32 | float16 | bfloat16 (default: the checkpoint's setting)")
+    ap.add_argument("--results", type=Path, default=None, help="append the result as a JSON line to this file")
     args = ap.parse_args()
 
     import numpy as np
@@ -39,6 +47,7 @@ def main() -> int:
     from edgevlm.models.batched import process_batch
     from edgevlm.models.extract import ExtractOptions, process_sample
     from edgevlm.models.manifest import read_manifest
+    from edgevlm.traces.version import git_commit
 
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
@@ -91,10 +100,30 @@ def main() -> int:
           f"{args.threads} thread(s), {args.reps} interleaved reps")
     for k in ("single", "batched"):
         print(f"  {k:8s} median {med[k]:.2f} s  ({n / med[k]:.1f} samples/s)  runs: "
-              + ", ".join(f"{t:.2f}" for t in times[k]) + f"; CPU time median {med_cpu[k]:.2f} s")
+              + ", ".join(f"{t:.2f}" for t in times[k]) + f"; CPU time median {med_cpu[k]:.2f} s  runs: "
+              + ", ".join(f"{t:.2f}" for t in cpu[k]))
+    pairs = [a / b for a, b in zip(cpu["single"], cpu["batched"])]
+    print("  CPU-time ratio of each rep (single / the batched run after it): "
+          + ", ".join(f"{r:.2f}" for r in pairs) + f"; median {statistics.median(pairs):.2f}x")
     print(f"  speed-up (median single / median batched): {med['single'] / med['batched']:.2f}x wall, "
           f"{med_cpu['single'] / med_cpu['batched']:.2f}x CPU time; "
           f"results equal (answers, boxes, uncertainties to 1e-5)")
+    if args.results is not None:
+        record = {"time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": git_commit(),
+                  "machine": {"python": platform.python_version(), "machine": platform.machine(),
+                              "cpus": os.cpu_count(), "torch": torch.__version__,
+                              "load_average": [round(v, 2) for v in os.getloadavg()]},
+                  "results": [{"case": "batched_extraction", "model": args.model, "device": args.device,
+                               "dtype": args.dtype, "samples": n, "batch_size": args.batch_size,
+                               "threads": args.threads, "reps": args.reps,
+                               "wall_s": {k: [round(t, 3) for t in v] for k, v in times.items()},
+                               "cpu_s": {k: [round(t, 3) for t in v] for k, v in cpu.items()},
+                               "speedup_wall": round(med["single"] / med["batched"], 3),
+                               "speedup_cpu": round(med_cpu["single"] / med_cpu["batched"], 3),
+                               "speedup_cpu_per_rep": [round(r, 3) for r in pairs],
+                               "target_speedup": 2.0, "results_equal": True}]}
+        with open(args.results, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
     return 0
 
 

@@ -55,8 +55,8 @@ def add_output_options(p: argparse.ArgumentParser, out_help: str, *, audit: bool
     p.add_argument("--out", help=out_help)
     if audit:
         p.add_argument("--audit", action="store_true",
-                       help="record every transfer and GPU pass so `check` also verifies link capacity and GPU busy "
-                            "time")
+                       help="record every transfer and GPU pass (and KV use per scheduler step) so `check` also "
+                            "verifies link capacity, GPU busy time and the KV cache on every step")
     if progress:
         p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     if quiet:

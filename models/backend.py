@@ -231,6 +231,11 @@ class VLMBackend(ABC):
     @abstractmethod
     def attention_to_image(self, image: Any, question: str) -> AttentionMaps: ...
 
+    def generate_each(self, encodeds: Sequence[Encoded], max_new_tokens: int | None = None) -> list[Generation]:
+        """generate() on each prompt in turn. Extraction asks for a sample's independent answers together
+        (stage 2 and the oracle pass) so that a batched extraction can run them in one batch."""
+        return [self.generate(e, max_new_tokens) for e in encodeds]
+
     def generate_batch(self, encodeds: Sequence[Encoded], max_new_tokens: int | None = None) -> list[Generation]:
         """generate() for several prompts; implementations batch them (models.batched uses this)."""
         return [self.generate(e, max_new_tokens) for e in encodeds]

@@ -5,8 +5,9 @@ its own worker thread against a `_Deferred` backend, whose model calls (generate
 at once but wait at a rendezvous. When every worker is waiting (or done), the calling thread runs
 all waiting calls of a kind together: the images' visual features in one vision pass, the prompts
 left-padded into one `generate_batch`, the question and generic attention passes in one forward.
-Samples proceed in lock step (stage 1, attention, stage 2, oracle), so a batch of B samples makes
-about four batched model calls instead of 4B single ones; with a backend that shares the global
+Samples proceed in lock step (stage 1, attention, stage 2 with the oracle pass: process_sample asks
+for those two answers together by `generate_each`), so a batch of B samples makes about three batched
+model calls instead of 4B single ones; with a backend that shares the global
 image's key/value prefix (hf_base `share_prefix`, LLaVA), the prompt tokens up to the end of the
 global image are run once per sample, not five times. Image work (resizing, JPEG, box search)
 stays in the workers; all torch work runs in the calling thread, in a fixed order (by sample), so
@@ -102,7 +103,10 @@ class _Deferred(VLMBackend):
                         images=list(images), question=question, add_suffix=add_suffix)
 
     def generate(self, encoded: Encoded, max_new_tokens: int | None = None) -> Generation:
-        return self.meet.call(self.worker, "generate", encoded, max_new_tokens)
+        return self.generate_each([encoded], max_new_tokens)[0]
+
+    def generate_each(self, encodeds: Sequence[Encoded], max_new_tokens: int | None = None) -> list[Generation]:
+        return self.meet.call(self.worker, "generate", list(encodeds), max_new_tokens)
 
     def attention_to_image(self, image: Any, question: str) -> AttentionMaps:
         return self.meet.call(self.worker, "attention", image, question)
@@ -112,7 +116,7 @@ def _execute(backend: VLMBackend, calls: list[tuple[int, _Call]]) -> None:
     """Run one round of waiting calls, batched by kind; errors go back to the calls they belong to."""
     images: list[Any] = []
     for _, c in calls:
-        for img in (c.args[0].images if c.kind == "generate" else [c.args[0]]):
+        for img in ([i for p in c.args[0] for i in p.images] if c.kind == "generate" else [c.args[0]]):
             if all(img is not seen for seen in images):
                 images.append(img)
     try:
@@ -129,13 +133,14 @@ def _execute(backend: VLMBackend, calls: list[tuple[int, _Call]]) -> None:
         try:
             encs = []
             for c in group:
-                p = c.args[0]
-                real = backend.encode(p.images, p.question, add_suffix=p.add_suffix)
-                for f in fields(Encoded):
-                    setattr(p, f.name, getattr(real, f.name))
-                encs.append(real)
-            for c, g in zip(group, backend.generate_batch(encs, limit)):
-                c.result = g
+                for p in c.args[0]:
+                    real = backend.encode(p.images, p.question, add_suffix=p.add_suffix)
+                    for f in fields(Encoded):
+                        setattr(p, f.name, getattr(real, f.name))
+                    encs.append(real)
+            gens = iter(backend.generate_batch(encs, limit))
+            for c in group:
+                c.result = [next(gens) for _ in c.args[0]]
         except Exception as exc:  # noqa: BLE001
             for c in group:
                 c.error = exc

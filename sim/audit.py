@@ -10,6 +10,11 @@ link-capacity window check, per-request byte conservation and GPU occupancy.
 Recording costs one tuple per transfer and per pass, so it is off by default (the hot path then
 pays one `is None` test per message). Rows are streamed in row groups with the event log's fixed
 writer settings, so the file is byte-identical for identical runs.
+
+A run whose server has a KV-cache model (batching with a finite KV capacity, sim/server/kvcache.py)
+also writes `server_steps.parquet` with the audit (`StepLog`): per iteration (continuous) or batch
+(static) of each replica, the KV tokens in use, the capacity, the sequences running and the
+admissions and preemptions of that step, so `edgevlm check` can verify the capacity on every step.
 """
 
 from __future__ import annotations
@@ -35,24 +40,16 @@ AUDIT_SCHEMA = pa.schema([
 ])
 
 
-class AuditLog:
-    """Collects transfer and GPU-pass rows; streams them to `path` in row groups."""
+class RowLog:
+    """Rows buffered as tuples and streamed to `path` in row groups of `schema` (in memory without a path)."""
+
+    schema: pa.Schema
 
     def __init__(self, path: Path | None, row_group_rows: int = 65536):
         self._rows: list[tuple] = []
         self._row_group_rows = row_group_rows
         self._batches: list[pa.RecordBatch] = []
-        self._writer = pq.ParquetWriter(str(path), AUDIT_SCHEMA, **WRITER_OPTIONS) if path else None
-
-    def transfer(self, env, gen, link: str, request_id: int, nbytes: int):
-        """Process: run the link's transfer generator `gen` and record its hand-over and delivery times."""
-        start = env.now
-        result = yield from gen
-        self._add((link, request_id, None, nbytes, start, env.now))
-        return result
-
-    def gpu(self, request_id: int, stage: int, start_s: float, end_s: float) -> None:
-        self._add((GPU, request_id, stage, 0, start_s, end_s))
+        self._writer = pq.ParquetWriter(str(path), self.schema, **WRITER_OPTIONS) if path else None
 
     def _add(self, row: tuple) -> None:
         self._rows.append(row)
@@ -64,8 +61,8 @@ class AuditLog:
             return
         cols = list(zip(*self._rows))
         self._rows = []
-        batch = pa.RecordBatch.from_arrays([pa.array(c, f.type) for c, f in zip(cols, AUDIT_SCHEMA)],
-                                           schema=AUDIT_SCHEMA)
+        batch = pa.RecordBatch.from_arrays([pa.array(c, f.type) for c, f in zip(cols, self.schema)],
+                                           schema=self.schema)
         if self._writer is not None:
             self._writer.write_batch(batch)
         else:
@@ -77,4 +74,48 @@ class AuditLog:
         if self._writer is not None:
             self._writer.close()
             return None
-        return pa.Table.from_batches(self._batches, schema=AUDIT_SCHEMA)
+        return pa.Table.from_batches(self._batches, schema=self.schema)
+
+
+class AuditLog(RowLog):
+    """Collects transfer and GPU-pass rows."""
+
+    schema = AUDIT_SCHEMA
+
+    def transfer(self, env, gen, link: str, request_id: int, nbytes: int):
+        """Process: run the link's transfer generator `gen` and record its hand-over and delivery times."""
+        start = env.now
+        result = yield from gen
+        self._add((link, request_id, None, nbytes, start, env.now))
+        return result
+
+    def gpu(self, request_id: int, stage: int, start_s: float, end_s: float) -> None:
+        self._add((GPU, request_id, stage, 0, start_s, end_s))
+
+
+#: server_steps.parquet: one row per scheduler iteration (continuous) or batch (static) of a replica.
+STEPS_SCHEMA = pa.schema([
+    pa.field("replica", pa.int32(), nullable=False),
+    pa.field("end_s", pa.float64(), nullable=False),  # when the step ended (its KV use is largest then)
+    pa.field("sequences", pa.int32(), nullable=False),  # sequences holding KV during the step
+    pa.field("admitted", pa.int32(), nullable=False),  # sequences admitted (prefilled) in the step
+    pa.field("preempted", pa.int32(), nullable=False),  # sequences preempted just before the step
+    pa.field("kv_tokens", pa.int64(), nullable=False),  # KV tokens in use at the step's end
+    pa.field("capacity_tokens", pa.int64(), nullable=False),  # the replica's KV capacity
+])
+
+
+class StepLog(RowLog):
+    """Collects one row per server step with its KV use (attach `recorder(i)` to replica i's KvUse)."""
+
+    schema = STEPS_SCHEMA
+
+    def recorder(self, replica: int, capacity_tokens: float):
+        """The callable a KvUse calls after each step: (end_s, tokens, sequences, admitted, preempted)."""
+        cap = int(capacity_tokens)
+        add = self._add
+
+        def record(end_s: float, tokens: float, seqs: int, admitted: int, preempted: int) -> None:
+            add((replica, end_s, seqs, admitted, preempted, int(tokens), cap))
+
+        return record

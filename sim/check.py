@@ -1,7 +1,7 @@
 """`edgevlm check RUN_DIR`: re-verify a run from its files alone.
 
 Reads events.parquet, summary.json, scenario.yaml, the trace summary.json names and, if present,
-audit.parquet (written by `edgevlm run --audit`, see sim/audit.py), and checks:
+audit.parquet and server_steps.parquet (written by `edgevlm run --audit`, see sim/audit.py), and checks:
 
 - files:         the run's files exist and parse; events.parquet has the event-log schema;
 - scenario:      scenario.yaml, the events' metadata and summary.json name the same scenario (hash);
@@ -14,8 +14,10 @@ audit.parquet (written by `edgevlm run --audit`, see sim/audit.py), and checks:
                  with the audit);
 - gpu:           utilisation <= 1 and never more passes at once than replicas x max batch;
                  with the audit and a batch-1 scheduler the busy time equals the summary's;
-                 continuous batching: the KV cache held by two or more sequences never exceeds its
-                 capacity (summary.json gpu.kv, kept by the scheduler on every iteration);
+                 KV cache (batching with a KV model): on every step of every replica in
+                 server_steps.parquet, the KV held by two or more sequences is within the capacity, and
+                 the steps' admissions = gpu.jobs + their preemptions (each preempted sequence is
+                 admitted again); without that file, the same from summary.json gpu.kv's peaks;
 - summary:       summary.json equals what sim.summary.summarize recomputes from the events.
 
 A run stopped by Ctrl-C (`"complete": false`) is checked too: requests still in flight have no
@@ -37,10 +39,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from edgevlm.sim.audit import LINKS
+from edgevlm.sim.audit import LINKS, STEPS_SCHEMA
 from edgevlm.sim.errors import UserError
 from edgevlm.sim.policies import policies
-from edgevlm.sim.rundir import AUDIT_FILE, EVENTS_FILE, SCENARIO_FILE, SUMMARY_FILE, file_sha256
+from edgevlm.sim.rundir import AUDIT_FILE, EVENTS_FILE, SCENARIO_FILE, STEPS_FILE, SUMMARY_FILE, file_sha256
 from edgevlm.sim.commcost import comm_meter
 from edgevlm.sim.scenario import load_scenario
 from edgevlm.sim.summary import summarize
@@ -174,13 +176,24 @@ def check_run_dir(run_dir: str | Path, per_invariant: int = 5) -> Report:
             report.audit_rows = audit.num_rows
         except (pa.ArrowException, OSError) as exc:
             bad("files", f"{AUDIT_FILE} is not readable Parquet ({str(exc).splitlines()[0]})")
+    steps = None
+    if (run_dir / STEPS_FILE).exists():
+        try:
+            steps = pq.read_table(run_dir / STEPS_FILE)
+        except (pa.ArrowException, OSError) as exc:
+            bad("files", f"{STEPS_FILE} is not readable Parquet ({str(exc).splitlines()[0]})")
+        else:
+            if not steps.schema.equals(STEPS_SCHEMA, check_metadata=False):
+                bad("files", f"{STEPS_FILE} does not have the server-steps schema ({steps.schema.names}, want "
+                             f"{STEPS_SCHEMA.names})")
+                steps = None
     if summary is None or events is None or sc is None:
         return report
 
     report.requests = events.num_rows
     report.complete = summary.get("complete") if isinstance(summary.get("complete"), bool) else None
     workload = _load_trace(summary, report)
-    check_tables(events, summary, sc, audit=audit, workload=workload, report=report, collector=bad)
+    check_tables(events, summary, sc, audit=audit, steps=steps, workload=workload, report=report, collector=bad)
     return report
 
 
@@ -223,9 +236,10 @@ def _load_trace(summary: dict, report: Report):
 # ---------------------------------------------------------------- the invariants
 
 
-def check_tables(events, summary: dict, sc, *, audit=None, workload=None, report: Report | None = None,
+def check_tables(events, summary: dict, sc, *, audit=None, steps=None, workload=None, report: Report | None = None,
                  collector: _Collector | None = None) -> Report:
-    """Check in-memory run outputs (events table, summary dict, Scenario, optional audit table)."""
+    """Check in-memory run outputs (events table, summary dict, Scenario, optional audit and server-steps
+    tables)."""
     report = report or Report(Path("<memory>"))
     bad = collector or _Collector(report, 5)
     report.requests = events.num_rows
@@ -244,6 +258,7 @@ def check_tables(events, summary: dict, sc, *, audit=None, workload=None, report
     _check_link_capacity(links, sc, report, bad)
     _check_bytes(ev, summary, links, complete, bad)
     _check_gpu(ev, summary, sc, audit, complete, report, bad)
+    _check_kv_steps(steps, summary, audit is not None, complete, report, bad)
     _check_summary(events, summary, sc, workload, bad)
     return report
 
@@ -574,6 +589,42 @@ def _check_kv(kv, gpu: dict, complete: bool, bad) -> None:
                    "preemptions")
 
 
+def _check_kv_steps(steps, summary: dict, audited: bool, complete: bool, report: Report, bad) -> None:
+    """KV cache on every step (server_steps.parquet): within capacity whenever two or more sequences
+    share it (a lone sequence larger than the cache still runs), the capacity the summary states, and
+    admissions = jobs + preemptions, the step sums equal to summary.json's counters."""
+    gpu = summary.get("gpu") if isinstance(summary.get("gpu"), dict) else {}
+    kv = gpu.get("kv") if isinstance(gpu.get("kv"), dict) else {}
+    if steps is None:
+        if kv.get("capacity_tokens") is not None:
+            why = "written by an older version" if audited else "rerun with `edgevlm run --audit`"
+            report.skipped.append(f"KV cache on every step (no {STEPS_FILE}; {why}): checked from summary.json's "
+                                  "peaks only")
+        return
+    if kv.get("capacity_tokens") is None:
+        bad("gpu", f"{STEPS_FILE} has {steps.num_rows} steps but summary.json gpu.kv states no KV capacity")
+        return
+    col = {c: steps.column(c).to_numpy() for c in STEPS_SCHEMA.names}
+    tokens, cap, seqs = col["kv_tokens"], col["capacity_tokens"], col["sequences"]
+    over = np.flatnonzero((seqs > 1) & (tokens > cap))
+    bad.many("gpu", over, lambda i: f"KV cache over capacity on replica {col['replica'][i]} in the step ending at "
+                                    f"t={col['end_s'][i]:.9g} s ({STEPS_FILE} row {i}): {tokens[i]} tokens held by "
+                                    f"{seqs[i]} sequences, capacity {cap[i]}")
+    wrong_cap = np.flatnonzero(cap != kv["capacity_tokens"])
+    bad.many("gpu", wrong_cap, lambda i: f"{STEPS_FILE} row {i} records capacity {cap[i]} tokens, summary.json "
+                                         f"gpu.kv capacity_tokens {kv['capacity_tokens']}")
+    admitted, preempted = int(col["admitted"].sum()), int(col["preempted"].sum())
+    jobs = gpu.get("jobs")
+    if isinstance(jobs, int) and ((admitted != jobs + preempted) if complete else (admitted > jobs + preempted)):
+        bad("gpu", f"KV cache: the {steps.num_rows} steps in {STEPS_FILE} admit {admitted} sequences, but gpu.jobs "
+                   f"{jobs} + their {preempted} preemptions = {jobs + preempted}")
+    if complete:
+        for name, got in (("admitted", admitted), ("preempted", preempted),
+                          ("peak_tokens", int(tokens.max()) if tokens.size else 0)):
+            if kv.get(name) != got:
+                bad("gpu", f"KV cache: {STEPS_FILE} gives {name} {got}, summary.json gpu.kv {name} {kv.get(name)!r}")
+
+
 def _peak_concurrency(start: np.ndarray, end: np.ndarray) -> tuple[int, float]:
     """Most intervals open at one instant (an interval ending at t does not overlap one starting at t)."""
     if start.size == 0:
@@ -649,9 +700,9 @@ def register(subparsers) -> None:
         description="Re-verify a finished run from its files alone (events.parquet, summary.json, scenario.yaml, "
                     "the trace it names, and audit.parquet if the run used --audit): one terminal record per "
                     "request, monotone step times, no link over capacity in any window, bytes conserved, GPU "
-                    "never over 100%, summary equal to its recomputation. Exit 0 if all hold, 1 listing the "
-                    "first violations, 2 if RUN_DIR is not a run directory. A compare or sweep output directory checks each of its "
-                    "runs.")
+                    "never over 100%, the KV cache within capacity on every step (server_steps.parquet), summary "
+                    "equal to its recomputation. Exit 0 if all hold, 1 listing the first violations, 2 if RUN_DIR "
+                    "is not a run directory. A compare or sweep output directory checks each of its runs.")
     p.add_argument("run_dir", help="a directory written by `edgevlm run` (use --audit for the full check)")
     p.add_argument("--max", type=int, default=5, help="violations listed per invariant (default 5)")
     p.set_defaults(func=_cmd_check)

@@ -76,10 +76,11 @@ def format_summary(s: dict) -> str:
           if s.get("stable") is False else []),
         ("latency mean", ci(lat["mean"]) + " s"),
         ("latency p50/p95/p99", " / ".join(f(lat[k]["value"]) for k in ("p50", "p95", "p99")) + " s"),
-        ("accuracy", ci(s["accuracy"])),
+        ("accuracy", ci(s["accuracy"]) + (f"  ({s['accuracy_note']})" if s.get("accuracy_note") else "")),
         ("uplink bytes/req", f(s["bytes_per_request"]["uplink"], "{:,.0f}")),
         ("comm cost (seed)", "additional " + f(s["additional_comm_cost"]) + " (global-only 0, always-crop 1)"
-         + "   relative " + ("n/a (trace has no q100)" if s.get("relative_comm_cost") is None
+         + "   relative " + ("n/a (the policy sends no image)" if "comm_cost" not in s
+                           else "n/a (trace has no q100)" if s.get("relative_comm_cost") is None
                            else f(s["relative_comm_cost"]) + " (x global image at q100)")),
         ("retransmission rate", f(s["retransmission_rate"])),
         ("utilisation", "  ".join(f"{k} {f(v, '{:.1%}')}" for k, v in s["utilisation"].items())),
@@ -113,8 +114,9 @@ def register(commands: Commands) -> None:
     p.add_argument("--seed", type=int, help="override the scenario's seed")
     add_output_options(p, "run directory to write (default: runs/<scenario name>)", progress=True)
     p.add_argument("--audit", action="store_true",
-                   help="also write audit.parquet (every transfer and GPU pass) so `edgevlm check` can verify "
-                        "link capacity, per-request bytes and GPU busy time")
+                   help="also write audit.parquet (every transfer and GPU pass), and server_steps.parquet (KV use "
+                        "per scheduler step) where the server has a KV model, so `edgevlm check` can verify "
+                        "link capacity, per-request bytes, GPU busy time and the KV cache on every step")
     p.add_argument("--replay", metavar="RUN_DIR",
                    help="rerun RUN_DIR from its stored scenario.yaml and trace, and diff the outputs against it "
                         "(exit 1 if they differ)")

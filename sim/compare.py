@@ -227,6 +227,7 @@ def run_compare(spec: str | os.PathLike | dict, out_dir: str | os.PathLike | Non
             row["relative_computation"] = None if f is None else f / model.flops(model.visual_tokens)
             row["source_kind"] = s["trace"]["source_kind"]
             row["trace_note"] = s["trace"].get("note")
+            row["accuracy_note"] = s.get("accuracy_note")
             row["run_dir"] = None if run_dir is None else str(run_dir)
             if run_dir is not None:
                 row.update(check_columns(run_dir))
@@ -264,4 +265,5 @@ def format_table(df: pd.DataFrame) -> str:
     legend = ("add comm: the seed's additional comm cost, (bytes - global-only) / (always-crop - global-only) "
               "at the same JPEG quality; rel comm: image bytes / global image bytes at JPEG q100 (seed Fig. 12)")
     notes = sorted({n for n in df.get("trace_note", pd.Series(dtype=object)).dropna()})
+    notes += sorted({n for n in df.get("accuracy_note", pd.Series(dtype=object)).dropna()})
     return "\n".join([text, legend] + [f"note: {n}" for n in notes])

@@ -81,6 +81,10 @@ class Server(ABC):
     def stats(self, horizon_s: float) -> dict:
         """summary.json's "gpu" block for a run that ended at `horizon_s`."""
 
+    def kv_uses(self) -> list:
+        """The KV-cache meters (sim/server/kvcache.py KvUse) of its replicas; empty without a KV model."""
+        return []
+
     def busy_fraction_until(self, now_s: float) -> Optional[float]:
         """Per-replica busy share of [0, now_s], leaving out work booked past `now_s` (a run
         stopped early); None where the server cannot tell."""

@@ -3,7 +3,7 @@
 The same scenario, seed and package version give byte-identical files, so any difference means the
 code, a library or the trace changed (summary.json "environment" and "trace.sha256" say which), or
 the run directory was edited. The rerun goes to a temporary directory (or --out) and is compared
-file by file: events.parquet and audit.parquet by bytes, then by content to say which column and
+file by file: events.parquet, audit.parquet and server_steps.parquet by bytes, then by content to say which column and
 request differ; summary.json value by value, except "environment", whose changes are listed as notes.
 Exit 0 if identical, 1 if anything differs, 2 if RUN_DIR cannot be replayed.
 """
@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from edgevlm.sim.errors import UserError
-from edgevlm.sim.rundir import AUDIT_FILE, EVENTS_FILE, SCENARIO_FILE, SUMMARY_FILE, file_sha256
+from edgevlm.sim.rundir import AUDIT_FILE, EVENTS_FILE, SCENARIO_FILE, STEPS_FILE, SUMMARY_FILE, file_sha256
 from edgevlm.sim.runner import resolve_trace, run
 from edgevlm.sim.scenario import load_scenario
 from edgevlm.sim.workload import Workload
@@ -77,7 +77,7 @@ def replay(run_dir: str | Path, out: str | Path | None = None) -> tuple[list[str
 def compare_run_dirs(old: Path, new: Path, notes: list[str]) -> list[str]:
     """Differences between two run directories' outputs (environment changes go to `notes`)."""
     diffs: list[str] = []
-    for name in (EVENTS_FILE, AUDIT_FILE):
+    for name in (EVENTS_FILE, AUDIT_FILE, STEPS_FILE):
         a, b = old / name, new / name
         if not a.exists() and not b.exists():
             continue
@@ -109,7 +109,7 @@ def _table_diff(a: Path, b: Path, name: str) -> list[str]:
         return out + [f"{name}: columns differ: {ta.schema.names} -> {tb.schema.names}"]
     if ta.num_rows != tb.num_rows:
         return out + [f"{name}: {ta.num_rows} rows -> {tb.num_rows} rows"]
-    ids = ta.column("request_id").to_numpy()
+    ids = ta.column("request_id").to_numpy() if "request_id" in ta.column_names else None
     for col in ta.column_names:
         x = ta.column(col).to_numpy(zero_copy_only=False)
         y = tb.column(col).to_numpy(zero_copy_only=False)
@@ -119,8 +119,9 @@ def _table_diff(a: Path, b: Path, name: str) -> list[str]:
         rows = np.flatnonzero(~same)
         if rows.size:
             i = rows[0]
-            out.append(f"{name}: column '{col}' differs in {rows.size} row(s); first at row {i} "
-                       f"(request {ids[i]}): {_py(x[i])!r} -> {_py(y[i])!r}")
+            where = f" (request {ids[i]})" if ids is not None else ""
+            out.append(f"{name}: column '{col}' differs in {rows.size} row(s); first at row {i}"
+                       f"{where}: {_py(x[i])!r} -> {_py(y[i])!r}")
     return out
 
 

@@ -18,8 +18,10 @@ SUMMARY_FILE = "summary.json"
 EVENTS_FILE = "events.parquet"
 SCENARIO_FILE = "scenario.yaml"
 AUDIT_FILE = "audit.parquet"
+#: Per-step KV-cache use, written with the audit when the server has a KV model (sim/audit.py StepLog).
+STEPS_FILE = "server_steps.parquet"
 #: Removal order matters: summary.json, the marker of a finished run, goes first.
-OUTPUTS = (SUMMARY_FILE, EVENTS_FILE, AUDIT_FILE, SCENARIO_FILE)
+OUTPUTS = (SUMMARY_FILE, EVENTS_FILE, AUDIT_FILE, STEPS_FILE, SCENARIO_FILE)
 
 #: Libraries whose versions can change a run's numbers or its file bytes.
 LIBRARIES = ("numpy", "pandas", "pyarrow", "scipy", "simpy", "pydantic", "pyyaml")

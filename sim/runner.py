@@ -1,7 +1,8 @@
 """`run(scenario)`: load the trace, simulate, stream the event log, summarise; the public Python API.
 
 A run directory holds `events.parquet` (the scenario YAML and its hash in the file metadata),
-`summary.json`, `scenario.yaml` and, with `audit=True`, `audit.parquet` (sim/audit.py). Every file
+`summary.json`, `scenario.yaml` and, with `audit=True`, `audit.parquet` (and `server_steps.parquet`
+where the server has a KV model; sim/audit.py). Every file
 is written to a temporary name and renamed. A rerun first removes the old outputs, summary.json
 first, and writes summary.json last: a directory with a summary.json holds one finished run (or
 one cleanly interrupted: `"complete": false`, see sim/interrupt.py), never a mix of two.
@@ -24,14 +25,14 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from edgevlm.sim import rundir
-from edgevlm.sim.audit import AuditLog
+from edgevlm.sim.audit import AuditLog, StepLog
 from edgevlm.sim.commcost import comm_meter
 from edgevlm.sim.engine import Simulation
 from edgevlm.sim.errors import ConfigError
 from edgevlm.sim.interrupt import RunInterrupted, SimulationInterrupted, discount_future_work, stop_on_sigint
 from edgevlm.sim.preflight import Sink, build_checked
 from edgevlm.sim.recorder import EventLog
-from edgevlm.sim.rundir import AUDIT_FILE
+from edgevlm.sim.rundir import AUDIT_FILE, STEPS_FILE
 from edgevlm.sim.scenario import Scenario, load_scenario, parse_scenario
 from edgevlm.sim.summary import summarize, summarize_file
 from edgevlm.sim.workload import V1_QUALITY_NOTE, Workload
@@ -51,6 +52,8 @@ class Result:
     _table: pa.Table | None = field(default=None, repr=False)
     #: audit rows of an in-memory run with audit=True (a run directory has audit.parquet instead)
     audit: pa.Table | None = field(default=None, repr=False)
+    #: per-step KV use of an in-memory audited run with a KV model (a run directory has server_steps.parquet)
+    server_steps: pa.Table | None = field(default=None, repr=False)
 
     @property
     def events_table(self) -> pa.Table:
@@ -115,10 +118,12 @@ def run(scenario: Scenario | dict | str | os.PathLike, out_dir: str | os.PathLik
 def _simulate(sc: Scenario, workload: Workload, out: Path | None, progress: bool, audit: bool,
               sim: Simulation, sink: Sink) -> Result:
     meta = {b"edgevlm_scenario": sc.to_yaml().encode(), b"edgevlm_scenario_hash": sc.hash().encode()}
-    tmp_events = tmp_audit = None
+    tmp_events = tmp_audit = tmp_steps = None
+    steps = None
     if out is not None:
         tmp_events = out / ".events.parquet.tmp"
         tmp_audit = out / f".{AUDIT_FILE}.tmp"
+        tmp_steps = out / f".{STEPS_FILE}.tmp"
     bar = _progress_bar(sc, progress)
     log = EventLog(workload.sample_id, sc.policy.kind, sc.slo.deadline_s, path=tmp_events, metadata=meta)
     on_terminal = log
@@ -134,6 +139,7 @@ def _simulate(sc: Scenario, workload: Workload, out: Path | None, progress: bool
     try:
         if audit:
             sim.audit = AuditLog(tmp_audit)
+            steps = _attach_steps(sim, tmp_steps)
         with stop_on_sigint(sim.env):
             try:
                 end_s = sim.run()
@@ -141,12 +147,13 @@ def _simulate(sc: Scenario, workload: Workload, out: Path | None, progress: bool
                 interrupted, end_s = True, sim.env.now
         table = log.close()
         audit_table = sim.audit.close() if audit else None
+        steps_table = steps.close() if steps is not None else None
         if bar is not None:
             if not interrupted:  # a time-based stop's total was an estimate: end at the real count
                 bar.total = sim.terminal
             bar.n = sim.terminal
     except BaseException:
-        for tmp in (tmp_events, tmp_audit):
+        for tmp in (tmp_events, tmp_audit, tmp_steps):
             if tmp is not None and tmp.exists():
                 tmp.unlink()
         raise
@@ -158,15 +165,28 @@ def _simulate(sc: Scenario, workload: Workload, out: Path | None, progress: bool
         os.replace(tmp_events, out / "events.parquet")
         if audit:
             os.replace(tmp_audit, out / AUDIT_FILE)
+        if steps is not None:
+            os.replace(tmp_steps, out / STEPS_FILE)
     summary = build_summary(sc, workload, sim, out / "events.parquet" if out is not None else table, end_s,
                             complete=not interrupted)
     if out is not None:
         atomic_write(out / "scenario.yaml", lambda tmp: Path(tmp).write_text(sc.to_yaml()))
         write_json(out / "summary.json", summary)  # last: its presence marks a finished run
-    result = Result(sc, summary, out, table, audit_table)
+    result = Result(sc, summary, out, table, audit_table, steps_table)
     if interrupted:
         raise RunInterrupted(out, end_s, result)
     return result
+
+
+def _attach_steps(sim: Simulation, path: Path | None) -> StepLog | None:
+    """A StepLog recording every step of each replica's KV use, or None if the server has no KV model."""
+    uses = sim.server.kv_uses()
+    if not uses:
+        return None
+    log = StepLog(path)
+    for i, use in enumerate(uses):
+        use.steps = log.recorder(i, use.capacity)
+    return log
 
 
 def build_summary(sc: Scenario, workload: Workload, sim: Simulation, events: pa.Table | Path, end_s: float,
@@ -197,6 +217,7 @@ def build_summary(sc: Scenario, workload: Workload, sim: Simulation, events: pa.
         "sim_time_s": end_s,
         "trace": trace_info(workload),
         **body,
+        **({"accuracy_note": note} if (note := accuracy_note(sc.policy.kind, workload)) else {}),
         **({"policy_stats": sim.policy.stats()} if hasattr(sim.policy, "stats") else {}),
         "environment": run_environment(),
     }
@@ -210,6 +231,16 @@ def trace_info(workload: Workload) -> dict[str, Any]:
             "format_version": prov.get("format_version"), "jpeg_qualities": list(workload.qualities),
             "accuracy_depends_on_jpeg_quality": workload.per_quality,
             **({} if workload.per_quality else {"note": V1_QUALITY_NOTE})}
+
+
+def accuracy_note(policy_kind: str, workload: Workload) -> str | None:
+    """What a full-edge accuracy is: the trace's `edge_score`, i.e. whichever model its provenance names."""
+    if policy_kind != "full_edge":
+        return None
+    edge_model = workload.provenance.get("edge_model")
+    if edge_model and str(edge_model).startswith("the same tiny model"):
+        return f"full-edge accuracy = stage-1 accuracy on the device: {edge_model}"
+    return f"full-edge accuracy is the trace's edge_score: {edge_model or 'the trace does not say which model'}"
 
 
 def run_environment() -> dict[str, Any]:

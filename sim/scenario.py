@@ -32,7 +32,7 @@ from edgevlm.sim.speed import ConstantSpeed, speed_models
 
 SCENARIO_VERSION = 1
 #: The trace a scenario without `trace:` runs on: the shipped tiny-local trace (found by runner.resolve_trace).
-DEFAULT_TRACE = "traces/tiny-scenetext-v1.parquet"
+DEFAULT_TRACE = "traces/tiny-scenetext-v2.parquet"
 #: Per-client state is O(count) up front; beyond this a typo (an extra 0s) exhausts memory.
 MAX_CLIENTS = 1_000_000
 

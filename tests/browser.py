@@ -18,8 +18,9 @@ def _chromium() -> str | None:
     return None
 
 
-def run_scripts(page: Path, *scripts: str) -> list:
-    """The value of each script (a `return ...` body) evaluated on the page, in order."""
+def run_scripts(page: Path, *scripts: str, window: tuple[int, int] | None = None) -> list:
+    """The value of each script (a `return ...` body) evaluated on the page, in order (`window`: the
+    browser window's width and height in CSS pixels)."""
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (dev extra)")
     browser, driver_bin = _chromium(), shutil.which("chromedriver")
     if not browser or not driver_bin:
@@ -31,6 +32,8 @@ def run_scripts(page: Path, *scripts: str) -> list:
     opts.binary_location = browser
     for flag in FLAGS:
         opts.add_argument(flag)
+    if window is not None:
+        opts.add_argument(f"--window-size={window[0]},{window[1]}")
     drv = webdriver.Chrome(service=Service(driver_bin), options=opts)
     try:
         drv.get(Path(page).resolve().as_uri())
@@ -41,3 +44,8 @@ def run_scripts(page: Path, *scripts: str) -> list:
 
 #: Natural width of every image on the page (0 = not decoded).
 IMAGE_WIDTHS = "return Array.from(document.images).map(i => i.complete ? i.naturalWidth : 0)"
+
+#: [body width, viewport width, page scroll width, [[table id or class, width], ...]] in CSS pixels.
+TABLE_WIDTHS = ("return [document.body.clientWidth, document.documentElement.clientWidth, "
+                "document.documentElement.scrollWidth, Array.from(document.querySelectorAll('table')).map(t => "
+                "[t.id || t.className, Math.ceil(t.getBoundingClientRect().width)])]")

@@ -206,3 +206,89 @@ def test_shared_image_prefix_equals_whole_prompts(backends):
     assert len(b._prefix_cache) == 2                    # the attention passes reused the cached prefixes
     b.clear_cache()
     assert not b._prefix_cache and not b._prompt_states
+
+
+def test_spare_room_layer_holds_what_concatenation_holds():
+    """models.kv_buffer: states written in place (growing past the spare room) equal DynamicLayer's
+    concatenated ones, step by step."""
+    from transformers.cache_utils import DynamicLayer
+
+    from edgevlm.models.kv_buffer import SpareRoomLayer, with_spare_room
+
+    g = torch.Generator().manual_seed(5)
+    first = (torch.randn(3, 2, 7, 4, generator=g), torch.randn(3, 2, 7, 5, generator=g))
+    ref = DynamicLayer()
+    ref.update(*first)
+    room = SpareRoomLayer(*first, spare_tokens=2)
+    for step in range(6):                      # the third step outgrows the room: the buffer grows
+        k, v = torch.randn(3, 2, 1 + step % 2, 4, generator=g), torch.randn(3, 2, 1 + step % 2, 5, generator=g)
+        want, got = ref.update(k, v), room.update(k, v)
+        assert room.get_seq_length() == ref.get_seq_length()
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    from transformers import DynamicCache
+    cache = DynamicCache(ddp_cache_data=[first], config=None)
+    assert isinstance(with_spare_room(cache, 4).layers[0], SpareRoomLayer)
+    assert torch.equal(cache.layers[0].keys, first[0])
+
+
+def test_top_layer_mlp_runs_on_the_last_position_only_with_the_same_logits_and_cache(backends):
+    """_top_layer_last_position: a prefill's last-position logits and every layer's cached keys/values
+    are those of the whole forward, while the top layer's MLP sees one position per prompt."""
+    from PIL import Image
+
+    b = backends["llava"]
+    rng = np.random.default_rng(12)
+    enc = b.encode([Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))], "what is it?")
+    inputs, _ = b.collate([enc, enc])
+    mlp = b._decoder_layers()[-1].mlp
+    seen = []
+    hook = mlp.register_forward_hook(lambda m, args, out: seen.append(tuple(args[0].shape)))
+    try:
+        with torch.inference_mode():
+            whole = b._lm()(**b._fresh(enc) | inputs, use_cache=True, logits_to_keep=1)
+            with b._top_layer_last_position():
+                last = b._lm()(**b._fresh(enc) | inputs, use_cache=True, logits_to_keep=1)
+    finally:
+        hook.remove()
+        b.clear_cache()
+    n = inputs["input_ids"].shape[1]
+    assert seen == [(2, n, seen[0][2]), (2, 1, seen[0][2])]
+    np.testing.assert_allclose(last.logits.numpy(), whole.logits.numpy(), atol=1e-5)
+    for a, c in zip(whole.cache.layers, last.cache.layers):
+        assert a.keys.shape == c.keys.shape
+        np.testing.assert_allclose(c.keys.numpy(), a.keys.numpy(), atol=1e-6)
+        np.testing.assert_allclose(c.values.numpy(), a.values.numpy(), atol=1e-6)
+    assert "forward" not in vars(b._decoder_layers()[-1])        # the layer's own forward is back
+
+
+def test_stage_2_and_the_oracle_pass_run_in_one_batch(backends, data5, tmp_path, monkeypatch):
+    """process_sample asks for stage 2 and the oracle answer together (generate_each), so a batch makes
+    two generate_batch calls: stage 1, then stage 2 with the oracle prompts of samples with a gt_box."""
+    b = backends["llava"]
+    sizes = []
+    real = b.generate_batch
+    monkeypatch.setattr(b, "generate_batch", lambda encs, limit=None: sizes.append(len(encs)) or real(encs, limit))
+    samples = read_manifest(data5)
+    extract(b, samples, tmp_path / "o.parquet", ExtractOptions(dataset_id="d", progress=False, batch_size=5))
+    with_box = sum(s.gt_box is not None for s in samples)
+    assert with_box == 2 and sizes == [5, 5 + with_box]
+
+
+@pytest.mark.parametrize("chunk_tokens", [1, 40])
+def test_chunked_prefill_equals_one_at_a_time(backends, monkeypatch, chunk_tokens):
+    """On CPU the prefill after the shared prefix runs in chunks of rows (1 row each, or a few), padded to
+    one width and joined into one cache for decoding: the same tokens and logits as generate() on each."""
+    from PIL import Image
+
+    b = backends["llava"]
+    monkeypatch.setattr(b, "CPU_PREFILL_CHUNK_TOKENS", chunk_tokens)
+    rng = np.random.default_rng(13)
+    imgs = [Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)) for _ in range(4)]
+    b.clear_cache()
+    encs = [b.encode([imgs[0], imgs[1]], "q?"), b.encode([imgs[1], imgs[2]], "a much longer question here?"),
+            b.encode([imgs[2], imgs[3]], "mid question"), b.encode([imgs[3], imgs[0]], "and the last?")]
+    batched = b.generate_batch(encs)
+    for single, many in zip([b.generate(e) for e in encs], batched):
+        assert many.tokens == single.tokens and many.text == single.text
+        np.testing.assert_allclose(many.logits, single.logits, atol=1e-5)
+    b.clear_cache()

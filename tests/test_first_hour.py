@@ -126,7 +126,8 @@ def test_compare_and_sweep_files_use_the_scenario_error_style(tmp_path, scenario
 # ---------------------------------------------------------------- 9: one path rule everywhere
 
 
-@pytest.mark.parametrize("args", [("trace", "validate", "traces/tiny-scenetext-v1.parquet"),
+@pytest.mark.parametrize("args", [("trace", "validate", "traces/tiny-scenetext-v2.parquet"),
+                                  ("trace", "validate", "traces/tiny-scenetext-v1.parquet"),
                                   ("trace", "inspect", "traces/tiny-scenetext-v1.parquet"),
                                   ("tradeoff", "traces/tiny-scenetext-v1.parquet", "--out", "OUT")])
 def test_shipped_traces_are_found_outside_the_repo(tmp_path, args):
@@ -141,8 +142,8 @@ def test_a_scenario_without_trace_uses_the_shipped_default_and_says_so(tmp_path,
     (tmp_path / "sc.yaml").write_text(yaml.safe_dump(d))
     rc, out, err = cli("run", str(tmp_path / "sc.yaml"), "--out", str(tmp_path / "r"), "--no-progress")
     assert rc == 0, err
-    assert "names no trace; using the shipped default traces/tiny-scenetext-v1.parquet" in err
-    assert "tiny-scenetext-v1.parquet" in out
+    assert "names no trace; using the shipped default traces/tiny-scenetext-v2.parquet" in err
+    assert "tiny-scenetext-v2.parquet" in out
 
 
 # ---------------------------------------------------------------- 10: check --help

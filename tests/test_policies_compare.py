@@ -13,7 +13,6 @@ from edgevlm.sim.compare import load_compare, run_compare
 from edgevlm.sim.errors import ConfigError
 from edgevlm.sim.policies import policies
 from edgevlm.sim.scenario import load_scenario
-from edgevlm.traces import read_trace
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "scenarios"
@@ -44,9 +43,10 @@ def test_compare_policies_runs_every_policy_on_one_workload(tmp_path, capsys):
     path = SCENARIOS / "compare_policies.yaml"
     spec, _ = load_compare(path)
     kinds = {v.policy["kind"] for v in spec.variants}
-    # every policy but full_cloud, which needs the hd_* columns the default tiny-model trace lacks
-    assert set(policies.kinds()) - {"full_cloud"} <= kinds
-    assert "hd_score" not in read_trace(SCENARIOS.parent / "traces" / "tiny-scenetext-v1.parquet")[0].column_names
+    # every policy, on the default trace (v2: per-quality scores, HD answers and progressive levels)
+    assert set(policies.kinds()) <= kinds
+    assert spec.base == "quickstart.yaml"
+    assert "trace: traces/tiny-scenetext-v2.parquet" in (SCENARIOS / "quickstart.yaml").read_text()
     out = tmp_path / "cmp"
     assert main(["compare", str(path), "--out", str(out), "--requests", "300", "--no-progress"]) == 0
     printed = capsys.readouterr().out

@@ -124,7 +124,7 @@ def test_shipped_seed004_scenario_is_progressive_on_the_tiny_trace_and_every_sce
     from edgevlm.sim.scenario import load_scenario
 
     sc, _ = load_scenario(SCENARIOS / "seed004_1mbps.yaml")
-    assert sc.trace.endswith("tiny-scenetext-v1.parquet") and sc.policy.kind == "progressive"
+    assert sc.trace.endswith("tiny-scenetext-v2.parquet") and sc.policy.kind == "progressive"
     assert [c.uplink_mbps for c in sc.clients.link_classes] == [1.0] and sc.clients.edge.device.name == "imx95"
     for f in sorted(SCENARIOS.glob("*.yaml")):  # no shipped scenario falls into the FIFO-with-caps trap
         if not f.name.startswith(("compare_", "sweep_")):

@@ -83,7 +83,7 @@ def test_v2_trace_from_worker_validates(ckpt, tmp_path):
 
     prov = DT.provenance_v2(str(ckpt), "test", "test", QUALITIES, 2)
     # worker 1 of 2 over samples 0..3: samples 1 and 3 (1024-px v2 scenes, resized to the 84-px test model)
-    summ = DT._worker_v2((str(ckpt), str(tmp_path / "p.parquet"), 1, 2, 4, prov, None))
+    summ = DT._worker_v2((str(ckpt), str(tmp_path / "p.parquet"), 1, 2, 4, prov, None, None))
     assert summ["rows"] == 2
     table, meta = read_trace(tmp_path / "p.parquet")
     assert meta["format_version"] == 2 and meta["source_kind"] == "tiny-local"
@@ -93,4 +93,33 @@ def test_v2_trace_from_worker_validates(ckpt, tmp_path):
     assert table.column("image_w").to_pylist() == [1024, 1024]
     json.dumps(meta)
     # a rerun resumes: nothing new
-    assert DT._worker_v2((str(ckpt), str(tmp_path / "p.parquet"), 1, 2, 4, prov, None))["new_rows"] == 0
+    assert DT._worker_v2((str(ckpt), str(tmp_path / "p.parquet"), 1, 2, 4, prov, None, None))["new_rows"] == 0
+
+
+def test_v2_worker_adds_the_progressive_levels_with_a_codec(ckpt, tmp_path):
+    """With a fitted codec the worker also writes prog_bytes / prog_score / prog_min_entropy per level
+    (models.progressive on the uncompressed global view), and the trace still validates."""
+    import numpy as np
+    from PIL import Image
+
+    from edgevlm.models.backend import load_backend
+    from edgevlm.models.codec import make_codec
+    from edgevlm.models.progressive import vision_tokens
+    from edgevlm.models.tiny import default_trace as DT
+    from edgevlm.models.tiny.quality_trace import QUALITIES
+    from edgevlm.traces.io import read_trace
+
+    be = load_backend(str(ckpt))
+    rng = np.random.default_rng(0)
+    px = be.vision_input_px
+    imgs = [Image.fromarray(rng.integers(0, 255, (px, px, 3), dtype=np.uint8)) for _ in range(4)]
+    toks = vision_tokens(be, imgs)
+    codec = make_codec("pca_levels", n_levels=2)
+    codec.fit(toks.reshape(-1, toks.shape[-1]))
+    codec.save(tmp_path / "codec")
+    prov = DT.provenance_v2(str(ckpt), "test", "test", QUALITIES, 2)
+    DT._worker_v2((str(ckpt), str(tmp_path / "p.parquet"), 0, 4, 1, prov, None, str(tmp_path / "codec")))
+    table, _ = read_trace(tmp_path / "p.parquet")
+    row = table.to_pylist()[0]
+    assert len(row["prog_bytes"]) == len(row["prog_score"]) == len(row["prog_min_entropy"]) == 2
+    assert 0 < row["prog_bytes"][0] < row["prog_bytes"][1]

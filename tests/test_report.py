@@ -44,6 +44,8 @@ def test_every_figure_exists_and_is_a_png(compare_out):
         data = (rep / f"{name}.png").read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
     assert "![latency_cdf](latency_cdf.png)" in (rep / "report.md").read_text()
+    # the FIFO server has no KV model: no KV section or figure
+    assert not (rep / "kv_use.png").exists() and "KV cache" not in (rep / "report.md").read_text()
 
 
 def test_table_numbers_equal_those_recomputed_from_events(compare_out):
@@ -99,6 +101,19 @@ def test_report_renders_in_headless_chromium(compare_out):
     table = pd.read_parquet(compare_out / "report" / "results.parquet")
     assert len(widths) >= 6 and all(w > 0 for w in widths), widths
     assert rows == len(table)
+
+
+def test_report_tables_stay_within_the_page(compare_out):
+    """At the page's full width (1100 px) every table fits; in a narrow window a wide table scrolls in its
+    own box and the page itself never scrolls sideways."""
+    from tests.browser import TABLE_WIDTHS, run_scripts
+
+    page = compare_out / "report" / "report.html"
+    (body, _, _, tables), = run_scripts(page, TABLE_WIDTHS, window=(1280, 900))
+    assert body == 1100 and {"summary", "summary_cost"} <= {name for name, _ in tables}
+    assert all(w <= body for _, w in tables), tables
+    (_, viewport, scroll, _), = run_scripts(page, TABLE_WIDTHS, window=(700, 900))
+    assert scroll <= viewport, (scroll, viewport)
 
 
 def test_trace_inspect_prints_provenance_and_accuracy(tmp_path, synthetic_trace):

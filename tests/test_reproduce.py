@@ -19,7 +19,7 @@ from edgevlm.analysis.reproduce.cli import reproduce
 from edgevlm.traces import read_trace, write_trace
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_TRACE = ROOT / "traces" / "tiny-scenetext-v1.parquet"
+V1_TRACE = ROOT / "traces" / "tiny-scenetext-v1.parquet"
 SYNTHETIC = ROOT / "traces" / "synthetic-v1.parquet"
 
 # The paper's numbers, typed here from the paper (Tables II and III, Sec. VII-B, VII-C, VII-F).
@@ -135,7 +135,7 @@ def rule_passes(check: dict) -> bool:
 @pytest.fixture(scope="module")
 def seed000_out(tmp_path_factory):
     out = tmp_path_factory.mktemp("seed000")
-    proc = subprocess.run([sys.executable, "-m", "edgevlm", "reproduce", "seed000", "--trace", str(DEFAULT_TRACE),
+    proc = subprocess.run([sys.executable, "-m", "edgevlm", "reproduce", "seed000", "--trace", str(V1_TRACE),
                            "--out", str(out), "--no-progress"], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)
     assert proc.returncode == 0, proc.stderr
@@ -146,7 +146,7 @@ def seed000_out(tmp_path_factory):
 @pytest.fixture(scope="module")
 def seed004_out(tmp_path_factory):
     out = tmp_path_factory.mktemp("seed004")
-    reproduce("seed004", DEFAULT_TRACE, out, at_scale=True, progress=False, devices=(1, 10), requests=1500)
+    reproduce("seed004", V1_TRACE, out, at_scale=True, progress=False, devices=(1, 10), requests=1500)
     return out
 
 
@@ -156,7 +156,7 @@ def _items(out: Path) -> dict[str, dict]:
 
 def test_every_seed000_value_is_recomputed_from_the_trace(seed000_out):
     items = _items(seed000_out)
-    expected = expected_seed000(DEFAULT_TRACE)
+    expected = expected_seed000(V1_TRACE)
     for key, checks in expected.items():
         got = {c["name"]: c["ours"] for c in items[key]["checks"]}
         assert set(got) == set(checks), key
@@ -195,7 +195,7 @@ def test_each_verdict_follows_from_its_checks(which, request):
         assert it["verdict"] == ("reproduced" if all(rule_passes(c) for c in it["checks"]) else "differs"), key
 
 
-def test_default_trace_lacks_hd_so_hd_items_are_not_available(seed000_out, seed004_out):
+def test_v1_tiny_trace_lacks_hd_so_hd_items_are_not_available(seed000_out, seed004_out):
     s0, s4 = _items(seed000_out), _items(seed004_out)
     for key in ("fig4_hd", "fig5_hd"):
         assert s0[key]["verdict"] == "not available" and "hd_score" in s0[key]["verdict_line"], key
@@ -267,7 +267,7 @@ def test_seed004_semantic_consistency_per_level(seed004_out):
     """Per-level accuracy and bytes recomputed from the trace; the same-answer rate is the codec evaluation's."""
     items = _items(seed004_out)
     item, same_item = items["s4_fidelity"], items["s4_same_answer"]
-    table, prov = read_trace(DEFAULT_TRACE)
+    table, prov = read_trace(V1_TRACE)
     score = np.array(table.column("prog_score").to_pylist())
     nbytes = np.array(table.column("prog_bytes").to_pylist(), dtype=np.float64)
     ev = json.loads((ROOT / Path(prov["progressive"]["path"]).parent / "eval_heldout700.json").read_text())
@@ -411,6 +411,19 @@ def test_v2_trace_answers_fig12_per_quality_and_the_hd_items(tmp_path):
     assert (tmp_path / "syn2" / "fig12_jpeg.png").stat().st_size > 5000
 
 
+def test_hd_items_on_the_default_v2_trace_cost_tiles_in_llava_images_and_say_the_layout_is_untrained(tmp_path):
+    """tiny-scenetext-v2's HD pass is 5 images of its 64 tokens: 5 x 576 tokens of the 7B shape, and its
+    provenance says the model never learned that layout, which both HD items repeat."""
+    from edgevlm.sim.profiles import MODELS
+    trace = ROOT / "traces" / "tiny-scenetext-v2.parquet"
+    items = _seed000_items(trace, tmp_path)
+    m = MODELS["llava-1.5-7b"]
+    assert items["fig5_hd"]["ours"]["hd_relative_computation"] == pytest.approx(
+        m.flops(5 * m.visual_tokens) / m.flops(m.visual_tokens))
+    for key in ("fig4_hd", "fig5_hd"):
+        assert any("NOT trained on the HD layout" in n for n in items[key]["notes"]), items[key]["notes"]
+
+
 def test_bad_trace_is_one_error_line(tmp_path):
     bad = tmp_path / "bad.parquet"
     bad.write_text("not parquet")
@@ -445,12 +458,12 @@ def test_seed004_same_answer_needs_the_codec_evaluation_of_the_traces_codec():
     from edgevlm.analysis.reproduce.items import guarded
     from edgevlm.sim.workload import Workload
 
-    table, prov = read_trace(DEFAULT_TRACE)
-    ok = seed004.same_answer(Workload.from_table(table, prov, DEFAULT_TRACE))
+    table, prov = read_trace(V1_TRACE)
+    ok = seed004.same_answer(Workload.from_table(table, prov, V1_TRACE))
     assert ok.verdict in ("reproduced", "differs") and ok.ours["level_1"]["same_answer"] == pytest.approx(0.7185714, abs=1e-6)
     other = {**prov, "progressive": {**prov["progressive"], "group_sizes": [32, 32, 64]}}
     for p in (other, {k: v for k, v in prov.items() if k != "progressive"}):
-        wl = Workload.from_table(table, p, DEFAULT_TRACE)
+        wl = Workload.from_table(table, p, V1_TRACE)
         items = {k: guarded(lambda f=f: f(wl), k, k, "", {}) for k, f in
                  (("s4_same_answer", seed004.same_answer), ("s4_fidelity", seed004.fidelity))}
         assert items["s4_same_answer"].verdict == "not available"

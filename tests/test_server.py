@@ -25,14 +25,16 @@ from tests.test_queueing_theory import assert_theory_in_ci
 JOB = Job(1, 1, 576, 20, 8)  # LLaVA-1.5-7B stage 1: one image, 20 prompt tokens, 8 answer tokens
 
 
-def drive(server: dict, n: int, rate: float | None, jobs: list[Job], seed: int = 0):
+def drive(server: dict, n: int, rate: float | None, jobs: list[Job], seed: int = 0, setup=None):
     """Submit n jobs (cycling through `jobs`) at Poisson times of `rate`, or all at t=0 if rate is None.
 
     Returns (waits, sojourns, server) with per-job arrays in submission order; `server.end_s` is the
-    time the last job ended.
+    time the last job ended. `setup(server)` runs before the simulation (e.g. to attach recorders).
     """
     env = simpy.Environment()
     srv = build_server(env, ServerConfig.model_validate(server), np.random.default_rng(seed + 1))
+    if setup is not None:
+        setup(srv)
     gaps = np.random.default_rng(seed).exponential(1.0 / rate, n).tolist() if rate else None
     wait, soj = [0.0] * n, [0.0] * n
 

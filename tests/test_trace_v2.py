@@ -272,3 +272,37 @@ def test_shipped_traces_are_labelled_and_from_clean_commits():
 def test_the_shipped_tiny_model_declares_tiny_local():
     for settings in (ROOT / "models" / "weights").glob("*/edgevlm.json"):
         assert json.loads(settings.read_text()).get("source_kind") == "tiny-local", settings
+
+
+# ---------------------------------------------------------------- the default trace (tiny-scenetext-v2)
+
+SHIPPED_V2 = ROOT / "traces" / "tiny-scenetext-v2.parquet"
+
+
+def test_hd_tokens_are_converted_to_the_served_models_images():
+    from edgevlm.sim.policies.full_cloud import hd_tokens_for_model
+    assert hd_tokens_for_model([320, 128], 64, 576) == [2880, 1152]   # 5 and 2 tiny-model images
+    assert hd_tokens_for_model([2880], 576, 576) == [2880]             # already in LLaVA-1.5's units
+    assert hd_tokens_for_model([2880], None, 576) == [2880]            # units not recorded: taken as given
+
+
+def test_full_cloud_on_the_tiny_trace_costs_an_hd_pass_of_the_served_model():
+    """The tiny model's thumbnail + 4 tiles (5 x 64 tokens) becomes 5 x 576 tokens of LLaVA-1.5-7B."""
+    from edgevlm.sim.profiles import MODELS
+    res = run(base_scenario(SHIPPED_V2, policy={"kind": "full_cloud", "jpeg_quality": 75}, stop={"requests": 300}))
+    tiles = set(pq.read_table(SHIPPED_V2, columns=["hd_tiles"]).column(0).to_pylist())
+    assert tiles == {5}
+    model = MODELS["llava-1.5-7b"]
+    assert res.summary["flops_per_request"] == pytest.approx(model.flops(5 * model.visual_tokens), rel=1e-9)
+    assert res.summary["flops_per_request"] > 4 * model.flops(model.visual_tokens)
+
+
+def test_full_edge_says_its_accuracy_is_stage_one_on_the_device():
+    res = run(base_scenario(SHIPPED_V2, policy={"kind": "full_edge"}, stop={"requests": 300}))
+    note = res.summary["accuracy_note"]
+    assert note.startswith("full-edge accuracy = stage-1 accuracy on the device")
+    text = format_summary(res.summary)
+    assert note in text and "n/a (the policy sends no image)" in text
+    other = run(base_scenario(SHIPPED_V2, policy={"kind": "global_only", "jpeg_quality": 75}, stop={"requests": 300}))
+    assert "accuracy_note" not in other.summary
+    assert "n/a" not in format_summary(other.summary).split("comm cost")[1].split("\n")[0]

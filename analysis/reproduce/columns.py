@@ -109,5 +109,7 @@ class TraceView:
                 raise MissingColumn([f"column {name} without nulls"])
         # what the full_cloud policy sends: hd_jpeg_bytes (v2), else the original
         column = "hd_jpeg_bytes" if self.w.hd_bytes is not None else "original_jpeg_bytes (as the full_cloud policy sends)"
+        hd_note = str(self.prov.get("hd") or "")
         return {"score": score, "tokens": tokens, "bytes": self.w.hd_upload_bytes[:, self.qi].astype(np.float64),
-                "bytes_column": column}
+                "bytes_column": column, "tokens_per_image": self.prov.get("visual_tokens_per_image"),
+                "untrained": "NOT trained" in hd_note}

@@ -23,9 +23,12 @@ CLI: python -m edgevlm.models.tiny.default_trace --model models/weights/tiny-sce
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import io
 import json
 import multiprocessing as mp
 import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -35,13 +38,11 @@ import pyarrow as pa
 from edgevlm.models.backend import load_backend
 from edgevlm.models.codec import load_codec
 from edgevlm.models.manifest import read_manifest
-from edgevlm.traces.io import read_trace, write_trace
-import io
-from edgevlm.traces.schema import TRACE_SCHEMA_V2
-import datetime as dt
-import platform
+from edgevlm.models.progressive import edge_metadata, progressive_row
 from edgevlm.models.backend import BackendSettings, read_settings_file
 from edgevlm.models.boxsearch import DEFAULT_RATIOS
+from edgevlm.traces.io import read_trace, write_trace
+from edgevlm.traces.schema import PROG_COLUMNS, TRACE_SCHEMA_V2
 from edgevlm.traces.version import generator_string, git_commit
 
 DEFAULT_OUT = "traces/tiny-scenetext-v1.parquet"
@@ -52,7 +53,7 @@ DATA_SEED = 1000
 def _worker_v2(args):
     """Trace-v2 rows for held-out samples k, k+W, k+2W, ... < n (rendered here, as models.scenes writes them),
     checkpointed to part_out every 10 samples and resumed by sample id; stops at stop_at (time.time())."""
-    model, part_out, k, W, n, prov, stop_at = args
+    model, part_out, k, W, n, prov, stop_at, codec_dir = args
     import torch  # defers torch
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
@@ -61,12 +62,17 @@ def _worker_v2(args):
 
     from edgevlm.models import scenes as S  # defers torch, PIL (the [models] extra)
     from edgevlm.models.tiny.quality_trace import TinyLlavaRunner, sample_row  # defers torch, PIL (the [models] extra)
+    from edgevlm.models.tiny.quality_trace import RESAMPLE  # defers PIL (the [models] extra)
     run = TinyLlavaRunner(model)
+    # progressive (seed 2): the edge encodes the uncompressed global view's vision tokens into levels
+    backend = load_backend(model) if codec_dir else None
+    codec = load_codec(codec_dir) if codec_dir else None
     rows, metas = [], []
     meta_out = Path(part_out).with_suffix(".meta.jsonl")
     if Path(part_out).exists() and meta_out.exists():
         t, old = read_trace(part_out)
-        if all(old.get(key) == prov.get(key) for key in ("commit", "jpeg_qualities", "model_id", "hd_grid")):
+        if all(old.get(key) == prov.get(key) for key in ("commit", "jpeg_qualities", "model_id", "hd_grid",
+                                                          "progressive")):
             rows = t.to_pylist()
             metas = [json.loads(line) for line in meta_out.read_text().splitlines()][:len(rows)]
     done = {r["sample_id"] for r in rows}
@@ -88,8 +94,12 @@ def _worker_v2(args):
         scene.image.save(buf, format="JPEG", quality=95)       # the dataset's stored original
         with Image.open(io.BytesIO(buf.getvalue())) as im:
             original = im.convert("RGB")
-        rows.append(sample_row(run, original, sid, q.question, q.answers, q.question_type, q.target.box,
-                               prov["jpeg_qualities"], prov["hd_grid"]))
+        row = sample_row(run, original, sid, q.question, q.answers, q.question_type, q.target.box,
+                         prov["jpeg_qualities"], prov["hd_grid"])
+        if codec is not None:
+            row.update(progressive_row(backend, codec, original.resize((run.px, run.px), RESAMPLE),
+                                       q.question, q.answers, prov["scoring"]))
+        rows.append(row)
         metas.append({"sample_id": sid, "index": i, "question_type": q.question_type, "char_px": q.target.char_px,
                       "readable_global": q.target.readable_global if q.question_type == "text" else None})
         new += 1
@@ -105,7 +115,13 @@ COLUMNS_V2 = ("sample_id", "question_type", "image_w", "image_h", "prompt_tokens
               "original_jpeg_bytes", "local_jpeg_bytes", "s1_answer_q", "s1_score_q", "s1_min_entropy_q",
               "s1_shannon_q", "s1_margin_q", "bbox_x0_q", "bbox_y0_q", "bbox_x1_q", "bbox_y1_q", "s2_answer_q",
               "s2_score_q", "s2_tokens_q", "s2_oracle_score_q", "gt_x0", "gt_y0", "gt_x1", "gt_y1",
-              "hd_answer_q", "hd_score_q", "hd_visual_tokens", "hd_tiles", "edge_score")
+              "hd_answer_q", "hd_score_q", "hd_visual_tokens", "hd_tiles", "edge_score", *PROG_COLUMNS)
+
+
+def hd_trained(model: str) -> bool:
+    """Whether the checkpoint's training log says it saw HD rows (global + tiles in one prompt)."""
+    log = Path(model) / "training_log.json"
+    return log.exists() and bool(json.loads(log.read_text()).get("hd_rows"))
 
 
 def provenance_v2(model: str, dataset_id: str, manifest: Path, qualities, hd_grid: int) -> dict:
@@ -132,8 +148,9 @@ def provenance_v2(model: str, dataset_id: str, manifest: Path, qualities, hd_gri
         "hd_grid": hd_grid,
         "hd": (f"LLaVA-1.5-HD style: the original sent as a q-JPEG; the server resizes it to the input "
                f"(thumbnail) and cuts a {hd_grid}x{hd_grid} grid of tiles, each resized to the input, all "
-               f"{1 + hd_grid * hd_grid} images in one prompt (thumbnail first); the model was trained on "
-               "this layout (models.tiny.train --hd-rows)"),
+               f"{1 + hd_grid * hd_grid} images in one prompt (thumbnail first); "
+               + ("the model was trained on this layout (models.tiny.train --hd-rows)" if hd_trained(model) else
+                  "the model was NOT trained on this layout (see its model card): an untrained input layout")),
         "edge_model": "the same tiny model on the device's uncompressed global view, single pass: edge_score",
         "manifest": str(manifest),
         "hardware": f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} logical cores",
@@ -226,10 +243,20 @@ def main_v2(a) -> int:
                "(the workers render each one as that command stores it: JPEG q95)")
     dataset_id = f"{S.V2.name} (models.scenes, spec v2, seed {DATA_SEED}, {S.V2.scene_px}px)"
     prov = provenance_v2(a.model, dataset_id, dataset, QUALITIES, a.hd_grid)
+    codec_dir = None if a.no_progressive else (a.codec or str(Path(a.model) / "codec" / "pca_levels"))
+    if codec_dir is not None:
+        if not (Path(codec_dir) / "codec.json").exists():
+            print(f"error: --codec: no fitted codec at {codec_dir} (fit one with `edgevlm trace fit-codec`, "
+                  "or pass --no-progressive)", file=sys.stderr)
+            return 2
+        prov.update(edge_metadata(load_backend(a.model), load_codec(codec_dir)))
+        prov["progressive"]["path"] = codec_dir
+        prov["progressive"]["input"] = "the uncompressed global view (the edge encodes before any JPEG)"
     parts = data / "parts-v2"
     parts.mkdir(exist_ok=True)
     stop_at = time.time() + 60 * a.max_minutes if a.max_minutes else None
-    jobs = [(a.model, str(parts / f"part{k}.parquet"), k, a.workers, a.n, prov, stop_at) for k in range(a.workers)]
+    jobs = [(a.model, str(parts / f"part{k}.parquet"), k, a.workers, a.n, prov, stop_at, codec_dir)
+            for k in range(a.workers)]
     summaries, wall = _run(_worker_v2, jobs)
     table = pa.concat_tables([read_trace(j[1])[0] for j in jobs])
     order = sorted(range(table.num_rows), key=lambda r: table.column("sample_id")[r].as_py())
@@ -247,8 +274,10 @@ def main_v2(a) -> int:
                      if k in ("seed", "steps_c", "warm_from", "text_share_c", "batch", "hd_rows", "jpeg_aug",
                               "pool_scenes", "pool_scenes_b", "wall_s")} if train_log.exists() else None,
         "notes": ("Tiny LLaVA-architecture VLM (CLIP 336px/patch 42 = 8x8 tokens + 4-layer Llama, char tokenizer) "
-                  "warm-started from tiny-scenetext-v1 and fine-tuned here on procedural 1024-px scene-text VQA "
-                  f"(models.scenes V2); this held-out set is seed {DATA_SEED}. Real model outputs at every quality."),
+                  "warm-started from tiny-scenetext-v1 (v1 was trained here on procedural 768-px scene-text VQA)"
+                  + (" and fine-tuned here on 1024-px scenes (models.scenes V2)" if train_log.exists() else
+                     ", NOT fine-tuned on 1024-px scenes (see the model card)")
+                  + f"; this held-out set is models.scenes V2 seed {DATA_SEED}. Real model outputs at every quality."),
     })
     write_trace(table, out, prov)
     print(f"wrote {out}: {table.num_rows} rows; {new} extracted in {wall:.0f} s with {a.workers} workers")

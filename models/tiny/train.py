@@ -273,7 +273,7 @@ def train(out: Path, seed: int, pool_paths, heldout_paths, steps_a: int, steps_b
           rank: int = 0, world: int = 1, stage_a_ckpt=None, reuse_stage_a: bool = False,
           steps_c: int = 0, text_share_c: float = 0.7, init_from=None, geo: D.Geometry = D.V1,
           warm_from=None, hd_rows: int = 0, jpeg_aug: float = 0.0, eval_every: int = 80,
-          stop_after: int | None = None) -> dict:
+          stop_after: int | None = None, lr_lm_c: float | None = None, lr_tower_c: float | None = None) -> dict:
     """Stage A on pool_paths, Stage B on pool_paths_b (a callable giving the shard paths; default: the same).
 
     With world > 1 each process draws its own data (seed + 100*rank) and gradients are averaged
@@ -449,8 +449,16 @@ def train(out: Path, seed: int, pool_paths, heldout_paths, steps_a: int, steps_b
         bat.qt_probs = mix
         log["qt_probs_c"] = mix
         # A warm start fine-tunes a converged model: half the LM rate.
-        stage("C", steps_c, 5e-4 if warm_from is not None else 1e-3, 2e-4,
-              use_aux=init_from is None and warm_from is None)
+        if lead and warm_from is not None and hbat is not None:   # the warm start's own score, the bar to beat
+            ev = quick_eval(model, hbat, itok, hd=bool(hd_rows))
+            ev["stage"], ev["step"] = "C", 0
+            log.setdefault("evals", []).append(ev)
+            print(f"\nstage C step 0 (warm start): {json.dumps(ev)}", flush=True)
+            model.train()
+        lr_lm = lr_lm_c if lr_lm_c is not None else (5e-4 if warm_from is not None else 1e-3)
+        lr_tower = lr_tower_c if lr_tower_c is not None else 2e-4
+        log["lr_c"] = {"lm": lr_lm, "tower": lr_tower}
+        stage("C", steps_c, lr_lm, lr_tower, use_aux=init_from is None and warm_from is None)
     log["wall_s"] = time.time() - t0
     if lead:
         save(model, proc, out, log, log["wall_s"], geo)
@@ -543,6 +551,9 @@ def main(argv=None) -> int:
                     help="stop Stage B/C after this many steps of the scheduled --steps-* (the LR schedule is unchanged)")
     ap.add_argument("--jpeg-aug", type=float, default=0.0,
                     help="share of rows whose images take a JPEG round trip at a random quality (default 0)")
+    ap.add_argument("--lr-lm-c", type=float, default=None,
+                    help="Stage C peak LR of projector + LM (default 5e-4 on a warm start, else 1e-3)")
+    ap.add_argument("--lr-tower-c", type=float, default=None, help="Stage C peak LR of the vision tower (default 2e-4)")
     a = ap.parse_args(argv)
     geo = D.GEOMETRIES[a.geometry]
     if a.hd_rows and not geo.hd_grid:
@@ -565,7 +576,7 @@ def main(argv=None) -> int:
                for k in range(n_shards)]
     args = (Path(a.out), a.seed, shards_a, [held], a.steps_a, a.steps_b, a.batch, a.minutes_b,
             specs_b, a.threads, a.procs, a.stage_a_ckpt, a.reuse_stage_a, a.steps_c, a.text_share_c, a.init_from,
-            geo, a.warm_from, a.hd_rows, a.jpeg_aug, a.eval_every, a.stop_after)
+            geo, a.warm_from, a.hd_rows, a.jpeg_aug, a.eval_every, a.stop_after, a.lr_lm_c, a.lr_tower_c)
     if a.procs == 1:
         _run(0, *args)
     else:
@@ -575,7 +586,7 @@ def main(argv=None) -> int:
 
 def _run(rank, out, seed, shards_a, held, steps_a, steps_b, batch, minutes_b, specs_b, threads, world,
          stage_a_ckpt=None, reuse_stage_a=False, steps_c=0, text_share_c=0.7, init_from=None, geo=D.V1,
-         warm_from=None, hd_rows=0, jpeg_aug=0.0, eval_every=80, stop_after=None):
+         warm_from=None, hd_rows=0, jpeg_aug=0.0, eval_every=80, stop_after=None, lr_lm_c=None, lr_tower_c=None):
     """One training process; Stage B shards are rendered here (or waited for) when Stage A ends."""
     if world > 1:
         dist.init_process_group("gloo", init_method="tcp://127.0.0.1:29517", rank=rank, world_size=world)
@@ -583,7 +594,8 @@ def _run(rank, out, seed, shards_a, held, steps_a, steps_b, batch, minutes_b, sp
                 pool_paths_b=lambda: [D.ensure_shard(*spec) for spec in specs_b], threads=threads,
                 rank=rank, world=world, stage_a_ckpt=stage_a_ckpt, reuse_stage_a=reuse_stage_a,
                 steps_c=steps_c, text_share_c=text_share_c, init_from=init_from, geo=geo, warm_from=warm_from,
-                hd_rows=hd_rows, jpeg_aug=jpeg_aug, eval_every=eval_every, stop_after=stop_after)
+                hd_rows=hd_rows, jpeg_aug=jpeg_aug, eval_every=eval_every, stop_after=stop_after,
+                lr_lm_c=lr_lm_c, lr_tower_c=lr_tower_c)
     if rank == 0:
         print(json.dumps({k: v for k, v in log.items() if k != "history"}, indent=1), flush=True)
 

@@ -55,6 +55,17 @@ def require_columns(workload: Workload, columns: tuple[str, ...], kind: str) -> 
     return got
 
 
+def hd_tokens_for_model(hd_tokens: list[int], trace_tokens_per_image: int | None, model_tokens: int) -> list[int]:
+    """The HD pass in the simulated model's tokens: the trace's HD token count measured in images of
+    the trace model (e.g. the tiny model's 64-token thumbnail + 4 tiles = 320 = 5 images), times the
+    served model's visual tokens per image (LLaVA-1.5: 5 x 576). A trace that does not record its
+    tokens per image is taken to be in the served model's units already."""
+    if not trace_tokens_per_image or int(trace_tokens_per_image) == model_tokens:
+        return list(hd_tokens)
+    per = int(trace_tokens_per_image)
+    return [max(1, round(h * model_tokens / per)) for h in hd_tokens]
+
+
 class FullCloudPolicy(Policy):
     name = "full_cloud"
 
@@ -77,7 +88,8 @@ class FullCloudPolicy(Policy):
         """The pass of each sample (HD tokens, or the model's own), in images of the model's visual-token count."""
         w, n_v = self.workload, sim.model.visual_tokens
         prompt = w.table.column("prompt_tokens").to_numpy().tolist()
-        hd = self.hd_tokens if self.hd_tokens is not None else [n_v] * w.n
+        hd = hd_tokens_for_model(self.hd_tokens, w.provenance.get("visual_tokens_per_image"), n_v) \
+            if self.hd_tokens is not None else [n_v] * w.n
         self._jobs = [Job(1, max(1, math.ceil(h / n_v)), h, p, t)
                       for h, p, t in zip(hd, prompt, w.s1_tokens.tolist())]
         flops = {h: sim.model.flops(h) for h in set(hd)}

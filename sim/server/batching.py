@@ -24,6 +24,7 @@ every job of the batch ends when the batch does.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import ClassVar, Literal
 
@@ -66,13 +67,19 @@ class ContinuousScheduler(_Strict):
         None, description="most prompt tokens prefilled in one iteration (vLLM max_num_batched_tokens); "
                           "one prompt is always admitted")
     kv_cache_limit: bool = Field(True, description="admit only what fits in the KV cache beside the weights")
-    _later_fields = ("kv_allocation", "kv_capacity_tokens")
+    _later_fields = ("kv_allocation", "kv_capacity_tokens", "kv_block_tokens", "kv_watermark")
     kv_allocation: Literal["reserve", "on_demand"] = Field(
         "reserve", description="reserve: admit on the final length, never preempt; on_demand: allocate as tokens "
                                "appear and preempt by recomputation (vLLM); see sim/server/kvcache.py")
     kv_capacity_tokens: PositiveInt | None = Field(
         None, description="KV tokens per replica; default: from the hardware and model profiles (roofline), "
                           "unbounded for latency kinds without a memory model")
+    kv_block_tokens: PositiveInt = Field(
+        1, description="KV allocated in blocks of this many tokens (vLLM: 16); a sequence holds whole blocks, "
+                       "the capacity is whole blocks; default 1: token by token, as before")
+    kv_watermark: float = Field(
+        0.0, ge=0.0, lt=1.0, description="share of the KV blocks an admission must leave free (vLLM's watermark, "
+                                         "0.01 there); growth of running sequences may use them; default 0")
 
 
 class BatchServer(Server):
@@ -100,6 +107,9 @@ class BatchServer(Server):
     def queue_length(self) -> int:
         """Jobs submitted but not yet in a batch, over all replicas."""
         return self.waiting
+
+    def kv_uses(self) -> list[KvUse]:
+        return [r.kv for r in self.reps] if math.isfinite(self.reps[0].kv.capacity) else []
 
     def _route(self):
         reps = self.reps
@@ -215,8 +225,12 @@ class ContinuousReplica:
         self.n_running = 0  # sequences that have been prefilled and not yet finished
         self._wake = None
         cfg = server.cfg
-        self.kv = KvUse(cfg.kv_capacity_tokens or server.latency.kv_capacity_tokens if cfg.kv_cache_limit
-                        else float("inf"))
+        cap = cfg.kv_capacity_tokens or server.latency.kv_capacity_tokens if cfg.kv_cache_limit else float("inf")
+        self.block_tokens = bt = cfg.kv_block_tokens
+        self.capacity_blocks = cap if math.isinf(cap) else math.floor(cap / bt)
+        self.watermark_blocks = 0 if math.isinf(cap) else math.floor(cfg.kv_watermark * self.capacity_blocks)
+        # the KV that whole blocks can hold (blocks of 1 token: the capacity as before, fractions included)
+        self.kv = KvUse(cap if bt == 1 else self.capacity_blocks * bt)
         server.env.process(self.loop())
 
     def kick(self) -> None:
@@ -231,9 +245,10 @@ class ContinuousReplica:
         max_batch = cfg.max_batch
         token_budget = cfg.max_batched_tokens or float("inf")
         kv = self.kv
-        kv_cap = kv.capacity
+        bt = self.block_tokens
+        kv_cap = self.capacity_blocks * bt - self.watermark_blocks * bt  # an admission leaves the watermark free
         ctx = 0.0  # context tokens held by running sequences
-        reserved = 0.0  # KV tokens reserved for running sequences' final lengths
+        reserved = 0.0  # KV tokens reserved for running sequences' final lengths, in whole blocks
         finish: dict[int, list] = {}  # iteration -> sequences whose last token it emits
         it = 0
         while True:
@@ -247,6 +262,8 @@ class ContinuousReplica:
                 job = waiting[0][0]
                 n = job.visual_tokens + job.prompt_tokens
                 final = n + (job.out_tokens - 1 if job.out_tokens > 1 else 0)
+                if bt > 1:
+                    final = -(-final // bt) * bt
                 if (n_dec or new) and (reserved + final > kv_cap or (new and tokens + n > token_budget)):
                     break
                 new.append(waiting.popleft())
@@ -270,14 +287,14 @@ class ContinuousReplica:
                 steps = job.out_tokens - 1 if job.out_tokens > 1 else 0
                 ctx += n
                 self.n_running += 1
-                finish.setdefault(it + steps, []).append((done, start, n + steps))
+                finish.setdefault(it + steps, []).append((done, start, n + steps, -(-(n + steps) // bt) * bt))
             kv.note(env.now, ctx, self.n_running)
             ended = finish.pop(it, None)
             if ended:
                 end = env.now
-                for done, s, final in ended:
+                for done, s, final, booked in ended:
                     ctx -= final
-                    reserved -= final
+                    reserved -= booked
                     done.succeed((s, end))
                 self.n_running -= len(ended)
             it += 1

@@ -16,8 +16,20 @@ prompt + answer - 1 tokens; a stage-2 prompt carries two images' visual tokens.
   running ones hold now plus this iteration's growth; when the running sequences' next tokens do not
   fit, the most recently admitted one is preempted by recomputation (vLLM's default, not swap): its KV
   is freed, it goes back to the head of the queue, and on readmission it prefills its prompt plus the
-  tokens it had generated (vision encoder included, codec work not) and carries on. vLLM's block
-  granularity (16 tokens) and free-block watermark are not modelled.
+  tokens it had generated (vision encoder included, codec work not) and carries on.
+
+`kv_block_tokens` (vLLM: 16; default 1, token by token): KV is allocated in whole blocks, so a sequence
+of n tokens holds ceil(n / block) blocks, it takes a new block when its last one is full, and the
+capacity is floor(capacity / block) whole blocks (an L4: 891 blocks of 16 = 14,256 tokens).
+`kv_watermark` (vLLM: 0.01; default 0): an admission must leave that share of the blocks free, so
+running sequences can grow into them before anything is preempted (vLLM's `can_allocate`). In
+`reserve` mode a final length is reserved in whole blocks under the same watermark. Swapping to host
+memory, prefix-block sharing inside the KV pool and chunked prefill are not modelled.
+
+summary.json's gpu.kv has the counters, the peaks and a series of at most SERIES_POINTS bins: the most
+KV tokens in use on the fullest replica in each bin and, for `on_demand`, the preemptions in it.
+`edgevlm run --audit` also writes server_steps.parquet, one row per iteration (sim/audit.py StepLog),
+from which `edgevlm check` verifies the capacity on every step.
 """
 
 from __future__ import annotations
@@ -29,10 +41,11 @@ SERIES_POINTS = 120
 
 
 class KvUse:
-    """Counters and the per-second maximum of one replica's KV tokens in use."""
+    """Counters and the per-second maximum of one replica's KV tokens in use; with `steps` set (a
+    sim.audit.StepLog recorder, `edgevlm run --audit`), one record per iteration or batch."""
 
     __slots__ = ("capacity", "peak", "peak_shared", "peak_seqs", "admitted", "preempted", "recomputed_tokens",
-                 "per_s")
+                 "per_s", "preempted_per_s", "steps", "_logged")
 
     def __init__(self, capacity: float):
         self.capacity = capacity
@@ -43,9 +56,24 @@ class KvUse:
         self.preempted = 0
         self.recomputed_tokens = 0
         self.per_s: dict[int, float] = {}
+        self.preempted_per_s: dict[int, int] = {}
+        #: recorder(end_s, tokens, seqs, admitted, preempted) of each iteration, or None (the default)
+        self.steps = None
+        self._logged = (0, 0)  # admitted, preempted as of the last recorded iteration
+
+    def preempt(self, now_s: float) -> None:
+        """Count one sequence preempted (its KV freed) at `now_s`."""
+        self.preempted += 1
+        b = int(now_s)
+        self.preempted_per_s[b] = self.preempted_per_s.get(b, 0) + 1
 
     def note(self, now_s: float, tokens: float, seqs: int) -> None:
-        """Record the KV held by `seqs` sequences during the iteration ending at `now_s`."""
+        """Record the KV held by `seqs` sequences during the iteration ending at `now_s` (called after
+        the iteration's admissions are counted)."""
+        if self.steps is not None:
+            a, p = self._logged
+            self.steps(now_s, tokens, seqs, self.admitted - a, self.preempted - p)
+            self._logged = (self.admitted, self.preempted)
         if tokens > self.peak:
             self.peak = tokens
         if seqs > 1 and tokens > self.peak_shared:
@@ -62,12 +90,18 @@ def kv_summary(uses: list[KvUse], allocation: str, horizon_s: float) -> dict:
     cap = uses[0].capacity
     bin_s = max(1, math.ceil(horizon_s / SERIES_POINTS))
     series: dict[int, float] = {}
+    preempted: dict[int, int] = {}
     for u in uses:
         for sec, tok in u.per_s.items():
             k = sec // bin_s
             if tok > series.get(k, -1.0):
                 series[k] = tok
-    n_bins = max(series) + 1 if series else 0
+        for sec, n in u.preempted_per_s.items():
+            preempted[sec // bin_s] = preempted.get(sec // bin_s, 0) + n
+    n_bins = max(max(series, default=-1), max(preempted, default=-1)) + 1
+    use = {"bin_s": bin_s, "max_tokens": [int(series.get(k, 0)) for k in range(n_bins)]}
+    if allocation == "on_demand":  # preemptions (all replicas) in each bin
+        use["preempted"] = [preempted.get(k, 0) for k in range(n_bins)]
     return {
         "allocation": allocation,
         "capacity_tokens": None if math.isinf(cap) else int(cap),
@@ -78,5 +112,5 @@ def kv_summary(uses: list[KvUse], allocation: str, horizon_s: float) -> dict:
         "peak_shared_tokens": int(max(u.peak_shared for u in uses)),
         "peak_sequences": max(u.peak_seqs for u in uses),
         # max KV tokens in use on the fullest replica in each bin of `bin_s` seconds (0: idle bin)
-        "use_series": {"bin_s": bin_s, "max_tokens": [int(series.get(k, 0)) for k in range(n_bins)]},
+        "use_series": use,
     }

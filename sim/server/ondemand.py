@@ -11,7 +11,8 @@ from edgevlm.sim.server.batching import ContinuousReplica
 
 
 class OnDemandReplica(ContinuousReplica):
-    """Continuous batching with KV allocated token by token and preemption by recomputation."""
+    """Continuous batching with KV allocated as tokens appear (in blocks of `kv_block_tokens`) and
+    preemption by recomputation."""
 
     def loop(self):
         srv = self.server
@@ -20,34 +21,46 @@ class OnDemandReplica(ContinuousReplica):
         max_batch = cfg.max_batch
         token_budget = cfg.max_batched_tokens or float("inf")
         kv = self.kv
-        cap = kv.capacity
-        ctx = 0  # KV tokens held by running sequences
+        bt = self.block_tokens
+        cap = self.capacity_blocks  # whole blocks of `bt` tokens
+        watermark = self.watermark_blocks  # blocks an admission leaves free (vLLM's watermark)
+        ctx = 0  # KV tokens held by running sequences (the latency model's context)
+        used = 0  # KV blocks they hold: a sequence of n tokens holds ceil(n / bt)
         running: dict[int, list] = {}  # admission number -> [job, done, start_s, held, steps_left, generated]
         seq = 0
         while True:
             if not waiting and not running:
                 self._wake = env.event()
                 yield self._wake
-            # The running sequences each add one token this iteration; preempt the newest until they fit.
-            while len(running) > 1 and ctx + len(running) > cap:
+            # The running sequences each add one token this iteration, those with full blocks a block;
+            # preempt the newest until they fit.
+            grow = len(running) if bt == 1 else sum(1 for r in running.values() if r[3] % bt == 0)
+            while len(running) > 1 and used + grow > cap:
                 k = next(reversed(running))
                 job, done, start, held, _, gen = running.pop(k)
                 ctx -= held
-                kv.preempted += 1
+                used -= -(-held // bt)
+                if bt == 1 or held % bt == 0:
+                    grow -= 1
+                kv.preempt(env.now)
                 waiting.appendleft((job, done, env.now, (start, gen)))
                 srv.waiting += 1
             n_dec = len(running)
             new = []
             tokens = 0
+            blocks = 0  # of the admitted prompts
             while waiting and n_dec + len(new) < max_batch:
                 entry = waiting[0]
                 job = entry[0]
                 gen = entry[3][1] if len(entry) > 3 else 0
                 n = job.visual_tokens + job.prompt_tokens + gen
-                if (n_dec or new) and (ctx + n_dec + tokens + n > cap or (new and tokens + n > token_budget)):
+                b = -(-n // bt)
+                if (n_dec or new) and (used + grow + blocks + b + watermark > cap
+                                       or (new and tokens + n > token_budget)):
                     break
                 new.append(waiting.popleft())
                 tokens += n
+                blocks += b
             start = env.now
             jobs = [e[0] if len(e) == 3 else replace(e[0], prompt_tokens=e[0].prompt_tokens + e[3][1], pre_flops=0.0,
                                                            cached_tokens=0)
@@ -64,7 +77,7 @@ class OnDemandReplica(ContinuousReplica):
             yield env.timeout(dur)
             end = env.now
             ctx += n_dec + tokens
-            kv.note(end, ctx, n_dec + len(new))
+            used += grow + blocks
             ended = []
             for k, rec in running.items():
                 rec[3] += 1
@@ -83,8 +96,10 @@ class OnDemandReplica(ContinuousReplica):
                 if rec[4] <= 0:
                     ended.append(seq)
                 running[seq] = rec
+            kv.note(end, used * bt, n_dec + len(new))
             for k in ended:
                 job, done, first, held, _, _ = running.pop(k)
                 ctx -= held
+                used -= -(-held // bt)
                 done.succeed((first, end))
             self.n_running = len(running)
