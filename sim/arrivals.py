@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
-from simpy.events import Timeout
 
 from edgevlm.sim.registry import Registry
 from edgevlm.sim.rng import Batched
+from edgevlm.sim.simpy_adapter import start, timeout
 
 if TYPE_CHECKING:
     from edgevlm.sim.engine import Simulation
@@ -50,11 +50,11 @@ def _poisson(cfg: PoissonArrivals, sim: "Simulation", n_clients: int):
     def source():
         env = sim.env
         while True:
-            yield Timeout(env, gap())
+            yield timeout(env, gap())
             if not sim.spawn(client()):
                 return
 
-    sim.env.process(source())
+    start(source())  # a process nobody waits on (sim/simpy_adapter.py)
 
 
 @arrival_processes.register(PeriodicArrivals)
@@ -69,5 +69,5 @@ def _periodic(cfg: PeriodicArrivals, sim: "Simulation", n_clients: int):
             yield env.timeout(period)
 
     for c, phase in enumerate(phases):
-        sim.env.process(camera(c, phase))
+        start(camera(c, phase))
 

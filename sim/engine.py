@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Callable
 
 import simpy
-from simpy.events import Timeout
 
 from edgevlm.sim.access import AccessRates, assign_classes
 from edgevlm.sim.arrivals import arrival_processes
@@ -26,6 +25,7 @@ from edgevlm.sim.network import build_link
 from edgevlm.sim.policies import policies
 from edgevlm.sim.rng import Batched, Streams
 from edgevlm.sim.scenario import Scenario
+from edgevlm.sim.simpy_adapter import run as run_events, start, timeout
 from edgevlm.sim.server import build_server
 from edgevlm.sim.server.encoder import build_encoder_pool, encode_job
 from edgevlm.sim.workload import Workload
@@ -162,7 +162,7 @@ class Simulation:
             return False
         req = Request(self.arrived, client_id, self._draw_sample(), now)
         self.arrived += 1
-        env.process(self.policy.life(self, req))
+        start(self.policy.life(self, req))  # env.process without its two events (sim/simpy_adapter.py)
         return True
 
     # ------------------------------------------------------------ building blocks for policies
@@ -227,7 +227,7 @@ class Simulation:
         if book is not None:  # the span is known on arrival: one timeout, no nested process
             span = book(job, admit)
             if span is not None:
-                yield Timeout(self.env, span[1] - self.env.now)
+                yield timeout(self.env, span[1] - self.env.now)
         else:
             span = yield from self.server.submit(job, admit)
         self.gpu_in_system -= 1
@@ -276,5 +276,5 @@ class Simulation:
 
     def run(self) -> float:
         """Run until arrivals stop and every request has ended; returns the final time."""
-        self.env.run()
+        run_events(self.env)
         return self.env.now

@@ -62,7 +62,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_serializ
 from edgevlm.sim.bandwidth import BandwidthTraceConfig, ConstantProfile, load_profile
 from edgevlm.sim.interfaces import Link
 from edgevlm.sim.lindley import lindley_start
-from edgevlm.sim.simpy_adapter import succeed_after
+from edgevlm.sim.simpy_adapter import succeed_after, timeout
 from edgevlm.sim.transport import NoTransport, transports
 
 #: Default per-message overhead: an HTTP/1.1 request or response line with ~8 typical headers
@@ -249,7 +249,7 @@ class FifoLink(LinkBase):
         self.bytes_carried += nbytes
         self.transfers += 1
         self._record(nbytes, finish - now)
-        yield Timeout(env, finish + self.propagation_s - now)
+        yield timeout(env, finish + self.propagation_s - now)
 
     def backlog_s(self) -> float:
         """Seconds of queued transmission ahead of a transfer starting now."""
@@ -334,7 +334,7 @@ class PsLink(LinkBase):
                 cap = access
             if self._ind_bps + cap <= self.capacity_bps * (1.0 + 1e-9):
                 finish = now + nbytes * 8.0 / cap
-                rec = [Timeout(env, finish + self.propagation_s - now), now, nbytes]
+                rec = [timeout(env, finish + self.propagation_s - now), now, nbytes]
                 if not ind:
                     self._ind_t0 = now
                 heappush(ind, (finish, next(self._seq), rec, cap, access))
@@ -436,21 +436,26 @@ class PsLink(LinkBase):
         capacity_bps = self.capacity_bps
         slowdowns = self.slowdowns
         buf = slowdowns.buf
+        k = carried = 0
+        ind_bps, transfer_s = self._ind_bps, self.transfer_s  # sums kept in the same order as before
         while ind and ind[0][0] <= limit:
             finish_s, _, rec, rate, _ = heappop(ind)
-            self._ind_bps -= rate
+            ind_bps -= rate
             nbytes = rec[2]
             duration = finish_s - rec[1]
-            self.events += 1
-            self.bytes_carried += nbytes
-            self.transfers += 1
-            self.transfer_s += duration
-            buf.append(slowdown(duration, nbytes, capacity_bps))
+            k += 1
+            carried += nbytes
+            transfer_s += duration
+            buf.append(duration * capacity_bps / (nbytes * 8.0) if nbytes > 0 else 1.0)  # slowdown()
             if not ind:  # the run of independent transfers is over
                 self.busy_s += finish_s - self._ind_t0
                 self._last_s = finish_s
-                self._ind_bps = 0.0
+                ind_bps = 0.0
                 self._dirty = True
+        self._ind_bps, self.transfer_s = ind_bps, transfer_s
+        self.events += k
+        self.transfers += k
+        self.bytes_carried += carried
         if len(buf) >= slowdowns.BUFFER:
             slowdowns.flush()
 

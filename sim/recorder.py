@@ -1,12 +1,15 @@
 """The event log (DESIGN.md §5; schema in traces/eventlog.py): one row per request, streamed to Parquet in row groups.
 
-Rows are buffered as tuples (one append per request) and turned into a RecordBatch every
-`row_group_rows`, so memory stays flat however long the run. Writer settings are fixed, so the
-same run gives the same bytes.
+Each terminal request's values go straight into typed buffers (an `array('d')` of its floats, an
+`array('q')` of its integers, a list of statuses), so no Python object outlives its request and a
+flush reads the buffers as numpy arrays without converting value by value. Every `row_group_rows`
+they become one RecordBatch, so memory stays flat however long the run; sample ids and the policy
+name are taken from Arrow arrays built once. Writer settings are fixed: same run, same bytes.
 """
 
 from __future__ import annotations
 
+from array import array
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,16 +19,24 @@ import pyarrow.parquet as pq
 
 from edgevlm.traces.eventlog import EVENT_SCHEMA, STATUS_OK, WRITER_OPTIONS
 
+#: Values buffered per request, in the order `__call__` writes them (`flush` reads them by position):
+#: floats: the 10 step times, score, flops, the 6 progressive times; ints: request_id, client_id,
+#: sample, uplink_bytes, downlink_bytes, stages, prog_levels.
+N_FLOATS, N_INTS = 18, 7
+
+
 class EventLog:
     """Collects terminal requests; flushes row groups to a Parquet writer or keeps them in memory."""
 
     def __init__(self, sample_ids: np.ndarray, policy_name: str, deadline_s: float,
                  path: Path | None = None, metadata: dict[bytes, bytes] | None = None,
                  row_group_rows: int = 65536, on_flush: Callable[[int], None] | None = None):
-        self._sample_ids = sample_ids
-        self._policy = policy_name
+        self._sample_ids = pa.array(np.asarray(sample_ids, dtype=object), pa.string())
+        self._policy = pa.array([policy_name] * row_group_rows, pa.string())  # sliced per row group
         self._deadline_s = deadline_s
-        self._rows: list[tuple] = []
+        self._floats = array("d")
+        self._ints = array("q")
+        self._status: list[str] = []
         self._row_group_rows = row_group_rows
         self._batches: list[pa.RecordBatch] = []
         self._on_flush = on_flush
@@ -34,38 +45,45 @@ class EventLog:
         self.rows_written = 0
 
     def __call__(self, req: Any) -> None:
-        self._rows.append((req.request_id, req.client_id, req.sample, req.arrival_s, req.edge_done_s,
-                           req.up1_end_s, req.s1_start_s, req.s1_end_s, req.crop_req_end_s, req.up2_end_s,
-                           req.s2_start_s, req.s2_end_s, req.done_s, req.uplink_bytes, req.downlink_bytes,
-                           req.stages, req.score, req.flops, req.status, req.prog_levels, req.prog_last_start_s,
-                           req.prog_last_end_s, req.prog_down_s, req.prog_up_s, req.prog_queue_s,
-                           req.prog_infer_s))
-        if len(self._rows) >= self._row_group_rows:
+        self._floats.extend((req.arrival_s, req.edge_done_s, req.up1_end_s, req.s1_start_s, req.s1_end_s,
+                             req.crop_req_end_s, req.up2_end_s, req.s2_start_s, req.s2_end_s, req.done_s,
+                             req.score, req.flops, req.prog_last_start_s, req.prog_last_end_s,
+                             req.prog_down_s, req.prog_up_s, req.prog_queue_s, req.prog_infer_s))
+        self._ints.extend((req.request_id, req.client_id, req.sample, req.uplink_bytes, req.downlink_bytes,
+                           req.stages, req.prog_levels))
+        status = self._status
+        status.append(req.status)
+        if len(status) >= self._row_group_rows:
             self.flush()
 
+    @property
+    def rows_pending(self) -> int:
+        """Rows logged and not yet flushed."""
+        return len(self._status)
+
     def flush(self) -> None:
-        if not self._rows:
+        n = len(self._status)
+        if not n:
             return
-        cols = list(zip(*self._rows))
-        n = len(self._rows)
-        self._rows = []
-        status = np.array(cols[18], dtype=object)
+        floats = np.frombuffer(self._floats, dtype=np.float64).reshape(n, N_FLOATS)
+        ints = np.frombuffer(self._ints, dtype=np.int64).reshape(n, N_INTS)
+        status = np.array(self._status, dtype=object)
+        self._floats, self._ints, self._status = array("d"), array("q"), []
         ok = status == STATUS_OK
-        arrival, done = np.array(cols[3]), np.array(cols[12])
-        latency = np.where(ok, done - arrival, np.nan)
+        latency = np.where(ok, floats[:, 9] - floats[:, 0], np.nan)
         arrays = [
-            pa.array(cols[0], pa.int64()), pa.array(cols[1], pa.int32()),
-            pa.array(self._sample_ids[np.array(cols[2], dtype=np.int64)], pa.string()),
-            pa.array([self._policy] * n, pa.string()),
-            *(pa.array(np.array(c, dtype=np.float64), pa.float64(), from_pandas=True) for c in cols[3:13]),
+            pa.array(ints[:, 0], pa.int64()), pa.array(ints[:, 1], pa.int32()),
+            self._sample_ids.take(pa.array(ints[:, 2])),
+            self._policy if n == len(self._policy) else self._policy.slice(0, n),
+            *(pa.array(floats[:, k], pa.float64(), from_pandas=True) for k in range(10)),
             pa.array(latency, pa.float64(), from_pandas=True),
-            pa.array(cols[13], pa.int64()), pa.array(cols[14], pa.int64()), pa.array(cols[15], pa.int8()),
-            pa.array(np.array(cols[16], dtype=np.float32), pa.float32(), from_pandas=True),
-            pa.array(cols[17], pa.float64()),
+            pa.array(ints[:, 3], pa.int64()), pa.array(ints[:, 4], pa.int64()), pa.array(ints[:, 5], pa.int8()),
+            pa.array(floats[:, 10].astype(np.float32), pa.float32(), from_pandas=True),
+            pa.array(floats[:, 11], pa.float64()),
             pa.array(ok & (latency <= self._deadline_s)),
             pa.array(status, pa.string()),
-            pa.array(cols[19], pa.int8()),
-            *(pa.array(np.array(c, dtype=np.float64), pa.float64(), from_pandas=True) for c in cols[20:26]),
+            pa.array(ints[:, 6], pa.int8()),
+            *(pa.array(floats[:, k], pa.float64(), from_pandas=True) for k in range(12, 18)),
         ]
         batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
         if self._writer is not None:

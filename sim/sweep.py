@@ -15,6 +15,10 @@ Every run writes its own directory, runs/<scenario hash>/. A run whose summary.j
 there and complete is skipped, so an interrupted sweep resumes where it stopped. A run that fails
 is recorded with its error and does not stop the others. results.parquet has one row per run:
 the axes as columns, the seed, the status, and the summary metrics with CI half-widths.
+
+A process pool (`--workers N`, N > 1) starts before the runs are checked, from a forkserver that
+imports the simulator once (where the platform has one; otherwise spawned workers import it
+each), so N workers do not each pay the import.
 """
 
 from __future__ import annotations
@@ -223,7 +227,17 @@ def run_sweep(path: str | Path, out_dir: str | Path, *, workers: int | None = No
     GPU busy-time invariants are checked too (about 1.4x the run time).
     """
     spec, base, _ = load_sweep(path)
-    out = Path(out_dir)
+    n_workers = workers or os.cpu_count() or 1
+    pool = start_pool(n_workers) if client is None and dask is None and n_workers > 1 else None
+    try:
+        return _sweep(spec, base, Path(out_dir), pool=pool, dask=dask, client=client, progress=progress,
+                      audit=audit)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+
+def _sweep(spec: SweepSpec, base: dict, out: Path, *, pool, dask, client, progress, audit) -> pd.DataFrame:
     runs = expand(spec, base)
     rows: list[dict[str, Any]] = []
     jobs: list[tuple[int, dict, str]] = []
@@ -251,7 +265,7 @@ def run_sweep(path: str | Path, out_dir: str | Path, *, workers: int | None = No
     if errors:  # like compare: an invalid run stops the sweep before any output is touched
         raise ConfigError("", "\n".join(sorted(errors, key=lambda e: int(e.split()[1]))))
     del workloads, checks
-    results = _execute(jobs, workers=workers, dask=dask, client=client, progress=progress)
+    results = _execute(jobs, pool=pool, dask=dask, client=client, progress=progress)
     for i, res in results.items():
         rows[i].update(res)
     df = pd.DataFrame(rows).sort_values("run", kind="stable").reset_index(drop=True)
@@ -267,7 +281,27 @@ def _load_workload(trace: str):
         raise ConfigError("trace", str(exc)) from None
 
 
-def _execute(jobs: list[tuple[int, dict, str, bool]], *, workers, dask, client, progress) -> dict[int, dict]:
+def start_pool(workers: int) -> ProcessPoolExecutor:
+    """A process pool of `workers` whose workers start now, each with the simulator imported: forked
+    from a forkserver that imported it once, or spawned (each importing it) where there is none."""
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        # the main module too (as spawn would import it in every worker): the `edgevlm` script's
+        # imports, a script's; a main module run with -m, or none, is skipped by multiprocessing
+        ctx.set_forkserver_preload(["__main__", __name__])
+    else:
+        ctx = mp.get_context("spawn")
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    for _ in range(workers):  # each submit to a pool with no idle worker starts one
+        pool.submit(_ready)
+    return pool
+
+
+def _ready() -> None:
+    """The warm-up task that makes a pool start its workers."""
+
+
+def _execute(jobs: list[tuple[int, dict, str, bool]], *, pool, dask, client, progress) -> dict[int, dict]:
     bar = None
     if progress:
         bar = tqdm(total=len(jobs), unit="run", desc="sweep", dynamic_ncols=True)
@@ -277,18 +311,15 @@ def _execute(jobs: list[tuple[int, dict, str, bool]], *, workers, dask, client, 
             for i, res in _dask_map(jobs, dask, client):
                 results[i] = res
                 bar and bar.update(1)
+        elif pool is None:
+            for i, *job in jobs:
+                results[i] = run_one(*job)
+                bar and bar.update(1)
         else:
-            n = workers or os.cpu_count() or 1
-            if n == 1:
-                for i, *job in jobs:
-                    results[i] = run_one(*job)
-                    bar and bar.update(1)
-            else:
-                with ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn")) as pool:
-                    futures = {pool.submit(run_one, *job): i for i, *job in jobs}
-                    for fut in as_completed(futures):
-                        results[futures[fut]] = fut.result()
-                        bar and bar.update(1)
+            futures = {pool.submit(run_one, *job): i for i, *job in jobs}
+            for fut in as_completed(futures):
+                results[futures[fut]] = fut.result()
+                bar and bar.update(1)
     finally:
         if bar is not None:
             bar.close()

@@ -31,7 +31,7 @@ def test_sigint_mid_run_writes_a_consistent_partial_run(scenario_dict, tmp_path,
 
     def call(self, req):
         original(self, req)
-        if self.rows_written + len(self._rows) == 300:
+        if self.rows_written + self.rows_pending == 300:
             os.kill(os.getpid(), signal.SIGINT)
 
     monkeypatch.setattr(sim_recorder.EventLog, "__call__", call)

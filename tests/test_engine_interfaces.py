@@ -17,7 +17,7 @@ from edgevlm.sim.policies import policies
 from edgevlm.sim.scenario import parse_scenario
 from edgevlm.sim.server import schedulers
 from edgevlm.sim.server.fifo import FifoServer
-from edgevlm.sim.simpy_adapter import check_assumptions
+from edgevlm.sim.simpy_adapter import check_assumptions, run as run_events, start
 from edgevlm.sim.workload import Workload
 from edgevlm.traces.uncertainty import METRIC_COLUMNS, higher_is_uncertain, uncertain
 
@@ -25,6 +25,68 @@ from edgevlm.traces.uncertainty import METRIC_COLUMNS, higher_is_uncertain, unce
 def test_installed_simpy_meets_the_adapters_assumptions():
     """Fails loudly if a SimPy upgrade changes what `succeed_after` writes (sim/simpy_adapter.py)."""
     check_assumptions()
+
+
+def _ticking_model(env, log, spawn):
+    """Processes that tie in time, wait on shared, already-processed and failed events, and start
+    others mid-step: the order they log in is SimPy's event order."""
+    shared = env.event()
+    failed = env.event()
+
+    def worker(i):
+        log.append((env.now, i, "start"))
+        yield env.timeout(1.0)  # every worker wakes at t=1 + start time: ties broken by event id
+        log.append((env.now, i, "tick"))
+        if i == 0:
+            shared.succeed("go")
+            failed.fail(ValueError("boom"))
+        value = yield shared
+        log.append((env.now, i, value))
+        value = yield shared  # already processed: continues at once with its value
+        log.append((env.now, i, "again", value))
+        try:
+            yield failed
+        except ValueError as exc:
+            log.append((env.now, i, "caught", str(exc)))
+        yield env.timeout(0.5 * (i % 2))
+
+    def source():  # as the engine's arrival processes do, a spawn ends the step
+        for i in range(4):
+            log.append((env.now, "spawn", i))
+            spawn(worker(i))
+            yield env.timeout(0.0 if i == 1 else 0.25)
+        spawn(worker(9))  # starts after the others have ticked
+
+    env.process(source())
+
+
+def test_start_and_run_keep_simpys_event_order():
+    """`start` / `run` (sim/simpy_adapter.py) give the event order of `env.process` / `env.run`."""
+    env_a, log_a = simpy.Environment(), []
+    _ticking_model(env_a, log_a, env_a.process)
+    env_a.run()
+    env_b, log_b = simpy.Environment(), []
+    _ticking_model(env_b, log_b, start)
+    run_events(env_b)
+    assert log_b == log_a and len(log_a) > 20 and env_b.now == env_a.now
+
+
+def test_start_reports_a_bad_yield_and_run_raises_a_process_error():
+    env = simpy.Environment()
+
+    def bad():
+        yield 42
+
+    with pytest.raises(RuntimeError, match="invalid yield value 42"):
+        start(bad())
+
+    def broken():
+        yield env.timeout(1.0)
+        raise KeyError("in a protocol")
+
+    start(broken())
+    with pytest.raises(KeyError, match="in a protocol"):
+        run_events(env)
 
 
 @pytest.mark.parametrize("discipline", ["ps", "fifo"])

@@ -8,7 +8,7 @@ import yaml
 
 from edgevlm.sim.errors import ConfigError, UserError
 from edgevlm.sim import sweep
-from edgevlm.sim.sweep import SweepSpec, expand, parse_path, run_sweep, set_path
+from edgevlm.sim.sweep import SweepSpec, expand, parse_path, run_sweep, set_path, start_pool
 
 
 def write_sweep(tmp_path, scenario_dict, **spec) -> str:
@@ -28,6 +28,20 @@ def test_paths_parse_and_set():
         set_path(d, "clients.link_classes[2].share", 1)
     with pytest.raises(ValueError, match="not a YAML path"):
         parse_path("policy..threshold")
+
+
+@pytest.mark.skipif("forkserver" not in __import__("multiprocessing").get_all_start_methods(),
+                    reason="no forkserver on this platform (the pool spawns workers that import on their own)")
+def test_pool_workers_start_at_once_with_the_simulator_already_imported():
+    """Issue 26: N workers must not each pay the simulator's import; the forkserver imported it once."""
+    pool = start_pool(2)
+    try:
+        assert len(pool._processes) == 2  # started before any run was submitted
+        # a builtin, so unpickling the task imports nothing: only the forkserver's preload put it there
+        loaded = pool.submit(eval, "'edgevlm.sim.runner' in __import__('sys').modules").result(timeout=120)
+        assert loaded is True
+    finally:
+        pool.shutdown()
 
 
 def test_grid_zip_and_seeds_expand_in_order():

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from simpy.events import Timeout
 
 from edgevlm.sim.interfaces import Policy as PolicyInterface
 from edgevlm.sim.registry import Registry
 from edgevlm.sim.workload import Workload
+from edgevlm.sim.simpy_adapter import timeout
 from edgevlm.traces.protocol import ATTENTION_REQUEST_BYTES, BBOX_REQUEST_BYTES, TEXT_BYTES_PER_TOKEN
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ class Policy(PolicyInterface):
         admission control dropped the request (its terminal record is then written).
         """
         env = sim.env
-        yield Timeout(env, sim.edge.prep_s)  # Timeout(env, d) is env.timeout(d) without a bound-method object
+        yield timeout(env, sim.edge.prep_s)  # env.timeout(d), cheaper (sim/simpy_adapter.py)
         req.edge_done_s = env.now
         yield from sim.send_up(req, up_bytes)
         req.up1_end_s = env.now
@@ -141,7 +141,7 @@ class TwoStagePolicy(Policy):
             yield from sim.infer(req, 0)
             yield from sim.send_down(req, BBOX_REQUEST_BYTES)
             req.crop_req_end_s = env.now
-            yield Timeout(env, sim.edge.crop_s)
+            yield timeout(env, sim.edge.crop_s)
             yield from sim.send_up(req, self.up2_bytes[i])
             req.up2_end_s = env.now
             req.s2_start_s, req.s2_end_s = yield from sim.infer(req, 2)

@@ -30,12 +30,12 @@ from typing import Literal, Optional
 
 import numpy as np
 from pydantic import Field, PositiveInt, field_validator, model_validator
-from simpy.events import Timeout
 
 from edgevlm.sim.errors import ConfigError
 from edgevlm.sim.policies.base import Policy, PolicyConfig, policies
 from edgevlm.sim.progressive_cost import ProgressiveCost
 from edgevlm.sim.workload import Workload
+from edgevlm.sim.simpy_adapter import timeout
 from edgevlm.traces.protocol import LEVEL_REQUEST_BYTES, TEXT_BYTES_PER_TOKEN
 from edgevlm.traces.schema import PROG_COLUMNS
 
@@ -148,7 +148,7 @@ class ProgressivePolicy(Policy):
         if self._cost is None:
             self._bind(sim)
         env, i = sim.env, req.sample
-        yield Timeout(env, sim.edge.prep_s)  # resize to the vision input
+        yield timeout(env, sim.edge.prep_s)  # resize to the vision input
         yield from sim.edge_devices.run_for(req.client_id, self._encode_s, self._edge_flops)
         req.edge_done_s = env._now
         yield from sim.send_up(req, self.up1_bytes[i])

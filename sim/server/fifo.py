@@ -12,12 +12,12 @@ from collections import deque
 from typing import Literal
 
 import simpy
-from simpy.events import Timeout
 from pydantic import BaseModel, ConfigDict
 
 from edgevlm.sim.interfaces import Server
 from edgevlm.sim.latency import Job
 from edgevlm.sim.lindley import lindley_start
+from edgevlm.sim.simpy_adapter import timeout
 
 
 class FifoScheduler(BaseModel):
@@ -66,7 +66,7 @@ class FifoServer(Server):
         span = self.book(job, admit)
         if span is None:
             return None
-        yield Timeout(self.env, span[1] - self.env.now)
+        yield timeout(self.env, span[1] - self.env.now)
         return span
 
     def book(self, job: Job, admit: bool = False) -> tuple[float, float] | None:
