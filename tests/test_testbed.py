@@ -323,7 +323,9 @@ def test_ci_short_validation_timed_engine_with_propagation(tmp_path):
     times = PassTimes.from_profile(out / "profile.csv", w, w.provenance["visual_tokens_per_image"])
     row = {s: i for i, s in enumerate(w.sample_id)}
     err = [(b - a) - times.pass_s(1, row[s]) for s, a, b in zip(ev.sample_id, ev.s1_start_s, ev.s1_end_s)]
-    assert min(err) > -2e-5 and np.median(err) < 1e-3
+    # the server stamps passes with its wall clock (time.time) and holds them on time.perf_counter: the two
+    # clocks and the JSON round trip disagree by tens of microseconds on this host, never by 0.1 ms
+    assert min(err) > -1e-4 and np.median(err) < 1e-3
     # the emulated propagation is real: every request spent at least 3 one-way trips on the wire
     assert (ev.done_s - ev.edge_done_s - (ev.s1_end_s - ev.s1_start_s) - (ev.s2_end_s - ev.s2_start_s)).min() > 0.06
     m = point["metrics"]

@@ -250,9 +250,6 @@ def test_a_v1_trace_still_runs_and_is_flagged_everywhere(synthetic_trace, v2_tra
 
 def test_shipped_traces_are_labelled_and_from_clean_commits():
     """Every shipped trace says what it is; a trace from a model trained here is tiny-local, never real."""
-    # Extracted from dccf955-dirty before this check existed; re-extracting it needs ~1100 CPU-seconds
-    # of the tiny model. It is listed (not skipped) so the list can only shrink: retire or re-extract it.
-    known_dirty = {"tiny-scenetext-v1.parquet"}
     shipped = sorted((ROOT / "traces").glob("*.parquet"))
     assert shipped
     for path in shipped:
@@ -262,11 +259,7 @@ def test_shipped_traces_are_labelled_and_from_clean_commits():
         if prov["source_kind"] == "synthetic":
             assert path.name.startswith("synthetic"), path.name
         commit = prov["generator"].rsplit("commit ", 1)[-1].rstrip(")")
-        if path.name in known_dirty:
-            assert commit.endswith("-dirty") and prov["format_version"] == 1, \
-                f"{path.name} is clean now: drop it from known_dirty"
-        else:
-            assert not commit.endswith("-dirty") and commit != "unknown", (path.name, prov["generator"])
+        assert not commit.endswith("-dirty") and commit != "unknown", (path.name, prov["generator"])
 
 
 def test_the_shipped_tiny_model_declares_tiny_local():
