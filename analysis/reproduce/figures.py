@@ -40,7 +40,7 @@ def _lines(ax, s, x_full: float, x0: float = 0.0):
     ax.text(x0, s.acc_full, " full retransmission", va="bottom", fontsize=8, color="0.3")
 
 
-def fig4(s, hd: dict | None, path: Path) -> Path:
+def fig4(s, hd: dict | None, path: Path, hd_label: str = "HD model") -> Path:
     """Accuracy vs additional comm cost: the min-entropy gate, random, the initial/full lines, HD."""
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     c = s.curve("min_entropy")
@@ -48,18 +48,18 @@ def fig4(s, hd: dict | None, path: Path) -> Path:
     ax.plot([0, 1], [s.acc_initial, s.acc_full], color=RANDOM_COLOUR, linestyle="-.", label="random retransmission")
     _lines(ax, s, 1.0)
     if hd is not None:
-        ax.scatter([hd["hd_comm_cost"]], [hd["hd_accuracy"]], marker="D", s=70, color=HD_COLOUR, zorder=4, label="HD model")
+        ax.scatter([hd["hd_comm_cost"]], [hd["hd_accuracy"]], marker="D", s=70, color=HD_COLOUR, zorder=4, label=hd_label)
         if hd["gate_comm_cost_beating_hd"] is not None:
             ax.axvline(hd["gate_comm_cost_beating_hd"], color=HD_COLOUR, linestyle=":", linewidth=1,
                        label=f"gate beats HD at {hd['gate_comm_cost_beating_hd']:.2f}")
     ax.set_xlabel("additional communication cost (0 = global only, 1 = always crop)")
     ax.set_ylabel("accuracy (mean VQA score)")
     ax.set_title("Fig. 4 analogue: accuracy vs additional comm cost")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")  # the HD point can sit far right, where a fixed corner would hide it
     return save(fig, path)
 
 
-def fig5(s, hd: dict | None, path: Path) -> Path:
+def fig5(s, hd: dict | None, path: Path, hd_label: str = "HD model") -> Path:
     """Accuracy vs relative computation (eq. 17-20)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     c = s.curve("min_entropy")
@@ -69,11 +69,11 @@ def fig5(s, hd: dict | None, path: Path) -> Path:
     _lines(ax, s, 1 + s.crop_compute, 1.0)
     if hd is not None:
         ax.scatter([hd["hd_relative_computation"]], [hd["hd_accuracy"]], marker="D", s=70, color=HD_COLOUR, zorder=4,
-                   label="HD model")
+                   label=hd_label)
     ax.set_xlabel("relative computation (FLOPs / FLOPs of global-only, eq. 17–20)")
     ax.set_ylabel("accuracy (mean VQA score)")
     ax.set_title("Fig. 5 analogue: accuracy vs computation")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     return save(fig, path)
 
 

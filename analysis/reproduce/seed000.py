@@ -385,8 +385,10 @@ def figures(s: Seed000, its: list[Item], out: Path) -> dict[str, Path]:
     figs = {}
     hd = by["fig4_hd"].ours if by["fig4_hd"].verdict != "not available" else None
     hd5 = by["fig5_hd"].ours if by["fig5_hd"].verdict != "not available" else None
-    figs["fig4_comm.png"] = F.fig4(s, hd, out / "fig4_comm.png")
-    figs["fig5_compute.png"] = F.fig5(s, hd5, out / "fig5_compute.png")
+    untrained = (hd is not None or hd5 is not None) and s.v.hd()["untrained"]
+    hd_label = "HD model (untrained layout)" if untrained else "HD model"
+    figs["fig4_comm.png"] = F.fig4(s, hd, out / "fig4_comm.png", hd_label)
+    figs["fig5_compute.png"] = F.fig5(s, hd5, out / "fig5_compute.png", hd_label)
     figs["fig6_metrics.png"] = F.fig6(s, out / "fig6_metrics.png")
     figs["fig7_aggregation.png"] = F.fig7(s, by["fig7_steps"].ours, out / "fig7_aggregation.png")
     figs["fig8_first_k.png"] = F.fig8(s, out / "fig8_first_k.png")
