@@ -162,7 +162,9 @@ def check_fifo_access_caps(sc: Scenario) -> None:
     fed by slow access links would carry one capped transfer at a time (a 100 Mbit/s link busy for a
     whole 1 Mbit/s upload) and queue everyone else behind it: a trap, not a model of a cell. `ps`
     serves capped transfers side by side (max-min fair), which is the access-hop-plus-shared-link
-    behaviour (issue 20). Caps at or above a constant capacity never bind and are allowed.
+    behaviour (issue 20). Caps at or above a constant capacity never bind and are allowed; on a
+    trace-driven uplink the engine checks constant caps against the trace's peak rate once it has read
+    the trace (`fifo_cap_error`).
     """
     up = sc.network.uplink
     if up.discipline != "fifo":
@@ -171,8 +173,7 @@ def check_fifo_access_caps(sc: Scenario) -> None:
         if c.bandwidth_trace is not None:
             binds = f"clients.link_classes[{k}] follows a bandwidth trace"
         elif up.capacity_mbps is None:
-            binds = (f"clients.link_classes[{k}] caps transfers at {c.uplink_mbps:g} Mbit/s on a trace-driven "
-                     f"uplink")
+            continue  # a trace-driven uplink: the engine compares the cap with the trace's peak rate
         elif c.uplink_mbps < up.capacity_mbps:
             binds = (f"clients.link_classes[{k}].uplink_mbps {c.uplink_mbps:g} is below network.uplink."
                      f"capacity_mbps {up.capacity_mbps:g}")
@@ -184,6 +185,22 @@ def check_fifo_access_caps(sc: Scenario) -> None:
                           f"`network.uplink.discipline: ps` (each access link runs at its own rate, the "
                           f"shared link is split max-min fair), or give every link class an uplink_mbps at "
                           f"or above the capacity")
+
+
+def fifo_cap_error(sc: Scenario, peak_bps: float) -> ConfigError | None:
+    """The error for a `fifo` trace-driven uplink whose constant access caps can bind: a cap below the
+    trace's peak rate (its busiest millisecond) would hold a transfer back inside a burst. None if fine."""
+    if sc.network.uplink.discipline != "fifo":
+        return None
+    for k, c in enumerate(sc.clients.link_classes):
+        if c.uplink_mbps is not None and c.uplink_mbps * 1e6 < peak_bps:
+            return ConfigError("network.uplink.discipline",
+                               f"'fifo' with access links that cap transfers below the shared capacity would serve "
+                               f"one capped transfer at a time and leave the link idle (clients.link_classes[{k}]"
+                               f".uplink_mbps {c.uplink_mbps:g} is below the uplink trace's peak rate "
+                               f"{peak_bps / 1e6:g} Mbit/s); use `network.uplink.discipline: ps`, or give every "
+                               f"link class an uplink_mbps at or above that peak")
+    return None
 
 
 def load_scenario(path: str | Path) -> tuple[Scenario, Path]:

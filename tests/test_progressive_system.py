@@ -219,3 +219,26 @@ def test_level_table_reads_trace_levels_and_the_codec_eval_same_answer_rate():
     assert lv["same_answer"].tolist() == want["same_answer_as_uncompressed"]
     assert lv["cum_bytes"].is_monotonic_increasing and (lv["trace_samples"] == 2100).all()
     assert lv["accuracy"].iloc[0] < lv["accuracy"].iloc[-1]
+
+
+def test_fifo_on_a_trace_driven_uplink_checks_caps_against_the_traces_peak(scenario_dict, tmp_path):
+    """A constant cap above the trace's busiest millisecond never binds (the testbed's 1 Gbit/s
+    placeholder); one below it is rejected when the engine has read the trace, naming the field."""
+    from edgevlm.sim.bandwidth import write_mahimahi
+    from edgevlm.sim.runner import run
+
+    trace = write_mahimahi(tmp_path / "t.up", [1, 1, 1, 2, 5, 9])  # 3 packets in ms 1: peak 36 Mbit/s
+    net = {"uplink": {"bandwidth_trace": {"kind": "mahimahi", "path": str(trace)}, "discipline": "fifo"},
+           "downlink": {"capacity_mbps": 100}}
+    cli = {"count": 2, "arrival": {"kind": "poisson", "rate_per_s": 0.5},
+           "link_classes": [{"share": 1.0, "uplink_mbps": 1000}]}
+    stop = {"requests": 20, "warmup_s": 0.0}
+    sc = parse_scenario(scenario_dict(clients=cli, network=net, stop=stop))
+    run(sc, tmp_path / "ok")  # runs
+    slow = parse_scenario(scenario_dict(clients=dict(cli, link_classes=[{"share": 1.0, "uplink_mbps": 20}]),
+                                        network=net, stop=stop))
+    with pytest.raises(ConfigError) as err:
+        run(slow, tmp_path / "slow")
+    assert err.value.path == "network.uplink.discipline"
+    assert "uplink_mbps 20 is below the uplink trace's peak rate 36 Mbit/s" in str(err.value)
+    assert not (tmp_path / "slow" / "events.parquet").exists()
