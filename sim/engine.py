@@ -91,7 +91,7 @@ class Simulation:
         self.edge = sc.clients.edge.device  # an EdgeProfile: prep_s, crop_s, hardware
         self.uplink = self._build_link("network.uplink", sc.network.uplink)
         self.downlink = self._build_link("network.downlink", sc.network.downlink)
-        if not self.uplink.constant:
+        if not isinstance(self.uplink.profile, ConstantProfile):  # a trace: constant caps vs its peak
             err = fifo_cap_error(sc, self.uplink.profile.peak_bps)
             if err is not None:
                 raise err
