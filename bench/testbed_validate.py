@@ -45,6 +45,8 @@ def main(argv=None) -> int:
     ap.add_argument("--loads", default="0.3,0.6,0.85")
     ap.add_argument("--uplink-mbps", type=float, default=4.0)
     ap.add_argument("--propagation-ms", type=float, default=0.0)
+    ap.add_argument("--access-mbps", type=float,
+                    help="per-client access links in front of the shared uplink (network.uplink.access_mbps)")
     ap.add_argument("--uplink-trace", help="a Mahimahi uplink trace instead of --uplink-mbps (read in place)")
     ap.add_argument("--uplink-discipline", choices=("ps", "fifo"), default="ps",
                     help="the simulator's uplink discipline (network.uplink.discipline)")
@@ -99,7 +101,8 @@ def main(argv=None) -> int:
            "server": {"engine": a.engine},
            "network": {"uplink": {**({"bandwidth_trace": str(Path(a.uplink_trace).resolve())} if a.uplink_trace
                                      else {"capacity_mbps": a.uplink_mbps}), "propagation_ms": a.propagation_ms,
-                                  "discipline": a.uplink_discipline},
+                                  "discipline": a.uplink_discipline,
+                                  **({"access_mbps": a.access_mbps} if a.access_mbps else {})},
                        "downlink": {"capacity_mbps": 20.0, "propagation_ms": a.propagation_ms}},
            "calibration": {"repeats": 3, "server_passes": a.server_passes}, "time_limit_s": 300}
     (out / "TESTBED.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))

@@ -54,6 +54,9 @@ class Direction(_Strict):
     #: the simulator's discipline for this link: the delay line is one FIFO packet queue, so messages that
     #: fit in TCP's window leave in FIFO order (fifo), larger ones from several flows interleave (ps)
     discipline: Literal["ps", "fifo"] = "ps"
+    #: per-client access links (uplink only): each client connection first crosses its own hop at this
+    #: rate, then the shared link above (the delay line; the simulator's `link_classes` uplink_mbps)
+    access_mbps: Optional[PositiveFloat] = None
 
     @model_validator(mode="after")
     def _one_rate(self):
@@ -63,7 +66,8 @@ class Direction(_Strict):
 
     def shape(self) -> Shape:
         """The testbed's shaping of this direction."""
-        return Shape(self.capacity_mbps or 0.0, self.propagation_ms, self.loss_pct, trace=self.bandwidth_trace)
+        return Shape(self.capacity_mbps or 0.0, self.propagation_ms, self.loss_pct, trace=self.bandwidth_trace,
+                     access_mbps=self.access_mbps)
 
     def mean_bps(self) -> float:
         """The capacity, or the trace's mean rate."""
@@ -81,6 +85,13 @@ class Direction(_Strict):
 class Network(_Strict):
     uplink: Direction = Direction(capacity_mbps=4.0)
     downlink: Direction = Direction(capacity_mbps=20.0)
+
+    @model_validator(mode="after")
+    def _access_up_only(self):
+        if self.downlink.access_mbps is not None:
+            raise ValueError("downlink.access_mbps: access links are modelled on the uplink only "
+                             "(the simulator's link_classes uplink_mbps); remove it")
+        return self
 
 
 class ServerBlock(_Strict):

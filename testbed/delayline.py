@@ -15,6 +15,10 @@ Per direction, FIFO, computed when the packet is read (no timer per packet in th
   one ends uses the rest of its opportunity; opportunities with nothing queued are lost).
 - **Queue**: drop-tail: a packet that would take the backlog past `queue_bytes` is dropped (default 1 MB; Mahimahi's default is unlimited).
 - **Delay**: the packet is written out `delay_ms` after it finished.
+- **Access hops** (`access_mbps`, optional): each flow (source address and port: one client's TCP
+  connection) first crosses its own FIFO at that rate, and joins the shared queue above when it has,
+  in the order the flows' packets get there: per-client access links in front of a shared cell
+  uplink, as the simulator's `link_classes` caps in front of its shared link.
 
 The process runs at real-time priority where allowed (SCHED_FIFO; root), as a busy link must not
 wait for a CPU on a loaded host. Sizes are IP packets (the TUN devices carry no link header), so a
@@ -36,6 +40,8 @@ import struct
 import sys
 import time
 from collections import deque
+from heapq import heappop, heappush
+from itertools import count
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,9 +67,33 @@ class Direction:
     packets: int = 0
     bytes: int = 0
     drops: int = 0
+    #: per-flow access hops in front of the shared queue (bit/s), or None
+    access_bps: float | None = None
+    flow_free_s: dict = field(default_factory=dict)  # flow -> when its access hop frees
+    access: list = field(default_factory=list)  # heap of (reaches the shared queue at, seq, packet)
+    _seq: count = field(default_factory=count)
 
     def admit(self, packet: bytes, now_s: float) -> bool:
-        """Queue a packet read at `now_s`; False if the queue is full (dropped)."""
+        """Take a packet read at `now_s`: onto its flow's access hop if there are access hops (it
+        reaches the shared queue with `release_access`), else into the shared queue. False if dropped."""
+        if self.access_bps is None:
+            return self._shared(packet, now_s)
+        flow = flow_of(packet)
+        done = max(self.flow_free_s.get(flow, 0.0), now_s) + len(packet) * 8.0 / self.access_bps
+        self.flow_free_s[flow] = done
+        heappush(self.access, (done, next(self._seq), packet))
+        return True
+
+    def release_access(self, now_s: float) -> None:
+        """Move the packets through their access hop by `now_s` into the shared queue, in the order
+        (and at the times) they got through."""
+        q = self.access
+        while q and q[0][0] <= now_s:
+            t, _, packet = heappop(q)
+            self._shared(packet, t)
+
+    def _shared(self, packet: bytes, now_s: float) -> bool:
+        """Queue a packet reaching the shared queue at `now_s`; False if the queue is full (dropped)."""
         prof, bits = self.profile, len(packet) * 8.0
         if isinstance(prof, ConstantProfile):
             if (self.free_at_s - now_s) * prof.bps / 8 + len(packet) > self.queue_bytes:
@@ -87,13 +117,25 @@ class Direction:
         return True
 
 
+def flow_of(packet: bytes) -> tuple[bytes, bytes]:
+    """An IPv4 packet's source address and (TCP/UDP) source port: one client connection."""
+    if len(packet) >= 20 and packet[0] >> 4 == 4:
+        ihl = (packet[0] & 0x0F) * 4
+        port = packet[ihl:ihl + 2] if packet[9] in (6, 17) else b""
+        return packet[12:16], port
+    return b"", b""
+
+
 def build_direction(spec: dict) -> Direction:
-    """{"delay_ms": d, "rate_mbps": r} or {"delay_ms": d, "trace": path}, optional "queue_bytes"."""
+    """{"delay_ms": d, "rate_mbps": r} or {"delay_ms": d, "trace": path}, optional "queue_bytes" and
+    "access_mbps" (per-flow access hops)."""
     if spec.get("trace"):
         prof = parse_mahimahi(spec["trace"])
     else:
         prof = ConstantProfile(float(spec["rate_mbps"]) * 1e6)
-    return Direction(prof, float(spec.get("delay_ms", 0.0)) / 1e3, int(spec.get("queue_bytes", DEFAULT_QUEUE_BYTES)))
+    access = spec.get("access_mbps")
+    return Direction(prof, float(spec.get("delay_ms", 0.0)) / 1e3, int(spec.get("queue_bytes", DEFAULT_QUEUE_BYTES)),
+                     access_bps=None if access is None else float(access) * 1e6)
 
 
 def _setns(netns: str) -> None:
@@ -135,9 +177,11 @@ def forward(fd_a: int, fd_b: int, up: Direction, down: Direction, stop, t0: floa
             shift = pending - t0
             for d, _ in dirs:  # the same packets in flight, on the new clock
                 d.out = deque((r - shift, p) for r, p in d.out)
+                d.access = [(r - shift, k, p) for r, k, p in d.access]  # still sorted: a heap
+                d.flow_free_s = {f: r - shift for f, r in d.flow_free_s.items()}
                 d.free_at_s, d.end_bits = 0.0, 0.0
             t0, pending = pending, None
-        heads = [d.out[0][0] for d, _ in dirs if d.out]
+        heads = [d.out[0][0] for d, _ in dirs if d.out] + [d.access[0][0] for d, _ in dirs if d.access]
         now = time.monotonic() - t0
         if pending is not None:
             heads.append(pending - t0)
@@ -147,6 +191,9 @@ def forward(fd_a: int, fd_b: int, up: Direction, down: Direction, stop, t0: floa
         except InterruptedError:
             continue
         now = time.monotonic() - t0
+        for d, _ in dirs:  # what got through its access hop joins the shared queue before newer packets
+            if d.access:
+                d.release_access(now)
         for fd in ready:
             d, _ = route[fd]
             for _ in range(256):

@@ -99,6 +99,8 @@ class Shape:
     trace: str | None = None
     #: the delay line's drop-tail queue
     queue_bytes: int = 1 << 20
+    #: per-flow access hops in front of the shared link (the delay line), Mbit/s
+    access_mbps: float | None = None
 
     @property
     def needs_netem(self) -> bool:
@@ -106,10 +108,12 @@ class Shape:
 
     @property
     def needs_delay_line(self) -> bool:
-        return self.delay_ms > 0 or self.trace is not None
+        return self.delay_ms > 0 or self.trace is not None or self.access_mbps is not None
 
     def delay_line_spec(self) -> dict:
         spec = {"delay_ms": self.delay_ms, "queue_bytes": self.queue_bytes}
+        if self.access_mbps is not None:
+            spec["access_mbps"] = self.access_mbps
         return {**spec, "trace": self.trace} if self.trace else {**spec, "rate_mbps": self.rate_mbit}
 
     def qdisc_args(self) -> list[str]:

@@ -115,8 +115,9 @@ def scenario_dict(tb: Testbed, *, name: str, seed: int, policy: dict, trace: Pat
                     # the device's own times are the measured ones; its hardware block is a placeholder
                     "edge": {"device": {"name": "testbed-edge", "prep_s": prep_s, "crop_s": crop_s,
                                         "hardware": EDGES["imx95"].hardware.model_dump()}},
-                    # one shared uplink, no access cap of its own (1 Gbit/s never binds)
-                    "link_classes": [{"share": 1.0, "uplink_mbps": up.capacity_mbps or 1000.0}]},
+                    # one shared uplink; each client's access hop (the delay line's per-flow hop), or
+                    # none of its own (1 Gbit/s never binds)
+                    "link_classes": [{"share": 1.0, "uplink_mbps": up.access_mbps or up.capacity_mbps or 1000.0}]},
         "network": {"uplink": {**up.sim_link(),
                                "propagation_ms": up.propagation_ms + 1e3 * net["uplink_fixed_s"],
                                "overhead_bytes": net["uplink_overhead_bytes"]},
@@ -318,9 +319,13 @@ def wire_s(direction, start_s: np.ndarray, nbytes: np.ndarray) -> np.ndarray:
     """Seconds each message takes on this direction's link from `start_s` (run time = trace time), the
     messages in FIFO order as the delay line's queue carries them: bytes / capacity when the link is idle,
     and on a bandwidth trace until its opportunities have carried the bytes, behind any message still
-    queued (an outage of the trace holds several one-at-a-time requests)."""
+    queued (an outage of the trace holds several one-at-a-time requests). With access hops, a lone
+    message runs at the slower of the hop and the link, as the simulator's capped transfer does."""
     if direction.bandwidth_trace is None:
-        return nbytes * 8.0 / direction.mean_bps()
+        rate = direction.mean_bps()
+        if direction.access_mbps is not None:
+            rate = min(rate, direction.access_mbps * 1e6)
+        return nbytes * 8.0 / rate
     prof = parse_mahimahi(direction.bandwidth_trace)
     out = np.empty(len(start_s))
     end_bits, free_s = 0.0, 0.0

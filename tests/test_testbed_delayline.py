@@ -90,6 +90,52 @@ def bulk(ns, nbytes: int) -> tuple[float, np.ndarray, np.ndarray]:
     return float(sent.stdout), marks[:, 0], marks[:, 1]
 
 
+def _ip(src_last: int, sport: int, size: int) -> bytes:
+    """A minimal IPv4/TCP packet of `size` bytes from 10.0.0.<src_last>:<sport>."""
+    head = bytes([0x45, 0]) + size.to_bytes(2, "big") + bytes(5) + bytes([6]) + bytes(2) \
+        + bytes([10, 0, 0, src_last]) + bytes([10, 0, 0, 1])
+    return head + sport.to_bytes(2, "big") + bytes(size - 22)
+
+
+def test_access_hops_pace_each_flow_then_share_the_link():
+    """Access hops of 2 Mbit/s (6 ms per 1500 B) in front of an 8 Mbit/s link (1.5 ms): one flow's
+    packets leave 6 ms apart; two flows' packets interleave at the shared queue in the order they got
+    through their hops; a 1 Mbit/s link below the hops queues them FIFO there."""
+    from edgevlm.testbed.delayline import flow_of
+
+    a, b = _ip(2, 40000, 1500), _ip(2, 40002, 1500)
+    assert flow_of(a) != flow_of(b) and flow_of(a) == flow_of(_ip(2, 40000, 60))
+    d = Direction(ConstantProfile(8e6), delay_s=0.01, access_bps=2e6)
+    for p in (a, a, b):
+        assert d.admit(p, 0.0)
+    assert not d.out and len(d.access) == 3  # all still in their hops
+    d.release_access(0.0059)
+    assert not d.out
+    d.release_access(0.02)
+    # flow a: through its hop at 6 and 12 ms; flow b at 6 ms (after a's first, in arrival order)
+    assert [round(t * 1e3, 6) for t, _ in d.out] == [6 + 1.5 + 10, 6 + 3 + 10, 12 + 1.5 + 10]
+    slow = Direction(ConstantProfile(1e6), delay_s=0.0, access_bps=2e6)
+    for p in (a, b):
+        slow.admit(p, 0.0)
+    slow.release_access(1.0)
+    assert [round(t * 1e3, 6) for t, _ in slow.out] == [6 + 12, 6 + 24]  # FIFO at the 1 Mbit/s link
+
+
+@pytest.mark.slow
+def test_a_bulk_transfer_runs_at_its_access_hops_rate():
+    """A 2 Mbit/s access hop in front of an 8 Mbit/s link, 10 ms each way: bulk TCP's goodput after the
+    first 25 % of 600 kB is the hop's rate within 5 %."""
+    if reason := _reason():
+        pytest.skip(reason)
+    from edgevlm.testbed.netns import Netns, Shape
+
+    with Netns(Shape(8.0, 10.0, access_mbps=2.0), Shape(8.0, 10.0)) as ns:
+        t0, t, got = bulk(ns, 600_000)
+    k = np.searchsorted(got, 0.25 * got[-1])
+    goodput = (got[-1] - got[k]) * 8 / (t[-1] - t[k])
+    assert goodput == pytest.approx(2e6 * MSS_SHARE, rel=0.05)
+
+
 @pytest.mark.slow
 def test_ping_and_bulk_tcp_see_the_configured_rtt_and_rate():
     """40 ms RTT (20 ms each way), 8 Mbit/s: ping RTT and TCP goodput (after the first 25 % of the bytes,
