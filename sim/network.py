@@ -289,6 +289,7 @@ class PsLink(LinkBase):
     def __init__(self, env, cfg, base_dir=None, profile_cache=None):
         super().__init__(env, cfg, base_dir, profile_cache)
         self._cap_threshold = self.profile.peak_bps  # a cap at or above it never binds
+        self._fit_bps = self.capacity_bps * (1.0 + 1e-9)  # independent transfers' rates fit under it
         self._uncapped = _CapClass(math.inf)
         self._shared: dict[float, _CapClass] = {}  # constant cap -> class
         self._active: list[_CapClass] = []
@@ -334,7 +335,7 @@ class PsLink(LinkBase):
             cap = self.capacity_bps
             if access is not None and access < cap:
                 cap = access
-            if self._ind_bps + cap <= self.capacity_bps * (1.0 + 1e-9):
+            if self._ind_bps + cap <= self._fit_bps:
                 finish = now + nbytes * 8.0 / cap
                 rec = [timeout(env, finish + self.propagation_s - now), now, nbytes]
                 if not ind:

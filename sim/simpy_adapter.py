@@ -65,10 +65,11 @@ def timeout(env: simpy.Environment, delay_s: float) -> Timeout:
 class _Driver:
     """Resumes one generator whenever the event it yielded is processed (`Process._resume`, lean)."""
 
-    __slots__ = ("_gen",)
+    __slots__ = ("_gen", "_wake")
 
     def __init__(self, generator):
         self._gen = generator
+        self._wake = self._resume  # one bound method, appended to every event it waits on
 
     def _resume(self, event: Event) -> None:
         gen = self._gen
@@ -86,7 +87,7 @@ class _Driver:
             except AttributeError:
                 raise RuntimeError(f"invalid yield value {event!r} in {gen!r}") from None
             if callbacks is not None:  # not processed yet: wait for it
-                callbacks.append(self._resume)
+                callbacks.append(self._wake)
                 return
 
 
