@@ -28,6 +28,11 @@ class AccessRates(Sequence):
         self._shifted: dict[int, ShiftedProfile] = {}
         self.constant = all(isinstance(r, float) for r in class_rates)
 
+    def class_rates(self) -> tuple[list, array]:
+        """(rate of each class, class of each client): `rates[classes[c]]` is `self[c]` where every
+        class is constant."""
+        return self._rates, self._class
+
     def __len__(self) -> int:
         return len(self._class)
 

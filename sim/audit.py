@@ -83,7 +83,8 @@ class AuditLog(RowLog):
     schema = AUDIT_SCHEMA
 
     def transfer(self, env, gen, link: str, request_id: int, nbytes: int):
-        """Process: run the link's transfer generator `gen` and record its hand-over and delivery times."""
+        """Process: wait for the link's transfer `gen` (what `Link.transfer` returned) and record its
+        hand-over and delivery times."""
         start = env.now
         result = yield from gen
         self._add((link, request_id, None, nbytes, start, env.now))

@@ -104,6 +104,9 @@ class Simulation:
         self.deadline_s = sc.slo.deadline_s
         self._on_terminal = on_terminal
         self.access_bps = self._assign_link_classes()
+        #: Constant access rates as (rate per class, class per client): two C-level indexings per
+        #: upload instead of `AccessRates.__getitem__`; None where a class follows a trace.
+        self._access_const = self.access_bps.class_rates() if self.access_bps.constant else None
         self._jobs = self._build_jobs()
         n_v = self.model.visual_tokens
         self.stage_flops = {1: self.model.flops(n_v), 0: self.model.flops(n_v), 2: self.model.flops(2 * n_v)}
@@ -111,6 +114,7 @@ class Simulation:
         enc = sc.server.encoder
         self.encoder = None if enc is None else build_encoder_pool(env, enc, self.model)
         self.stage2_reuse_flops = self.model.flops(2 * n_v) - self.model.flops(n_v)
+        self._booked_gpu = self._book is not None and self._prefix is None and self.encoder is None
         rng = self.streams["samples"]
         self._draw_sample = Batched(lambda n: rng.integers(0, workload.n, n))
         self.max_requests = sc.stop.requests
@@ -161,7 +165,7 @@ class Simulation:
     def spawn(self, client_id: int) -> bool:
         """Start a request from `client_id` now; False once the stopping rule ends arrivals."""
         env = self.env
-        now = env.now
+        now = env._now
         if self.arrived == self.max_requests or now >= self.arrivals_end_s:
             return False
         req = Request(self.arrived, client_id, self._draw_sample(), now)
@@ -176,7 +180,10 @@ class Simulation:
         link = self.uplink
         nbytes = payload_bytes + link.overhead_bytes
         req.uplink_bytes += nbytes
-        gen = link.transfer(nbytes, self.access_bps[req.client_id], req.client_id)
+        client = req.client_id
+        const = self._access_const
+        access = const[0][const[1][client]] if const is not None else self.access_bps[client]
+        gen = link.transfer(nbytes, access, client)
         if self.audit is not None:
             return self.audit.transfer(self.env, gen, "uplink", req.request_id, nbytes)
         return gen
@@ -198,10 +205,26 @@ class Simulation:
         Follow-up passes of an admitted request are never dropped.
         """
         job = self._jobs[stage][req.sample]
+        if self._booked_gpu and self.audit is None:
+            return self._gpu_booked(req, job, stage, admit)
         prefix = self._prefix
         if prefix is None or stage == 0:
             return self._gpu(req, job, stage, self.stage_flops[stage], admit, stage)
         return self._gpu_prefix(req, replace(job, prefix_key=req.request_id), stage, admit, prefix)
+
+    def _gpu_booked(self, req: Request, job: Job, stage: int, admit: bool):
+        """Process: `_gpu` for the common case, a server that books on arrival with no prefix cache,
+        encoder pool or audit (the same steps in the same order; tests compare the event logs)."""
+        self.gpu_in_system += 1
+        span = self._book(job, admit)
+        if span is not None:
+            yield timeout(self.env, span[1] - self.env._now)
+        self.gpu_in_system -= 1
+        if span is not None:
+            req.flops += self.stage_flops[stage]
+            if stage:
+                req.stages = stage
+        return span
 
     def _gpu_prefix(self, req: Request, job: Job, stage: int, admit: bool, prefix):
         """Process: `_gpu` with prefix reuse; a stage 2 that reused stage 1's KV books the incremental
@@ -231,7 +254,7 @@ class Simulation:
         if book is not None:  # the span is known on arrival: one timeout, no nested process
             span = book(job, admit)
             if span is not None:
-                yield timeout(self.env, span[1] - self.env.now)
+                yield timeout(self.env, span[1] - self.env._now)
         else:
             span = yield from self.server.submit(job, admit)
         self.gpu_in_system -= 1
@@ -272,7 +295,7 @@ class Simulation:
         self._terminate(req)
 
     def _terminate(self, req: Request) -> None:
-        req.done_s = self.env.now
+        req.done_s = self.env._now
         self.terminal += 1
         self._on_terminal(req)
 

@@ -8,7 +8,7 @@ sim/network.py, servers in sim/server/, policies in sim/policies/.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, Generator, Optional
+from typing import TYPE_CHECKING, Any, Generator, Iterable, Optional
 
 import numpy as np
 
@@ -35,10 +35,13 @@ class Link(ABC):
     profile: Any
 
     @abstractmethod
-    def transfer(self, nbytes: int, access=None, flow=None) -> Generator:
-        """Process: carry `nbytes` (overhead included), capped by the client's `access` rate (None:
-        uncapped; float bit/s; or a per-client profile); returns once delivered. `flow`: the
-        connection it belongs to (the client), which only a transport model reads."""
+    def transfer(self, nbytes: int, access=None, flow=None) -> Iterable:
+        """Carry `nbytes` (overhead included), capped by the client's `access` rate (None: uncapped;
+        float bit/s; or a per-client profile). `flow`: the connection it belongs to (the client),
+        which only a transport model reads. The transfer is handed to the link on the call; a process
+        waits for its delivery with `yield from link.transfer(...)`, whose value is None: a generator,
+        or (the built-in links) a 1-tuple holding the wake-up event, which costs no generator frame
+        per message (whoever waits on it is moved along if the link replaces that event)."""
 
     @abstractmethod
     def backlog_bytes(self) -> float:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import csv
 import math
 from bisect import bisect_right
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -48,7 +48,7 @@ latency_models: Registry = Registry("server.latency")
 MEMORY_UTILISATION = 0.9
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class Job:
     """One GPU pass: `stage` 1, 2, or 0 for the relative-attention pass.
 
@@ -68,14 +68,21 @@ class Job:
     cached_tokens: int = 0
     #: The request whose stage-1 prefix this pass stores or reuses; None: no prefix caching.
     prefix_key: int | None = None
+    #: `key()`, computed once: a Job is frozen (`dataclasses.replace` makes a new one), and the
+    #: latency models look it up on every pass.
+    _key: tuple = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "_key", (self.stage, self.images, self.visual_tokens, self.prompt_tokens, self.out_tokens,
+                     self.pre_flops, self.cached_tokens))
 
     @property
     def prefill_tokens(self) -> int:
         return self.visual_tokens + self.prompt_tokens
 
     def key(self) -> tuple:
-        return (self.stage, self.images, self.visual_tokens, self.prompt_tokens, self.out_tokens, self.pre_flops,
-                self.cached_tokens)
+        """What a pass's duration depends on (the latency models' cache key)."""
+        return self._key
 
 
 class _Strict(BaseModel):
@@ -141,7 +148,7 @@ class LatencyModel:
         self._cache: dict[tuple, float] = {}
 
     def service_s(self, job: Job) -> float:
-        key = job.key()
+        key = job._key  # job.key(), without the call
         t = self._cache.get(key)
         if t is None:
             t = self._cache[key] = self.batch_s([job])

@@ -34,8 +34,10 @@ min(its cap, capacity) and those rates sum to at most the capacity (a lone trans
 clients whose caps fit), max-min gives each its own rate whatever the others do, so its finish is
 known on arrival: its wake-up is scheduled at once with no timer and no class state (one SimPy
 event, as FIFO). A newcomer that does not fit moves them all into their classes with the bits they
-still owe; their wake-ups go stale and their processes, woken early, wait again. A lone transfer
-left in the class state by a finish is likewise scheduled directly until someone joins.
+still owe; each gets a fresh wake-up event and its waiting process is moved onto it (`_renew`), so
+the stale one fires later with nobody on it. A lone transfer left in the class state by a finish is
+likewise scheduled directly until someone joins. `transfer` hands back its wake-up as a 1-tuple
+for `yield from`: no generator per message.
 `backlog_bytes()` / `backlog_s()` give the unfinished work (per class: sum of tags - n * V, O(K)).
 sim/ps_reference.py computes the same finish times by brute force; tests/test_ps_reference.py
 holds this class to it on random workloads.
@@ -213,10 +215,10 @@ class FifoLink(LinkBase):
         self.free_at_s = 0.0
         self._end_bits = 0.0  # on a trace: the capacity position where the last transfer ended
 
-    def transfer(self, nbytes: int, access=None, flow=None):
-        """Process: carry `nbytes` (already including overhead); returns once delivered."""
+    def transfer(self, nbytes: int, access=None, flow=None) -> tuple:
+        """Carry `nbytes` (already including overhead): the wake-up to `yield from` (see `Link.transfer`)."""
         env = self.env
-        now = env.now
+        now = env._now
         start = lindley_start(self.free_at_s, now)
         bits = nbytes * 8.0
         if self.constant and (access is None or isinstance(access, (float, int))):
@@ -249,7 +251,7 @@ class FifoLink(LinkBase):
         self.bytes_carried += nbytes
         self.transfers += 1
         self._record(nbytes, finish - now)
-        yield timeout(env, finish + self.propagation_s - now)
+        return (timeout(env, finish + self.propagation_s - now),)
 
     def backlog_s(self) -> float:
         """Seconds of queued transmission ahead of a transfer starting now."""
@@ -287,6 +289,7 @@ class PsLink(LinkBase):
     def __init__(self, env, cfg, base_dir=None, profile_cache=None):
         super().__init__(env, cfg, base_dir, profile_cache)
         self._cap_threshold = self.profile.peak_bps  # a cap at or above it never binds
+        self._fit_bps = self.capacity_bps * (1.0 + 1e-9)  # independent transfers' rates fit under it
         self._uncapped = _CapClass(math.inf)
         self._shared: dict[float, _CapClass] = {}  # constant cap -> class
         self._active: list[_CapClass] = []
@@ -311,8 +314,8 @@ class PsLink(LinkBase):
 
     # ---------------------------------------------------------------- the process
 
-    def transfer(self, nbytes: int, access=None, flow=None):
-        """Process: carry `nbytes` (already including overhead); returns once delivered.
+    def transfer(self, nbytes: int, access=None, flow=None) -> tuple:
+        """Carry `nbytes` (already including overhead): the wake-up to `yield from` (see `Link.transfer`).
 
         While the transfers in flight run at their own caps and the caps fit in the capacity,
         nobody's rate depends on anybody else: each runs at min(cap, capacity) and its finish is
@@ -321,7 +324,7 @@ class PsLink(LinkBase):
         them all join the class state (`_join`), where water-filling takes over.
         """
         env = self.env
-        now = env.now
+        now = env._now
         ind = self._ind
         if ind:
             if ind[0][0] <= now + EPS_S:
@@ -332,7 +335,7 @@ class PsLink(LinkBase):
             cap = self.capacity_bps
             if access is not None and access < cap:
                 cap = access
-            if self._ind_bps + cap <= self.capacity_bps * (1.0 + 1e-9):
+            if self._ind_bps + cap <= self._fit_bps:
                 finish = now + nbytes * 8.0 / cap
                 rec = [timeout(env, finish + self.propagation_s - now), now, nbytes]
                 if not ind:
@@ -347,12 +350,7 @@ class PsLink(LinkBase):
             if ind:
                 self._join(now)
             rec = self._enqueue(nbytes, access, now)
-        ev = rec[0]
-        while True:
-            yield ev
-            if rec[0] is ev:
-                return
-            ev = rec[0]  # an early wake-up went stale when the transfer joined the class state
+        return (rec[0],)  # `_renew` moves its waiter along if the transfer's wake-up changes
 
     def _enqueue(self, nbytes: int, access, now: float) -> list:
         """Add a transfer to its cap class and re-plan; returns its record."""
@@ -393,8 +391,8 @@ class PsLink(LinkBase):
     # ---------------------------------------------------------------- a lone transfer
     # Most of the time a lightly loaded link carries one transfer. Its finish is then known, so its
     # wake-up is scheduled directly (one SimPy event, as on a FIFO link). If another transfer
-    # arrives first, that wake-up goes stale: the record gets a fresh event and the process, woken
-    # early, waits again.
+    # arrives first, that wake-up goes stale: the record gets a fresh event and the waiting process
+    # moves onto it (`_renew`).
 
     def _speculate(self, cls: _CapClass, finish_s: float, now: float) -> None:
         rec = cls.heap[0][2]
@@ -416,8 +414,15 @@ class PsLink(LinkBase):
             self._dirty = True
             self._book(rec, finish_s)
         else:
-            rec[0] = Event(self.env)
+            self._renew(rec)
             self._dirty = True  # it needs a timer again: re-plan
+
+    def _renew(self, rec: list) -> None:
+        """Give a transfer a fresh, untriggered wake-up, moving whoever waits on the old one (already
+        scheduled for a time that no longer holds) onto it: the old one fires later with nobody on it."""
+        old = rec[0]
+        new = rec[0] = Event(self.env)
+        new.callbacks, old.callbacks = old.callbacks, []
 
     def _book(self, rec: list, finish_s: float) -> None:
         """Count a finished transfer in the link's stats."""
@@ -461,7 +466,7 @@ class PsLink(LinkBase):
 
     def _join(self, now: float) -> None:
         """Move every independent transfer into its cap class as of `now`: its tag is what it still
-        has to send. Their scheduled wake-ups go stale (each gets a fresh event); `_plan` re-arms."""
+        has to send. Their scheduled wake-ups go stale (each gets a fresh event, `_renew`); `_plan` re-arms."""
         self._retire(now)
         ind = self._ind
         if not ind:
@@ -478,7 +483,7 @@ class PsLink(LinkBase):
             heappush(cls.heap, (tag, next(self._seq), rec))
             cls.n += 1
             self.n += 1
-            rec[0] = Event(self.env)
+            self._renew(rec)
         ind.clear()
         self._ind_bps = 0.0
         self._order = None

@@ -10,6 +10,7 @@ name are taken from Arrow arrays built once. Writer settings are fixed: same run
 from __future__ import annotations
 
 from array import array
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,6 +24,11 @@ from edgevlm.traces.eventlog import EVENT_SCHEMA, STATUS_OK, WRITER_OPTIONS
 #: floats: the 10 step times, score, flops, the 6 progressive times; ints: request_id, client_id,
 #: sample, uplink_bytes, downlink_bytes, stages, prog_levels.
 N_FLOATS, N_INTS = 18, 7
+#: One C call each: the request's floats and ints as tuples, in that order.
+_FLOATS = attrgetter("arrival_s", "edge_done_s", "up1_end_s", "s1_start_s", "s1_end_s", "crop_req_end_s",
+                     "up2_end_s", "s2_start_s", "s2_end_s", "done_s", "score", "flops", "prog_last_start_s",
+                     "prog_last_end_s", "prog_down_s", "prog_up_s", "prog_queue_s", "prog_infer_s")
+_INTS = attrgetter("request_id", "client_id", "sample", "uplink_bytes", "downlink_bytes", "stages", "prog_levels")
 
 
 class EventLog:
@@ -45,12 +51,8 @@ class EventLog:
         self.rows_written = 0
 
     def __call__(self, req: Any) -> None:
-        self._floats.extend((req.arrival_s, req.edge_done_s, req.up1_end_s, req.s1_start_s, req.s1_end_s,
-                             req.crop_req_end_s, req.up2_end_s, req.s2_start_s, req.s2_end_s, req.done_s,
-                             req.score, req.flops, req.prog_last_start_s, req.prog_last_end_s,
-                             req.prog_down_s, req.prog_up_s, req.prog_queue_s, req.prog_infer_s))
-        self._ints.extend((req.request_id, req.client_id, req.sample, req.uplink_bytes, req.downlink_bytes,
-                           req.stages, req.prog_levels))
+        self._floats.extend(_FLOATS(req))
+        self._ints.extend(_INTS(req))
         status = self._status
         status.append(req.status)
         if len(status) >= self._row_group_rows:

@@ -167,7 +167,10 @@ def test_busy_fraction_until_leaves_out_work_booked_past_the_stop():
     assert srv.busy_fraction_until(0.5) == pytest.approx(1.0)
     assert srv.busy_fraction_until(6.0) == pytest.approx(0.5)
     fifo = FifoLink(env, LinkConfig(capacity_mbps=8, discipline="fifo", overhead_bytes=0))
-    env.process(fifo.transfer(2_000_000))  # 2 s of transmission from t=0.5
+    def carry():
+        yield from fifo.transfer(2_000_000)
+
+    env.process(carry())  # 2 s of transmission from t=0.5
     env.run(until=1.0)
     assert fifo.busy_fraction_until(1.0) == pytest.approx(0.5)
     assert PsLink(env, LinkConfig(capacity_mbps=8)).busy_fraction_until(1.0) is None

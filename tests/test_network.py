@@ -20,6 +20,11 @@ CAPACITY_MBPS = 8.0
 MEAN_BYTES = CAPACITY_MBPS * 1e6 * MEAN_SERVICE_S / 8  # 100 kB at 8 Mbit/s takes 0.1 s
 
 
+
+def carry(link, *args):
+    """A process carrying one message (a link's `transfer` is waited on with `yield from`)."""
+    yield from link.transfer(*args)
+
 def drive(link_cfg: LinkConfig, arrivals_s, sizes_bytes, access=None, base_dir=None):
     """Run transfers through one link; returns (finish times, the link), in input order."""
     env = simpy.Environment()
@@ -36,7 +41,7 @@ def drive(link_cfg: LinkConfig, arrivals_s, sizes_bytes, access=None, base_dir=N
         for i, t in enumerate(arrivals_s):
             if t > env.now:
                 yield env.timeout(t - env.now)
-            env.process(link.transfer(sizes_bytes[i], access[i])).callbacks.append(record(i))
+            env.process(carry(link, sizes_bytes[i], access[i])).callbacks.append(record(i))
 
     env.process(source())
     env.run()
@@ -471,7 +476,7 @@ def test_backlog_is_the_unfinished_work(discipline, count):
             seen.append((ln.backlog_bytes(), ln.backlog_s()))
 
     for _ in range(count):
-        env.process(ln.transfer(1e6))
+        env.process(carry(ln, 1e6))
     env.process(probe())
     env.run()
     want = [max(0.0, count * 1e6 - t * 1e6) for t in (0.25, 0.5, 0.75, 1.5)]
@@ -540,3 +545,27 @@ def test_ps_matches_a_brute_force_maxmin_reference(seed):
     caps = [None if c == 0 else float(c) * 1e6 for c in rng.choice([0, 0.5, 1, 2, 5], n)]
     done, _ = drive(link("ps", capacity_mbps=10), arrivals, sizes, access=caps)
     np.testing.assert_allclose(done, reference_maxmin_ps(10e6, arrivals, sizes, caps), rtol=1e-7, atol=1e-7)
+
+
+def test_a_renewed_wake_up_carries_its_waiter_and_the_stale_one_fires_empty():
+    """On an 8 Mbit/s PS link, A (1 MB, alone: 1 s, its wake-up scheduled at once) is joined at 0.5 s
+    by B (1 MB): A's wake-up is replaced, its process moves onto the new one and resumes once, at the
+    PS finish 1.5 s; B at 2 s. The stale event still fires at 1 s, with nobody waiting on it."""
+    env = simpy.Environment()
+    ln = PsLink(env, link(capacity_mbps=8))
+    done, resumed, stale = {}, [], []
+
+    def send(name, at_s):
+        yield env.timeout(at_s)
+        wait = ln.transfer(1_000_000)
+        if name == "A":
+            stale.append(wait[0])
+        yield from wait
+        resumed.append(name)
+        done[name] = env.now
+
+    env.process(send("A", 0.0))
+    env.process(send("B", 0.5))
+    env.run()
+    assert done == pytest.approx({"A": 1.5, "B": 2.0}) and resumed == ["A", "B"]
+    assert stale[0].processed and stale[0].callbacks is None  # fired at 1 s, with no callback left

@@ -65,9 +65,9 @@ class Policy(PolicyInterface):
         """
         env = sim.env
         yield timeout(env, sim.edge.prep_s)  # env.timeout(d), cheaper (sim/simpy_adapter.py)
-        req.edge_done_s = env.now
+        req.edge_done_s = env._now
         yield from sim.send_up(req, up_bytes)
-        req.up1_end_s = env.now
+        req.up1_end_s = env._now
         if job is None:
             span = yield from sim.infer(req, 1, admit=True)
         else:
@@ -140,10 +140,10 @@ class TwoStagePolicy(Policy):
         if crop:
             yield from sim.infer(req, 0)
             yield from sim.send_down(req, BBOX_REQUEST_BYTES)
-            req.crop_req_end_s = env.now
+            req.crop_req_end_s = env._now
             yield timeout(env, sim.edge.crop_s)
             yield from sim.send_up(req, self.up2_bytes[i])
-            req.up2_end_s = env.now
+            req.up2_end_s = env._now
             req.s2_start_s, req.s2_end_s = yield from sim.infer(req, 2)
             req.score = self.score2[i]
             answer_bytes = self.answer2_bytes[i]

@@ -71,7 +71,7 @@ class FifoServer(Server):
 
     def book(self, job: Job, admit: bool = False) -> tuple[float, float] | None:
         """Place `job` in the schedule now (Lindley's recursion) without waiting: (start_s, end_s) or None."""
-        now = self.env.now
+        now = self.env._now
         if admit and self.max_queue is not None and self.queue_length() >= self.max_queue:
             self.dropped += 1
             return None
@@ -91,7 +91,8 @@ class FifoServer(Server):
             starts = self._starts[0]
         if self.prefix is not None:
             job = self.prefix.route(max(k, 0), job)
-        start = lindley_start(start, now)
+        if start < now:  # lindley_start, inlined
+            start = now
         dur = self.service_s(job)
         if self.speed is not None:
             dur *= self.speed(start)
