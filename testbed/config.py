@@ -13,10 +13,10 @@ Example (testbed/examples/ci.yaml):
   loads: [0.5]             # offered load rho = lambda / measured server capacity
   policies: [{kind: global_only, jpeg_quality: 75}]
   network:
-    uplink: {capacity_mbps: 4, propagation_ms: 0, loss_pct: 0}
+    uplink: {capacity_mbps: 4, propagation_ms: 0, loss_pct: 0, discipline: ps, access_mbps: null}  # or bandwidth_trace: FILE
     downlink: {capacity_mbps: 20, propagation_ms: 0}
   server: {engine: model, max_queue: 1000, threads: 1, model_process: true, model_cpus: null, model_spin_s: 5}  # null: last CPU
-  calibration: {repeats: 3, server_passes: idle, server_speed: lognormal}  # idle | busy: where the pass times
+  calibration: {repeats: 3, idle_requests: 32, server_passes: idle, server_speed: lognormal}  # idle | busy: where the pass times
                            # come from; lognormal | constant: the simulator's server speed model
   time_limit_s: 120        # per point: the edge run is stopped after this
   seed: 0
@@ -114,6 +114,9 @@ class ServerBlock(_Strict):
 
 class Calibration(_Strict):
     repeats: PositiveInt = 3
+    #: idle requests per kind (global_only, always_crop) for the network path's fixed time per message
+    #: (a median); at least twice the samples. 16 moved the median by 5-8 ms between runs on a loaded host
+    idle_requests: PositiveInt = 32
     #: the server's pass times for the profile: from idle requests one at a time, or from a run that
     #: keeps the server busy (arrivals at 1.5x capacity); see testbed/README.md
     server_passes: Literal["idle", "busy"] = "idle"

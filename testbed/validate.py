@@ -448,9 +448,9 @@ def calibrate_network(live: Live, workload: Workload, quality: int, gap_s: float
     keeps the server busy (TESTBED.yaml calibration.server_passes: busy)."""
     tb = live.tb
     qi = workload.quality_index(quality)
-    # 32 requests at least (the median of 16 moved by 5-8 ms between runs on a loaded host), spread over
-    # the clients' connections as the run uses them (each connection idle between its requests).
-    n = max(32, 2 * workload.n)
+    # calibration.idle_requests (32 by default; the median of 16 moved by 5-8 ms between runs on a loaded
+    # host), spread over the clients' connections as the run uses them (each idle between its requests).
+    n = max(tb.calibration.idle_requests, 2 * workload.n)
     sched = [{"request_id": k, "client_id": k % tb.clients, "sample": k % workload.n,
               "arrival_s": 0.2 + k * gap_s} for k in range(n)]
     res = {}

@@ -253,7 +253,7 @@ def test_ci_short_validation(tmp_path):
         "replays": 2,
         "policies": [{"kind": "global_only", "jpeg_quality": 75}],
         "network": {"uplink": {"capacity_mbps": 4}, "downlink": {"capacity_mbps": 20}},
-        "calibration": {"repeats": 1}, "time_limit_s": 120}))
+        "calibration": {"repeats": 1, "idle_requests": 8}, "time_limit_s": 120}))
     tb, _ = load_testbed(tmp_path / "tb.yaml")
     result = run(tb, tmp_path / "out", progress=False)
     (point,) = result["points"]
@@ -312,7 +312,8 @@ def test_ci_short_validation_timed_engine_with_propagation(tmp_path):
         "server": {"engine": "timed"},
         "network": {"uplink": {"capacity_mbps": 4, "propagation_ms": 10},
                     "downlink": {"capacity_mbps": 20, "propagation_ms": 10}},
-        "calibration": {"repeats": 1, "server_speed": "constant"}, "time_limit_s": 120}))
+        "calibration": {"repeats": 1, "server_speed": "constant", "idle_requests": 8},
+        "time_limit_s": 120}))
     tb, _ = load_testbed(tmp_path / "tb.yaml")
     out = tmp_path / "out"
     result = run(tb, out, progress=False)
