@@ -96,9 +96,9 @@ async def run_edge(base_url: str, samples: Sequence[Any], policy, arrivals: Sequ
     end = time.time() + health_timeout_s
     while True:  # wait for the server, and open each client's warm connections before the clock starts
         try:
-            for c in clients:
-                for r in await asyncio.gather(*(c.get("/v1/health") for _ in range(WARM_CONNECTIONS))):
-                    r.raise_for_status()
+            # all at once: one client after the other took 18 s for 128 clients on the cellular trace
+            for r in await asyncio.gather(*(c.get("/v1/health") for c in clients for _ in range(WARM_CONNECTIONS))):
+                r.raise_for_status()
             break
         except httpx.HTTPError as exc:
             if time.time() > end:
