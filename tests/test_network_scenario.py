@@ -70,9 +70,11 @@ def test_shared_uplink_trace_runs_and_is_deterministic(scenario_dict, lte_like, 
     fifo = scenario_dict(network={"uplink": {"discipline": "fifo", "bandwidth_trace": {"kind": "mahimahi",
                                                                                     "path": str(lte_like)}},
                                   "downlink": {"capacity_mbps": 100}})
+    parse_scenario(fifo)  # the caps are checked against the trace's peak rate once the engine has read it
     with pytest.raises(ConfigError, match="use `network.uplink.discipline: ps`") as err:
-        parse_scenario(fifo)  # capped clients on a FIFO trace link: the one-capped-transfer-at-a-time trap
-    assert err.value.path == "network.uplink.discipline"
+        run(fifo, tmp_path / "fifo")  # capped clients on a FIFO trace link: the one-capped-transfer-at-a-time trap
+    assert err.value.path == "network.uplink.discipline" and "peak rate" in str(err.value)
+    assert not (tmp_path / "fifo").exists() or not any((tmp_path / "fifo").iterdir())
     for discipline in ("ps",):
         d = scenario_dict(network={
             "uplink": {"discipline": discipline, "propagation_ms": 20,
