@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
+from pydantic import Field, PositiveFloat
 
-from edgevlm.sim.registry import Registry
+from edgevlm.sim.registry import Registry, Strict
 from edgevlm.sim.rng import Batched
 from edgevlm.sim.simpy_adapter import start, timeout
 
@@ -21,11 +21,7 @@ if TYPE_CHECKING:
 arrival_processes: Registry = Registry("clients.arrival")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class PoissonArrivals(_Strict):
+class PoissonArrivals(Strict):
     kind: Literal["poisson"]
     rate_per_s: PositiveFloat = Field(description="requests per second per client")
 
@@ -33,7 +29,7 @@ class PoissonArrivals(_Strict):
         return self.rate_per_s
 
 
-class PeriodicArrivals(_Strict):
+class PeriodicArrivals(Strict):
     kind: Literal["periodic"]
     fps: PositiveFloat = Field(description="requests per second per client, evenly spaced")
 

@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
+from pydantic import Field, PositiveFloat
 
 from edgevlm.sim.errors import UserError
+from edgevlm.sim.registry import Strict
 
 MAHIMAHI_PACKET_BYTES = 1500
 PACKET_BITS = MAHIMAHI_PACKET_BYTES * 8
@@ -46,18 +47,14 @@ class BandwidthTraceError(UserError):
 # ---------------------------------------------------------------- configs (YAML)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ConstantTrace(_Strict):
+class ConstantTrace(Strict):
     """A constant rate."""
 
     kind: Literal["constant"] = "constant"
     mbps: PositiveFloat
 
 
-class MahimahiTrace(_Strict):
+class MahimahiTrace(Strict):
     """A Mahimahi trace file: one line per 1500-byte delivery opportunity, integer ms, looping."""
 
     kind: Literal["mahimahi"] = "mahimahi"
@@ -65,7 +62,7 @@ class MahimahiTrace(_Strict):
     bin_ms: PositiveFloat = Field(100.0, description="averaging window where a rate is needed (access caps)")
 
 
-class CsvTrace(_Strict):
+class CsvTrace(Strict):
     """A CSV of `t_s,mbps` rows: piecewise-constant rate, looping."""
 
     kind: Literal["csv"] = "csv"

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, model_validator
+from pydantic import Field, PositiveFloat, ValidationError, model_validator
 from tqdm import tqdm
 
 from edgevlm.sim import yamlsafe
@@ -35,6 +35,7 @@ from edgevlm.sim.errors import ConfigError
 from edgevlm.sim.profiles import MODELS
 from edgevlm.sim.runner import resolve_trace, run
 from edgevlm.sim.preflight import check_runs
+from edgevlm.sim.registry import Strict
 from edgevlm.sim.scenario import config_error, parse_scenario
 from edgevlm.sim.stability import UNSTABLE_NOTE
 from edgevlm.sim.summary import nested_get
@@ -47,21 +48,17 @@ COMPARE_VERSION = 1
 NAME_PATTERN = r"^[A-Za-z0-9_.\-]+$"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Variant(_Strict):
+class Variant(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     policy: dict[str, Any]
     set: dict[str, Any] = Field(default_factory=dict, description="deep-merged into this variant's scenario")
 
 
-class LoadAxis(_Strict):
+class LoadAxis(Strict):
     scale: list[PositiveFloat] = Field(min_length=1, description="multipliers of the arrival rate")
 
 
-class CompareSpec(_Strict):
+class CompareSpec(Strict):
     name: str = Field("compare", pattern=NAME_PATTERN)
     base: str | dict[str, Any]
     set: dict[str, Any] = Field(default_factory=dict, description="deep-merged into the base for every variant")

@@ -24,7 +24,7 @@ from edgevlm.sim.latency import Job
 from edgevlm.sim.network import build_link
 from edgevlm.sim.policies import policies
 from edgevlm.sim.rng import Batched, Streams
-from edgevlm.sim.scenario import Scenario, fifo_cap_error
+from edgevlm.sim.scenario import Scenario, check_fifo_access_caps
 from edgevlm.sim.simpy_adapter import run as run_events, start, timeout
 from edgevlm.sim.server import build_server
 from edgevlm.sim.server.encoder import build_encoder_pool, encode_job
@@ -92,9 +92,7 @@ class Simulation:
         self.uplink = self._build_link("network.uplink", sc.network.uplink)
         self.downlink = self._build_link("network.downlink", sc.network.downlink)
         if not isinstance(self.uplink.profile, ConstantProfile):  # a trace: constant caps vs its peak
-            err = fifo_cap_error(sc, self.uplink.profile.peak_bps)
-            if err is not None:
-                raise err
+            check_fifo_access_caps(sc, trace_peak_bps=self.uplink.profile.peak_bps)
         self.server = build_server(env, sc.server, self.streams["service"], self.streams["speed"])
         #: Where the server knows a job's span on arrival (FIFO, Lindley's recursion), GPU passes wait
         #: on one timeout after `book` instead of running `submit` (sim/interfaces.py Server).

@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
+from pydantic import Field, PositiveFloat
 
 from edgevlm.sim.errors import ConfigError
-from edgevlm.sim.registry import Registry
+from edgevlm.sim.registry import Registry, Strict
 from edgevlm.sim.rng import Batched
 
 latency_models: Registry = Registry("server.latency")
@@ -68,37 +68,29 @@ class Job:
     cached_tokens: int = 0
     #: The request whose stage-1 prefix this pass stores or reuses; None: no prefix caching.
     prefix_key: int | None = None
-    #: `key()`, computed once: a Job is frozen (`dataclasses.replace` makes a new one), and the
-    #: latency models look it up on every pass.
-    _key: tuple = field(init=False, repr=False, compare=False)
+    #: What a pass's duration depends on: the latency models' cache key, computed once (a Job is
+    #: frozen; `dataclasses.replace` makes a new one) because they look it up on every pass.
+    key: tuple = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        object.__setattr__(self, "_key", (self.stage, self.images, self.visual_tokens, self.prompt_tokens, self.out_tokens,
-                     self.pre_flops, self.cached_tokens))
+        object.__setattr__(self, "key", (self.stage, self.images, self.visual_tokens, self.prompt_tokens,
+                                         self.out_tokens, self.pre_flops, self.cached_tokens))
 
     @property
     def prefill_tokens(self) -> int:
         return self.visual_tokens + self.prompt_tokens
 
-    def key(self) -> tuple:
-        """What a pass's duration depends on (the latency models' cache key)."""
-        return self._key
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
 
 # ---------------------------------------------------------------- configs
 
 
-class RooflineLatency(_Strict):
+class RooflineLatency(Strict):
     kind: Literal["roofline"] = "roofline"
     mfu: float | None = Field(None, gt=0, le=1, description="compute efficiency; default: the hardware's")
     bw_efficiency: float | None = Field(None, gt=0, le=1, description="bandwidth efficiency; default: the hardware's")
 
 
-class ProfileLatency(_Strict):
+class ProfileLatency(Strict):
     """Measured pass times, CSV columns `phase,batch,tokens,seconds`, one row per measurement.
 
     phase `prefill`: `batch` sequences of `tokens` prompt tokens each (visual + text), the whole pass
@@ -115,19 +107,19 @@ class ProfileLatency(_Strict):
     path: str = Field(min_length=1)
 
 
-class ParametricLatency(_Strict):
+class ParametricLatency(Strict):
     kind: Literal["parametric"] = "parametric"
     vision_s_per_image: float = Field(0.02, ge=0)
     prefill_tokens_per_s: PositiveFloat = 6000.0
     decode_s_per_token: float = Field(0.0135, ge=0, description="one decode step, any batch size")
 
 
-class ExponentialLatency(_Strict):
+class ExponentialLatency(Strict):
     kind: Literal["exponential"]
     mean_s: PositiveFloat
 
 
-class DeterministicLatency(_Strict):
+class DeterministicLatency(Strict):
     kind: Literal["deterministic"]
     service_s: PositiveFloat
 
@@ -148,7 +140,7 @@ class LatencyModel:
         self._cache: dict[tuple, float] = {}
 
     def service_s(self, job: Job) -> float:
-        key = job._key  # job.key(), without the call
+        key = job.key
         t = self._cache.get(key)
         if t is None:
             t = self._cache[key] = self.batch_s([job])

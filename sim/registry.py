@@ -8,9 +8,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Callable, Generic, TypeVar, Union, get_args
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 C = TypeVar("C", bound=BaseModel)
+
+
+class Strict(BaseModel):
+    """The base of every config model: an unknown key is an error, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 class Registry(Generic[C]):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Optional, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_serializer, model_validator
+from pydantic import BaseModel, Field, PositiveFloat, PositiveInt, ValidationError, model_serializer, model_validator
 
 from edgevlm.sim import yamlsafe
 from edgevlm.sim.arrivals import arrival_processes
@@ -26,6 +26,7 @@ from edgevlm.sim.hardening import check_values
 from edgevlm.sim.latency import RooflineLatency, latency_models
 from edgevlm.sim.network import LinkConfig
 from edgevlm.sim.policies import policies
+from edgevlm.sim.registry import Strict
 from edgevlm.sim.server import FifoScheduler, PrefixCacheConfig, ServerBase, schedulers
 from edgevlm.sim.server.encoder import EncoderPoolConfig
 from edgevlm.sim.speed import ConstantSpeed, speed_models
@@ -35,10 +36,6 @@ SCENARIO_VERSION = 1
 DEFAULT_TRACE = "traces/tiny-scenetext-v2.parquet"
 #: Per-client state is O(count) up front; beyond this a typo (an extra 0s) exhausts memory.
 MAX_CLIENTS = 1_000_000
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class StopConfig(Strict):
@@ -155,16 +152,16 @@ def parse_scenario(data: Any, *, source: str = "scenario") -> Scenario:
     return sc
 
 
-def check_fifo_access_caps(sc: Scenario) -> None:
+def check_fifo_access_caps(sc: Scenario, trace_peak_bps: float | None = None) -> None:
     """Reject a `fifo` uplink that some client's access rate can cap below the link's capacity.
 
     A FIFO link serves one transfer at a time at min(capacity, access rate), so a wide shared link
     fed by slow access links would carry one capped transfer at a time (a 100 Mbit/s link busy for a
     whole 1 Mbit/s upload) and queue everyone else behind it: a trap, not a model of a cell. `ps`
     serves capped transfers side by side (max-min fair), which is the access-hop-plus-shared-link
-    behaviour (issue 20). Caps at or above a constant capacity never bind and are allowed; on a
-    trace-driven uplink the engine checks constant caps against the trace's peak rate once it has read
-    the trace (`fifo_cap_error`).
+    behaviour (issue 20). Caps at or above a constant capacity never bind and are allowed. On a
+    trace-driven uplink the capacity is the trace's peak rate (its busiest millisecond), known once the
+    engine has read the trace: it calls this again with `trace_peak_bps`.
     """
     up = sc.network.uplink
     if up.discipline != "fifo":
@@ -172,35 +169,22 @@ def check_fifo_access_caps(sc: Scenario) -> None:
     for k, c in enumerate(sc.clients.link_classes):
         if c.bandwidth_trace is not None:
             binds = f"clients.link_classes[{k}] follows a bandwidth trace"
-        elif up.capacity_mbps is None:
-            continue  # a trace-driven uplink: the engine compares the cap with the trace's peak rate
-        elif c.uplink_mbps < up.capacity_mbps:
+        elif up.capacity_mbps is not None:
+            if c.uplink_mbps >= up.capacity_mbps:
+                continue
             binds = (f"clients.link_classes[{k}].uplink_mbps {c.uplink_mbps:g} is below network.uplink."
                      f"capacity_mbps {up.capacity_mbps:g}")
+        elif trace_peak_bps is None or c.uplink_mbps * 1e6 >= trace_peak_bps:
+            continue  # not known yet (parsing), or the cap never binds
         else:
-            continue
+            binds = (f"clients.link_classes[{k}].uplink_mbps {c.uplink_mbps:g} is below the uplink trace's peak "
+                     f"rate {trace_peak_bps / 1e6:g} Mbit/s")
         raise ConfigError("network.uplink.discipline",
                           f"'fifo' with access links that cap transfers below the shared capacity would serve "
                           f"one capped transfer at a time and leave the link idle ({binds}); use "
                           f"`network.uplink.discipline: ps` (each access link runs at its own rate, the "
                           f"shared link is split max-min fair), or give every link class an uplink_mbps at "
                           f"or above the capacity")
-
-
-def fifo_cap_error(sc: Scenario, peak_bps: float) -> ConfigError | None:
-    """The error for a `fifo` trace-driven uplink whose constant access caps can bind: a cap below the
-    trace's peak rate (its busiest millisecond) would hold a transfer back inside a burst. None if fine."""
-    if sc.network.uplink.discipline != "fifo":
-        return None
-    for k, c in enumerate(sc.clients.link_classes):
-        if c.uplink_mbps is not None and c.uplink_mbps * 1e6 < peak_bps:
-            return ConfigError("network.uplink.discipline",
-                               f"'fifo' with access links that cap transfers below the shared capacity would serve "
-                               f"one capped transfer at a time and leave the link idle (clients.link_classes[{k}]"
-                               f".uplink_mbps {c.uplink_mbps:g} is below the uplink trace's peak rate "
-                               f"{peak_bps / 1e6:g} Mbit/s); use `network.uplink.discipline: ps`, or give every "
-                               f"link class an uplink_mbps at or above that peak")
-    return None
 
 
 def load_scenario(path: str | Path) -> tuple[Scenario, Path]:

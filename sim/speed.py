@@ -21,23 +21,19 @@ import math
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
+from pydantic import Field, PositiveFloat
 
-from edgevlm.sim.registry import Registry
+from edgevlm.sim.registry import Registry, Strict
 from edgevlm.sim.rng import Batched
 
 speed_models: Registry = Registry("server.speed")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ConstantSpeed(_Strict):
+class ConstantSpeed(Strict):
     kind: Literal["constant"] = "constant"
 
 
-class LognormalSpeed(_Strict):
+class LognormalSpeed(Strict):
     kind: Literal["lognormal"] = "lognormal"
     jitter_sigma: float = Field(0.0, ge=0, le=2, description="std of the per-pass log factor")
     drift_sigma: float = Field(0.0, ge=0, le=2, description="stationary std of the shared log-speed drift")

@@ -39,24 +39,20 @@ from __future__ import annotations
 
 from typing import Any, Generator, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
+from pydantic import Field, PositiveFloat, PositiveInt
 from simpy.events import Timeout
 
 from edgevlm.sim.interfaces import Link
-from edgevlm.sim.registry import Registry
+from edgevlm.sim.registry import Registry, Strict
 
 transports: Registry = Registry("network.transport")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class NoTransport(_Strict):
+class NoTransport(Strict):
     kind: Literal["none"] = "none"
 
 
-class TcpTransport(_Strict):
+class TcpTransport(Strict):
     kind: Literal["tcp"]
     init_cwnd_segments: PositiveInt = Field(10, description="initial congestion window (Linux: 10, RFC 6928)")
     mss_bytes: PositiveInt = Field(1448, description="payload per segment (1500-byte MTU, timestamps on)")

@@ -28,21 +28,18 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
+from pydantic import Field, PositiveFloat, PositiveInt, ValidationError, model_validator
 
 from edgevlm.sim.bandwidth import parse_mahimahi
 from edgevlm.sim.errors import ConfigError
+from edgevlm.sim.registry import Strict
 from edgevlm.testbed.engine import cpus_problem
 from edgevlm.testbed.netns import Shape
 
 DEFAULT_MODEL = Path("models/weights/tiny-scenetext-v1")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Direction(_Strict):
+class Direction(Strict):
     capacity_mbps: Optional[PositiveFloat] = None
     #: a Mahimahi trace file instead of a constant capacity: the testbed's delay line releases packets on
     #: its delivery opportunities, the simulator's link replays it (`mahimahi`); both start it at the
@@ -82,7 +79,7 @@ class Direction(_Strict):
         return {"bandwidth_trace": {"kind": "mahimahi", "path": self.bandwidth_trace}, "discipline": self.discipline}
 
 
-class Network(_Strict):
+class Network(Strict):
     uplink: Direction = Direction(capacity_mbps=4.0)
     downlink: Direction = Direction(capacity_mbps=20.0)
 
@@ -94,7 +91,7 @@ class Network(_Strict):
         return self
 
 
-class ServerBlock(_Strict):
+class ServerBlock(Strict):
     #: model: the tiny model's real passes (in the model process or inline); timed: no model, each pass
     #: held for the simulator's time of that sample (the round's profile) and answered from the trace,
     #: a stand-in for a dedicated accelerator's steady pass times (testbed/timed.py)
@@ -112,7 +109,7 @@ class ServerBlock(_Strict):
     model_spin_s: float = Field(5.0, ge=0)
 
 
-class Calibration(_Strict):
+class Calibration(Strict):
     repeats: PositiveInt = 3
     #: idle requests per kind (global_only, always_crop) for the network path's fixed time per message
     #: (a median); at least twice the samples. 16 moved the median by 5-8 ms between runs on a loaded host
@@ -129,7 +126,7 @@ class Calibration(_Strict):
     speed_replications: PositiveInt = 10
 
 
-class Testbed(_Strict):
+class Testbed(Strict):
     name: str = Field("testbed", pattern=r"^[A-Za-z0-9_.\-]+$")
     model: Optional[str] = None
     manifest: str

@@ -230,6 +230,21 @@ def test_netns_teardown_even_on_failure():
     assert not any(n in listed for n in names)
 
 
+def _tiny_testbed(tmp_path, **cfg):
+    """A tiny random-init LLaVA (never trained weights), 4 generated images and a TESTBED.yaml of the CI
+    defaults (2 clients, one load of 0.5, a replay) updated with `cfg`; returns the loaded Testbed."""
+    import yaml
+
+    from edgevlm.testbed.config import load_testbed
+    from tests.models_fixtures import build_tiny_llava, make_images, write_manifest
+
+    build_tiny_llava(tmp_path / "ckpt", settings={"max_new_tokens": 4, "source_kind": "synthetic"})
+    write_manifest(tmp_path / "vqa.jsonl", make_images(tmp_path, 4))
+    base = {"model": "ckpt", "manifest": "vqa.jsonl", "clients": 2, "loads": [0.5], "replays": 2, "time_limit_s": 120}
+    (tmp_path / "tb.yaml").write_text(yaml.safe_dump({**base, **cfg}))
+    return load_testbed(tmp_path / "tb.yaml")[0]
+
+
 @pytest.mark.models
 def test_ci_short_validation(tmp_path):
     """1 load x 1 policy on the shaped testbed, with a tiny random-init LLaVA (never trained weights)."""
@@ -239,22 +254,13 @@ def test_ci_short_validation(tmp_path):
     pytest.importorskip("fastapi")
     pytest.importorskip("torch")
     import pyarrow.parquet as pq
-    import yaml
 
     from edgevlm.traces.eventlog import EVENT_SCHEMA
-    from edgevlm.testbed.config import load_testbed
     from edgevlm.testbed.validate import run
-    from tests.models_fixtures import build_tiny_llava, make_images, write_manifest
 
-    build_tiny_llava(tmp_path / "ckpt", settings={"max_new_tokens": 4, "source_kind": "synthetic"})
-    write_manifest(tmp_path / "vqa.jsonl", make_images(tmp_path, 4))
-    (tmp_path / "tb.yaml").write_text(yaml.safe_dump({
-        "name": "ci", "model": "ckpt", "manifest": "vqa.jsonl", "clients": 2, "requests": 16, "loads": [0.5],
-        "replays": 2,
-        "policies": [{"kind": "global_only", "jpeg_quality": 75}],
-        "network": {"uplink": {"capacity_mbps": 4}, "downlink": {"capacity_mbps": 20}},
-        "calibration": {"repeats": 1, "idle_requests": 8}, "time_limit_s": 120}))
-    tb, _ = load_testbed(tmp_path / "tb.yaml")
+    tb = _tiny_testbed(tmp_path, name="ci", requests=16, policies=[{"kind": "global_only", "jpeg_quality": 75}],
+                       network={"uplink": {"capacity_mbps": 4}, "downlink": {"capacity_mbps": 20}},
+                       calibration={"repeats": 1, "idle_requests": 8})
     result = run(tb, tmp_path / "out", progress=False)
     (point,) = result["points"]
     assert point["testbed_ok"] == 16 and not point["testbed_errors"]
@@ -296,25 +302,16 @@ def test_ci_short_validation_timed_engine_with_propagation(tmp_path):
     pytest.importorskip("fastapi")
     pytest.importorskip("torch")
     import pyarrow.parquet as pq
-    import yaml
 
     from edgevlm.sim.workload import Workload
-    from edgevlm.testbed.config import load_testbed
     from edgevlm.testbed.timed import PassTimes
     from edgevlm.testbed.validate import run
-    from tests.models_fixtures import build_tiny_llava, make_images, write_manifest
 
-    build_tiny_llava(tmp_path / "ckpt", settings={"max_new_tokens": 4, "source_kind": "synthetic"})
-    write_manifest(tmp_path / "vqa.jsonl", make_images(tmp_path, 4))
-    (tmp_path / "tb.yaml").write_text(yaml.safe_dump({
-        "name": "ci-timed", "model": "ckpt", "manifest": "vqa.jsonl", "clients": 2, "requests": 30, "loads": [0.5],
-        "replays": 2, "policies": [{"kind": "always_crop", "jpeg_quality": 75}],
-        "server": {"engine": "timed"},
-        "network": {"uplink": {"capacity_mbps": 4, "propagation_ms": 10},
-                    "downlink": {"capacity_mbps": 20, "propagation_ms": 10}},
-        "calibration": {"repeats": 1, "server_speed": "constant", "idle_requests": 8},
-        "time_limit_s": 120}))
-    tb, _ = load_testbed(tmp_path / "tb.yaml")
+    tb = _tiny_testbed(tmp_path, name="ci-timed", requests=30, policies=[{"kind": "always_crop", "jpeg_quality": 75}],
+                       server={"engine": "timed"},
+                       network={"uplink": {"capacity_mbps": 4, "propagation_ms": 10},
+                                "downlink": {"capacity_mbps": 20, "propagation_ms": 10}},
+                       calibration={"repeats": 1, "server_speed": "constant", "idle_requests": 8})
     out = tmp_path / "out"
     result = run(tb, out, progress=False)
     (point,) = result["points"]

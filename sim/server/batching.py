@@ -29,15 +29,15 @@ from collections import deque
 from typing import ClassVar, Literal
 
 import simpy
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_serializer
+from pydantic import Field, PositiveInt, model_serializer
 
 from edgevlm.sim.interfaces import Server
 from edgevlm.sim.latency import Job
+from edgevlm.sim.registry import Strict
 from edgevlm.sim.server.kvcache import KvUse, kv_summary
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Strict(Strict):
     #: Fields added after runs were recorded; left out of the dump at their defaults, so a stored
     #: scenario (and the event log's metadata) keeps its bytes.
     _later_fields: ClassVar[tuple[str, ...]] = ()
